@@ -1,0 +1,2 @@
+/* Platform configuration (libfdt). See config.h. */
+#include "config.h"

@@ -1,0 +1,208 @@
+/* pvd's core objects: the daemon, its vlinks, device nodes, program
+ * connections, and the interface every driver implements.
+ *
+ * pvd is single-threaded: everything runs on one libuv loop.
+ */
+#ifndef PVD_H
+#define PVD_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include <msgpack.h>
+#include <uv.h>
+
+#include "config.h"
+#include "log.h"
+#include "pv-msg.h"
+#include "pv-ring.h"
+#include "pv-vlink.h"
+
+struct pvd;
+struct pvd_vlink;
+struct pvd_node;
+struct pvd_conn;
+struct hv_backend;
+
+/* ---- vlinks ------------------------------------------------------------ */
+
+enum pv_vlink_state { PV_VLINK_OFF = 0, PV_VLINK_RESET, PV_VLINK_ON };
+
+const char *pv_vlink_state_name(enum pv_vlink_state st);
+
+struct pvd_region {
+        void *base;     /* mapped in pvd, or NULL */
+        size_t size;    /* 0: region absent on this vlink */
+        int fd;         /* memfd (or -1) */
+};
+
+struct pvd_pending; /* control messages waiting for ring room */
+
+struct pvd_vlink {
+        struct pvd *pvd;
+        const struct pv_vlink_cfg *cfg;
+        unsigned index;                     /* in pvd->vlinks */
+        enum pv_side side;                  /* this VM's end */
+        const char *peer_vm;
+        enum pv_vlink_state state;
+        uint32_t gen;                       /* incremented at each ON */
+        struct pvd_region region[PV_REGION_COUNT];
+        struct pv_ring tx, rx;              /* control rings (tx: we produce) */
+        struct pvd_pending *pending_head, *pending_tail;
+        size_t pending_bytes;
+        void *hv;                           /* backend state */
+        void *drv[PV_DRV_COUNT];            /* driver state */
+        uint64_t up_since_ms;               /* uv_now() at the last ON */
+        uint64_t up_count, down_count;
+        uint64_t ctl_xirq_rx;
+};
+
+/* Send a driver message to the peer pvd over the control ring (copied).
+ * When the ring is full the message waits in a local queue and goes out, in
+ * order, as the peer drains the ring; nothing is dropped while the vlink is
+ * ON. 0, -ENOTCONN (vlink not ON), -EMSGSIZE (> PV_CTL_MSG_MAX), -ENOBUFS
+ * (the peer has not drained for too long: the vlink is reset). */
+int pvd_vlink_send(struct pvd_vlink *vl, enum pv_drv_id drv, uint32_t type,
+                   const void *msg, uint32_t len);
+
+/* The peer broke the vlink's rules (corrupt ring, impossible message):
+ * log why and reset the vlink (OFF, then back ON with fresh memory when the
+ * peer reconnects). Safe to call from driver callbacks. */
+void pvd_vlink_fail(struct pvd_vlink *vl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Backend -> core. */
+void pvd_vlink_set_state(struct pvd_vlink *vl, enum pv_vlink_state st);
+void pvd_vlink_xirq(struct pvd_vlink *vl);  /* the peer's control xIRQ */
+
+/* Hypervisor services for drivers (see hv.h for the contract). */
+int pvd_xirq_alloc(struct pvd_vlink *vl, uint32_t *id, int *fd);
+int pvd_xirq_get(struct pvd_vlink *vl, uint32_t id, int *fd);
+void pvd_xirq_free(struct pvd_vlink *vl, uint32_t id);
+int pvd_grant(struct pvd_vlink *vl, int fd, uint64_t offset, uint64_t size, uint32_t *gref);
+int pvd_grant_get(struct pvd_vlink *vl, uint32_t gref, int *fd, uint64_t *offset, uint64_t *size);
+void pvd_grant_revoke(struct pvd_vlink *vl, uint32_t gref);
+
+/* ---- device nodes and program connections -------------------------------- */
+
+struct pvd_node {
+        struct pvd *pvd;
+        char name[PV_NAME_MAX];             /* "vrpq-clt-vogl0", "control" */
+        char path[PATH_MAX];
+        const struct pvd_driver *drv;       /* NULL for the control node */
+        struct pvd_vlink *vl;               /* NULL for the control node */
+        int fd;
+        uv_poll_t poll;
+        uid_t uid;
+        gid_t gid;
+        mode_t mode;
+        struct pvd_conn *conns;             /* list */
+        unsigned nconns;
+        uint64_t accepted, refused;
+};
+
+struct pvd_conn {
+        struct pvd_node *node;
+        int fd;
+        uv_poll_t poll;
+        struct ucred cred;
+        char comm[32];                      /* the program's name, for status */
+        uint64_t id;                        /* unique in this pvd */
+        void *priv;                         /* the driver's per-connection state */
+        struct pvd_conn *next, **pprev;
+        bool closing;
+};
+
+/* Send a message (and its fds) to the program. A program that does not
+ * read its socket is dropped (logged). 0 or -errno. */
+int pvd_conn_send(struct pvd_conn *c, const struct pv_msg *m);
+/* Reply to req with diag; on failure fmt (may be NULL) gives the sentence
+ * for the user, in PV_K_MSG. */
+int pvd_conn_reply_err(struct pvd_conn *c, const struct pv_msg *req, int diag,
+                       const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* Drop a connection: the driver's conn_close runs once, the fd closes, the
+ * object is freed later (safe inside any callback). */
+void pvd_conn_close(struct pvd_conn *c, const char *why);
+
+/* ---- drivers ------------------------------------------------------------- */
+
+struct pvd_driver {
+        const char *name;                   /* "vrpq", "vumem", "vbpipe" */
+        enum pv_drv_id id;
+        enum pv_region_id region;
+        /* Bytes of the driver's region on this vlink; 0: the driver is not
+         * on this vlink (no region, no device node). */
+        size_t (*region_size)(const struct pv_vlink_cfg *cfg);
+        /* pvd starts / stops: private state in vl->drv[id]. */
+        int (*attach)(struct pvd_vlink *vl);
+        void (*detach)(struct pvd_vlink *vl);
+        /* The vlink went ON (regions mapped, fresh) / is leaving ON (fail
+         * everything that crossed it, free what the peer held). */
+        void (*up)(struct pvd_vlink *vl);
+        void (*down)(struct pvd_vlink *vl);
+        /* A message from the peer pvd: a private copy, still hostile. */
+        void (*msg)(struct pvd_vlink *vl, uint32_t type, const void *msg, uint32_t len);
+        /* The control xIRQ arrived: check the driver's own rings (optional). */
+        void (*kick)(struct pvd_vlink *vl);
+        /* A program connected to one of its device nodes (optional). */
+        int (*conn_open)(struct pvd_conn *c);
+        /* A request from a program. < 0: protocol violation, the connection
+         * is dropped. Errors for the program are replies, returning 0. */
+        int (*conn_msg)(struct pvd_conn *c, struct pv_msg *m);
+        /* The program is gone or dropped: free all it held. */
+        void (*conn_close)(struct pvd_conn *c);
+        /* pvctl stat <name>: pack one map describing this vlink. */
+        void (*stat)(struct pvd_vlink *vl, msgpack_packer *pk);
+};
+
+extern const struct pvd_driver pvd_drv_vrpq;
+extern const struct pvd_driver pvd_drv_vumem;
+extern const struct pvd_driver pvd_drv_vbpipe;
+extern const struct pvd_driver *const pvd_drivers[PV_DRV_COUNT]; /* by id; [PV_DRV_CORE] NULL */
+
+/* ---- the daemon ---------------------------------------------------------- */
+
+struct pvd_options {
+        const char *config;
+        const char *vm;
+        const char *runtime_dir;
+        const char *platform_dir;
+        int log_level;
+};
+
+struct pvd {
+        uv_loop_t *loop;
+        struct pv_platform *plat;
+        int vm;                              /* index in plat->vms */
+        const char *vm_name;
+        char runtime_dir[PATH_MAX];
+        char platform_dir[PATH_MAX];
+        const struct hv_backend *hv;
+        struct pvd_vlink *vlinks;
+        unsigned nvlinks;
+        struct pvd_node *nodes;
+        unsigned nnodes;
+        uv_signal_t sig[3];
+        uv_timer_t stop_timer;
+        int lock_fd;
+        bool ready_sent;
+        bool stopping;
+        uint64_t start_ms;
+        uint64_t next_conn_id;
+};
+
+/* Helpers for drivers. */
+struct pvd_node *pvd_node_find(struct pvd *pvd, const char *name);
+/* 64 random bits (tokens, ids that must not be guessable). */
+uint64_t pvd_random64(void);
+/* Pack a string / a key-value pair into a msgpack map. */
+void pvd_pack_str(msgpack_packer *pk, const char *s);
+void pvd_pack_kv_str(msgpack_packer *pk, const char *k, const char *v);
+void pvd_pack_kv_u64(msgpack_packer *pk, const char *k, uint64_t v);
+void pvd_pack_kv_i64(msgpack_packer *pk, const char *k, int64_t v);
+void pvd_pack_kv_bool(msgpack_packer *pk, const char *k, bool v);
+
+#endif

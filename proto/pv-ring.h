@@ -1,0 +1,299 @@
+/* Single-producer/single-consumer message ring in shared memory.
+ *
+ * Used for every driver message that crosses a vlink (pvd <-> pvd), and as
+ * the model for the other rings in proto/. Header-only, no allocation, no
+ * system call: the caller sends the xIRQ when pv_ring_*_notify() says so.
+ *
+ * Layout: a struct pv_ring_hdr (two cache lines: the producer's and the
+ * consumer's) and a data area of a power-of-two size, both at offsets that
+ * each side computes from its own configuration (never from shared memory).
+ *
+ * Indices are free-running uint32_t byte counts; position = index & mask.
+ * A record is an 8-byte header {len, tag} followed by len bytes, padded to a
+ * multiple of 8. A record never wraps: when it does not fit before the end of
+ * the data area, the producer writes a pad record (len = PV_RING_PAD) that
+ * tells the consumer to skip to the start.
+ *
+ * Memory ordering:
+ *   prod      written by the producer with release, after the record bytes;
+ *             read by the consumer with acquire, before reading the record.
+ *   cons      written by the consumer with release, after it copied the
+ *             record out; read by the producer with acquire, before it
+ *             overwrites that space.
+ *   cons_wait the consumer sets it before sleeping and re-checks prod after a
+ *             full fence; the producer, after publishing prod and a full
+ *             fence, exchanges it to 0 and sends an xIRQ if it was set.
+ *   prod_wait the same for a producer waiting for room.
+ *
+ * The peer is hostile (DESIGN 5): each index and record header it wrote is
+ * read once into a local and checked before use. A bad value makes the ring
+ * "broken": every later call returns -EPROTO and nothing outside the data
+ * area is touched. Our own index is never read back from shared memory.
+ */
+#ifndef PV_RING_H
+#define PV_RING_H
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "pv-atomic.h"
+
+struct pv_ring_hdr {
+        _Alignas(PV_CACHELINE) uint32_t prod; /* producer: release; consumer: acquire */
+        uint32_t prod_wait;                   /* producer sleeps for room; consumer clears */
+        _Alignas(PV_CACHELINE) uint32_t cons; /* consumer: release; producer: acquire */
+        uint32_t cons_wait;                   /* consumer sleeps for data; producer clears */
+};
+
+#define PV_RING_HDR_SIZE   ((uint32_t)sizeof(struct pv_ring_hdr))
+#define PV_RING_REC_HDR    8u
+#define PV_RING_PAD        0xffffffffu
+#define PV_RING_MIN_SIZE   64u
+#define PV_RING_MAX_SIZE   (1u << 30)
+
+/* Counters kept privately by each side, never in shared memory. */
+struct pv_ring_stats {
+        uint64_t msgs;            /* records (or bytes, for byte rings) moved */
+        uint64_t xirq_sent;       /* notifications the peer needed */
+        uint64_t xirq_suppressed; /* notifications saved because the peer was awake */
+};
+
+/* One side's view of a ring. A process uses one struct per role. */
+struct pv_ring {
+        struct pv_ring_hdr *hdr;
+        uint8_t *data;
+        uint32_t size;  /* power of two */
+        uint32_t mask;
+        uint32_t prod;  /* producer's private index */
+        uint32_t cons;  /* consumer's private index */
+        uint32_t resv;  /* payload length of the reserved, uncommitted record */
+        int broken;     /* sticky: the peer wrote nonsense */
+        struct pv_ring_stats stats;
+};
+
+static inline uint32_t pv_ring_align8(uint32_t n)
+{
+        return (n + 7u) & ~7u;
+}
+
+static inline bool pv_ring_size_valid(uint32_t size)
+{
+        return size >= PV_RING_MIN_SIZE && size <= PV_RING_MAX_SIZE && (size & (size - 1)) == 0;
+}
+
+/* Attach to a ring. The creator of fresh memory passes reset = true, which
+ * zeroes the shared header; the other side passes false. Returns -EINVAL for
+ * a size that is not a power of two in [PV_RING_MIN_SIZE, PV_RING_MAX_SIZE]. */
+static inline int pv_ring_init(struct pv_ring *r, void *hdr, void *data, uint32_t size, bool reset)
+{
+        if (!pv_ring_size_valid(size))
+                return -EINVAL;
+        memset(r, 0, sizeof(*r));
+        r->hdr = (struct pv_ring_hdr *)hdr;
+        r->data = (uint8_t *)data;
+        r->size = size;
+        r->mask = size - 1;
+        if (reset)
+                memset(hdr, 0, sizeof(struct pv_ring_hdr));
+        return 0;
+}
+
+/* Largest payload one record can carry. */
+static inline uint32_t pv_ring_max_msg(const struct pv_ring *r)
+{
+        return r->size - PV_RING_REC_HDR;
+}
+
+static inline int pv_ring_fail(struct pv_ring *r)
+{
+        r->broken = 1;
+        return -EPROTO;
+}
+
+/* ---- producer ---------------------------------------------------------- */
+
+/* Bytes the producer may still write, or -EPROTO if the consumer's index is
+ * impossible. One acquire load of the peer's index. */
+static inline int64_t pv_ring_prod_free(struct pv_ring *r)
+{
+        if (r->broken)
+                return -EPROTO;
+        uint32_t cons = ring_load_acquire(&r->hdr->cons);
+        uint32_t used = r->prod - cons;
+        if (used > r->size)
+                return pv_ring_fail(r);
+        return r->size - used;
+}
+
+/* Reserve room for a record of len payload bytes; *payload points where the
+ * caller writes them, then pv_ring_commit() publishes. 0, -EAGAIN (full:
+ * see pv_ring_prod_prepare_sleep), -EMSGSIZE, -EPROTO. */
+static inline int pv_ring_reserve(struct pv_ring *r, uint32_t len, void **payload)
+{
+        if (len > pv_ring_max_msg(r))
+                return -EMSGSIZE;
+        int64_t avail = pv_ring_prod_free(r);
+        if (avail < 0)
+                return (int)avail;
+        uint32_t need = PV_RING_REC_HDR + pv_ring_align8(len);
+        uint32_t pos = r->prod & r->mask;
+        uint32_t tail = r->size - pos;
+        if (tail < need) {
+                /* The record does not fit before the end: pad to the start
+                 * as soon as the tail is free, even if the record itself
+                 * must still wait for room. */
+                if ((int64_t)tail > avail)
+                        return -EAGAIN;
+                ring_store_relaxed((uint32_t *)(r->data + pos), PV_RING_PAD);
+                ring_store_relaxed((uint32_t *)(r->data + pos + 4), 0);
+                r->prod += tail;
+                ring_store_release(&r->hdr->prod, r->prod);
+                avail -= tail;
+                pos = 0;
+        }
+        if ((int64_t)need > avail)
+                return -EAGAIN;
+        ring_store_relaxed((uint32_t *)(r->data + pos), len);
+        r->resv = len;
+        *payload = r->data + pos + PV_RING_REC_HDR;
+        return 0;
+}
+
+/* Publish the record reserved last, with its tag. */
+static inline void pv_ring_commit(struct pv_ring *r, uint32_t tag)
+{
+        uint32_t pos = r->prod & r->mask;
+        ring_store_relaxed((uint32_t *)(r->data + pos + 4), tag);
+        r->prod += PV_RING_REC_HDR + pv_ring_align8(r->resv);
+        r->stats.msgs++;
+        ring_store_release(&r->hdr->prod, r->prod);
+}
+
+/* Copy one message into the ring. 0, -EAGAIN, -EMSGSIZE or -EPROTO. */
+static inline int pv_ring_send(struct pv_ring *r, uint32_t tag, const void *buf, uint32_t len)
+{
+        void *p;
+        int rc = pv_ring_reserve(r, len, &p);
+        if (rc < 0)
+                return rc;
+        memcpy(p, buf, len);
+        pv_ring_commit(r, tag);
+        return 0;
+}
+
+/* After one or more sends: true if the consumer is asleep and needs an
+ * xIRQ. At most one true per sleep of the consumer. */
+static inline bool pv_ring_prod_notify(struct pv_ring *r)
+{
+        ring_full_fence();
+        if (ring_load_relaxed(&r->hdr->cons_wait) && ring_exchange(&r->hdr->cons_wait, 0)) {
+                r->stats.xirq_sent++;
+                return true;
+        }
+        r->stats.xirq_suppressed++;
+        return false;
+}
+
+/* Producer found the ring full and wants to sleep until `need` bytes are
+ * free. Announces it, then re-checks: returns true if it must sleep (wait for
+ * the consumer's xIRQ), false if room appeared meanwhile. */
+static inline bool pv_ring_prod_prepare_sleep(struct pv_ring *r, uint32_t need)
+{
+        ring_store_relaxed(&r->hdr->prod_wait, 1);
+        ring_full_fence();
+        int64_t avail = pv_ring_prod_free(r);
+        if (avail < 0 || avail >= (int64_t)need) {
+                ring_store_relaxed(&r->hdr->prod_wait, 0);
+                return false;
+        }
+        return true;
+}
+
+/* Free bytes the next pv_ring_reserve() of len payload bytes waits for: the
+ * `need` argument of pv_ring_prod_prepare_sleep(). When the record does not
+ * fit before the end of the data area, that is first the tail (for the pad
+ * record), then the record itself. Never more than the ring size. */
+static inline uint32_t pv_ring_room_for(const struct pv_ring *r, uint32_t len)
+{
+        uint32_t need = PV_RING_REC_HDR + pv_ring_align8(len);
+        uint32_t tail = r->size - (r->prod & r->mask);
+        return tail < need ? tail : need;
+}
+
+/* ---- consumer ---------------------------------------------------------- */
+
+/* Copy the next message out. 0 with *tag/*len set, -EAGAIN if empty,
+ * -EPROTO if the producer wrote an impossible index or record, or a record
+ * longer than cap (the protocol's maximum for this ring). */
+static inline int pv_ring_recv(struct pv_ring *r, uint32_t *tag, void *buf, uint32_t cap, uint32_t *len)
+{
+        if (r->broken)
+                return -EPROTO;
+        for (;;) {
+                uint32_t prod = ring_load_acquire(&r->hdr->prod);
+                uint32_t used = prod - r->cons;
+                if (used == 0)
+                        return -EAGAIN;
+                if (used > r->size || (used & 7u))
+                        return pv_ring_fail(r);
+                uint32_t pos = r->cons & r->mask;
+                uint32_t l = shm_read32(r->data + pos);
+                uint32_t t = shm_read32(r->data + pos + 4);
+                if (l == PV_RING_PAD) {
+                        uint32_t skip = r->size - pos;
+                        if (skip > used)
+                                return pv_ring_fail(r);
+                        r->cons += skip;
+                        ring_store_release(&r->hdr->cons, r->cons);
+                        continue;
+                }
+                if (l > pv_ring_max_msg(r) || l > cap)
+                        return pv_ring_fail(r);
+                uint32_t rec = PV_RING_REC_HDR + pv_ring_align8(l);
+                if (rec > used || rec > r->size - pos)
+                        return pv_ring_fail(r);
+                memcpy(buf, r->data + pos + PV_RING_REC_HDR, l);
+                r->cons += rec;
+                r->stats.msgs++;
+                ring_store_release(&r->hdr->cons, r->cons);
+                *tag = t;
+                *len = l;
+                return 0;
+        }
+}
+
+/* True if at least one record (or pad) is waiting; -EPROTO-safe (a broken
+ * ring reports true so that the caller calls recv and sees the error). */
+static inline bool pv_ring_cons_pending(struct pv_ring *r)
+{
+        return r->broken || ring_load_acquire(&r->hdr->prod) != r->cons;
+}
+
+/* Consumer found the ring empty and wants to sleep. Returns true if it must
+ * sleep (wait for the producer's xIRQ), false if data arrived meanwhile. */
+static inline bool pv_ring_cons_prepare_sleep(struct pv_ring *r)
+{
+        ring_store_relaxed(&r->hdr->cons_wait, 1);
+        ring_full_fence();
+        if (pv_ring_cons_pending(r)) {
+                ring_store_relaxed(&r->hdr->cons_wait, 0);
+                return false;
+        }
+        return true;
+}
+
+/* After consuming: true if the producer sleeps waiting for room. */
+static inline bool pv_ring_cons_notify(struct pv_ring *r)
+{
+        ring_full_fence();
+        if (ring_load_relaxed(&r->hdr->prod_wait) && ring_exchange(&r->hdr->prod_wait, 0)) {
+                r->stats.xirq_sent++;
+                return true;
+        }
+        r->stats.xirq_suppressed++;
+        return false;
+}
+
+#endif
