@@ -1,6 +1,6 @@
 /* VBPIPE: byte pipes between VMs (daemon side).
- * The device nodes exist and accept connections; requests are not served
- * yet (-ENOSYS). */
+ * The device nodes exist and accept connections; no operation is served
+ * yet, so every request is an unknown operation (connection dropped). */
 #include <errno.h>
 #include <stdlib.h>
 
@@ -30,8 +30,7 @@ static void vbpipe_msg(struct pvd_vlink *vl, uint32_t type, const void *msg, uin
 
 static int vbpipe_conn_msg(struct pvd_conn *c, struct pv_msg *m)
 {
-        pvd_conn_reply_err(c, m, -ENOSYS, "%s: operation 0x%x is not implemented", c->node->name, pv_msg_op(m));
-        return 0;
+        return -EPROTO;
 }
 
 const struct pvd_driver pvd_drv_vbpipe = {
