@@ -224,7 +224,7 @@ static inline uint32_t pv_ring_room_for(const struct pv_ring *r, uint32_t len)
 
 /* ---- consumer ---------------------------------------------------------- */
 
-/* Copy the next message out. 0 with *tag/*len set, -EAGAIN if empty,
+/* Copy the next message out. 0 with *tag and *len set, -EAGAIN if empty,
  * -EPROTO if the producer wrote an impossible index or record, or a record
  * longer than cap (the protocol's maximum for this ring). */
 static inline int pv_ring_recv(struct pv_ring *r, uint32_t *tag, void *buf, uint32_t cap, uint32_t *len)
