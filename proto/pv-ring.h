@@ -137,6 +137,10 @@ static inline int pv_ring_reserve(struct pv_ring *r, uint32_t len, void **payloa
         int64_t avail = pv_ring_prod_free(r);
         if (avail < 0)
                 return (int)avail;
+        /* Records and pads are multiples of 8, so an honest consumer's index
+         * is too: an unaligned one is corruption, not a count to trust. */
+        if (avail & 7)
+                return pv_ring_fail(r);
         uint32_t need = PV_RING_REC_HDR + pv_ring_align8(len);
         uint32_t pos = r->prod & r->mask;
         uint32_t tail = r->size - pos;
@@ -242,8 +246,13 @@ static inline int pv_ring_recv(struct pv_ring *r, uint32_t *tag, void *buf, uint
                 uint32_t l = shm_read32(r->data + pos);
                 uint32_t t = shm_read32(r->data + pos + 4);
                 if (l == PV_RING_PAD) {
+                        /* A pad always sends us to position 0, and the
+                         * producer never pads there (a whole ring fits any
+                         * record): one at 0 is corruption. This also bounds
+                         * the loop to one pad per call, so a peer that keeps
+                         * publishing pads cannot hold us here. */
                         uint32_t skip = r->size - pos;
-                        if (skip > used)
+                        if (pos == 0 || skip > used)
                                 return pv_ring_fail(r);
                         r->cons += skip;
                         ring_store_release(&r->hdr->cons, r->cons);
