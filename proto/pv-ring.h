@@ -182,7 +182,8 @@ static inline int pv_ring_send(struct pv_ring *r, uint32_t tag, const void *buf,
         int rc = pv_ring_reserve(r, len, &p);
         if (rc < 0)
                 return rc;
-        memcpy(p, buf, len);
+        if (len)        /* buf may be NULL for an empty message */
+                memcpy(p, buf, len);
         pv_ring_commit(r, tag);
         return 0;
 }
@@ -263,7 +264,8 @@ static inline int pv_ring_recv(struct pv_ring *r, uint32_t *tag, void *buf, uint
                 uint32_t rec = PV_RING_REC_HDR + pv_ring_align8(l);
                 if (rec > used || rec > r->size - pos)
                         return pv_ring_fail(r);
-                memcpy(buf, r->data + pos + PV_RING_REC_HDR, l);
+                if (l)  /* buf may be NULL when only empty messages are expected */
+                        memcpy(buf, r->data + pos + PV_RING_REC_HDR, l);
                 r->cons += rec;
                 r->stats.msgs++;
                 ring_store_release(&r->hdr->cons, r->cons);
