@@ -157,16 +157,27 @@ int pvd_vlink_notify(struct pvd_vlink *vl)
         return vl->pvd->hv->notify(vl);
 }
 
+static void tx_notify(struct pvd_vlink *vl)
+{
+        if (pv_ring_prod_notify(&vl->tx))
+                vl->pvd->hv->notify(vl);
+}
+
 /* Move queued messages into the ring while there is room. */
 static void pending_flush(struct pvd_vlink *vl)
 {
-        bool sent = false;
+        if (!vl->pending_head)
+                return;
         while (vl->pending_head) {
                 struct pvd_pending *p = vl->pending_head;
                 int rc = pv_ring_send(&vl->tx, p->tag, p->data, p->len);
                 if (rc == -EAGAIN) {
+                        /* Notify before sleeping even if nothing moved: the
+                         * failed send may have published a pad record
+                         * (pv-ring.h, "Sleeping"). */
+                        tx_notify(vl);
                         if (pv_ring_prod_prepare_sleep(&vl->tx, pv_ring_room_for(&vl->tx, p->len)))
-                                break;
+                                return;
                         continue;
                 }
                 if (rc < 0) {
@@ -178,10 +189,8 @@ static void pending_flush(struct pvd_vlink *vl)
                         vl->pending_tail = NULL;
                 vl->pending_bytes -= p->len;
                 free(p);
-                sent = true;
         }
-        if (sent && pv_ring_prod_notify(&vl->tx))
-                vl->pvd->hv->notify(vl);
+        tx_notify(vl);
 }
 
 int pvd_vlink_send(struct pvd_vlink *vl, enum pv_drv_id drv, uint32_t type, const void *msg, uint32_t len)
@@ -194,8 +203,7 @@ int pvd_vlink_send(struct pvd_vlink *vl, enum pv_drv_id drv, uint32_t type, cons
         if (!vl->pending_head) {
                 int rc = pv_ring_send(&vl->tx, tag, msg, len);
                 if (rc == 0) {
-                        if (pv_ring_prod_notify(&vl->tx))
-                                vl->pvd->hv->notify(vl);
+                        tx_notify(vl);
                         return 0;
                 }
                 if (rc != -EAGAIN) {
