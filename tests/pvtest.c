@@ -1,5 +1,4 @@
 /* Test support for multi-VM tests. See pvtest.h. */
-#define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -101,10 +100,15 @@ struct pvt_vm *pvt_vm(struct pvt_platform *p, const char *vm)
                         return &p->vms[i];
         if (p->nvms == PVT_MAX_VMS)
                 return NULL;
+        /* Built in locals: the arguments may live inside *p. */
+        char name[sizeof(p->vms[0].name)], rt[sizeof(p->vms[0].rt)], log[sizeof(p->vms[0].log)];
+        snprintf(name, sizeof(name), "%s", vm);
+        snprintf(rt, sizeof(rt), "%s/rt-%s", p->dir, name);
+        snprintf(log, sizeof(log), "%s/pvd-%s.log", p->dir, name);
         struct pvt_vm *v = &p->vms[p->nvms++];
-        snprintf(v->name, sizeof(v->name), "%s", vm);
-        snprintf(v->rt, sizeof(v->rt), "%s/rt-%s", p->dir, vm);
-        snprintf(v->log, sizeof(v->log), "%s/pvd-%s.log", p->dir, vm);
+        memcpy(v->name, name, sizeof(name));
+        memcpy(v->rt, rt, sizeof(rt));
+        memcpy(v->log, log, sizeof(log));
         return v;
 }
 
