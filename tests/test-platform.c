@@ -243,6 +243,8 @@ static void test_second_pvd_refused(void)
 static void test_malformed_messages(void)
 {
         struct pvt_vm *vm3 = pvt_vm(&plat, "vm3");
+        /* Let pvd finish closing the connections of earlier status queries. */
+        usleep(100000);
         int pvd_fds = pvt_fd_count_of(vm3->pid);
         CU_ASSERT(pvd_fds > 0);
         const char *nodes[] = { "control", "vrpq-clt-vogl0", "vumem-clt-vogl0" };
@@ -294,8 +296,16 @@ static void test_malformed_messages(void)
         }
         /* Still serving, and every fd it received was closed. */
         CU_ASSERT_EQUAL(pvt_wait_vlink(&plat, "vm3", LINK_VOGL, "ON", 1000), 0);
-        usleep(50000);
-        CU_ASSERT_EQUAL(pvt_fd_count_of(vm3->pid), pvd_fds);
+        usleep(100000);
+        int after = pvt_fd_count_of(vm3->pid);
+        if (after != pvd_fds) {
+                char cmd[64];
+                snprintf(cmd, sizeof(cmd), "ls -l /proc/%d/fd >&2", (int)vm3->pid);
+                fprintf(stderr, "pvd fds before %d after %d\n", pvd_fds, after);
+                if (system(cmd) < 0)
+                        perror("system");
+        }
+        CU_ASSERT_EQUAL(after, pvd_fds);
 }
 
 /* SIGTERM: exit 0, every socket removed, the peers see OFF. */
@@ -355,6 +365,7 @@ static void test_sd_notify(void)
         CU_ASSERT_PTR_NOT_NULL(strstr(buf, "STOPPING=1"));
         CU_ASSERT_EQUAL(pvt_wait(pid, 5000), 0);
         close(ns);
+        unlink(sock);
 }
 
 /* Bad configuration: non-zero exit, a clear message, nothing created. */
