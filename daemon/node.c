@@ -19,6 +19,7 @@
 
 #define NODE_BACKLOG 64
 #define CONN_SNDBUF  (1 << 20)
+#define NODE_REFUSED_MAX 16
 
 static void conn_poll_cb(uv_poll_t *h, int status, int events);
 
@@ -87,12 +88,16 @@ void pvd_conn_close(struct pvd_conn *c, const char *why)
                 pv_info("%s: dropping %s[%d]: %s", n->name, c->comm, (int)c->cred.pid, why);
         else
                 pv_debug("%s: %s[%d] disconnected", n->name, c->comm, (int)c->cred.pid);
-        if (n->drv && n->drv->conn_close)
-                n->drv->conn_close(c);
-        *c->pprev = c->next;
-        if (c->next)
-                c->next->pprev = c->pprev;
-        n->nconns--;
+        if (c->pprev) {
+                if (n->drv && n->drv->conn_close)
+                        n->drv->conn_close(c);
+                *c->pprev = c->next;
+                if (c->next)
+                        c->next->pprev = c->pprev;
+                n->nconns--;
+        } else {
+                n->refused_pending--;
+        }
         /* The program must see the end at once, even if the close of the
          * handle completes later. */
         shutdown(c->fd, SHUT_RDWR);
@@ -140,6 +145,17 @@ static void conn_dispatch(struct pvd_conn *c)
                 int rc = pv_msg_recv(c->fd, &m, buf, sizeof(buf), MSG_DONTWAIT);
                 if (rc == -EAGAIN || rc == -EINTR)
                         return;
+                if (c->refused) {
+                        /* The request is read first, so that closing with it
+                         * unread does not turn the program's next read into
+                         * ECONNRESET before it sees why. */
+                        if (rc == 0)
+                                pv_msg_close_fds(&m);
+                        if (rc != -ECONNRESET)
+                                conn_send_refusal(c, -EACCES, c->refusal);
+                        pvd_conn_close(c, NULL);
+                        return;
+                }
                 if (rc == -ECONNRESET) {
                         pvd_conn_close(c, NULL);
                         return;
@@ -203,17 +219,25 @@ static void node_accept(struct pvd_node *n)
                 }
                 read_comm(c->cred.pid, c->comm, sizeof(c->comm));
                 if (!node_access_ok(n, fd, &c->cred)) {
-                        char msg[256];
-                        snprintf(msg, sizeof(msg), "%s: permission denied for uid %u (node owner %u, group %u, mode %04o)",
-                                 n->name, (unsigned)c->cred.uid, (unsigned)n->uid, (unsigned)n->gid,
-                                 (unsigned)n->mode);
+                        n->refused++;
                         pv_notice("%s: refused %s[%d] uid %u: not allowed by owner %u, group %u, mode %04o",
                                   n->name, c->comm, (int)c->cred.pid, (unsigned)c->cred.uid, (unsigned)n->uid,
                                   (unsigned)n->gid, (unsigned)n->mode);
-                        conn_send_refusal(c, -EACCES, msg);
-                        n->refused++;
-                        close(fd);
-                        free(c);
+                        /* Answer its first request with the refusal; few of
+                         * those wait at a time. */
+                        if (n->refused_pending >= NODE_REFUSED_MAX) {
+                                close(fd);
+                                free(c);
+                                continue;
+                        }
+                        snprintf(c->refusal, sizeof(c->refusal),
+                                 "%s: permission denied for uid %u (node owner %u, group %u, mode %04o)", n->name,
+                                 (unsigned)c->cred.uid, (unsigned)n->uid, (unsigned)n->gid, (unsigned)n->mode);
+                        c->refused = true;
+                        n->refused_pending++;
+                        uv_poll_init(n->pvd->loop, &c->poll, fd);
+                        c->poll.data = c;
+                        uv_poll_start(&c->poll, UV_READABLE | UV_DISCONNECT, conn_poll_cb);
                         continue;
                 }
                 int sndbuf = CONN_SNDBUF;

@@ -110,6 +110,7 @@ struct pvd_node {
         mode_t mode;
         struct pvd_conn *conns;             /* list */
         unsigned nconns;
+        unsigned refused_pending;           /* refused, waiting to read their refusal */
         uint64_t accepted, refused;
 };
 
@@ -121,8 +122,10 @@ struct pvd_conn {
         char comm[32];                      /* the program's name, for status */
         uint64_t id;                        /* unique in this pvd */
         void *priv;                         /* the driver's per-connection state */
-        struct pvd_conn *next, **pprev;
+        struct pvd_conn *next, **pprev;     /* pprev NULL: refused, not in the node's list */
         bool closing;
+        bool refused;
+        char refusal[160];
 };
 
 /* Send a message (and its fds) to the program. A program that does not
