@@ -249,8 +249,10 @@ static void test_malformed_messages(void)
         CU_ASSERT(pvd_fds > 0);
         const char *nodes[] = { "control", "vrpq-clt-vogl0", "vumem-clt-vogl0" };
         for (size_t n = 0; n < 3; n++) {
-                /* garbage, a truncated map, an unknown op, and fds nobody announced */
-                for (int kind = 0; kind < 4; kind++) {
+                /* garbage, a truncated map, an unknown op, fds nobody
+                 * announced, too many fds, a wrong type, an oversized
+                 * datagram */
+                for (int kind = 0; kind < 7; kind++) {
                         int fd = connect_raw(vm3->rt, nodes[n]);
                         CU_ASSERT_FATAL(fd >= 0);
                         uint8_t garbage[] = { 0xc1, 0xff, 0x00, 0x13 };
@@ -263,25 +265,40 @@ static void test_malformed_messages(void)
                                 struct pv_msg m;
                                 pv_msg_init(&m, 0xeee);
                                 CU_ASSERT_EQUAL(pv_msg_send(fd, &m), 0);
+                        } else if (kind == 5) {
+                                /* {op: "status", seq: 1}: op must be an integer */
+                                uint8_t wrong[] = { 0x82, 0x00, 0xa6, 's', 't', 'a', 't', 'u', 's', 0x01, 0x01 };
+                                CU_ASSERT(send(fd, wrong, sizeof(wrong), 0) > 0);
+                        } else if (kind == 6) {
+                                static uint8_t big[PV_MSG_MAX + 4096];
+                                memset(big, 0xc0, sizeof(big));
+                                CU_ASSERT(send(fd, big, sizeof(big), 0) > 0);
                         } else {
-                                int p[2];
-                                CU_ASSERT_FATAL(pipe(p) == 0);
-                                char b = 0;
-                                struct iovec iov = { .iov_base = &b, .iov_len = 1 };
+                                int nfd = kind == 3 ? 2 : 12;
+                                int p[12];
+                                for (int k = 0; k < nfd; k += 2)
+                                        CU_ASSERT_FATAL(pipe(p + k) == 0);
+                                /* a valid status request, but with fds */
+                                struct pv_msg m;
+                                uint8_t enc[64];
+                                size_t elen;
+                                pv_msg_init(&m, PV_OP_STATUS);
+                                CU_ASSERT_FATAL(pv_msg_encode(&m, enc, sizeof(enc), &elen) == 0);
+                                struct iovec iov = { .iov_base = enc, .iov_len = elen };
                                 union {
-                                        char buf[CMSG_SPACE(2 * sizeof(int))];
+                                        char buf[CMSG_SPACE(12 * sizeof(int))];
                                         struct cmsghdr a;
                                 } u;
                                 struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-                                                     .msg_controllen = sizeof(u.buf) };
+                                                     .msg_controllen = CMSG_SPACE(nfd * sizeof(int)) };
                                 struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
                                 c->cmsg_level = SOL_SOCKET;
                                 c->cmsg_type = SCM_RIGHTS;
-                                c->cmsg_len = CMSG_LEN(2 * sizeof(int));
-                                memcpy(CMSG_DATA(c), p, 2 * sizeof(int));
+                                c->cmsg_len = CMSG_LEN(nfd * sizeof(int));
+                                memcpy(CMSG_DATA(c), p, nfd * sizeof(int));
                                 CU_ASSERT(sendmsg(fd, &mh, 0) > 0);
-                                close(p[0]);
-                                close(p[1]);
+                                for (int k = 0; k < nfd; k++)
+                                        close(p[k]);
                         }
                         /* pvd closes this connection (control answers unknown ops by closing too). */
                         struct pollfd pf = { .fd = fd, .events = POLLIN };
