@@ -46,8 +46,7 @@ struct hv_backend {
         /* A grant of the peer's: -ENOENT if unknown or revoked. */
         int (*grant_get)(struct pvd_vlink *vl, uint32_t gref, int *fd, uint64_t *offset, uint64_t *size);
         void (*grant_revoke)(struct pvd_vlink *vl, uint32_t gref);
-        /* Statistics for pvctl status (optional): pack key/values into the
-         * vlink's map. */
+        /* Statistics for pvctl status (optional): pack one msgpack map. */
         void (*status)(struct pvd_vlink *vl, void *msgpack_packer);
 };
 

@@ -74,7 +74,16 @@ int pvd_vlink_send(struct pvd_vlink *vl, enum pv_drv_id drv, uint32_t type,
  * peer reconnects). Safe to call from driver callbacks. */
 void pvd_vlink_fail(struct pvd_vlink *vl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Send the control xIRQ to the peer now (drivers with rings of their own,
+ * after producing into them, when the ring's notify check says so). */
+int pvd_vlink_notify(struct pvd_vlink *vl);
+
 /* Backend -> core. */
+/* Sizes of every region of this vlink (0: absent), page-rounded. */
+void pvd_vlink_region_sizes(const struct pvd_vlink *vl, size_t sizes[PV_REGION_COUNT]);
+/* Server end: fresh regions are mapped in vl->region[]; the control
+ * header and each driver's region_init run before the peer sees them. */
+void pvd_vlink_regions_created(struct pvd_vlink *vl);
 void pvd_vlink_set_state(struct pvd_vlink *vl, enum pv_vlink_state st);
 void pvd_vlink_xirq(struct pvd_vlink *vl);  /* the peer's control xIRQ */
 
@@ -101,6 +110,7 @@ struct pvd_node {
         mode_t mode;
         struct pvd_conn *conns;             /* list */
         unsigned nconns;
+        unsigned refused_pending;           /* refused, waiting to read their refusal */
         uint64_t accepted, refused;
 };
 
@@ -112,8 +122,10 @@ struct pvd_conn {
         char comm[32];                      /* the program's name, for status */
         uint64_t id;                        /* unique in this pvd */
         void *priv;                         /* the driver's per-connection state */
-        struct pvd_conn *next, **pprev;
+        struct pvd_conn *next, **pprev;     /* pprev NULL: refused, not in the node's list */
         bool closing;
+        bool refused;
+        char refusal[160];
 };
 
 /* Send a message (and its fds) to the program. A program that does not
@@ -136,6 +148,9 @@ struct pvd_driver {
         /* Bytes of the driver's region on this vlink; 0: the driver is not
          * on this vlink (no region, no device node). */
         size_t (*region_size)(const struct pv_vlink_cfg *cfg);
+        /* Server end: fresh memory of this driver's region, not yet seen by
+         * the peer: write its layout header (optional). */
+        void (*region_init)(struct pvd_vlink *vl);
         /* pvd starts / stops: private state in vl->drv[id]. */
         int (*attach)(struct pvd_vlink *vl);
         void (*detach)(struct pvd_vlink *vl);
@@ -165,6 +180,8 @@ extern const struct pvd_driver *const pvd_drivers[PV_DRV_COUNT]; /* by id; [PV_D
 
 /* ---- the daemon ---------------------------------------------------------- */
 
+#define PVD_DIR_MAX 96
+
 struct pvd_options {
         const char *config;
         const char *vm;
@@ -178,8 +195,9 @@ struct pvd {
         struct pv_platform *plat;
         int vm;                              /* index in plat->vms */
         const char *vm_name;
-        char runtime_dir[PATH_MAX];
-        char platform_dir[PATH_MAX];
+        /* Short enough for socket paths (sun_path is 108 bytes). */
+        char runtime_dir[PVD_DIR_MAX];
+        char platform_dir[PVD_DIR_MAX];
         const struct hv_backend *hv;
         struct pvd_vlink *vlinks;
         unsigned nvlinks;

@@ -91,7 +91,11 @@ static inline int64_t pv_bytering_used(struct pv_ring *r)
         if (r->broken)
                 return -EPROTO;
         uint32_t used = ring_load_acquire(&r->hdr->prod) - r->cons;
-        return used > r->size ? pv_ring_fail(r) : used;
+        /* Not a conditional expression: its int and uint32_t arms would meet
+         * as unsigned, and -EPROTO would come back as a large byte count. */
+        if (used > r->size)
+                return pv_ring_fail(r);
+        return used;
 }
 
 #endif

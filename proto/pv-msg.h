@@ -87,6 +87,9 @@ void pv_msg_init(struct pv_msg *m, uint32_t op);
 /* A response to req: same op and seq, PV_K_DIAG = diag. */
 void pv_msg_init_reply(struct pv_msg *m, const struct pv_msg *req, int diag);
 
+/* A setter given a key of the other kind, a negative value for an unsigned
+ * key or NULL bytes marks the message bad: encoding or sending it then fails
+ * with -EINVAL. */
 void pv_msg_set_u(struct pv_msg *m, enum pv_key k, uint64_t v);
 void pv_msg_set_i(struct pv_msg *m, enum pv_key k, int64_t v);
 /* The bytes are not copied: keep them alive until encoded or sent. */
@@ -109,14 +112,21 @@ int pv_msg_get_str(const struct pv_msg *m, enum pv_key k, char *buf, size_t len)
  * negative errno). */
 int pv_msg_diag(const struct pv_msg *m);
 
+/* 0; -EMSGSIZE when cap is too small or a bytes value is over its limit;
+ * -EINVAL for a message the peer would refuse (no OP or SEQ, OP above
+ * UINT32_MAX, PV_K_NFDS above PV_MSG_MAX_FDS, a bad setter call). */
 int pv_msg_encode(const struct pv_msg *m, void *buf, size_t cap, size_t *len);
-/* Decode buf (bin values point into buf). fds are not touched. */
+/* Decode buf (bin values point into buf). fds are not touched. 0 or -EPROTO
+ * (then m holds no key). */
 int pv_msg_decode(const void *buf, size_t len, struct pv_msg *m);
 
-/* Send one message with its fds (MSG_NOSIGNAL). 0 or -errno (-EAGAIN on a
- * full non-blocking socket, -EMSGSIZE, -EPIPE...). */
+/* Send one message with its fds (MSG_NOSIGNAL), PV_K_NFDS set from m->nfds.
+ * The bytes values are sent from where they lie, not copied. 0 or -errno
+ * (-EAGAIN on a full non-blocking socket, -EMSGSIZE beyond PV_MSG_MAX, or
+ * PV_MSG_DOC_MAX with a PV_K_DOC, -EPIPE...). */
 int pv_msg_send(int fd, const struct pv_msg *m);
-/* Receive one message into buf (flags: MSG_DONTWAIT or 0). 0; -ECONNRESET
+/* Receive one message into buf (flags: MSG_DONTWAIT or 0, else -EINVAL;
+ * cap: PV_MSG_MAX, or PV_MSG_DOC_MAX where documents come). 0; -ECONNRESET
  * when the peer closed; -EAGAIN; -EINTR; -EPROTO for a truncated datagram or
  * control part, bad encoding, or an fd count other than PV_K_NFDS (every fd
  * received is closed then). The fds of a good message are the caller's (in

@@ -25,6 +25,15 @@
  *             fence, exchanges it to 0 and sends an xIRQ if it was set.
  *   prod_wait the same for a producer waiting for room.
  *
+ * Sleeping: each side calls its notify function (pv_ring_prod_notify(),
+ * pv_ring_cons_notify()) before it prepares to sleep, whatever its last call
+ * returned, and sends the xIRQ if told to. Pad records are why: a reserve
+ * that returns -EAGAIN may have published a pad the consumer must skip before
+ * room appears, and a recv that returns -EAGAIN may have skipped one and so
+ * freed room; neither hands the caller a message, so a caller that notifies
+ * only after a message moved leaves both sides asleep. A batching caller
+ * needs the same rule for the messages of a batch cut short by -EAGAIN.
+ *
  * The peer is hostile (DESIGN 5): each index and record header it wrote is
  * read once into a local and checked before use. A bad value makes the ring
  * "broken": every later call returns -EPROTO and nothing outside the data
@@ -137,6 +146,10 @@ static inline int pv_ring_reserve(struct pv_ring *r, uint32_t len, void **payloa
         int64_t avail = pv_ring_prod_free(r);
         if (avail < 0)
                 return (int)avail;
+        /* Records and pads are multiples of 8, so an honest consumer's index
+         * is too: an unaligned one is corruption, not a count to trust. */
+        if (avail & 7)
+                return pv_ring_fail(r);
         uint32_t need = PV_RING_REC_HDR + pv_ring_align8(len);
         uint32_t pos = r->prod & r->mask;
         uint32_t tail = r->size - pos;
@@ -178,13 +191,14 @@ static inline int pv_ring_send(struct pv_ring *r, uint32_t tag, const void *buf,
         int rc = pv_ring_reserve(r, len, &p);
         if (rc < 0)
                 return rc;
-        memcpy(p, buf, len);
+        if (len)        /* buf may be NULL for an empty message */
+                memcpy(p, buf, len);
         pv_ring_commit(r, tag);
         return 0;
 }
 
-/* After one or more sends: true if the consumer is asleep and needs an
- * xIRQ. At most one true per sleep of the consumer. */
+/* After one or more sends, and before sleeping: true if the consumer is
+ * asleep and needs an xIRQ. At most one true per sleep of the consumer. */
 static inline bool pv_ring_prod_notify(struct pv_ring *r)
 {
         ring_full_fence();
@@ -198,7 +212,8 @@ static inline bool pv_ring_prod_notify(struct pv_ring *r)
 
 /* Producer found the ring full and wants to sleep until `need` bytes are
  * free. Announces it, then re-checks: returns true if it must sleep (wait for
- * the consumer's xIRQ), false if room appeared meanwhile. */
+ * the consumer's xIRQ), false if room appeared meanwhile. Call
+ * pv_ring_prod_notify() first (see "Sleeping" above). */
 static inline bool pv_ring_prod_prepare_sleep(struct pv_ring *r, uint32_t need)
 {
         ring_store_relaxed(&r->hdr->prod_wait, 1);
@@ -224,7 +239,7 @@ static inline uint32_t pv_ring_room_for(const struct pv_ring *r, uint32_t len)
 
 /* ---- consumer ---------------------------------------------------------- */
 
-/* Copy the next message out. 0 with *tag/*len set, -EAGAIN if empty,
+/* Copy the next message out. 0 with *tag and *len set, -EAGAIN if empty,
  * -EPROTO if the producer wrote an impossible index or record, or a record
  * longer than cap (the protocol's maximum for this ring). */
 static inline int pv_ring_recv(struct pv_ring *r, uint32_t *tag, void *buf, uint32_t cap, uint32_t *len)
@@ -242,8 +257,13 @@ static inline int pv_ring_recv(struct pv_ring *r, uint32_t *tag, void *buf, uint
                 uint32_t l = shm_read32(r->data + pos);
                 uint32_t t = shm_read32(r->data + pos + 4);
                 if (l == PV_RING_PAD) {
+                        /* A pad always sends us to position 0, and the
+                         * producer never pads there (a whole ring fits any
+                         * record): one at 0 is corruption. This also bounds
+                         * the loop to one pad per call, so a peer that keeps
+                         * publishing pads cannot hold us here. */
                         uint32_t skip = r->size - pos;
-                        if (skip > used)
+                        if (pos == 0 || skip > used)
                                 return pv_ring_fail(r);
                         r->cons += skip;
                         ring_store_release(&r->hdr->cons, r->cons);
@@ -254,7 +274,8 @@ static inline int pv_ring_recv(struct pv_ring *r, uint32_t *tag, void *buf, uint
                 uint32_t rec = PV_RING_REC_HDR + pv_ring_align8(l);
                 if (rec > used || rec > r->size - pos)
                         return pv_ring_fail(r);
-                memcpy(buf, r->data + pos + PV_RING_REC_HDR, l);
+                if (l)  /* buf may be NULL when only empty messages are expected */
+                        memcpy(buf, r->data + pos + PV_RING_REC_HDR, l);
                 r->cons += rec;
                 r->stats.msgs++;
                 ring_store_release(&r->hdr->cons, r->cons);
@@ -272,7 +293,8 @@ static inline bool pv_ring_cons_pending(struct pv_ring *r)
 }
 
 /* Consumer found the ring empty and wants to sleep. Returns true if it must
- * sleep (wait for the producer's xIRQ), false if data arrived meanwhile. */
+ * sleep (wait for the producer's xIRQ), false if data arrived meanwhile.
+ * Call pv_ring_cons_notify() first (see "Sleeping" above). */
 static inline bool pv_ring_cons_prepare_sleep(struct pv_ring *r)
 {
         ring_store_relaxed(&r->hdr->cons_wait, 1);
@@ -284,7 +306,8 @@ static inline bool pv_ring_cons_prepare_sleep(struct pv_ring *r)
         return true;
 }
 
-/* After consuming: true if the producer sleeps waiting for room. */
+/* After consuming, and before sleeping: true if the producer sleeps waiting
+ * for room. */
 static inline bool pv_ring_cons_notify(struct pv_ring *r)
 {
         ring_full_fence();

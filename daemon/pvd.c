@@ -1,0 +1,381 @@
+/* pvd's life: validate everything, take the VM's locks, create vlinks and
+ * device nodes, tell systemd we are ready, run the loop, and on SIGTERM or
+ * SIGINT stop cleanly (every socket removed, the peers see the vlinks go
+ * OFF).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "hv.h"
+#include "node.h"
+#include "pvd-core.h"
+#include "pvd.h"
+
+const struct pvd_driver *const pvd_drivers[PV_DRV_COUNT] = {
+        [PV_DRV_CORE] = NULL,
+        [PV_DRV_VRPQ] = &pvd_drv_vrpq,
+        [PV_DRV_VUMEM] = &pvd_drv_vumem,
+        [PV_DRV_VBPIPE] = &pvd_drv_vbpipe,
+};
+
+uint64_t pvd_random64(void)
+{
+        uint64_t v = 0;
+        while (getrandom(&v, sizeof(v), 0) != sizeof(v))
+                ;
+        return v;
+}
+
+/* sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET. */
+void pvd_sd_notify(const char *msg)
+{
+        const char *path = getenv("NOTIFY_SOCKET");
+        if (!path || !*path)
+                return;
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        size_t len = strlen(path);
+        if (len >= sizeof(sa.sun_path) || (path[0] != '/' && path[0] != '@'))
+                return;
+        memcpy(sa.sun_path, path, len);
+        if (sa.sun_path[0] == '@')
+                sa.sun_path[0] = 0; /* abstract namespace */
+        int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return;
+        if (sendto(fd, msg, strlen(msg), MSG_NOSIGNAL, (struct sockaddr *)&sa,
+                   (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)) < 0)
+                pv_warn("cannot notify systemd at %s: %s", path, strerror(errno));
+        close(fd);
+}
+
+static int mkdir_p(const char *dir, mode_t mode)
+{
+        char buf[PATH_MAX];
+        int n = snprintf(buf, sizeof(buf), "%s", dir);
+        if (n < 0 || (size_t)n >= sizeof(buf))
+                return -ENAMETOOLONG;
+        for (char *p = buf + 1; *p; p++) {
+                if (*p != '/')
+                        continue;
+                *p = 0;
+                if (mkdir(buf, mode) < 0 && errno != EEXIST)
+                        return -errno;
+                *p = '/';
+        }
+        if (mkdir(buf, mode) < 0 && errno != EEXIST)
+                return -errno;
+        struct stat st;
+        if (stat(buf, &st) < 0)
+                return -errno;
+        return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+}
+
+/* Take an exclusive lock on path, recording who holds it. On conflict, say
+ * who holds it. */
+static int take_lock(const char *path, const char *what, struct pvd *pvd)
+{
+        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0) {
+                pv_err("cannot open lock %s: %s", path, strerror(errno));
+                return -errno;
+        }
+        if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+                char holder[128] = "";
+                ssize_t n = pread(fd, holder, sizeof(holder) - 1, 0);
+                holder[n > 0 ? n : 0] = 0;
+                holder[strcspn(holder, "\n")] = 0;
+                pv_err("another pvd (%s) already %s; stop it first (lock %s)", holder[0] ? holder : "unknown",
+                       what, path);
+                close(fd);
+                return -EBUSY;
+        }
+        char line[128];
+        int len = snprintf(line, sizeof(line), "%s, pid %d\n", pvd->vm_name, (int)getpid());
+        if (ftruncate(fd, 0) < 0 || pwrite(fd, line, (size_t)len, 0) != len)
+                pv_warn("cannot record our pid in %s", path);
+        return fd;
+}
+
+static int resolve_user(const char *s, uid_t dflt, uid_t *out)
+{
+        if (!*s) {
+                *out = dflt;
+                return 0;
+        }
+        char *end;
+        unsigned long v = strtoul(s, &end, 10);
+        if (*end == 0 && end != s) {
+                *out = (uid_t)v;
+                return 0;
+        }
+        struct passwd *pw = getpwnam(s);
+        if (!pw)
+                return -ENOENT;
+        *out = pw->pw_uid;
+        return 0;
+}
+
+static int resolve_group(const char *s, gid_t dflt, gid_t *out)
+{
+        if (!*s) {
+                *out = dflt;
+                return 0;
+        }
+        char *end;
+        unsigned long v = strtoul(s, &end, 10);
+        if (*end == 0 && end != s) {
+                *out = (gid_t)v;
+                return 0;
+        }
+        struct group *gr = getgrnam(s);
+        if (!gr)
+                return -ENOENT;
+        *out = gr->gr_gid;
+        return 0;
+}
+
+/* Build vlinks and node descriptions (nothing created on the system yet). */
+static int pvd_plan(struct pvd *pvd)
+{
+        const struct pv_platform *plat = pvd->plat;
+        unsigned nvl = 0;
+        for (unsigned i = 0; i < plat->nvlinks; i++)
+                nvl += plat->vlinks[i].vm[PV_SERVER] == (unsigned)pvd->vm ||
+                       plat->vlinks[i].vm[PV_CLIENT] == (unsigned)pvd->vm;
+        pvd->vlinks = calloc(nvl ? nvl : 1, sizeof(*pvd->vlinks));
+        pvd->nodes = calloc(nvl * PV_DRV_COUNT + 1, sizeof(*pvd->nodes));
+        if (!pvd->vlinks || !pvd->nodes)
+                return -ENOMEM;
+
+        for (unsigned i = 0; i < plat->nvlinks; i++) {
+                const struct pv_vlink_cfg *cfg = &plat->vlinks[i];
+                enum pv_side side;
+                if (cfg->vm[PV_SERVER] == (unsigned)pvd->vm)
+                        side = PV_SERVER;
+                else if (cfg->vm[PV_CLIENT] == (unsigned)pvd->vm)
+                        side = PV_CLIENT;
+                else
+                        continue;
+                struct pvd_vlink *vl = &pvd->vlinks[pvd->nvlinks];
+                vl->pvd = pvd;
+                vl->cfg = cfg;
+                vl->index = pvd->nvlinks++;
+                vl->side = side;
+                vl->peer_vm = plat->vms[cfg->vm[side == PV_SERVER ? PV_CLIENT : PV_SERVER]].name;
+                for (int r = 0; r < PV_REGION_COUNT; r++)
+                        vl->region[r].fd = -1;
+
+                for (int d = 0; d < PV_DRV_COUNT; d++) {
+                        const struct pvd_driver *drv = pvd_drivers[d];
+                        if (!drv || !drv->region_size || !drv->region_size(cfg))
+                                continue;
+                        struct pvd_node *n = &pvd->nodes[pvd->nnodes];
+                        if (pv_config_dev_name(cfg, side, drv->name, n->name, sizeof(n->name)) < 0)
+                                continue;
+                        const struct pv_access *acc = &cfg->access[side];
+                        if (resolve_user(acc->owner, geteuid(), &n->uid) < 0) {
+                                pv_err("%s: %s: pvd,owner \"%s\" is no user of this system", n->name,
+                                       cfg->path[side], acc->owner);
+                                return -EINVAL;
+                        }
+                        if (resolve_group(acc->group, getegid(), &n->gid) < 0) {
+                                pv_err("%s: %s: pvd,group \"%s\" is no group of this system", n->name,
+                                       cfg->path[side], acc->group);
+                                return -EINVAL;
+                        }
+                        n->mode = acc->mode;
+                        n->drv = drv;
+                        n->vl = vl;
+                        n->fd = -1;
+                        n->pvd = pvd;
+                        pvd->nnodes++;
+                }
+        }
+        struct pvd_node *ctl = &pvd->nodes[pvd->nnodes++];
+        snprintf(ctl->name, sizeof(ctl->name), "control");
+        ctl->uid = geteuid();
+        ctl->gid = getegid();
+        ctl->mode = 0666; /* status is for everyone, like ip link */
+        ctl->fd = -1;
+        ctl->pvd = pvd;
+        return 0;
+}
+
+static void pvd_stop(struct pvd *pvd);
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+        struct pvd *pvd = h->data;
+        if (signum == SIGHUP)
+                return;
+        pv_notice("%s received, stopping", strsignal(signum));
+        pvd_stop(pvd);
+}
+
+static void pvd_stop(struct pvd *pvd)
+{
+        if (pvd->stopping)
+                return;
+        pvd->stopping = true;
+        pvd_sd_notify("STOPPING=1");
+        for (unsigned i = 0; i < pvd->nnodes; i++)
+                pvd_node_close(&pvd->nodes[i]);
+        for (unsigned i = 0; i < pvd->nvlinks; i++)
+                pvd->hv->stop(&pvd->vlinks[i]);
+        for (unsigned i = 0; i < pvd->nvlinks; i++) {
+                struct pvd_vlink *vl = &pvd->vlinks[i];
+                for (int d = 0; d < PV_DRV_COUNT; d++)
+                        if (pvd_drivers[d] && vl->drv[d] && pvd_drivers[d]->detach)
+                                pvd_drivers[d]->detach(vl);
+        }
+        for (int i = 0; i < 3; i++)
+                uv_close((uv_handle_t *)&pvd->sig[i], NULL);
+}
+
+static void walk_close(uv_handle_t *h, void *arg)
+{
+        if (!uv_is_closing(h))
+                uv_close(h, NULL);
+}
+
+int pvd_run(const struct pvd_options *opt)
+{
+        struct pvd pvd_obj = { .lock_fd = -1 };
+        struct pvd *pvd = &pvd_obj;
+        int rc = 1;
+        int lock2 = -1;
+        char err[512];
+
+        pvd->plat = calloc(1, sizeof(*pvd->plat));
+        if (!pvd->plat)
+                return 1;
+        if (pv_config_load_file(opt->config, pvd->plat, err, sizeof(err)) < 0) {
+                pv_err("%s", err);
+                goto out;
+        }
+        pvd->vm = pv_config_vm_find(pvd->plat, opt->vm);
+        if (pvd->vm < 0) {
+                char names[256] = "";
+                for (unsigned i = 0; i < pvd->plat->nvms; i++)
+                        snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s", i ? ", " : "",
+                                 pvd->plat->vms[i].name);
+                pv_err("%s: no VM called \"%s\" (this platform has: %s)", opt->config, opt->vm, names);
+                goto out;
+        }
+        pvd->vm_name = pvd->plat->vms[pvd->vm].name;
+        if (strlen(opt->runtime_dir) >= PVD_DIR_MAX || strlen(opt->platform_dir) >= PVD_DIR_MAX) {
+                pv_err("the runtime and platform directory paths must be shorter than %d bytes "
+                       "(they hold UNIX sockets)", PVD_DIR_MAX);
+                goto out;
+        }
+        snprintf(pvd->runtime_dir, sizeof(pvd->runtime_dir), "%s", opt->runtime_dir);
+        snprintf(pvd->platform_dir, sizeof(pvd->platform_dir), "%s", opt->platform_dir);
+        pvd->hv = &hv_emu;
+        if (pvd_plan(pvd) < 0)
+                goto out;
+
+        int e = mkdir_p(pvd->runtime_dir, 0755);
+        if (e == 0)
+                e = mkdir_p(pvd->platform_dir, 0755);
+        if (e < 0) {
+                pv_err("cannot create %s or %s: %s", pvd->runtime_dir, pvd->platform_dir, strerror(-e));
+                goto out;
+        }
+        char path[PVD_DIR_MAX + PV_NAME_MAX + 16], what[PVD_DIR_MAX + PV_NAME_MAX + 32];
+        snprintf(path, sizeof(path), "%s/pvd.lock", pvd->runtime_dir);
+        snprintf(what, sizeof(what), "runs in %s", pvd->runtime_dir);
+        pvd->lock_fd = take_lock(path, what, pvd);
+        if (pvd->lock_fd < 0)
+                goto out;
+        snprintf(path, sizeof(path), "%s/%s.lock", pvd->platform_dir, pvd->vm_name);
+        snprintf(what, sizeof(what), "serves %s on platform %s", pvd->vm_name, pvd->platform_dir);
+        lock2 = take_lock(path, what, pvd);
+        if (lock2 < 0)
+                goto out_unlock;
+
+        /* Every vlink and grant is an fd or two: take all we may. */
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+                rl.rlim_cur = rl.rlim_max;
+                setrlimit(RLIMIT_NOFILE, &rl);
+        }
+        signal(SIGPIPE, SIG_IGN);
+
+        pvd->loop = uv_default_loop();
+        pvd->start_ms = uv_now(pvd->loop);
+        for (unsigned i = 0; i < pvd->nvlinks; i++) {
+                struct pvd_vlink *vl = &pvd->vlinks[i];
+                for (int d = 0; d < PV_DRV_COUNT; d++) {
+                        const struct pvd_driver *drv = pvd_drivers[d];
+                        if (drv && drv->region_size && drv->region_size(vl->cfg) && drv->attach(vl) < 0) {
+                                pv_err("vlink %s: driver %s cannot start", vl->cfg->link_name, drv->name);
+                                goto out_stop;
+                        }
+                }
+        }
+        for (unsigned i = 0; i < pvd->nnodes; i++)
+                if (pvd_node_open(pvd, &pvd->nodes[i]) < 0)
+                        goto out_stop;
+        for (unsigned i = 0; i < pvd->nvlinks; i++)
+                if (pvd->hv->start(&pvd->vlinks[i]) < 0)
+                        goto out_stop;
+
+        int signums[3] = { SIGTERM, SIGINT, SIGHUP };
+        for (int i = 0; i < 3; i++) {
+                uv_signal_init(pvd->loop, &pvd->sig[i]);
+                pvd->sig[i].data = pvd;
+                uv_signal_start(&pvd->sig[i], on_signal, signums[i]);
+        }
+
+        char status[128];
+        snprintf(status, sizeof(status), "READY=1\nSTATUS=serving %s: %u vlinks, %u device nodes", pvd->vm_name,
+                 pvd->nvlinks, pvd->nnodes - 1);
+        pvd_sd_notify(status);
+        pv_notice("serving %s: %u vlinks, %u device nodes in %s", pvd->vm_name, pvd->nvlinks, pvd->nnodes - 1,
+                  pvd->runtime_dir);
+        uv_run(pvd->loop, UV_RUN_DEFAULT);
+        rc = 0;
+        goto out_close;
+
+out_stop:
+        pvd->stopping = true;
+        for (unsigned i = 0; i < pvd->nnodes; i++)
+                pvd_node_close(&pvd->nodes[i]);
+        for (unsigned i = 0; i < pvd->nvlinks; i++)
+                if (pvd->vlinks[i].hv)
+                        pvd->hv->stop(&pvd->vlinks[i]);
+        for (unsigned i = 0; i < pvd->nvlinks; i++)
+                for (int d = 0; d < PV_DRV_COUNT; d++)
+                        if (pvd_drivers[d] && pvd->vlinks[i].drv[d] && pvd_drivers[d]->detach)
+                                pvd_drivers[d]->detach(&pvd->vlinks[i]);
+out_close:
+        uv_walk(pvd->loop, walk_close, NULL);
+        uv_run(pvd->loop, UV_RUN_DEFAULT);
+        uv_loop_close(pvd->loop);
+        snprintf(path, sizeof(path), "%s/%s.lock", pvd->platform_dir, pvd->vm_name);
+        unlink(path);
+        close(lock2);
+out_unlock:
+        snprintf(path, sizeof(path), "%s/pvd.lock", pvd->runtime_dir);
+        unlink(path);
+        close(pvd->lock_fd);
+out:
+        free(pvd->vlinks);
+        free(pvd->nodes);
+        free(pvd->plat);
+        return rc;
+}

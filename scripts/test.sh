@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Runs every test of pvd: installs what is missing, builds, runs all suites
+# (unit, integration, stress, fuzz) in the normal build, then again in a
+# build with AddressSanitizer and UndefinedBehaviorSanitizer, and checks that
+# nothing (process, socket, temporary directory) is left behind.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup-deps.sh
+
+jobs=$(nproc 2>/dev/null || echo 2)
+start=$(date +%s)
+
+configure() {  # dir, options...
+    local dir=$1; shift
+    if [ -f "$dir/build.ninja" ]; then
+        meson setup --reconfigure "$dir" "$@" >/dev/null
+    else
+        meson setup "$dir" "$@" >/dev/null
+    fi
+}
+
+echo "==> build"
+configure build
+ninja -C build
+echo "==> tests (build)"
+meson test -C build --print-errorlogs --num-processes "$jobs"
+
+echo "==> build with AddressSanitizer + UndefinedBehaviorSanitizer"
+configure build-san -Db_sanitize=address,undefined -Db_lundef=false -Dbench=false
+ninja -C build-san
+echo "==> tests (build-san)"
+# The sanitizers make the stress tests slower: fewer messages, same checks.
+PV_STRESS_MSGS=${PV_STRESS_MSGS_SAN:-300000} PV_STRESS_BYTES=${PV_STRESS_BYTES_SAN:-33554432} \
+PV_FUZZ_ITERS=${PV_FUZZ_ITERS_SAN:-50000} \
+    meson test -C build-san --print-errorlogs --num-processes "$jobs" --timeout-multiplier 3
+
+echo "==> leftovers"
+left=0
+if pgrep -f "build(-san)?/daemon/pvd " >/dev/null; then
+    echo "pvd processes left behind:"; pgrep -af "build(-san)?/daemon/pvd "; left=1
+fi
+if ls -d "${TMPDIR:-/tmp}"/pvt-* >/dev/null 2>&1; then
+    echo "test directories left behind:"; ls -d "${TMPDIR:-/tmp}"/pvt-*; left=1
+fi
+[ $left -eq 0 ] || exit 1
+echo "no process, socket or test directory left behind"
+echo "==> all tests passed in $(( $(date +%s) - start )) s"

@@ -1,0 +1,85 @@
+/* Test support: an emulated platform in a temporary directory with real pvd
+ * processes, their readiness (NOTIFY_SOCKET), status queries, and cleanup
+ * that leaves no process, socket or file behind.
+ *
+ * Environment (set by tests/meson.build): PVD_BIN, PVCTL_BIN, PV_CONF_DIR
+ * (where demo.dtb and test-2clients.dtb are).
+ */
+#ifndef PVTEST_H
+#define PVTEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include <msgpack.h>
+
+#define PVT_MAX_VMS 8
+
+struct pvt_vm {
+        char name[32];
+        pid_t pid;                 /* 0 when not running */
+        char rt[192];              /* its runtime directory */
+        char log[224];             /* its stderr */
+};
+
+struct pvt_platform {
+        char dir[128];             /* the temporary directory */
+        char platform_dir[160];
+        char dtb[512];
+        struct pvt_vm vms[PVT_MAX_VMS];
+        unsigned nvms;
+};
+
+/* Make a temporary platform for conf/<dtb_name>.dtb ("demo"). 0 or -errno. */
+int pvt_platform_init(struct pvt_platform *p, const char *dtb_name);
+/* Stop every pvd (SIGTERM, then SIGKILL after 5 s), remove the directory.
+ * Returns the number of leftovers found (processes that had to be killed,
+ * sockets pvd did not remove): a test asserts 0. */
+int pvt_platform_fini(struct pvt_platform *p);
+
+struct pvt_vm *pvt_vm(struct pvt_platform *p, const char *vm);
+/* Start pvd for vm and wait for its READY=1 (10 s). extra: more arguments
+ * (NULL-terminated list, may be NULL). 0, or -errno / -ETIMEDOUT. */
+int pvt_pvd_start(struct pvt_platform *p, const char *vm, const char *const *extra);
+/* Send sig and wait for the exit (5 s, then SIGKILL). Returns the exit
+ * status as from waitpid, or -1. */
+int pvt_pvd_stop(struct pvt_platform *p, const char *vm, int sig);
+
+/* Point this process's libpvclient at vm (PVD_RUNTIME_DIR). */
+void pvt_use_vm(struct pvt_platform *p, const char *vm);
+
+/* Fetch vm's status document. The object lives in zone (destroy it). */
+int pvt_status(struct pvt_platform *p, const char *vm, msgpack_zone *zone, msgpack_object *doc);
+/* Same for "pvctl stat DRIVER". */
+int pvt_stat(struct pvt_platform *p, const char *vm, const char *driver, msgpack_zone *zone, msgpack_object *doc);
+/* The state ("OFF", "RESET", "ON") of vm's vlink link (NULL: any vlink
+ * must match) -- wait up to timeout_ms for it. 0 or -ETIMEDOUT. */
+int pvt_wait_vlink(struct pvt_platform *p, const char *vm, const char *link, const char *state, int timeout_ms);
+
+/* Run a program (argv[0] a path), capturing stdout and stderr (up to cap
+ * bytes each, NUL-terminated). Environment: PVD_RUNTIME_DIR of vm if vm is
+ * not NULL. Returns the exit status (0..255), 128+signal, or -errno. */
+int pvt_run(struct pvt_platform *p, const char *vm, const char *const *argv, char *out, size_t outcap,
+            char *err, size_t errcap, int timeout_ms);
+
+/* Fork a "program" in vm: the child sets PVD_RUNTIME_DIR and returns
+ * fn(arg) as its exit status. */
+pid_t pvt_spawn(struct pvt_platform *p, const char *vm, int (*fn)(void *), void *arg);
+/* Wait for a child (timeout_ms; then SIGKILL and -ETIMEDOUT). Returns its
+ * exit status, 128+signal, or -errno. */
+int pvt_wait(pid_t pid, int timeout_ms);
+
+/* Entries in /proc/self/fd. */
+int pvt_fd_count(void);
+/* Entries in /proc/PID/fd, or -1. */
+int pvt_fd_count_of(pid_t pid);
+/* Milliseconds on a monotonic clock. */
+long long pvt_now_ms(void);
+/* Read a whole file into buf (NUL-terminated). Bytes read or -errno. */
+ssize_t pvt_read_file(const char *path, char *buf, size_t cap);
+
+/* A path inside the build tree's conf directory. */
+const char *pvt_conf(const char *file, char *buf, size_t len);
+
+#endif
