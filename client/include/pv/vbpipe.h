@@ -1,0 +1,45 @@
+/* VBPIPE: a byte pipe between two VMs that behaves like a Unix pipe.
+ *
+ *   int fd = vbpipeOpen("/dev/vbpipe0", O_RDWR);
+ *
+ * name is "/dev/NAME" or "NAME", NAME being the `name=` of the vbpipe's
+ * info in this VM (the device node in $PVD_RUNTIME_DIR, default /run/pvd).
+ * The result is a real file descriptor (a UNIX stream socket whose other
+ * end pvd holds): read, write, poll, select, epoll, fcntl, ioctl(FIONREAD)
+ * and close are the POSIX calls, and children inherit it.
+ *
+ *  - The open is a rendezvous: it returns when the other VM's end is open
+ *    too. With O_NONBLOCK it returns at once, and the descriptor becomes
+ *    writable when the peer arrives.
+ *  - read blocks while the pipe is empty and, unless the vbpipe's info has
+ *    flag 'a', until the whole count has arrived (fewer bytes only at EOF,
+ *    on a signal or with O_NONBLOCK). write blocks while the pipe is full.
+ *  - When the other program closes, read returns what is left, then 0;
+ *    write fails with EPIPE (and SIGPIPE). The same when the other VM or
+ *    its pvd goes away. Then close, and open again for a new conversation.
+ *  - O_RDONLY / O_WRONLY open one direction (the other is shut: writes
+ *    fail with EPIPE, reads return 0); O_RDWR both. O_CLOEXEC as for open;
+ *    O_CREAT, O_TRUNC, O_EXCL, O_APPEND and O_NOCTTY are ignored, as for a
+ *    FIFO.
+ *
+ * Returns the descriptor, or -1 with errno set: ENOENT (no such vbpipe in
+ * this VM), ECONNREFUSED (pvd is not running), EACCES, EBUSY (this end is
+ * open already), ECONNRESET (pvd went away during the open), EINVAL.
+ * pvLastError() says more.
+ */
+#ifndef PV_VBPIPE_H
+#define PV_VBPIPE_H
+
+#include <pv/pvclient.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+int vbpipeOpen(const char *name, int flags);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
