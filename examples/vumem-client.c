@@ -17,6 +17,7 @@
 int main(int argc, char **argv)
 {
         const char *dev = argc > 1 ? argv[1] : VUMEM_TEST_CLT_DEVICE;
+        setvbuf(stdout, NULL, _IOLBF, 0);
         VumemSession *session;
         VumemBufferHd bufferHd;
         char *vaddr;

@@ -24,6 +24,7 @@ static void on_signal(int sig)
 int main(int argc, char **argv)
 {
         const char *dev = argc > 1 ? argv[1] : VUMEM_TEST_SRV_DEVICE;
+        setvbuf(stdout, NULL, _IOLBF, 0);
         struct sigaction sa = { .sa_handler = on_signal }; /* no SA_RESTART */
         sigaction(SIGINT, &sa, NULL);
         sigaction(SIGTERM, &sa, NULL);
