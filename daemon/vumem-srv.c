@@ -546,17 +546,24 @@ static void reply_buffer(struct vs_link *L, uint32_t req, struct vs_handle *h, c
         send_reply(L, &r);
 }
 
+/* req 0: the client end answered its program itself; no reply. */
 static void on_free(struct vs_link *L, const struct vumem_m_free *m)
 {
-        struct vs_session *s = request_session(L, m->req, m->session);
-        if (!s)
-                return;
-        struct vs_handle *h = handle_find(L, m->handle);
+        struct vs_session *s = session_find(L, m->session);
+        struct vs_handle *h = s ? handle_find(L, m->handle) : NULL;
         if (!h || h->s != s) {
-                reply_err(L, m->req, -ENOENT, "%s: no buffer handle %u in this session", node_name(L), m->handle);
+                if (m->req)
+                        reply_err(L, m->req, s ? -ENOENT : -ECONNRESET, "%s: no buffer handle %u in this session",
+                                  node_name(L), m->handle);
+                else
+                        L->failed++;
                 return;
         }
         handle_release(L, h);
+        if (!m->req) {
+                L->served++;
+                return;
+        }
         struct vumem_m_reply r;
         memset(&r, 0, sizeof(r));
         r.req = m->req;

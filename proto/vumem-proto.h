@@ -78,7 +78,7 @@ enum vumem_msg_type {
         VUMEM_MSG_SESSION_OPEN = 1, /* c2s, answered by REPLY */
         VUMEM_MSG_SESSION_CLOSE,    /* c2s, no answer */
         VUMEM_MSG_ALLOC,            /* c2s, REPLY */
-        VUMEM_MSG_FREE,             /* c2s, REPLY */
+        VUMEM_MSG_FREE,             /* c2s, REPLY unless req is 0 */
         VUMEM_MSG_ACCESS,           /* c2s, REPLY */
         VUMEM_MSG_REPLY,            /* s2c */
         VUMEM_MSG_SESSION_RESET,    /* s2c: the session's server program is gone */
