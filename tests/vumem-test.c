@@ -17,7 +17,7 @@
 #include "vumem-test.h"
 
 static int ev_pipe[2] = { -1, -1 };
-#define TEV_KEEP 256
+#define TEV_KEEP 4096
 static struct tev kept[TEV_KEEP];
 static int nkept;
 
