@@ -97,7 +97,7 @@ int vs_cells_alloc(struct vs_link *L, uint32_t n, uint32_t *first)
 
 void vs_cells_free(struct vs_link *L, uint32_t first, uint32_t n)
 {
-        if (!L->bitmap || first + n > L->ncells)
+        if (!L->bitmap || first >= L->ncells || n > L->ncells - first)
                 return;
         for (uint32_t k = 0; k < n; k++) {
                 if (cell_used(L, first + k)) {
