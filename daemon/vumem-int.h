@@ -175,7 +175,20 @@ void vs_cells_free(struct vs_link *L, uint32_t first, uint32_t n);
 void *vs_cell_ptr(struct vs_link *L, uint32_t cell);
 size_t vumem_page(void);
 
+/* vumem-buf.c: buffers, exports, handles (server end) */
+struct vs_buf *vs_buf_find(uint64_t id);
+int vs_buf_new_id(uint64_t *id);
+void vs_buf_add(struct vs_buf *b);
+void vs_buf_release(struct vs_buf *b);
+void vs_bufs_orphan(struct vs_link *owner);
+int vs_export_get(struct vs_link *L, struct vs_buf *b, uint32_t cell, struct vs_export **out);
+void vs_export_release(struct vs_export *x);
+struct vs_handle *vs_handle_find(struct vs_link *L, uint32_t id);
+int vs_handle_new(struct vs_link *L, struct vs_session *s, struct vs_export *x, struct vs_handle **out);
+void vs_handle_release(struct vs_link *L, struct vs_handle *h);
+
 /* vumem-srv.c */
+void vs_queue_free(struct vs_link *owner, uint64_t id, uint64_t vaddr, uint64_t size);
 void vs_up(struct vs_link *L);
 void vs_down(struct vs_link *L);
 void vs_detach(struct vs_link *L);

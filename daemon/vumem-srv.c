@@ -26,38 +26,9 @@
 
 #include "vumem-int.h"
 
-#define REG_BUCKETS 1024
-
-/* Every buffer of this VM, by id. pvd is single-threaded. */
-static struct vs_buf *registry[REG_BUCKETS];
-static unsigned registry_count;
-
 static const char *node_name(const struct vs_link *L)
 {
         return L->node ? L->node->name : "vumem";
-}
-
-static struct vs_buf **reg_slot(uint64_t id)
-{
-        return &registry[(id ^ (id >> 32)) % REG_BUCKETS];
-}
-
-static struct vs_buf *reg_find(uint64_t id)
-{
-        for (struct vs_buf *b = *reg_slot(id); b; b = b->hnext)
-                if (b->id == id)
-                        return b;
-        return NULL;
-}
-
-static void reg_del(struct vs_buf *b)
-{
-        for (struct vs_buf **pp = reg_slot(b->id); *pp; pp = &(*pp)->hnext)
-                if (*pp == b) {
-                        *pp = b->hnext;
-                        registry_count--;
-                        return;
-                }
 }
 
 /* ---- messages to the client end -------------------------------------------- */
@@ -136,7 +107,7 @@ static void enqueue(struct vs_link *L, struct vs_req *q)
 }
 
 /* Tell the server program of owner that a buffer it answered with is free. */
-static void queue_free(struct vs_link *owner, uint64_t id, uint64_t vaddr, uint64_t size)
+void vs_queue_free(struct vs_link *owner, uint64_t id, uint64_t vaddr, uint64_t size)
 {
         if (!owner || !owner->server)
                 return;
@@ -151,143 +122,6 @@ static void queue_free(struct vs_link *owner, uint64_t id, uint64_t vaddr, uint6
         q->vaddr = vaddr;
         q->size = size;
         enqueue(owner, q);
-}
-
-/* ---- buffers, exports, handles -------------------------------------------------- */
-
-static void buf_release(struct vs_buf *b)
-{
-        reg_del(b);
-        queue_free(b->owner, b->id, b->vaddr, b->size);
-        close(b->fd);
-        free(b);
-}
-
-static void export_release(struct vs_export *x)
-{
-        struct vs_link *L = x->link;
-        struct vs_buf *b = x->buf;
-        pvd_grant_revoke(L->vl, x->gref);
-        vs_cells_free(L, x->cell, VUMEM_BUF_CELLS);
-        L->nexports--;
-        L->export_bytes -= b->size;
-        for (struct vs_export **pp = &b->exports; *pp; pp = &(*pp)->next)
-                if (*pp == x) {
-                        *pp = x->next;
-                        break;
-                }
-        free(x);
-}
-
-/* Write a buffer's record and chunk list into the pdev at cell. */
-static void pdev_write(struct vs_link *L, const struct vs_buf *b, uint32_t cell, uint32_t gref)
-{
-        struct vumem_pdev_rec *rec = vs_cell_ptr(L, cell);
-        struct vumem_pdev_ext *ext = vs_cell_ptr(L, cell + 1);
-        if (!rec || !ext)
-                return;
-        *ext = (struct vumem_pdev_ext){ .kind = VUMEM_EXT_KIND, .gref = gref, .offset = b->map_off,
-                                        .len = b->map_len };
-        *rec = (struct vumem_pdev_rec){ .kind = VUMEM_REC_KIND, .flags = b->flags, .id = b->id, .size = b->size,
-                                        .pgoff = (uint16_t)b->pgoff, .ext_count = 1, .ext_cell = cell + 1 };
-}
-
-/* The buffer's export on L, made if needed (cell: cells reserved for it,
- * or UINT32_MAX to reserve now; consumed in any case). */
-static int export_get(struct vs_link *L, struct vs_buf *b, uint32_t cell, struct vs_export **out)
-{
-        for (struct vs_export *x = b->exports; x; x = x->next)
-                if (x->link == L) {
-                        if (cell != UINT32_MAX)
-                                vs_cells_free(L, cell, VUMEM_BUF_CELLS);
-                        *out = x;
-                        return 0;
-                }
-        if (cell == UINT32_MAX && vs_cells_alloc(L, VUMEM_BUF_CELLS, &cell) < 0)
-                return -ENOSPC;
-        struct vs_export *x = calloc(1, sizeof(*x));
-        if (!x) {
-                vs_cells_free(L, cell, VUMEM_BUF_CELLS);
-                return -ENOMEM;
-        }
-        int rc = pvd_grant(L->vl, b->fd, b->map_off, b->map_len, &x->gref);
-        if (rc < 0) {
-                vs_cells_free(L, cell, VUMEM_BUF_CELLS);
-                free(x);
-                return rc;
-        }
-        x->buf = b;
-        x->link = L;
-        x->cell = cell;
-        pdev_write(L, b, cell, x->gref);
-        x->next = b->exports;
-        b->exports = x;
-        L->nexports++;
-        L->export_bytes += b->size;
-        *out = x;
-        return 0;
-}
-
-static struct vs_handle **handle_slot(struct vs_link *L, uint32_t id)
-{
-        return &L->hb[id % VS_HBUCKETS];
-}
-
-static struct vs_handle *handle_find(struct vs_link *L, uint32_t id)
-{
-        for (struct vs_handle *h = *handle_slot(L, id); h; h = h->hnext)
-                if (h->id == id)
-                        return h;
-        return NULL;
-}
-
-static int handle_new(struct vs_link *L, struct vs_session *s, struct vs_export *x, struct vs_handle **out)
-{
-        struct vs_handle *h = calloc(1, sizeof(*h));
-        if (!h)
-                return -ENOMEM;
-        do {
-                h->id = L->next_handle++;
-        } while (!h->id || handle_find(L, h->id));
-        h->s = s;
-        h->x = x;
-        h->hnext = *handle_slot(L, h->id);
-        *handle_slot(L, h->id) = h;
-        h->snext = s->handles;
-        if (s->handles)
-                s->handles->sprev = &h->snext;
-        h->sprev = &s->handles;
-        s->handles = h;
-        s->nhandles++;
-        s->bytes += x->buf->size;
-        L->nhandles++;
-        x->handles++;
-        x->buf->refs++;
-        *out = h;
-        return 0;
-}
-
-static void handle_release(struct vs_link *L, struct vs_handle *h)
-{
-        for (struct vs_handle **pp = handle_slot(L, h->id); *pp; pp = &(*pp)->hnext)
-                if (*pp == h) {
-                        *pp = h->hnext;
-                        break;
-                }
-        *h->sprev = h->snext;
-        if (h->snext)
-                h->snext->sprev = h->sprev;
-        struct vs_session *s = h->s;
-        struct vs_export *x = h->x;
-        struct vs_buf *b = x->buf;
-        s->nhandles--;
-        s->bytes -= b->size;
-        L->nhandles--;
-        free(h);
-        if (--x->handles == 0)
-                export_release(x);
-        if (--b->refs == 0)
-                buf_release(b);
 }
 
 /* ---- sessions ------------------------------------------------------------------------ */
@@ -312,7 +146,7 @@ static struct vs_session *master_of(struct vs_link *L)
 static void session_end(struct vs_link *L, struct vs_session *s)
 {
         while (s->handles)
-                handle_release(L, s->handles);
+                vs_handle_release(L, s->handles);
         for (struct vs_req **pp = &L->queue; *pp;) {
                 struct vs_req *q = *pp;
                 if (q->cmd == VUMEM_CMD_BUFFER_ALLOC && q->cid == s->cid) {
@@ -550,7 +384,7 @@ static void reply_buffer(struct vs_link *L, uint32_t req, struct vs_handle *h, c
 static void on_free(struct vs_link *L, const struct vumem_m_free *m)
 {
         struct vs_session *s = session_find(L, m->session);
-        struct vs_handle *h = s ? handle_find(L, m->handle) : NULL;
+        struct vs_handle *h = s ? vs_handle_find(L, m->handle) : NULL;
         if (!h || h->s != s) {
                 if (m->req)
                         reply_err(L, m->req, s ? -ENOENT : -ECONNRESET, "%s: no buffer handle %u in this session",
@@ -559,7 +393,7 @@ static void on_free(struct vs_link *L, const struct vumem_m_free *m)
                         L->failed++;
                 return;
         }
-        handle_release(L, h);
+        vs_handle_release(L, h);
         if (!m->req) {
                 L->served++;
                 return;
@@ -575,7 +409,7 @@ static void on_access(struct vs_link *L, const struct vumem_m_access *m)
         struct vs_session *s = request_session(L, m->req, m->session);
         if (!s)
                 return;
-        struct vs_buf *b = reg_find(m->id);
+        struct vs_buf *b = vs_buf_find(m->id);
         if (!b || strcmp(b->compat, L->vl->cfg->compatible) != 0) {
                 reply_err(L, m->req, -ENOENT, "%s: no buffer with id 0x%016llx (never allocated, or freed)",
                           node_name(L), (unsigned long long)m->id);
@@ -584,7 +418,7 @@ static void on_access(struct vs_link *L, const struct vumem_m_access *m)
         if (handles_full(L, m->req))
                 return;
         struct vs_export *x;
-        int rc = export_get(L, b, UINT32_MAX, &x);
+        int rc = vs_export_get(L, b, UINT32_MAX, &x);
         if (rc == -ENOSPC) {
                 reply_pdev_full(L, m->req);
                 return;
@@ -595,10 +429,10 @@ static void on_access(struct vs_link *L, const struct vumem_m_access *m)
                 return;
         }
         struct vs_handle *h;
-        rc = handle_new(L, s, x, &h);
+        rc = vs_handle_new(L, s, x, &h);
         if (rc < 0) {
                 if (!x->handles)
-                        export_release(x);
+                        vs_export_release(x);
                 reply_err(L, m->req, rc, "%s: out of memory", node_name(L));
                 return;
         }
@@ -709,19 +543,7 @@ static int on_next(struct vs_link *L, struct pvd_conn *c, struct pv_msg *m)
 /* A successful answer that will not become a buffer: hand it back. */
 static void bounce(struct vs_link *L, uint64_t vaddr, uint64_t size)
 {
-        queue_free(L, 0, vaddr, size);
-}
-
-static int new_buf_id(uint64_t *id)
-{
-        for (int i = 0; i < 16; i++) {
-                uint64_t v = pvd_random64();
-                if (v && !reg_find(v)) {
-                        *id = v;
-                        return 0;
-                }
-        }
-        return -EAGAIN;
+        vs_queue_free(L, 0, vaddr, size);
 }
 
 static int on_respond(struct vs_link *L, struct pvd_conn *c, struct pv_msg *m)
@@ -784,7 +606,7 @@ static int on_respond(struct vs_link *L, struct pvd_conn *c, struct pv_msg *m)
         else if (!size || size > (1ull << 48) || pgoff >= pg || off % pg || off > objsize || map_len > objsize - off)
                 why = "a range outside the memory object";
         uint64_t bid = 0;
-        if (!why && new_buf_id(&bid) < 0)
+        if (!why && vs_buf_new_id(&bid) < 0)
                 why = "no buffer id available";
         if (why) {
                 bounce(L, vaddr, size);
@@ -813,9 +635,7 @@ static int on_respond(struct vs_link *L, struct pvd_conn *c, struct pv_msg *m)
         m->fds[0] = -1;
         b->owner = L;
         b->compat = L->vl->cfg->compatible;
-        b->hnext = *reg_slot(bid);
-        *reg_slot(bid) = b;
-        registry_count++;
+        vs_buf_add(b);
         if (dlen) {
                 q->alloc_size = dlen;
                 memcpy(q->alloc, data, dlen);
@@ -824,15 +644,15 @@ static int on_respond(struct vs_link *L, struct pvd_conn *c, struct pv_msg *m)
         }
 
         struct vs_export *x;
-        int rc = export_get(L, b, q->cell, &x);
+        int rc = vs_export_get(L, b, q->cell, &x);
         struct vs_handle *h = NULL;
         if (rc == 0) {
-                rc = handle_new(L, s, x, &h);
+                rc = vs_handle_new(L, s, x, &h);
                 if (rc < 0 && !x->handles)
-                        export_release(x);
+                        vs_export_release(x);
         }
         if (rc < 0) {
-                buf_release(b); /* refs 0: the server program gets its FREE */
+                vs_buf_release(b); /* refs 0: the server program gets its FREE */
                 free(q);
                 reply_err(L, creq, rc, "%s: cannot grant the buffer to %s: %s", node_name(L), L->vl->peer_vm,
                           strerror(-rc));
@@ -871,10 +691,7 @@ void vs_conn_close(struct vs_link *L, struct pvd_conn *c)
                   (int)c->cred.pid, L->nsessions, L->vl->peer_vm);
         L->server = NULL;
         L->next_conn = NULL;
-        for (unsigned i = 0; i < REG_BUCKETS; i++)
-                for (struct vs_buf *b = registry[i]; b; b = b->hnext)
-                        if (b->owner == L)
-                                b->owner = NULL;
+        vs_bufs_orphan(L);
         while (L->queue) {
                 struct vs_req *q = L->queue;
                 L->queue = q->next;
@@ -938,10 +755,7 @@ void vs_detach(struct vs_link *L)
                 free(q);
         }
         /* Buffers still held elsewhere forget their owner. */
-        for (unsigned i = 0; i < REG_BUCKETS; i++)
-                for (struct vs_buf *b = registry[i]; b; b = b->hnext)
-                        if (b->owner == L)
-                                b->owner = NULL;
+        vs_bufs_orphan(L);
 }
 
 void vs_stat(struct vs_link *L, msgpack_packer *pk)
