@@ -5,6 +5,7 @@
  * and VMs, and pvctl stat vumem. The server program is a child process "in"
  * vm2 (vumem-test.c) that answers as each test asks. */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -661,8 +662,72 @@ static void test_stat(void)
         tev_flush();
 }
 
-int main(void)
+/* ---- the examples ------------------------------------------------------------------------- */
+
+static const char *example_server, *example_client;
+
+static void test_examples(void)
 {
+        if (!example_server) {
+                printf("\n    (examples not given: skipped) ");
+                return;
+        }
+        /* The example takes vm2's vogl0 node for the time of the test. */
+        tsrv_kill(srv[0]);
+        srv[0] = 0;
+        int out[2];
+        CU_ASSERT_FATAL(pipe2(out, O_CLOEXEC) == 0);
+        fflush(NULL);
+        pid_t pid = fork();
+        if (pid == 0) {
+                dup2(out[1], 1);
+                child_close_fds(-1);
+                setenv("PVD_RUNTIME_DIR", pvt_vm(&plat, "vm2")->rt, 1);
+                execl(example_server, example_server, "/dev/vumem-srv-vogl0", (char *)NULL);
+                _exit(127);
+        }
+        close(out[1]);
+        char sout[4096] = "", cout[4096], cerr[4096];
+        size_t n = 0;
+        /* Its first line says it serves. */
+        while (n < sizeof(sout) - 1 && !strchr(sout, '\n')) {
+                ssize_t r = read(out[0], sout + n, sizeof(sout) - 1 - n);
+                if (r <= 0)
+                        break;
+                n += (size_t)r;
+                sout[n] = 0;
+        }
+        CU_ASSERT_PTR_NOT_NULL(strstr(sout, "serving"));
+        const char *argv[] = { example_client, CLT0, NULL };
+        CU_ASSERT_EQUAL(pvt_run(&plat, "vm3", argv, cout, sizeof(cout), cerr, sizeof(cerr), 10000), 0);
+        CU_ASSERT_PTR_NOT_NULL(strstr(cout, "the buffer says \"hello from the server VM (640x480)\""));
+        CU_ASSERT_PTR_NOT_NULL(strstr(cout, "stride 2560"));
+        CU_ASSERT_PTR_NOT_NULL(strstr(cout, "done"));
+        usleep(200 * 1000);
+        kill(pid, SIGTERM);
+        CU_ASSERT_EQUAL(pvt_wait(pid, 5000), 0);
+        for (;;) {
+                ssize_t r = read(out[0], sout + n, sizeof(sout) - 1 - n);
+                if (r <= 0)
+                        break;
+                n += (size_t)r;
+                sout[n] = 0;
+        }
+        close(out[0]);
+        CU_ASSERT_PTR_NOT_NULL(strstr(sout, "ALLOC 1228800 bytes"));
+        CU_ASSERT_PTR_NOT_NULL(strstr(sout, "the client left: \"hello from the client VM\""));
+        CU_ASSERT_PTR_NOT_NULL(strstr(sout, "stopped"));
+        int diag;
+        srv[0] = tsrv_start(&plat, "vm2", SRV0, 0, &diag);
+        CU_ASSERT(srv[0] > 0 && diag == 0);
+}
+
+int main(int argc, char **argv)
+{
+        if (argc > 2) {
+                example_server = argv[1];
+                example_client = argv[2];
+        }
         if (CU_initialize_registry() != CUE_SUCCESS)
                 return 1;
         CU_pSuite s = CU_add_suite("vumem", suite_init, suite_fini);
@@ -679,6 +744,7 @@ int main(void)
         CU_add_test(s, "server death and restart", test_server_death);
         CU_add_test(s, "client VM death", test_client_vm_death);
         CU_add_test(s, "pvctl stat vumem", test_stat);
+        CU_add_test(s, "the seed's walkthrough: examples across VMs", test_examples);
         CU_basic_set_mode(CU_BRM_VERBOSE);
         CU_basic_run_tests();
         unsigned failed = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
