@@ -411,8 +411,10 @@ int main(int argc, char **argv)
         printf("%-58s %8.2f x  (target <= 4)\n", "ratio", rt_ratio);
         printf("  where the time goes (medians): alloc %.1f us (6 hops: client, pvd vm3, pvd vm2, server, pvd vm2,\n"
                "  pvd vm3), map %.1f us, unmap %.1f us, free %.1f us (2 hops: client, pvd vm3);\n"
-               "  one SEQPACKET round trip between two processes (2 hops) takes %.1f us here\n",
-               st.alloc * 1e6, st.map * 1e6, st.unmap * 1e6, st.free * 1e6, st.hop_rtt * 1e6);
+               "  one SEQPACKET round trip between two processes (2 hops, wake-ups included) takes %.1f us here:\n"
+               "  the VUMEM round trip is %.1f of them, the local memfd figure %.2f\n",
+               st.alloc * 1e6, st.map * 1e6, st.unmap * 1e6, st.free * 1e6, st.hop_rtt * 1e6,
+               f.rt_med / st.hop_rtt, f.loc_med / st.hop_rtt);
         printf("%-58s %8.0f MB/s\n", "client writes the mapped buffer, server reads it", f.bw_mapped);
         printf("%-58s %8.0f MB/s\n", "memcpy + read, one process", f.bw_memcpy);
         printf("%-58s %8.2f x  (target >= 0.9)\n", "ratio", bw_ratio);
