@@ -1,0 +1,76 @@
+/* libpvclient's VRPQ internals: session and channel objects, shared by
+ * vrpq.c (setup and teardown through pvd) and vrpq-req.c (requests, no pvd
+ * on the way). */
+#ifndef VRPQ_INT_H
+#define VRPQ_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "conn.h"
+#include "pv/vrpq.h"
+#include "vrpq-proto.h"
+#include "vrpq-queue.h"
+
+struct VrpqSession {
+        struct pv_conn *conn;           /* the session's connection to pvd */
+        bool server;
+        char dev[PVC_NAME_MAX];         /* the node, for channel connections */
+        uint32_t sid;
+        uint64_t token;
+        uint8_t *base;                  /* the region, mapped */
+        struct vrpq_layout lay;
+        pthread_mutex_t lock;
+        unsigned refs;                  /* the session + each of its channels */
+};
+
+struct VrpqChan {
+        /* Hot: the two queues. A client produces requests (tx) and consumes
+         * callbacks (rx); a server the other way round. */
+        struct vrpq_txq tx;
+        struct vrpq_rxq rx;
+        struct vrpq_chan_hdr *hdr;
+        uint32_t *my_tx_sleep;          /* ours, waiting for room or done */
+        uint32_t *my_rx_sleep;          /* ours, waiting for what rx brings */
+        uint32_t *peer_rx_sleep;        /* the peer's receiver: after we post */
+        uint32_t *peer_tx_sleep;        /* the peer's poster: after we consume */
+        int kick_fd;                    /* the peer's xIRQ */
+        int wait_fd;                    /* ours */
+        bool server;
+        bool dead;                      /* sticky: the channel ended */
+        uint64_t spin_ns;
+        void *last_out;                 /* the last block's output bytes */
+        uint32_t last_out_off, last_out_size;
+        atomic_int rx_busy;             /* one receiver / callback handler at a time */
+        /* Server: the batch vrpqReceive returned, released at the next call. */
+        VrpqReq *batch;
+        struct vrpq_item *items;
+        unsigned batch_cap;
+        unsigned batch_n;
+        /* The xIRQ "bell": one thread at a time sleeps in poll() on wait_fd,
+         * the others on the condition variable; each wake-up of the poller
+         * wakes them all to re-check (several threads may wait on one side
+         * of a channel: a poster and a callback handler, say). */
+        pthread_mutex_t bell_lock;
+        pthread_cond_t bell_cv;
+        bool bell_polling;
+        atomic_uint bell_gen;
+        /* Setup. */
+        VrpqSession *session;
+        struct pv_conn *conn;           /* the channel's connection to pvd */
+        uint32_t cid;
+        struct vrpq_chan_geom geom;
+};
+
+/* vrpq-req.c */
+/* Wait until ready(c, arg) returns non-zero (spin, then sleep with flag
+ * set). 0 when ready said 1, ready's negative value, -ETIMEDOUT,
+ * -ECONNRESET. timeout_ms < 0: no timeout. */
+int vrpq_wait(VrpqChan *c, uint32_t *flag, int (*ready)(VrpqChan *, void *), void *arg, int timeout_ms);
+/* The channel ended (a pvd marked it, or its connection hung up). */
+bool vrpq_chan_closed(VrpqChan *c);
+uint64_t vrpq_spin_ns(void);
+
+#endif
