@@ -281,8 +281,9 @@ static inline int vrpq_geom_get(const struct pv_msg *m, struct vrpq_chan_geom *g
  *     CHAN_OPEN     a program created a channel of session sid (cid chosen
  *                   by the client end)
  *     CHAN_RELEASE  the client program no longer touches the channel's
- *                   memory: with the server program's release, the rings and
- *                   ports can be reused
+ *                   memory (and the channel ends, if it had not): with the
+ *                   server program's release, the rings and ports can be
+ *                   reused
  *   server end -> client end
  *     SESS_OK / SESS_ERR, CHAN_OK (geometry, xIRQ ids) / CHAN_ERR
  *   either
