@@ -169,8 +169,10 @@ int vrpq_wait(VrpqChan *c, uint32_t *flag, int (*ready)(VrpqChan *, void *), voi
                         }
                         left = (int)((deadline - now + 999999) / 1000000);
                 }
+                /* A hang-up only marks the channel dead: what is already
+                 * in the ring is still delivered (checked first above). */
                 int rc = bell_sleep(c, g0, left);
-                if (rc < 0 && rc != -EINTR) {
+                if (rc < 0 && rc != -EINTR && rc != -ECONNRESET) {
                         ring_store_relaxed(flag, 0);
                         return rc;
                 }

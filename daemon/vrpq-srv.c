@@ -134,6 +134,14 @@ static void chan_end_local(struct vrpq_vlink *v, struct vrpq_chan *ch)
         vrpq_conn_hangup(ch->conn);
 }
 
+/* Requests wait in the channel's ring (read once; a lie only keeps the
+ * channel queued until the session ends). */
+static bool chan_has_requests(struct vrpq_vlink *v, struct vrpq_chan *ch)
+{
+        struct vrpq_chan_hdr *h = vrpq_hdr(v, ch);
+        return h && shm_read32(&h->req_p.prod) != shm_read32(&h->req_c.cons);
+}
+
 /* The client end ended the channel. A channel no program accepted yet
  * stays queued, so that the requests the client posted before it left are
  * still delivered (like a connection in a listen queue). */
@@ -532,6 +540,9 @@ void vrpq_srv_msg(struct vrpq_vlink *v, uint32_t type, const void *msg, uint32_t
                 if (type == VRPQ_M_CHAN_RELEASE) {
                         s = ch->s;
                         ch->peer_released = true;
+                        /* Unaccepted and empty: nothing to deliver. */
+                        if (!ch->accepted && !chan_has_requests(v, ch))
+                                ch->local_released = true;
                         chan_try_free(v, ch);
                         sess_try_free(s);
                 }

@@ -384,7 +384,7 @@ static void vrpq_stat(struct pvd_vlink *vl, msgpack_packer *pk)
 {
         struct vrpq_vlink *v = vrpq_of(vl);
         bool mapped = vl->state == PV_VLINK_ON && vl->region[PV_REGION_VRPQ].base;
-        uint64_t slots = 0, pmem = 0, stacked = 0, stacked_peak = 0, used = 0, used_peak = 0;
+        uint64_t slots = 0, rings = 0, pmem = 0, stacked = 0, stacked_peak = 0, used = 0, used_peak = 0;
         unsigned listed = 0;
         for (struct vrpq_sess *s = v->sessions; s; s = s->next)
                 for (struct vrpq_chan *ch = s->chans; ch; ch = ch->next) {
@@ -393,6 +393,7 @@ static void vrpq_stat(struct pvd_vlink *vl, msgpack_packer *pk)
                                 continue;
                         chan_stat_read(v, ch, &st);
                         slots += st.ring + st.cb_ring;
+                        rings += st.ring;
                         pmem += (uint64_t)st.port + st.cb_port;
                         stacked += st.stacked;
                         stacked_peak += st.stacked_peak;
@@ -400,12 +401,13 @@ static void vrpq_stat(struct pvd_vlink *vl, msgpack_packer *pk)
                         used_peak += st.pmem_peak;
                 }
 
-        msgpack_pack_map(pk, 14);
+        msgpack_pack_map(pk, 15);
         pvd_pack_kv_u64(pk, "reqs", v->lay.reqs);
         pvd_pack_kv_u64(pk, "pmem", v->lay.pmem_size);
         pvd_pack_kv_u64(pk, "sessions_max", VRPQ_SESSIONS_MAX);
         pvd_pack_kv_u64(pk, "channels_max", VRPQ_CHANNELS_MAX);
         pvd_pack_kv_u64(pk, "slots_allocated", slots);
+        pvd_pack_kv_u64(pk, "ring_total", rings);
         pvd_pack_kv_u64(pk, "pmem_allocated", pmem);
         pvd_pack_kv_u64(pk, "stacked", stacked);
         pvd_pack_kv_u64(pk, "stacked_peak", stacked_peak);
