@@ -71,4 +71,9 @@ static inline void vt_set_flag(volatile int *flag, int value)
         __atomic_store_n(flag, value, __ATOMIC_RELEASE);
 }
 
+static inline void vt_inc_flag(volatile int *flag)
+{
+        __atomic_add_fetch(flag, 1, __ATOMIC_ACQ_REL);
+}
+
 #endif
