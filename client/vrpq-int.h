@@ -24,6 +24,7 @@ struct VrpqSession {
         struct vrpq_layout lay;
         pthread_mutex_t lock;
         unsigned refs;                  /* the session + each of its channels */
+        atomic_bool destroyed;          /* its channels end with it */
 };
 
 struct VrpqChan {

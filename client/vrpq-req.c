@@ -59,7 +59,8 @@ bool vrpq_chan_closed(VrpqChan *c)
 {
         if (c->dead)
                 return true;
-        if (shm_read32(&c->hdr->state) != VRPQ_CHAN_OPEN)
+        if (shm_read32(&c->hdr->state) != VRPQ_CHAN_OPEN ||
+            atomic_load_explicit(&c->session->destroyed, memory_order_relaxed))
                 c->dead = true;
         return c->dead;
 }

@@ -137,7 +137,9 @@ int vrpqSessionDestroy(VrpqSession *session)
         if (!session)
                 return pvc_error(-EINVAL, "vrpq: session is NULL");
         /* pvd sees the connection close: the session and its channels end
-         * on both sides. The mapping stays until the last channel goes. */
+         * on both sides (here at once). The mapping stays until the last
+         * channel goes. */
+        atomic_store(&session->destroyed, true);
         pvc_conn_close(session->conn);
         session->conn = NULL;
         session_put(session);
