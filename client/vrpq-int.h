@@ -43,6 +43,8 @@ struct VrpqChan {
         bool dead;                      /* sticky: the channel ended */
         uint64_t spin_ns;
         void *last_out;                 /* the last block's output bytes */
+        VrpqCallbackFn cb_fn;           /* client: handles callbacks during vrpqCall */
+        void *cb_ctx;
         uint32_t last_out_off, last_out_size;
         atomic_int rx_busy;             /* one receiver / callback handler at a time */
         /* Server: the batch vrpqReceive returned, released at the next call. */
@@ -66,10 +68,12 @@ struct VrpqChan {
 };
 
 /* vrpq-req.c */
-/* Wait until ready(c, arg) returns non-zero (spin, then sleep with flag
- * set). 0 when ready said 1, ready's negative value, -ETIMEDOUT,
- * -ECONNRESET. timeout_ms < 0: no timeout. */
-int vrpq_wait(VrpqChan *c, uint32_t *flag, int (*ready)(VrpqChan *, void *), void *arg, int timeout_ms);
+/* Wait until ready(c, arg) returns non-zero (spin, then sleep with flag,
+ * and flag2 if not NULL, set). Returns what ready returned (> 0 or an
+ * error), -ETIMEDOUT, -ECONNRESET. timeout_ms < 0: no timeout; 0: just
+ * look, and leave the flags set (armed for an event loop). */
+int vrpq_wait(VrpqChan *c, uint32_t *flag, uint32_t *flag2, int (*ready)(VrpqChan *, void *), void *arg,
+              int timeout_ms);
 /* The channel ended (a pvd marked it, or its connection hung up). */
 bool vrpq_chan_closed(VrpqChan *c);
 uint64_t vrpq_spin_ns(void);

@@ -127,14 +127,36 @@ static int bell_sleep(VrpqChan *c, unsigned g0, int timeout_ms)
         return c->dead ? -ECONNRESET : 0;
 }
 
-int vrpq_wait(VrpqChan *c, uint32_t *flag, int (*ready)(VrpqChan *, void *), void *arg, int timeout_ms)
+/* The caller looks without sleeping: empty the fd so that it shows only
+ * later kicks, as a poller's wake-up would (so the bell's sleepers
+ * re-check). */
+static void bell_drain(VrpqChan *c)
+{
+        pthread_mutex_lock(&c->bell_lock);
+        if (!c->bell_polling) {
+                drain_fd(c->wait_fd);
+                atomic_fetch_add(&c->bell_gen, 1);
+                pthread_cond_broadcast(&c->bell_cv);
+        }
+        pthread_mutex_unlock(&c->bell_lock);
+}
+
+static void flags_set(uint32_t *flag, uint32_t *flag2, uint32_t v)
+{
+        ring_store_relaxed(flag, v);
+        if (flag2)
+                ring_store_relaxed(flag2, v);
+}
+
+int vrpq_wait(VrpqChan *c, uint32_t *flag, uint32_t *flag2, int (*ready)(VrpqChan *, void *), void *arg,
+              int timeout_ms)
 {
         int r;
         if (timeout_ms != 0 && c->spin_ns) {
                 uint64_t t0 = now_ns();
                 for (unsigned i = 1;; i++) {
                         if ((r = ready(c, arg)))
-                                return r < 0 ? r : 0;
+                                return r;
                         if (vrpq_chan_closed(c))
                                 return -ECONNRESET;
                         cpu_relax();
@@ -144,17 +166,17 @@ int vrpq_wait(VrpqChan *c, uint32_t *flag, int (*ready)(VrpqChan *, void *), voi
         }
         uint64_t deadline = timeout_ms > 0 ? now_ns() + (uint64_t)timeout_ms * 1000000 : 0;
         for (;;) {
+                if (timeout_ms == 0)
+                        bell_drain(c);
                 unsigned g0 = atomic_load(&c->bell_gen);
-                if (timeout_ms == 0 && !c->bell_polling)
-                        drain_fd(c->wait_fd);   /* so that the fd shows only later kicks */
-                ring_store_relaxed(flag, 1);
+                flags_set(flag, flag2, 1);
                 ring_full_fence();
                 if ((r = ready(c, arg))) {
-                        ring_store_relaxed(flag, 0);
-                        return r < 0 ? r : 0;
+                        flags_set(flag, flag2, 0);
+                        return r;
                 }
                 if (vrpq_chan_closed(c)) {
-                        ring_store_relaxed(flag, 0);
+                        flags_set(flag, flag2, 0);
                         return -ECONNRESET;
                 }
                 /* Just looking: stay armed, so that the next kick makes the
@@ -165,7 +187,7 @@ int vrpq_wait(VrpqChan *c, uint32_t *flag, int (*ready)(VrpqChan *, void *), voi
                 if (timeout_ms > 0) {
                         uint64_t now = now_ns();
                         if (now >= deadline) {
-                                ring_store_relaxed(flag, 0);
+                                flags_set(flag, flag2, 0);
                                 return -ETIMEDOUT;
                         }
                         left = (int)((deadline - now + 999999) / 1000000);
@@ -174,7 +196,7 @@ int vrpq_wait(VrpqChan *c, uint32_t *flag, int (*ready)(VrpqChan *, void *), voi
                  * in the ring is still delivered (checked first above). */
                 int rc = bell_sleep(c, g0, left);
                 if (rc < 0 && rc != -EINTR && rc != -ECONNRESET) {
-                        ring_store_relaxed(flag, 0);
+                        flags_set(flag, flag2, 0);
                         return rc;
                 }
         }
@@ -257,9 +279,20 @@ static int ready_room(VrpqChan *c, void *arg)
         return vrpq_txq_ring_room(&c->tx);
 }
 
+struct done_arg {
+        uint32_t seq;
+        bool callbacks;         /* handle callbacks while waiting */
+};
+
+/* 1: the request is complete; 2: callbacks wait to be handled. */
 static int ready_done(VrpqChan *c, void *arg)
 {
-        return vrpq_txq_done(&c->tx, *(uint32_t *)arg);
+        struct done_arg *a = arg;
+        int r = vrpq_txq_done(&c->tx, a->seq);
+        if (r || !a->callbacks)
+                return r;
+        int64_t n = vrpq_rxq_pending(&c->rx);
+        return n < 0 ? (int)n : n > 0 ? 2 : 0;
 }
 
 static int wait_error(VrpqChan *c, int rc, const char *what)
@@ -284,7 +317,7 @@ static int param_alloc(VrpqChan *c, size_t in_size, size_t out_size, void **in, 
         if (rc == 0) {
                 /* Full: the consumer must release first; make sure it runs. */
                 notify_rx(c);
-                rc = vrpq_wait(c, c->my_tx_sleep, ready_alloc, &a, -1);
+                rc = vrpq_wait(c, c->my_tx_sleep, NULL, ready_alloc, &a, -1);
                 if (rc < 0)
                         return wait_error(c, rc, what);
                 rc = 1;
@@ -315,7 +348,7 @@ static int post(VrpqChan *c, uint32_t proc, uint32_t flags, void *in, uint32_t *
         int rc = vrpq_txq_ring_room(&c->tx);
         if (rc == 0) {
                 notify_rx(c);
-                rc = vrpq_wait(c, c->my_tx_sleep, ready_room, NULL, -1);
+                rc = vrpq_wait(c, c->my_tx_sleep, NULL, ready_room, NULL, -1);
                 if (rc == 0)
                         rc = 1;
         }
@@ -358,18 +391,37 @@ int vrpqPostAndNotify(VrpqChan *chan, nku32_f procId, void *in)
 
 static int call(VrpqChan *c, uint32_t proc, void *in, void **out, const char *what)
 {
-        uint32_t seq;
-        int rc = post(c, proc, VRPQ_DF_SYNC, in, &seq, what);
+        struct done_arg a = { .callbacks = c->cb_fn != NULL };
+        int rc = post(c, proc, VRPQ_DF_SYNC, in, &a.seq, what);
         if (rc)
                 return rc;
         notify_rx(c);
-        rc = ready_done(c, &seq);
-        if (rc == 0)
-                rc = vrpq_wait(c, c->my_tx_sleep, ready_done, &seq, -1);
-        if (rc < 0)
-                return wait_error(c, rc, what);
+        for (;;) {
+                rc = ready_done(c, &a);
+                if (rc == 0)
+                        rc = vrpq_wait(c, c->my_tx_sleep, a.callbacks ? c->my_rx_sleep : NULL, ready_done, &a, -1);
+                if (rc < 0)
+                        return wait_error(c, rc, what);
+                if (rc == 1)
+                        break;
+                /* The server calls back before it answers. */
+                rc = vrpqCallbackHandle(c, c->cb_fn, c->cb_ctx, 0);
+                if (rc == -EPROTO || rc == -ECONNRESET)
+                        return rc;
+                if (rc == -EALREADY)
+                        a.callbacks = false; /* another thread handles them */
+        }
         if (out)
                 *out = c->last_out;
+        return 0;
+}
+
+int vrpqCallbackHandlerSet(VrpqChan *chan, VrpqCallbackFn fn, void *ctx)
+{
+        if (!chan || chan->server)
+                return pvc_error(-EINVAL, "vrpqCallbackHandlerSet: needs a client channel");
+        chan->cb_fn = fn;
+        chan->cb_ctx = ctx;
         return 0;
 }
 
@@ -466,7 +518,7 @@ static int receive(VrpqChan *c, VrpqReq **reqs, unsigned max, int *avail, int ti
                         *avail = (int)n;
                         return 0;
                 }
-                rc = vrpq_wait(c, c->my_rx_sleep, ready_rx, NULL, timeout_ms);
+                rc = vrpq_wait(c, c->my_rx_sleep, NULL, ready_rx, NULL, timeout_ms);
                 if (rc == -ETIMEDOUT)
                         return pvc_error(-ETIMEDOUT, "vrpqReceive: no request within %d ms", timeout_ms);
                 if (rc < 0)
@@ -558,13 +610,14 @@ int vrpqCallbackHandle(VrpqChan *chan, VrpqCallbackFn fn, void *ctx, int timeout
                 if (!n) {
                         if (handled)
                                 break;
-                        rc = vrpq_wait(chan, chan->my_rx_sleep, ready_rx, NULL, timeoutMs);
+                        rc = vrpq_wait(chan, chan->my_rx_sleep, NULL, ready_rx, NULL, timeoutMs);
                         if (rc == -ETIMEDOUT)
                                 break;
                         if (rc < 0) {
                                 rc = wait_error(chan, rc, "vrpqCallbackHandle");
                                 break;
                         }
+                        rc = 0;
                         continue;
                 }
                 int r = fn(ctx, it.proc_id, it.in, it.out);

@@ -253,9 +253,9 @@ static void on_sess_ok(struct vrpq_vlink *v, struct vrpq_sess *s)
         pv_msg_set_u(&m, PV_K_TOKEN, s->token);
         vrpq_reply_region(v, &m);
         vc->kind = VC_SESS;
-        pvd_conn_send(vc->c, &m);
         pv_info("%s: session %u of %s[%d] open to %s", vrpq_node_name(vc), s->sid, vc->c->comm,
                 (int)vc->c->cred.pid, v->vl->peer_vm);
+        pvd_conn_send(vc->c, &m);
 }
 
 static void on_chan_ok(struct vrpq_vlink *v, struct vrpq_chan *ch, const struct vrpq_m_chan_ok *ok)

@@ -10,6 +10,10 @@
  * half-closes the program's connection (the program sees EOF, and pvd still
  * sees when the program lets go), so that the memory is reused only once
  * neither program can touch it.
+ *
+ * A connection carries one request and gets one answer (a second request
+ * drops it), so pvd_conn_send never finds a socket full and never drops a
+ * connection under the driver's feet.
  */
 #ifndef PVD_VRPQ_INT_H
 #define PVD_VRPQ_INT_H

@@ -71,41 +71,6 @@ static void reset(void)
         memset((void *)sh, 0, sizeof(*sh));
 }
 
-static bool str_is(const msgpack_object *o, const char *s)
-{
-        return o && o->type == MSGPACK_OBJECT_STR && o->via.str.size == strlen(s) &&
-               memcmp(o->via.str.ptr, s, o->via.str.size) == 0;
-}
-
-static const msgpack_object *get(const msgpack_object *m, const char *key)
-{
-        if (!m || m->type != MSGPACK_OBJECT_MAP)
-                return NULL;
-        for (uint32_t i = 0; i < m->via.map.size; i++)
-                if (str_is(&m->via.map.ptr[i].key, key))
-                        return &m->via.map.ptr[i].val;
-        return NULL;
-}
-
-/* Sessions + channels vm's pvd still holds on every VRPQ vlink. */
-static int held(const char *vm)
-{
-        msgpack_zone z;
-        msgpack_object doc;
-        msgpack_zone_init(&z, 4096);
-        int n = -1;
-        if (pvt_stat(&plat, vm, "vrpq", &z, &doc) == 0) {
-                n = 0;
-                const msgpack_object *vls = get(&doc, "vlinks");
-                for (uint32_t i = 0; vls && i < vls->via.array.size; i++) {
-                        const msgpack_object *st = get(&vls->via.array.ptr[i], "stat");
-                        n += (int)get(st, "channels")->via.u64 + (int)get(st, "sessions")->via.array.size;
-                }
-        }
-        msgpack_zone_destroy(&z);
-        return n;
-}
-
 /* Both pvds hold nothing any more, and no fd more than at the start. */
 static void assert_freed(void)
 {
@@ -113,8 +78,8 @@ static void assert_freed(void)
         int h2, h3, f2, f3;
         do {
                 vt_sleep_ms(20);
-                h2 = held("vm2");
-                h3 = held("vm3");
+                h2 = vt_held(&plat, "vm2");
+                h3 = vt_held(&plat, "vm3");
                 f2 = pvt_fd_count_of(pvt_vm(&plat, "vm2")->pid);
                 f3 = pvt_fd_count_of(pvt_vm(&plat, "vm3")->pid);
         } while ((h2 || h3 || f2 != fds_vm2 || f3 != fds_vm3) && pvt_now_ms() < deadline);

@@ -198,34 +198,7 @@ static int hostile(void *arg)
 
 static int held(const char *vm)
 {
-        msgpack_zone z;
-        msgpack_object doc;
-        msgpack_zone_init(&z, 4096);
-        int n = -1;
-        if (pvt_stat(&plat, vm, "vrpq", &z, &doc) == 0 && doc.type == MSGPACK_OBJECT_MAP) {
-                /* vlinks[0].stat.channels */
-                n = 0;
-                for (uint32_t i = 0; i < doc.via.map.size; i++) {
-                        msgpack_object_kv *kv = &doc.via.map.ptr[i];
-                        if (kv->key.via.str.size != 6 || memcmp(kv->key.via.str.ptr, "vlinks", 6))
-                                continue;
-                        for (uint32_t j = 0; j < kv->val.via.array.size; j++) {
-                                msgpack_object *vl = &kv->val.via.array.ptr[j];
-                                for (uint32_t k = 0; k < vl->via.map.size; k++) {
-                                        msgpack_object_kv *e = &vl->via.map.ptr[k];
-                                        if (e->key.via.str.size != 4 || memcmp(e->key.via.str.ptr, "stat", 4))
-                                                continue;
-                                        for (uint32_t m = 0; m < e->val.via.map.size; m++) {
-                                                msgpack_object_kv *f = &e->val.via.map.ptr[m];
-                                                if (f->key.via.str.size == 8 && !memcmp(f->key.via.str.ptr, "channels", 8))
-                                                        n += (int)f->val.via.u64;
-                                        }
-                                }
-                        }
-                }
-        }
-        msgpack_zone_destroy(&z);
-        return n;
+        return vt_held(&plat, vm);
 }
 
 static void run_kind(enum kind kind)

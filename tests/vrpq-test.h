@@ -76,4 +76,54 @@ static inline void vt_inc_flag(volatile int *flag)
         __atomic_add_fetch(flag, 1, __ATOMIC_ACQ_REL);
 }
 
+static inline const msgpack_object *vt_get(const msgpack_object *m, const char *key)
+{
+        if (!m || m->type != MSGPACK_OBJECT_MAP)
+                return NULL;
+        for (uint32_t i = 0; i < m->via.map.size; i++) {
+                const msgpack_object *k = &m->via.map.ptr[i].key;
+                if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == strlen(key) &&
+                    memcmp(k->via.str.ptr, key, k->via.str.size) == 0)
+                        return &m->via.map.ptr[i].val;
+        }
+        return NULL;
+}
+
+/* Sessions and channels vm's pvd holds on all its VRPQ vlinks, or -1. */
+static inline int vt_held(struct pvt_platform *p, const char *vm)
+{
+        msgpack_zone z;
+        msgpack_object doc;
+        msgpack_zone_init(&z, 4096);
+        int n = -1;
+        if (pvt_stat(p, vm, "vrpq", &z, &doc) == 0) {
+                n = 0;
+                const msgpack_object *vls = vt_get(&doc, "vlinks");
+                for (uint32_t i = 0; vls && i < vls->via.array.size; i++) {
+                        const msgpack_object *st = vt_get(&vls->via.array.ptr[i], "stat");
+                        const msgpack_object *c = vt_get(st, "channels"), *s = vt_get(st, "sessions");
+                        n += (c ? (int)c->via.u64 : 0) + (s ? (int)s->via.array.size : 0);
+                }
+        }
+        msgpack_zone_destroy(&z);
+        return n;
+}
+
+/* Wait until none of the VMs' pvds holds a session or channel: 0, or the
+ * number still held after timeout_ms. */
+static inline int vt_wait_idle(struct pvt_platform *p, const char *const *vms, int timeout_ms)
+{
+        long long deadline = pvt_now_ms() + timeout_ms;
+        for (;;) {
+                int n = 0;
+                for (int i = 0; vms[i]; i++) {
+                        int h = vt_held(p, vms[i]);
+                        n += h < 0 ? 1000 : h;
+                }
+                if (n == 0 || pvt_now_ms() > deadline)
+                        return n;
+                vt_sleep_ms(10);
+        }
+}
+
 #endif

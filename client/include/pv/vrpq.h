@@ -210,6 +210,13 @@ int vrpqCallbackPerform(VrpqChan *chan, nku32_f procId, void *in, void **out, in
  * (the callback is complete nevertheless). */
 int vrpqCallbackHandle(VrpqChan *chan, VrpqCallbackFn fn, void *ctx, int timeoutMs);
 
+/* Client: let vrpqCall handle the callbacks that come while it waits for
+ * its answer (a server may call back before it answers, synchronously:
+ * without a handler that would wait forever). fn NULL: no handler. A
+ * thread blocked in vrpqCallbackHandle on the channel keeps handling them
+ * itself. */
+int vrpqCallbackHandlerSet(VrpqChan *chan, VrpqCallbackFn fn, void *ctx);
+
 /* A file descriptor that becomes readable when the channel may have work:
  * requests for a server channel, callbacks for a client channel. For
  * poll/epoll/libuv loops: when it is readable, call vrpqReceiveTimeout(...,
