@@ -159,8 +159,8 @@ static int vrpq_client(void *arg)
                         t = t2;
                         n++;
                 }
+                sh->count = n;
         }
-        /* xIRQs the client needed per request, from its own counters. */
         vrpqChanDestroy(c);
         vrpqSessionDestroy(s);
         return 0;
@@ -182,8 +182,7 @@ static void run_vrpq(struct pvt_platform *p, struct bench_case *c)
         c->ok = a == 0 && b == 0 && !sh->failed && sh->count;
         if (!c->ok)
                 return;
-        if (c->kind == K_ASYNC)
-                c->per_s = (double)sh->count / (sh->t1 - sh->t0);
+        c->per_s = c->kind == K_ASYNC ? (double)sh->count / (sh->t1 - sh->t0) : (double)sh->count / seconds;
 }
 
 /* ---- peers -------------------------------------------------------------------------- */
@@ -307,8 +306,6 @@ static void percentiles(struct bench_case *c)
         qsort(sh->lat_us, sh->nlat, sizeof(float), cmp_float);
         c->med_us = sh->lat_us[sh->nlat / 2];
         c->p99_us = sh->lat_us[(uint64_t)sh->nlat * 99 / 100];
-        if (c->kind == K_SYNC)
-                c->per_s = (double)sh->nlat / seconds;
 }
 
 static const struct bench_case *find(const struct bench_case *cs, size_t n, enum kind k)
@@ -412,9 +409,9 @@ int main(int argc, char **argv)
                         snprintf(p99, sizeof(p99), "%.2f", c->p99_us);
                 }
                 if (x_sock)
-                        snprintf(xs, sizeof(xs), "%.2fx", x_sock);
+                        snprintf(xs, sizeof(xs), x_sock < 0.1 ? "%.3fx" : "%.2fx", x_sock);
                 if (x_efd)
-                        snprintf(xe, sizeof(xe), "%.2fx", x_efd);
+                        snprintf(xe, sizeof(xe), x_efd < 0.1 ? "%.3fx" : "%.2fx", x_efd);
                 printf("%-32s %12.0f %10s %10s %12s %12s\n", c->name, c->per_s, med, p99, xs, xe);
         }
         if (json) {
