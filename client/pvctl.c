@@ -60,6 +60,18 @@ static int fetch(uint32_t op, const char *name, msgpack_zone *zone, msgpack_obje
         return 0;
 }
 
+/* --watch SECONDS: a number > 0. */
+static bool parse_watch(const char *arg, struct pvctl_opts *o)
+{
+        char *end;
+        o->watch = strtod(arg, &end);
+        if (*end || end == arg || !(o->watch > 0)) {
+                fprintf(stderr, "pvctl: --watch takes a number of seconds > 0\n");
+                return false;
+        }
+        return true;
+}
+
 static volatile sig_atomic_t stop_watch;
 
 static void on_sigint(int sig)
@@ -128,15 +140,10 @@ int main(int argc, char **argv)
                 case 'j':
                         o.json = true;
                         break;
-                case 'w': {
-                        char *end;
-                        o.watch = strtod(optarg, &end);
-                        if (*end || o.watch <= 0) {
-                                fprintf(stderr, "pvctl: --watch takes a number of seconds > 0\n");
+                case 'w':
+                        if (!parse_watch(optarg, &o))
                                 return 2;
-                        }
                         break;
-                }
                 case 'h':
                         usage(stdout);
                         return 0;
@@ -168,12 +175,8 @@ int main(int argc, char **argv)
                 if (oc == 'j')
                         o.json = true;
                 else if (oc == 'w') {
-                        char *end;
-                        o.watch = strtod(optarg, &end);
-                        if (*end || o.watch <= 0) {
-                                fprintf(stderr, "pvctl: --watch takes a number of seconds > 0\n");
+                        if (!parse_watch(optarg, &o))
                                 return 2;
-                        }
                 } else if (oc == 'r')
                         setenv("PVD_RUNTIME_DIR", optarg, 1);
                 else

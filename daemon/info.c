@@ -1,26 +1,33 @@
-/* The `info` property of a vdev node, and sizes: "vrpq-pmem=2M",
- * ";;;wakeup=250;name=vbpipe0". See config.h for the grammar. */
-#include <ctype.h>
+/* The values of vdev `info` properties: sizes ("128K", "0x1000") and the
+ * field lists of VRPQ/VUMEM ends ("vrpq-reqs=128K, vrpq-pmem=2M") and of
+ * vbpipe ends (";;;wakeup=250;name=vbpipe0"). See config.h. */
 #include <errno.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "config.h"
+#include "info.h"
 
-static int info_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int info_err(char *err, size_t errlen, const char *fmt, ...)
+#define VBPIPE_POSITIONAL_MAX 3 /* flags;size;minor */
+#define VBPIPE_MINOR_MAX      255u
+#define PAGE_SIZE_CFG         4096u
+
+static int digit_value(char c, unsigned base)
 {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-        return -EINVAL;
+        if (c >= '0' && c <= '9')
+                return c - '0';
+        if (base == 16 && c >= 'a' && c <= 'f')
+                return c - 'a' + 10;
+        if (base == 16 && c >= 'A' && c <= 'F')
+                return c - 'A' + 10;
+        return -1;
 }
 
 int pv_parse_size(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 {
-        uint64_t v = 0;
+        if (!s || !out)
+                return -EINVAL;
         unsigned base = 10;
         const char *p = s;
         if (p[0] == '0' && (p[1] == 'x' || p[1] == 'X')) {
@@ -28,47 +35,106 @@ int pv_parse_size(const char *s, uint64_t min, uint64_t max, uint64_t *out)
                 p += 2;
         }
         const char *digits = p;
-        for (;; p++) {
-                unsigned d;
-                if (*p >= '0' && *p <= '9')
-                        d = (unsigned)(*p - '0');
-                else if (base == 16 && isxdigit((unsigned char)*p))
-                        d = (unsigned)(tolower((unsigned char)*p) - 'a' + 10);
+        uint64_t v = 0;
+        bool overflow = false;
+        int d;
+        /* Scan to the end even after an overflow, so that garbage after a
+         * long number is still reported as garbage. */
+        for (; (d = digit_value(*p, base)) >= 0; p++) {
+                if (v > (UINT64_MAX - (unsigned)d) / base)
+                        overflow = true;
                 else
-                        break;
-                if (v > (UINT64_MAX - d) / base)
-                        return -ERANGE;
-                v = v * base + d;
+                        v = v * base + (unsigned)d;
         }
         if (p == digits)
                 return -EINVAL;
         unsigned shift = 0;
         switch (*p) {
-        case 'k':
-        case 'K':
-                shift = 10;
-                p++;
-                break;
-        case 'm':
-        case 'M':
-                shift = 20;
-                p++;
-                break;
-        case 'g':
-        case 'G':
-                shift = 30;
-                p++;
-                break;
+        case 'k': case 'K': shift = 10; p++; break;
+        case 'm': case 'M': shift = 20; p++; break;
+        case 'g': case 'G': shift = 30; p++; break;
+        default: break;
         }
-        if (*p)
+        if (*p != '\0')
                 return -EINVAL;
-        if (shift && v > (UINT64_MAX >> shift))
+        if (overflow || v > (UINT64_MAX >> shift))
                 return -ERANGE;
         v <<= shift;
         if (v < min || v > max)
                 return -ERANGE;
         *out = v;
         return 0;
+}
+
+/* Decimal only: minors and milliseconds are not sizes. */
+static int parse_dec(const char *s, uint64_t max, uint64_t *out)
+{
+        uint64_t v = 0;
+        const char *p = s;
+        for (; *p >= '0' && *p <= '9'; p++) {
+                v = v * 10 + (uint64_t)(*p - '0');
+                if (v > max)
+                        return -ERANGE;
+        }
+        if (p == s || *p != '\0')
+                return -EINVAL;
+        *out = v;
+        return 0;
+}
+
+const char *pv_size_str(uint64_t v, char *buf, size_t len)
+{
+        static const char units[] = "GMK";
+        for (unsigned i = 0; i < 3; i++) {
+                unsigned shift = 30 - 10 * i;
+                if (v != 0 && (v & ((1ull << shift) - 1)) == 0) {
+                        snprintf(buf, len, "%llu%c", (unsigned long long)(v >> shift), units[i]);
+                        return buf;
+                }
+        }
+        snprintf(buf, len, "%llu", (unsigned long long)v);
+        return buf;
+}
+
+const char *pv_str_safe(const char *s, size_t slen, char *buf, size_t len)
+{
+        static const char hex[] = "0123456789abcdef";
+        size_t o = 0;
+        if (len == 0)
+                return "";
+        for (size_t i = 0; i < slen && s[i] != '\0'; i++) {
+                unsigned char c = (unsigned char)s[i];
+                size_t need = (c >= 0x20 && c < 0x7f) ? 1 : 4;
+                if (o + need + 4 > len) { /* room for "..." and the NUL */
+                        memcpy(buf + o, "...", 3);
+                        o += 3;
+                        break;
+                }
+                if (need == 1) {
+                        buf[o++] = (char)c;
+                } else {
+                        buf[o++] = '\\';
+                        buf[o++] = 'x';
+                        buf[o++] = hex[c >> 4];
+                        buf[o++] = hex[c & 15];
+                }
+        }
+        buf[o] = '\0';
+        return buf;
+}
+
+bool pv_name_valid(const char *s, size_t len)
+{
+        if (len == 0 || len >= PV_NAME_MAX)
+                return false;
+        for (size_t i = 0; i < len; i++) {
+                char c = s[i];
+                bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+                          (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-';
+                if (!ok)
+                        return false;
+        }
+        return true;
 }
 
 static uint64_t round_pow2(uint64_t v)
@@ -81,180 +147,276 @@ static uint64_t round_pow2(uint64_t v)
 
 static uint64_t round_page(uint64_t v)
 {
-        return (v + 4095) & ~(uint64_t)4095;
+        return (v + PAGE_SIZE_CFG - 1) & ~(uint64_t)(PAGE_SIZE_CFG - 1);
 }
 
-static const char *human(uint64_t v, char *buf, size_t len)
+struct parse {
+        bool vbpipe;
+        bool keyed;         /* a key=value field was seen */
+        unsigned npos;      /* positional fields seen */
+        unsigned given;     /* PV_INFO_GAVE_* */
+        struct pv_info info;
+        char *err;
+        size_t errlen;
+};
+
+__attribute__((format(printf, 2, 3)))
+static int fail(struct parse *ps, const char *fmt, ...)
 {
-        if (v >= (1ull << 30) && !(v & ((1ull << 30) - 1)))
-                snprintf(buf, len, "%lluG", (unsigned long long)(v >> 30));
-        else if (v >= (1ull << 20) && !(v & ((1ull << 20) - 1)))
-                snprintf(buf, len, "%lluM", (unsigned long long)(v >> 20));
-        else if (v >= 1024 && !(v & 1023))
-                snprintf(buf, len, "%lluK", (unsigned long long)(v >> 10));
-        else
-                snprintf(buf, len, "%llu", (unsigned long long)v);
-        return buf;
+        if (ps->errlen > 0) {
+                va_list ap;
+                va_start(ap, fmt);
+                vsnprintf(ps->err, ps->errlen, fmt, ap);
+                va_end(ap);
+        }
+        return -EINVAL;
 }
 
-static int size_field(const char *key, const char *val, uint64_t min, uint64_t max, uint64_t *out, char *err,
-                      size_t errlen)
+/* A size field checked against [min, max], with a message that says which
+ * of "garbage", "too large" and "too small" it is. */
+static int size_field(struct parse *ps, const char *field, const char *val, uint64_t min,
+                      uint64_t max, uint64_t *out)
 {
-        char a[32], b[32];
-        int rc = pv_parse_size(val, min, max, out);
+        char q[96], lim[32];
+        uint64_t v;
+        int rc = pv_parse_size(val, 0, UINT64_MAX, &v);
+        pv_str_safe(field, strlen(field), q, sizeof(q));
         if (rc == -EINVAL)
-                return info_err(err, errlen, "%s=%s: not a size (a number with an optional K, M or G suffix)", key,
-                                val);
-        if (rc == -ERANGE)
-                return info_err(err, errlen, "%s=%s: out of range (%s to %s)", key, val, human(min, a, sizeof(a)),
-                                human(max, b, sizeof(b)));
+                return fail(ps, "\"%s\": not a size (digits or 0x hex, optional K, M or G suffix)", q);
+        if (rc < 0 || v > max)
+                return fail(ps, "\"%s\": too large (max %s)", q, pv_size_str(max, lim, sizeof(lim)));
+        if (v < min)
+                return fail(ps, "\"%s\": too small (min %s)", q, pv_size_str(min, lim, sizeof(lim)));
+        *out = v;
         return 0;
 }
 
-static bool valid_name(const char *s)
+static int once(struct parse *ps, const char *field, unsigned bit)
 {
-        if (!*s || strlen(s) >= PV_NAME_MAX)
-                return false;
-        for (; *s; s++)
-                if (!isalnum((unsigned char)*s) && *s != '_' && *s != '.' && *s != '-')
-                        return false;
-        return true;
+        char q[96];
+        if (ps->given & bit)
+                return fail(ps, "\"%s\": given twice", pv_str_safe(field, strlen(field), q, sizeof(q)));
+        ps->given |= bit;
+        return 0;
 }
 
-static char *trim(char *s)
+/* flags;size;minor of the vbpipe form. */
+static int vbpipe_positional(struct parse *ps, const char *f)
 {
-        while (*s == ' ' || *s == '\t' || *s == '\n')
-                s++;
-        size_t n = strlen(s);
-        while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\n'))
-                s[--n] = 0;
-        return s;
-}
-
-static int vbpipe_positional(struct pv_info *info, unsigned pos, const char *f, char *err, size_t errlen)
-{
-        if (!*f)
-                return 0; /* empty: keep the default */
-        switch (pos) {
-        case 0:
-                for (const char *c = f; *c; c++) {
-                        if (*c == 'a')
-                                info->vbpipe_any = true;
-                        else
-                                return info_err(err, errlen, "unknown vbpipe flag '%c' in \"%s\" (known: a)", *c, f);
-                }
-                return 0;
-        case 1: {
-                uint64_t v;
-                int rc = size_field("size", f, PV_VBPIPE_SIZE_MIN, PV_VBPIPE_SIZE_MAX, &v, err, errlen);
-                if (rc < 0)
-                        return rc;
-                info->vbpipe_size = round_pow2(v);
-                return 0;
-        }
-        case 2: {
-                uint64_t v;
-                if (pv_parse_size(f, 0, 255, &v) < 0 || !isdigit((unsigned char)f[strlen(f) - 1]))
-                        return info_err(err, errlen, "minor \"%s\": not a number from 0 to 255", f);
-                info->vbpipe_minor = (int)v;
-                return 0;
-        }
-        }
-        return info_err(err, errlen, "unexpected field \"%s\" (a vbpipe info has at most 3 positional fields: "
-                        "flags;size;minor, then key=value fields)", f);
-}
-
-static int key_value(struct pv_info *info, bool vbpipe, char *f, unsigned *seen, char *err, size_t errlen)
-{
-        char *eq = strchr(f, '=');
-        *eq = 0;
-        char *key = trim(f), *val = trim(eq + 1);
-        static const char *const keys[] = { "vrpq-reqs", "vrpq-pmem", "vumem-pdev", "wakeup", "name" };
-        unsigned k;
-        for (k = 0; k < 5; k++)
-                if (strcmp(key, keys[k]) == 0)
-                        break;
-        if (k == 5 || (vbpipe && k < 3) || (!vbpipe && k >= 3))
-                return info_err(err, errlen, "unknown key \"%s\" (%s)", key,
-                                vbpipe ? "a vbpipe knows wakeup= and name=" : "known: vrpq-reqs, vrpq-pmem, vumem-pdev");
-        if (*seen & (1u << k))
-                return info_err(err, errlen, "%s given twice", key);
-        *seen |= 1u << k;
+        char q[96], flag[8];
         uint64_t v;
         int rc;
-        switch (k) {
+        if (ps->npos >= VBPIPE_POSITIONAL_MAX)
+                return fail(ps, "more than %d positional fields (flags;size;minor) before key=value",
+                            VBPIPE_POSITIONAL_MAX);
+        unsigned pos = ps->npos++;
+        if (f[0] == '\0')
+                return 0;
+        pv_str_safe(f, strlen(f), q, sizeof(q));
+        switch (pos) {
         case 0:
-                rc = size_field(key, val, PV_VRPQ_REQS_MIN, PV_VRPQ_REQS_MAX, &v, err, errlen);
-                info->vrpq_reqs = (uint32_t)round_pow2(v);
-                return rc;
+                ps->given |= PV_INFO_GAVE_FLAGS;
+                for (const char *p = f; *p; p++) {
+                        if (*p == 'a')
+                                ps->info.vbpipe_any = true;
+                        else
+                                return fail(ps, "\"%s\": unknown vbpipe flag '%s' (known: a)", q,
+                                            pv_str_safe(p, 1, flag, sizeof(flag)));
+                }
+                return 0;
         case 1:
-                rc = size_field(key, val, PV_VRPQ_PMEM_MIN, PV_VRPQ_PMEM_MAX, &v, err, errlen);
-                info->vrpq_pmem = round_page(v);
-                return rc;
-        case 2:
-                rc = size_field(key, val, PV_VUMEM_PDEV_MIN, PV_VUMEM_PDEV_MAX, &v, err, errlen);
-                info->vumem_pdev = round_page(v);
-                info->has_vumem = rc == 0;
-                return rc;
-        case 3:
-                if (pv_parse_size(val, 0, PV_WAKEUP_MS_MAX, &v) < 0 || !isdigit((unsigned char)val[strlen(val) - 1]))
-                        return info_err(err, errlen, "wakeup=%s: not a number of milliseconds from 0 to %u", val,
-                                        PV_WAKEUP_MS_MAX);
-                info->wakeup_ms = (uint32_t)v;
+                rc = size_field(ps, f, f, PV_VBPIPE_SIZE_MIN, PV_VBPIPE_SIZE_MAX, &v);
+                if (rc < 0)
+                        return rc;
+                ps->given |= PV_INFO_GAVE_SIZE;
+                ps->info.vbpipe_size = round_pow2(v);
                 return 0;
         default:
-                if (!valid_name(val))
-                        return info_err(err, errlen, "name=%s: not a device name (letters, digits, '_', '.', '-'; "
-                                        "at most %d)", val, PV_NAME_MAX - 1);
-                snprintf(info->name, sizeof(info->name), "%s", val);
+                if (parse_dec(f, VBPIPE_MINOR_MAX, &v) < 0)
+                        return fail(ps, "\"%s\": not a vbpipe minor (0 to %u)", q, VBPIPE_MINOR_MAX);
+                ps->given |= PV_INFO_GAVE_MINOR;
+                ps->info.vbpipe_minor = (int)v;
                 return 0;
         }
 }
 
-int pv_info_parse(const char *const *strs, unsigned n, bool vbpipe, struct pv_info *out, char *err, size_t errlen)
+static int vbpipe_key(struct parse *ps, const char *field, const char *key, const char *val)
 {
-        memset(out, 0, sizeof(*out));
-        out->vbpipe_minor = -1;
-        out->vbpipe_size = PV_VBPIPE_SIZE_DEF;
-        size_t used = 0;
-        for (unsigned i = 0; i < n; i++) {
-                int w = snprintf(out->raw + used, sizeof(out->raw) - used, "%s%s", i ? "; " : "", strs[i]);
-                if (w < 0 || (size_t)w >= sizeof(out->raw) - used)
-                        break;
-                used += (size_t)w;
+        char q[96], k[72];
+        uint64_t v;
+        int rc;
+        pv_str_safe(field, strlen(field), q, sizeof(q));
+        if (strcmp(key, "wakeup") == 0) {
+                if ((rc = once(ps, field, PV_INFO_GAVE_WAKEUP)) < 0)
+                        return rc;
+                rc = parse_dec(val, PV_WAKEUP_MS_MAX, &v);
+                if (rc == -ERANGE)
+                        return fail(ps, "\"%s\": too large (max %u ms)", q, PV_WAKEUP_MS_MAX);
+                if (rc < 0)
+                        return fail(ps, "\"%s\": not a number of milliseconds", q);
+                ps->info.wakeup_ms = (uint32_t)v;
+                return 0;
         }
+        if (strcmp(key, "name") == 0) {
+                if ((rc = once(ps, field, PV_INFO_GAVE_NAME)) < 0)
+                        return rc;
+                if (!pv_name_valid(val, strlen(val)))
+                        return fail(ps, "\"%s\": a name is 1 to %d characters of [A-Za-z0-9_.-]", q,
+                                    PV_NAME_MAX - 1);
+                snprintf(ps->info.name, sizeof(ps->info.name), "%s", val);
+                return 0;
+        }
+        return fail(ps, "unknown key \"%s\" (known for vbpipe: wakeup, name)",
+                    pv_str_safe(key, strlen(key), k, sizeof(k)));
+}
 
-        unsigned pos = 0, seen = 0;
-        bool keyed = false;
+static int vdev_key(struct parse *ps, const char *field, const char *key, const char *val)
+{
+        char k[72];
+        uint64_t v;
+        int rc;
+        if (strcmp(key, "vrpq-reqs") == 0) {
+                if ((rc = once(ps, field, PV_INFO_GAVE_VRPQ_REQS)) < 0 ||
+                    (rc = size_field(ps, field, val, PV_VRPQ_REQS_MIN, PV_VRPQ_REQS_MAX, &v)) < 0)
+                        return rc;
+                ps->info.vrpq_reqs = (uint32_t)round_pow2(v);
+                return 0;
+        }
+        if (strcmp(key, "vrpq-pmem") == 0) {
+                if ((rc = once(ps, field, PV_INFO_GAVE_VRPQ_PMEM)) < 0 ||
+                    (rc = size_field(ps, field, val, PV_VRPQ_PMEM_MIN, PV_VRPQ_PMEM_MAX, &v)) < 0)
+                        return rc;
+                ps->info.vrpq_pmem = round_page(v);
+                return 0;
+        }
+        if (strcmp(key, "vumem-pdev") == 0) {
+                if ((rc = once(ps, field, PV_INFO_GAVE_VUMEM_PDEV)) < 0 ||
+                    (rc = size_field(ps, field, val, PV_VUMEM_PDEV_MIN, PV_VUMEM_PDEV_MAX, &v)) < 0)
+                        return rc;
+                ps->info.vumem_pdev = round_page(v);
+                return 0;
+        }
+        return fail(ps, "unknown key \"%s\" (known: vrpq-reqs, vrpq-pmem, vumem-pdev)",
+                    pv_str_safe(key, strlen(key), k, sizeof(k)));
+}
+
+static bool is_blank(char c)
+{
+        return c == ' ' || c == '\t';
+}
+
+/* Trims [*s, *s + *len) of spaces and tabs. */
+static void trim(const char **s, size_t *len)
+{
+        while (*len > 0 && is_blank(**s)) {
+                (*s)++;
+                (*len)--;
+        }
+        while (*len > 0 && is_blank((*s)[*len - 1]))
+                (*len)--;
+}
+
+static int parse_field(struct parse *ps, const char *s, size_t len)
+{
+        char f[PV_INFO_RAW_MAX], q[96];
+        if (len >= sizeof(f))
+                return fail(ps, "\"%s\": field longer than %zu characters",
+                            pv_str_safe(s, len, q, sizeof(q)), sizeof(f) - 1);
+        memcpy(f, s, len);
+        f[len] = '\0';
+        char *eq = strchr(f, '=');
+        if (!eq) {
+                /* Empty fields only matter as positions of the vbpipe form. */
+                if (ps->vbpipe && !ps->keyed)
+                        return vbpipe_positional(ps, f);
+                if (len == 0)
+                        return 0;
+                pv_str_safe(f, len, q, sizeof(q));
+                if (ps->vbpipe)
+                        return fail(ps, "\"%s\": positional field after key=value fields", q);
+                return fail(ps, "\"%s\": not key=value", q);
+        }
+        ps->keyed = true;
+        *eq = '\0';
+        const char *key = f, *val = eq + 1;
+        size_t klen = strlen(key), vlen = strlen(val);
+        trim(&key, &klen);
+        trim(&val, &vlen);
+        f[key - f + (ptrdiff_t)klen] = '\0';
+        f[val - f + (ptrdiff_t)vlen] = '\0';
+        if (klen == 0)
+                return fail(ps, "\"=%s\": key missing before '='", pv_str_safe(val, vlen, q, sizeof(q)));
+        char field[PV_INFO_RAW_MAX + 1];
+        snprintf(field, sizeof(field), "%s=%s", key, val);
+        return ps->vbpipe ? vbpipe_key(ps, field, key, val) : vdev_key(ps, field, key, val);
+}
+
+/* One string of the list: fields separated by ';' or ','. A trailing
+ * separator ends the last field rather than opening an empty one, so that
+ * ";;;" is the three empty positional fields of the seed's vbpipe form and
+ * "vrpq-reqs=128K, " followed by another string is not an extra field. */
+static int parse_string(struct parse *ps, const char *s)
+{
+        const char *p = s;
+        for (;;) {
+                size_t len = strcspn(p, ";,");
+                const char *f = p;
+                bool last = p[len] == '\0';
+                trim(&f, &len);
+                if (last && len == 0)
+                        return 0;
+                int rc = parse_field(ps, f, len);
+                if (rc < 0 || last)
+                        return rc;
+                p += strcspn(p, ";,") + 1;
+        }
+}
+
+static void join_raw(char *raw, size_t size, const char *const *strs, unsigned n)
+{
+        size_t o = 0;
+        raw[0] = '\0';
+        for (unsigned i = 0; i < n && o + 1 < size; i++) {
+                int w = snprintf(raw + o, size - o, "%s%s", i ? "; " : "", strs[i]);
+                if (w < 0)
+                        break;
+                o += (size_t)w;
+        }
+        if (o >= size && size > 4)
+                memcpy(raw + size - 4, "...", 4);
+}
+
+int pv_info_parse_given(const char *const *strs, unsigned n, bool vbpipe, struct pv_info *out,
+                        unsigned *given, char *err, size_t errlen)
+{
+        struct parse ps = { .vbpipe = vbpipe, .err = err, .errlen = errlen };
+        if (errlen > 0)
+                err[0] = '\0';
+        ps.info.vbpipe_minor = -1;
+        if (vbpipe)
+                ps.info.vbpipe_size = PV_VBPIPE_SIZE_DEF;
         for (unsigned i = 0; i < n; i++) {
-                char buf[1024];
-                if (strlen(strs[i]) >= sizeof(buf))
-                        return info_err(err, errlen, "info string longer than %zu bytes", sizeof(buf) - 1);
-                snprintf(buf, sizeof(buf), "%s", strs[i]);
-                char *p = buf;
-                /* strsep keeps empty fields: they count as positions. */
-                for (char *f; (f = strsep(&p, ";,")) != NULL;) {
-                        f = trim(f);
-                        if (strchr(f, '=')) {
-                                keyed = true;
-                                int rc = key_value(out, vbpipe, f, &seen, err, errlen);
-                                if (rc < 0)
-                                        return rc;
-                        } else if (vbpipe && !keyed) {
-                                int rc = vbpipe_positional(out, pos++, f, err, errlen);
-                                if (rc < 0)
-                                        return rc;
-                        } else if (*f) {
-                                return info_err(err, errlen, "field \"%s\" is not key=value", f);
-                        }
-                }
+                if (!strs[i])
+                        return fail(&ps, "string %u of the list is missing", i);
+                int rc = parse_string(&ps, strs[i]);
+                if (rc < 0)
+                        return rc;
         }
-        if (!vbpipe) {
-                bool reqs = seen & 1u, pmem = seen & 2u;
-                if (reqs != pmem)
-                        return info_err(err, errlen, "%s given without %s (VRPQ needs both)",
-                                        reqs ? "vrpq-reqs" : "vrpq-pmem", reqs ? "vrpq-pmem" : "vrpq-reqs");
-                out->has_vrpq = reqs && pmem;
-        }
+        bool reqs = ps.given & PV_INFO_GAVE_VRPQ_REQS, pmem = ps.given & PV_INFO_GAVE_VRPQ_PMEM;
+        if (reqs != pmem)
+                return fail(&ps, "%s given without %s (VRPQ needs both)",
+                            reqs ? "vrpq-reqs" : "vrpq-pmem", reqs ? "vrpq-pmem" : "vrpq-reqs");
+        ps.info.has_vrpq = reqs && pmem;
+        ps.info.has_vumem = ps.given & PV_INFO_GAVE_VUMEM_PDEV;
+        join_raw(ps.info.raw, sizeof(ps.info.raw), strs, n);
+        *out = ps.info;
+        if (given)
+                *given = ps.given;
         return 0;
+}
+
+int pv_info_parse(const char *const *strs, unsigned n, bool vbpipe, struct pv_info *out,
+                  char *err, size_t errlen)
+{
+        return pv_info_parse_given(strs, n, vbpipe, out, NULL, err, errlen);
 }

@@ -110,42 +110,37 @@ static int take_lock(const char *path, const char *what, struct pvd *pvd)
         return fd;
 }
 
-static int resolve_user(const char *s, uid_t dflt, uid_t *out)
+/* A user or group from the configuration: "" (the default), a number, or a
+ * name looked up with lookup (getpwnam/getgrnam through small adapters). */
+static int resolve_id(const char *s, unsigned dflt, bool (*lookup)(const char *, unsigned *), unsigned *out)
 {
+        char *end;
         if (!*s) {
                 *out = dflt;
                 return 0;
         }
-        char *end;
         unsigned long v = strtoul(s, &end, 10);
         if (*end == 0 && end != s) {
-                *out = (uid_t)v;
+                *out = (unsigned)v;
                 return 0;
         }
-        struct passwd *pw = getpwnam(s);
-        if (!pw)
-                return -ENOENT;
-        *out = pw->pw_uid;
-        return 0;
+        return lookup(s, out) ? 0 : -ENOENT;
 }
 
-static int resolve_group(const char *s, gid_t dflt, gid_t *out)
+static bool lookup_user(const char *name, unsigned *id)
 {
-        if (!*s) {
-                *out = dflt;
-                return 0;
-        }
-        char *end;
-        unsigned long v = strtoul(s, &end, 10);
-        if (*end == 0 && end != s) {
-                *out = (gid_t)v;
-                return 0;
-        }
-        struct group *gr = getgrnam(s);
-        if (!gr)
-                return -ENOENT;
-        *out = gr->gr_gid;
-        return 0;
+        struct passwd *pw = getpwnam(name);
+        if (pw)
+                *id = pw->pw_uid;
+        return pw != NULL;
+}
+
+static bool lookup_group(const char *name, unsigned *id)
+{
+        struct group *gr = getgrnam(name);
+        if (gr)
+                *id = gr->gr_gid;
+        return gr != NULL;
 }
 
 /* Build vlinks and node descriptions (nothing created on the system yet). */
@@ -187,16 +182,19 @@ static int pvd_plan(struct pvd *pvd)
                         if (pv_config_dev_name(cfg, side, drv->name, n->name, sizeof(n->name)) < 0)
                                 continue;
                         const struct pv_access *acc = &cfg->access[side];
-                        if (resolve_user(acc->owner, geteuid(), &n->uid) < 0) {
+                        unsigned uid, gid;
+                        if (resolve_id(acc->owner, geteuid(), lookup_user, &uid) < 0) {
                                 pv_err("%s: %s: pvd,owner \"%s\" is no user of this system", n->name,
                                        cfg->path[side], acc->owner);
                                 return -EINVAL;
                         }
-                        if (resolve_group(acc->group, getegid(), &n->gid) < 0) {
+                        if (resolve_id(acc->group, getegid(), lookup_group, &gid) < 0) {
                                 pv_err("%s: %s: pvd,group \"%s\" is no group of this system", n->name,
                                        cfg->path[side], acc->group);
                                 return -EINVAL;
                         }
+                        n->uid = uid;
+                        n->gid = gid;
                         n->mode = acc->mode;
                         n->drv = drv;
                         n->vl = vl;

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -444,6 +445,52 @@ static void test_no_daemon(void)
         unsetenv("PVD_RUNTIME_DIR");
 }
 
+/* One connection used by several threads at once: every call gets its own
+ * answer. */
+struct shared_conn {
+        struct pv_conn *c;
+        int ok;
+};
+
+static void *status_caller(void *arg)
+{
+        struct shared_conn *sc = arg;
+        static __thread char buf[PV_MSG_DOC_MAX];
+        for (int i = 0; i < 200; i++) {
+                struct pv_msg req, resp;
+                pv_msg_init(&req, i % 2 ? PV_OP_STATUS : PV_OP_STAT);
+                if (!(i % 2))
+                        pv_msg_set_str(&req, PV_K_NAME, "vbpipe");
+                if (pvc_conn_call(sc->c, &req, &resp, buf, sizeof(buf)) != 0)
+                        return NULL;
+                const void *d;
+                uint32_t len;
+                if (pv_msg_op(&resp) != pv_msg_op(&req) || pv_msg_get_b(&resp, PV_K_DOC, &d, &len) < 0)
+                        return NULL;
+                /* A stat document names its driver; a status one does not. */
+                bool is_stat = memmem(d, len, "driver", 6) && memmem(d, len, "vbpipe", 6) && !memmem(d, len, "programs", 8);
+                if (is_stat != !(i % 2))
+                        return NULL;
+        }
+        __atomic_add_fetch(&sc->ok, 1, __ATOMIC_SEQ_CST);
+        return NULL;
+}
+
+static void test_threads_share_a_connection(void)
+{
+        struct shared_conn sc = { 0 };
+        pvt_use_vm(&plat, "vm4");
+        CU_ASSERT_EQUAL_FATAL(pvc_conn_open("control", &sc.c), 0);
+        pthread_t t[4];
+        for (int i = 0; i < 4; i++)
+                pthread_create(&t[i], NULL, status_caller, &sc);
+        for (int i = 0; i < 4; i++)
+                pthread_join(t[i], NULL);
+        CU_ASSERT_EQUAL(sc.ok, 4);
+        pvc_conn_close(sc.c);
+        unsetenv("PVD_RUNTIME_DIR");
+}
+
 int main(void)
 {
         if (CU_initialize_registry() != CUE_SUCCESS)
@@ -456,6 +503,7 @@ int main(void)
         CU_add_test(s, "server pvd killed and restarted", test_server_death_and_return);
         CU_add_test(s, "second pvd for a VM refused", test_second_pvd_refused);
         CU_add_test(s, "malformed control messages", test_malformed_messages);
+        CU_add_test(s, "threads share a connection", test_threads_share_a_connection);
         CU_add_test(s, "SIGTERM and SIGINT stop cleanly", test_sigterm_clean);
         CU_add_test(s, "READY=1 and STOPPING=1", test_sd_notify);
         CU_add_test(s, "bad configuration creates nothing", test_bad_config_creates_nothing);
