@@ -78,8 +78,10 @@ static void print_once(const msgpack_object *doc, FILE *f)
                         for (uint32_t j = 0; j < nc; j++)
                                 print_chan(f, &cs[j]);
                 }
-                if (doc_u64(st, "channels_not_listed"))
-                        fprintf(f, "  (%" PRIu64 " more channels not listed)\n", doc_u64(st, "channels_not_listed"));
+                if (doc_u64(st, "sessions_not_listed") || doc_u64(st, "channels_not_listed"))
+                        fprintf(f, "  (%" PRIu64 " more sessions and %" PRIu64 " more channels not listed; the "
+                                   "totals above count them)\n",
+                                doc_u64(st, "sessions_not_listed"), doc_u64(st, "channels_not_listed"));
         }
 }
 

@@ -351,9 +351,10 @@ static const char *sess_state(const struct vrpq_vlink *v, const struct vrpq_sess
         return "open";
 }
 
-/* At most this many channels are listed per vlink (the answer has a size
- * limit); the totals count them all. */
-#define STAT_CHANNELS_MAX 200
+/* At most this many sessions and channels are listed per vlink (the
+ * answer has a size limit); the totals count them all. */
+#define STAT_SESSIONS_MAX 64
+#define STAT_CHANNELS_MAX 64
 
 static void pack_chan(struct vrpq_vlink *v, struct vrpq_chan *ch, const struct chan_stat *st, msgpack_packer *pk)
 {
@@ -401,7 +402,7 @@ static void vrpq_stat(struct pvd_vlink *vl, msgpack_packer *pk)
                         used_peak += st.pmem_peak;
                 }
 
-        msgpack_pack_map(pk, 15);
+        msgpack_pack_map(pk, 16);
         pvd_pack_kv_u64(pk, "reqs", v->lay.reqs);
         pvd_pack_kv_u64(pk, "pmem", v->lay.pmem_size);
         pvd_pack_kv_u64(pk, "sessions_max", VRPQ_SESSIONS_MAX);
@@ -415,10 +416,18 @@ static void vrpq_stat(struct pvd_vlink *vl, msgpack_packer *pk)
         pvd_pack_kv_u64(pk, "pmem_used_peak", used_peak);
         pvd_pack_kv_u64(pk, "pmem_used_pct", v->lay.pmem_size ? used * 100 / v->lay.pmem_size : 0);
         pvd_pack_kv_u64(pk, "channels", v->nchan);
-        pvd_pack_kv_u64(pk, "channels_not_listed", v->nchan > STAT_CHANNELS_MAX ? v->nchan - STAT_CHANNELS_MAX : 0);
+        unsigned nsess = v->nsess < STAT_SESSIONS_MAX ? v->nsess : STAT_SESSIONS_MAX;
+        unsigned nchan_listed = 0;
+        unsigned k0 = 0;
+        for (struct vrpq_sess *s = v->sessions; s && k0 < nsess; s = s->next, k0++)
+                for (struct vrpq_chan *ch = s->chans; ch; ch = ch->next)
+                        nchan_listed += nchan_listed < STAT_CHANNELS_MAX;
+        pvd_pack_kv_u64(pk, "sessions_not_listed", v->nsess - nsess);
+        pvd_pack_kv_u64(pk, "channels_not_listed", v->nchan - nchan_listed);
         pvd_pack_str(pk, "sessions");
-        msgpack_pack_array(pk, v->nsess);
-        for (struct vrpq_sess *s = v->sessions; s; s = s->next) {
+        msgpack_pack_array(pk, nsess);
+        unsigned si = 0;
+        for (struct vrpq_sess *s = v->sessions; s && si < nsess; s = s->next, si++) {
                 char local[64], peer[64];
                 unsigned n = 0;
                 for (struct vrpq_chan *ch = s->chans; ch; ch = ch->next)

@@ -64,7 +64,8 @@
  * vrpqPost..., vrpqCall on the client; vrpqCallbackPerform on the server) is
  * used by one thread at a time, like the seed's "channel per thread";
  * vrpqReceive by one thread at a time (-EALREADY otherwise); the client may
- * handle callbacks in another thread than the one that posts.
+ * handle callbacks in another thread than the one that posts. Destroy a
+ * channel (or session) once no other thread uses it.
  *
  * Waiting. A waiting call spins for a few tens of microseconds (so that a
  * busy peer answers without any system call), then sleeps on the channel's
