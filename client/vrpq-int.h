@@ -40,10 +40,10 @@ struct VrpqChan {
         int kick_fd;                    /* the peer's xIRQ */
         int wait_fd;                    /* ours */
         bool server;
-        bool dead;                      /* sticky: the channel ended */
+        atomic_bool dead;               /* sticky: the channel ended */
         uint64_t spin_ns;
         void *last_out;                 /* the last block's output bytes */
-        VrpqCallbackFn cb_fn;           /* client: handles callbacks during vrpqCall */
+        VrpqCallbackFn cb_fn;           /* client: handles callbacks while it waits */
         void *cb_ctx;
         uint32_t last_out_off, last_out_size;
         atomic_int rx_busy;             /* one receiver / callback handler at a time */

@@ -279,20 +279,48 @@ static int ready_room(VrpqChan *c, void *arg)
         return vrpq_txq_ring_room(&c->tx);
 }
 
-struct done_arg {
-        uint32_t seq;
-        bool callbacks;         /* handle callbacks while waiting */
-};
-
-/* 1: the request is complete; 2: callbacks wait to be handled. */
 static int ready_done(VrpqChan *c, void *arg)
 {
-        struct done_arg *a = arg;
-        int r = vrpq_txq_done(&c->tx, a->seq);
-        if (r || !a->callbacks)
+        return vrpq_txq_done(&c->tx, *(const uint32_t *)arg);
+}
+
+/* Waiting as a poster (for room, or for an answer). A client with a
+ * callback handler runs the callbacks that come meanwhile: a server may
+ * call back before it frees room or answers. */
+#define CALLBACKS_PENDING 1000
+
+struct tx_wait {
+        int (*ready)(VrpqChan *, void *);
+        void *arg;
+        bool callbacks;
+};
+
+static int ready_tx(VrpqChan *c, void *p)
+{
+        struct tx_wait *w = p;
+        int r = w->ready(c, w->arg);
+        if (r || !w->callbacks)
                 return r;
         int64_t n = vrpq_rxq_pending(&c->rx);
-        return n < 0 ? (int)n : n > 0 ? 2 : 0;
+        return n < 0 ? (int)n : n > 0 ? CALLBACKS_PENDING : 0;
+}
+
+/* > 0 once ready, or an error. */
+static int wait_tx(VrpqChan *c, int (*ready)(VrpqChan *, void *), void *arg)
+{
+        struct tx_wait w = { .ready = ready, .arg = arg, .callbacks = !c->server && c->cb_fn };
+        for (;;) {
+                int r = ready_tx(c, &w);
+                if (r == 0)
+                        r = vrpq_wait(c, c->my_tx_sleep, w.callbacks ? c->my_rx_sleep : NULL, ready_tx, &w, -1);
+                if (r != CALLBACKS_PENDING)
+                        return r;
+                r = vrpqCallbackHandle(c, c->cb_fn, c->cb_ctx, 0);
+                if (r == -EPROTO || r == -ECONNRESET)
+                        return r;
+                if (r == -EALREADY)
+                        w.callbacks = false; /* another thread handles them */
+        }
 }
 
 static int wait_error(VrpqChan *c, int rc, const char *what)
@@ -317,10 +345,7 @@ static int param_alloc(VrpqChan *c, size_t in_size, size_t out_size, void **in, 
         if (rc == 0) {
                 /* Full: the consumer must release first; make sure it runs. */
                 notify_rx(c);
-                rc = vrpq_wait(c, c->my_tx_sleep, NULL, ready_alloc, &a, -1);
-                if (rc < 0)
-                        return wait_error(c, rc, what);
-                rc = 1;
+                rc = wait_tx(c, ready_alloc, &a);
         }
         if (rc < 0)
                 return wait_error(c, rc, what);
@@ -348,9 +373,7 @@ static int post(VrpqChan *c, uint32_t proc, uint32_t flags, void *in, uint32_t *
         int rc = vrpq_txq_ring_room(&c->tx);
         if (rc == 0) {
                 notify_rx(c);
-                rc = vrpq_wait(c, c->my_tx_sleep, NULL, ready_room, NULL, -1);
-                if (rc == 0)
-                        rc = 1;
+                rc = wait_tx(c, ready_room, NULL);
         }
         if (rc < 0)
                 return wait_error(c, rc, what);
@@ -391,26 +414,14 @@ int vrpqPostAndNotify(VrpqChan *chan, nku32_f procId, void *in)
 
 static int call(VrpqChan *c, uint32_t proc, void *in, void **out, const char *what)
 {
-        struct done_arg a = { .callbacks = c->cb_fn != NULL };
-        int rc = post(c, proc, VRPQ_DF_SYNC, in, &a.seq, what);
+        uint32_t seq;
+        int rc = post(c, proc, VRPQ_DF_SYNC, in, &seq, what);
         if (rc)
                 return rc;
         notify_rx(c);
-        for (;;) {
-                rc = ready_done(c, &a);
-                if (rc == 0)
-                        rc = vrpq_wait(c, c->my_tx_sleep, a.callbacks ? c->my_rx_sleep : NULL, ready_done, &a, -1);
-                if (rc < 0)
-                        return wait_error(c, rc, what);
-                if (rc == 1)
-                        break;
-                /* The server calls back before it answers. */
-                rc = vrpqCallbackHandle(c, c->cb_fn, c->cb_ctx, 0);
-                if (rc == -EPROTO || rc == -ECONNRESET)
-                        return rc;
-                if (rc == -EALREADY)
-                        a.callbacks = false; /* another thread handles them */
-        }
+        rc = wait_tx(c, ready_done, &seq);
+        if (rc < 0)
+                return wait_error(c, rc, what);
         if (out)
                 *out = c->last_out;
         return 0;

@@ -77,16 +77,25 @@ static void assert_freed(void)
         long long deadline = pvt_now_ms() + 3000;
         int h2, h3, f2, f3;
         do {
+                /* Counted before asking for statistics: pvd closes the
+                 * control connection of a query a moment after it. */
                 vt_sleep_ms(20);
-                h2 = vt_held(&plat, "vm2");
-                h3 = vt_held(&plat, "vm3");
                 f2 = pvt_fd_count_of(pvt_vm(&plat, "vm2")->pid);
                 f3 = pvt_fd_count_of(pvt_vm(&plat, "vm3")->pid);
+                h2 = vt_held(&plat, "vm2");
+                h3 = vt_held(&plat, "vm3");
         } while ((h2 || h3 || f2 != fds_vm2 || f3 != fds_vm3) && pvt_now_ms() < deadline);
         CU_ASSERT_EQUAL(h2, 0);
         CU_ASSERT_EQUAL(h3, 0);
         CU_ASSERT_EQUAL(f2, fds_vm2);
         CU_ASSERT_EQUAL(f3, fds_vm3);
+        if (f2 != fds_vm2 || f3 != fds_vm3) {
+                char cmd[256];
+                snprintf(cmd, sizeof(cmd), "ls -l /proc/%d/fd /proc/%d/fd >&2", (int)pvt_vm(&plat, "vm2")->pid,
+                         (int)pvt_vm(&plat, "vm3")->pid);
+                if (system(cmd) != 0)
+                        fprintf(stderr, "(cannot list the fds)\n");
+        }
 }
 
 static void assert_prompt(int vrc, int vt, long long t0)

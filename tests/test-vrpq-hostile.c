@@ -154,6 +154,10 @@ static int hostile(void *arg)
                 if (x->magic == VRPQ_CHAN_MAGIC && x->state == VRPQ_CHAN_OPEN && (!h || x->cid > h->cid))
                         h = x;
         }
+        if (kind == K_CLEAN) {
+                vrpqSessionDestroy(s);
+                return 0;
+        }
         CHK(h != NULL);
         struct vrpq_chan_geom g = h->geom;
         struct vrpq_desc *ring = (struct vrpq_desc *)(base + l.pool_off) + g.req_slot;

@@ -211,11 +211,12 @@ int vrpqCallbackPerform(VrpqChan *chan, nku32_f procId, void *in, void **out, in
  * (the callback is complete nevertheless). */
 int vrpqCallbackHandle(VrpqChan *chan, VrpqCallbackFn fn, void *ctx, int timeoutMs);
 
-/* Client: let vrpqCall handle the callbacks that come while it waits for
- * its answer (a server may call back before it answers, synchronously:
- * without a handler that would wait forever). fn NULL: no handler. A
- * thread blocked in vrpqCallbackHandle on the channel keeps handling them
- * itself. */
+/* Client: let the calls that wait (vrpqCall for its answer, vrpqPost and
+ * vrpqParamAlloc for room) handle the callbacks that come meanwhile: a
+ * server may call back, synchronously, before it answers or frees room,
+ * and without a handler both sides would wait forever. fn NULL: no
+ * handler. A thread blocked in vrpqCallbackHandle on the channel keeps
+ * handling them itself. */
 int vrpqCallbackHandlerSet(VrpqChan *chan, VrpqCallbackFn fn, void *ctx);
 
 /* A file descriptor that becomes readable when the channel may have work:
