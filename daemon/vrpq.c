@@ -386,13 +386,17 @@ static void vrpq_stat(struct pvd_vlink *vl, msgpack_packer *pk)
         struct vrpq_vlink *v = vrpq_of(vl);
         bool mapped = vl->state == PV_VLINK_ON && vl->region[PV_REGION_VRPQ].base;
         uint64_t slots = 0, rings = 0, pmem = 0, stacked = 0, stacked_peak = 0, used = 0, used_peak = 0;
-        unsigned listed = 0;
+        /* Each channel's header is read once: the totals and the listing
+         * agree. */
+        struct chan_stat *sts = calloc(v->nchan ? v->nchan : 1, sizeof(*sts));
+        unsigned i = 0;
         for (struct vrpq_sess *s = v->sessions; s; s = s->next)
-                for (struct vrpq_chan *ch = s->chans; ch; ch = ch->next) {
-                        struct chan_stat st;
-                        if (!mapped)
-                                continue;
-                        chan_stat_read(v, ch, &st);
+                for (struct vrpq_chan *ch = s->chans; ch && i < v->nchan; ch = ch->next, i++) {
+                        struct chan_stat st = { 0 };
+                        if (mapped)
+                                chan_stat_read(v, ch, &st);
+                        if (sts)
+                                sts[i] = st;
                         slots += st.ring + st.cb_ring;
                         rings += st.ring;
                         pmem += (uint64_t)st.port + st.cb_port;
@@ -401,6 +405,12 @@ static void vrpq_stat(struct pvd_vlink *vl, msgpack_packer *pk)
                         used += st.pmem;
                         used_peak += st.pmem_peak;
                 }
+
+        unsigned nsess = v->nsess < STAT_SESSIONS_MAX ? v->nsess : STAT_SESSIONS_MAX;
+        unsigned nchan_listed = 0, k = 0;
+        for (struct vrpq_sess *s = v->sessions; s && k < nsess; s = s->next, k++)
+                for (struct vrpq_chan *ch = s->chans; ch; ch = ch->next)
+                        nchan_listed += nchan_listed < STAT_CHANNELS_MAX;
 
         msgpack_pack_map(pk, 16);
         pvd_pack_kv_u64(pk, "reqs", v->lay.reqs);
@@ -416,18 +426,13 @@ static void vrpq_stat(struct pvd_vlink *vl, msgpack_packer *pk)
         pvd_pack_kv_u64(pk, "pmem_used_peak", used_peak);
         pvd_pack_kv_u64(pk, "pmem_used_pct", v->lay.pmem_size ? used * 100 / v->lay.pmem_size : 0);
         pvd_pack_kv_u64(pk, "channels", v->nchan);
-        unsigned nsess = v->nsess < STAT_SESSIONS_MAX ? v->nsess : STAT_SESSIONS_MAX;
-        unsigned nchan_listed = 0;
-        unsigned k0 = 0;
-        for (struct vrpq_sess *s = v->sessions; s && k0 < nsess; s = s->next, k0++)
-                for (struct vrpq_chan *ch = s->chans; ch; ch = ch->next)
-                        nchan_listed += nchan_listed < STAT_CHANNELS_MAX;
         pvd_pack_kv_u64(pk, "sessions_not_listed", v->nsess - nsess);
         pvd_pack_kv_u64(pk, "channels_not_listed", v->nchan - nchan_listed);
         pvd_pack_str(pk, "sessions");
         msgpack_pack_array(pk, nsess);
-        unsigned si = 0;
-        for (struct vrpq_sess *s = v->sessions; s && si < nsess; s = s->next, si++) {
+        unsigned listed = 0;
+        i = k = 0;
+        for (struct vrpq_sess *s = v->sessions; s && k < nsess; s = s->next, k++) {
                 char local[64], peer[64];
                 unsigned n = 0;
                 for (struct vrpq_chan *ch = s->chans; ch; ch = ch->next)
@@ -442,17 +447,18 @@ static void vrpq_stat(struct pvd_vlink *vl, msgpack_packer *pk)
                 pvd_pack_kv_u64(pk, "info_bytes", s->info_len);
                 pvd_pack_str(pk, "channels");
                 msgpack_pack_array(pk, n);
-                unsigned k = 0;
-                for (struct vrpq_chan *ch = s->chans; ch && k < n; ch = ch->next, k++) {
-                        struct chan_stat st;
-                        if (mapped)
-                                chan_stat_read(v, ch, &st);
-                        else
-                                memset(&st, 0, sizeof(st));
+                unsigned j = 0;
+                for (struct vrpq_chan *ch = s->chans; ch; ch = ch->next, i++, j++) {
+                        if (j >= n)
+                                continue;
+                        struct chan_stat st = { 0 };
+                        if (sts && i < v->nchan)
+                                st = sts[i];
                         pack_chan(v, ch, &st, pk);
                 }
                 listed += n;
         }
+        free(sts);
 }
 
 const struct pvd_driver pvd_drv_vrpq = {

@@ -37,14 +37,15 @@ echo "==> VRPQ: callbacks from the server VM (vrpqCallbackPerform / vrpqCallback
 pair 2 "$ex/vrpq-callback" server "$ex/vrpq-callback" client 3
 
 echo
-echo "==> VRPQ: pvctl stat vrpq --watch in vm3 while vm3 posts 3 million requests to a slow server"
+echo "==> VRPQ: pvctl stat vrpq in vm2, then --watch in vm3, while vm3 posts 3 million requests to a slow server"
 out="$DEMO/vrpq-server.out"
 in_vm vm2 "$ex/vrpq-server" >"$out" 2>&1 & srv=$!
 sleep 0.2
 in_vm vm3 "$ex/vrpq-client" 0 3000000 >/dev/null & clt=$!
-sleep 0.1
+sleep 0.2
+pvctl vm2 stat vrpq
+echo
 timeout 1.6 "$B/client/pvctl" --runtime-dir "$DEMO/vm3" stat vrpq --watch 0.25 || true
 wait "$clt"
 wait "$srv"
 tail -n 1 "$out"
-pvctl vm2 stat vrpq
