@@ -67,15 +67,15 @@ struct VrpqChan {
         struct vrpq_chan_geom geom;
 };
 
-/* vrpq-req.c */
+/* vrpq-req.c (pvc_ names: the version script exports vrpq*) */
 /* Wait until ready(c, arg) returns non-zero (spin, then sleep with flag,
  * and flag2 if not NULL, set). Returns what ready returned (> 0 or an
  * error), -ETIMEDOUT, -ECONNRESET. timeout_ms < 0: no timeout; 0: just
  * look, and leave the flags set (armed for an event loop). */
-int vrpq_wait(VrpqChan *c, uint32_t *flag, uint32_t *flag2, int (*ready)(VrpqChan *, void *), void *arg,
+int pvc_vrpq_wait(VrpqChan *c, uint32_t *flag, uint32_t *flag2, int (*ready)(VrpqChan *, void *), void *arg,
               int timeout_ms);
 /* The channel ended (a pvd marked it, or its connection hung up). */
-bool vrpq_chan_closed(VrpqChan *c);
-uint64_t vrpq_spin_ns(void);
+bool pvc_vrpq_closed(VrpqChan *c);
+uint64_t pvc_vrpq_spin_ns(void);
 
 #endif

@@ -49,13 +49,13 @@ static void spin_init(void)
         spin_ns_value = (uint64_t)us * 1000;
 }
 
-uint64_t vrpq_spin_ns(void)
+uint64_t pvc_vrpq_spin_ns(void)
 {
         pthread_once(&spin_once, spin_init);
         return spin_ns_value;
 }
 
-bool vrpq_chan_closed(VrpqChan *c)
+bool pvc_vrpq_closed(VrpqChan *c)
 {
         if (c->dead)
                 return true;
@@ -148,7 +148,7 @@ static void flags_set(uint32_t *flag, uint32_t *flag2, uint32_t v)
                 ring_store_relaxed(flag2, v);
 }
 
-int vrpq_wait(VrpqChan *c, uint32_t *flag, uint32_t *flag2, int (*ready)(VrpqChan *, void *), void *arg,
+int pvc_vrpq_wait(VrpqChan *c, uint32_t *flag, uint32_t *flag2, int (*ready)(VrpqChan *, void *), void *arg,
               int timeout_ms)
 {
         int r;
@@ -157,7 +157,7 @@ int vrpq_wait(VrpqChan *c, uint32_t *flag, uint32_t *flag2, int (*ready)(VrpqCha
                 for (unsigned i = 1;; i++) {
                         if ((r = ready(c, arg)))
                                 return r;
-                        if (vrpq_chan_closed(c))
+                        if (pvc_vrpq_closed(c))
                                 return -ECONNRESET;
                         cpu_relax();
                         if ((i & 63) == 0 && now_ns() - t0 >= c->spin_ns)
@@ -175,7 +175,7 @@ int vrpq_wait(VrpqChan *c, uint32_t *flag, uint32_t *flag2, int (*ready)(VrpqCha
                         flags_set(flag, flag2, 0);
                         return r;
                 }
-                if (vrpq_chan_closed(c)) {
+                if (pvc_vrpq_closed(c)) {
                         flags_set(flag, flag2, 0);
                         return -ECONNRESET;
                 }
@@ -225,7 +225,7 @@ static int chan_check(VrpqChan *c, bool server, const char *what)
                 return pvc_error(-EINVAL, "%s: not for a %s channel", what, c->server ? "server" : "client");
         if (c->tx.broken || c->rx.broken)
                 return chan_broken(c, what);
-        if (vrpq_chan_closed(c))
+        if (pvc_vrpq_closed(c))
                 return chan_dead(c, what);
         return 0;
 }
@@ -312,7 +312,7 @@ static int wait_tx(VrpqChan *c, int (*ready)(VrpqChan *, void *), void *arg)
         for (;;) {
                 int r = ready_tx(c, &w);
                 if (r == 0)
-                        r = vrpq_wait(c, c->my_tx_sleep, w.callbacks ? c->my_rx_sleep : NULL, ready_tx, &w, -1);
+                        r = pvc_vrpq_wait(c, c->my_tx_sleep, w.callbacks ? c->my_rx_sleep : NULL, ready_tx, &w, -1);
                 if (r != CALLBACKS_PENDING)
                         return r;
                 r = vrpqCallbackHandle(c, c->cb_fn, c->cb_ctx, 0);
@@ -360,7 +360,7 @@ int vrpqParamAlloc(VrpqChan *chan, size_t inSize, size_t outSize, void **in)
         if (!chan)
                 return pvc_error(-EINVAL, "vrpqParamAlloc: channel is NULL");
         int rc = chan->tx.broken ? chan_broken(chan, "vrpqParamAlloc") : 0;
-        if (!rc && vrpq_chan_closed(chan))
+        if (!rc && pvc_vrpq_closed(chan))
                 rc = chan_dead(chan, "vrpqParamAlloc");
         return rc ? rc : param_alloc(chan, inSize, outSize, in, "vrpqParamAlloc");
 }
@@ -529,7 +529,7 @@ static int receive(VrpqChan *c, VrpqReq **reqs, unsigned max, int *avail, int ti
                         *avail = (int)n;
                         return 0;
                 }
-                rc = vrpq_wait(c, c->my_rx_sleep, NULL, ready_rx, NULL, timeout_ms);
+                rc = pvc_vrpq_wait(c, c->my_rx_sleep, NULL, ready_rx, NULL, timeout_ms);
                 if (rc == -ETIMEDOUT)
                         return pvc_error(-ETIMEDOUT, "vrpqReceive: no request within %d ms", timeout_ms);
                 if (rc < 0)
@@ -621,7 +621,7 @@ int vrpqCallbackHandle(VrpqChan *chan, VrpqCallbackFn fn, void *ctx, int timeout
                 if (!n) {
                         if (handled)
                                 break;
-                        rc = vrpq_wait(chan, chan->my_rx_sleep, NULL, ready_rx, NULL, timeoutMs);
+                        rc = pvc_vrpq_wait(chan, chan->my_rx_sleep, NULL, ready_rx, NULL, timeoutMs);
                         if (rc == -ETIMEDOUT)
                                 break;
                         if (rc < 0) {

@@ -224,7 +224,7 @@ static int chan_open(VrpqSession *s, int op, const void *info, size_t info_len, 
                 return pvc_error(-ENOMEM, "out of memory");
         c->kick_fd = c->wait_fd = -1;
         c->server = s->server;
-        c->spin_ns = vrpq_spin_ns();
+        c->spin_ns = pvc_vrpq_spin_ns();
         pthread_mutex_init(&c->bell_lock, NULL);
         pthread_cond_init(&c->bell_cv, NULL);
         pthread_mutex_lock(&s->lock);
