@@ -379,6 +379,7 @@ static void on_sess_open(struct vrpq_vlink *v, const struct vrpq_m_open *o)
                 char why[VRPQ_ERR_MAX];
                 snprintf(why, sizeof(why), "vlink %s has %u sessions, the most VRPQ allows (VRPQ_SESSIONS_MAX)",
                          LINK(v), v->nsess);
+                pv_notice("%s; refusing a session of %s", why, v->vl->peer_vm);
                 v->refused_total++;
                 send_err(v, VRPQ_M_SESS_ERR, o->sid, 0, -EMFILE, why);
                 return;
@@ -436,6 +437,7 @@ static void on_chan_open(struct vrpq_vlink *v, const struct vrpq_m_open *o)
         if (v->nchan >= VRPQ_CHANNELS_MAX) {
                 snprintf(why, sizeof(why), "vlink %s has %u channels, the most VRPQ allows (VRPQ_CHANNELS_MAX)",
                          LINK(v), v->nchan);
+                pv_notice("%s; refusing a channel of %s", why, v->vl->peer_vm);
                 v->refused_total++;
                 send_err(v, VRPQ_M_CHAN_ERR, o->sid, o->cid, -EMFILE, why);
                 return;
