@@ -54,11 +54,15 @@ static int suite_init(void)
         sh = vt_shared_new();
         if (!sh || pvt_platform_init(&plat, "test-2clients") < 0 || start_vm("vm2") < 0 || start_vm("vm3") < 0 ||
             pvt_wait_vlink(&plat, "vm3", NULL, "ON", 5000) < 0)
-                return -1;
+                goto fail;
         vt_sleep_ms(50); /* the status queries' connections are closed */
         fds_vm2 = pvt_fd_count_of(pvt_vm(&plat, "vm2")->pid);
         fds_vm3 = pvt_fd_count_of(pvt_vm(&plat, "vm3")->pid);
         return 0;
+fail:
+        /* Nothing left behind, even when the platform cannot start. */
+        pvt_platform_fini(&plat);
+        return -1;
 }
 
 static int suite_fini(void)

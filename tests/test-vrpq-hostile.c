@@ -40,8 +40,12 @@ static int suite_init(void)
         sh = vt_shared_new();
         if (!sh || pvt_platform_init(&plat, "demo") < 0 || pvt_pvd_start(&plat, "vm2", NULL) < 0 ||
             pvt_pvd_start(&plat, "vm3", NULL) < 0 || pvt_wait_vlink(&plat, "vm3", NULL, "ON", 5000) < 0)
-                return -1;
+                goto fail;
         return 0;
+fail:
+        /* Nothing left behind, even when the platform cannot start. */
+        pvt_platform_fini(&plat);
+        return -1;
 }
 
 static int suite_fini(void)
