@@ -457,6 +457,13 @@ static void test_server_pvd_killed(void)
         assert_prompt(V_RC2, V_T2, t0);
         CU_ASSERT_EQUAL(pvt_wait(sw, 5000), 0);
         assert_prompt(V_WAIT_RC, V_WAIT_T, t0);
+        /* While the server VM is down, a new session is refused at once. */
+        CU_ASSERT_EQUAL(pvt_wait_vlink(&plat, "vm3", "vm2-vm3-vogl0", "OFF", 2000), 0);
+        pvt_use_vm(&plat, "vm3");
+        VrpqSession *s;
+        CU_ASSERT_EQUAL(vrpqSessionCreate(CLT, NULL, 0, &s), -ENOTCONN);
+        CU_ASSERT_PTR_NOT_NULL(strstr(pvLastError(), "vm2"));
+        unsetenv("PVD_RUNTIME_DIR");
         kill(sp, SIGKILL);
         kill(sp3, SIGKILL);
         pvt_wait(sp, 5000);
