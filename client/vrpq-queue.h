@@ -48,9 +48,11 @@ struct vrpq_txq {
         uint32_t port_prod;             /* ours: bytes taken, skipped tails included */
         uint32_t port_pos;              /* ours: where the next block goes */
         uint32_t port_cons;             /* the consumer's, last checked */
-        /* the block of the last allocation, until posted */
+        /* the block of the last allocation, until posted, and the port's
+         * state before it (a new allocation takes its place back) */
         bool blk;
         uint32_t blk_in_off, blk_in_size, blk_out_off, blk_out_size;
+        uint32_t blk_prev_prod, blk_prev_pos;
         uint64_t posted, xirq_sent, xirq_suppressed;
         bool broken;
 };
@@ -150,16 +152,24 @@ static inline int vrpq_txq_port_take(struct vrpq_txq *q, uint32_t need, uint32_t
 }
 
 /* Allocate a parameter block: *in points to its input bytes. 0, -EAGAIN
- * (wait for the consumer), -E2BIG, -EPROTO. */
+ * (wait for the consumer), -E2BIG, -EPROTO. A block allocated before and
+ * not posted is given back first: the consumer never saw it. */
 static inline int vrpq_txq_alloc(struct vrpq_txq *q, uint64_t in_size, uint64_t out_size, void **in)
 {
         uint32_t need = vrpq_txq_block_size(q, in_size, out_size);
         if (!need)
                 return -E2BIG;
-        uint32_t off;
+        if (q->blk) {
+                q->port_prod = q->blk_prev_prod;
+                q->port_pos = q->blk_prev_pos;
+                q->blk = false;
+        }
+        uint32_t off, prev_prod = q->port_prod, prev_pos = q->port_pos;
         int rc = vrpq_txq_port_take(q, need, &off);
         if (rc < 0)
                 return rc;
+        q->blk_prev_prod = prev_prod;
+        q->blk_prev_pos = prev_pos;
         q->blk = true;
         q->blk_in_off = off;
         q->blk_in_size = (uint32_t)in_size;
@@ -188,8 +198,10 @@ static inline int vrpq_txq_post(struct vrpq_txq *q, uint32_t proc_id, uint32_t f
                 in_size = q->blk_in_size;
                 out_off = q->blk_out_off;
                 out_size = q->blk_out_size;
-                q->blk = false;
         }
+        /* An unposted block below pend is released with this descriptor:
+         * it can no longer be given back. */
+        q->blk = false;
         struct vrpq_desc *d = &q->ring[q->prod & q->mask];
         d->proc_id = proc_id;
         d->flags = flags;

@@ -122,14 +122,25 @@ static void test_port_fifo(void)
         CU_ASSERT_EQUAL(vrpq_txq_alloc(&f->tx, 2801, 0, &p), -EAGAIN);
         CU_ASSERT_EQUAL(vrpq_txq_alloc(&f->tx, 2800, 0, &p), 0);
         CU_ASSERT_PTR_EQUAL(p, f->port + 200);
-        /* A second allocation abandons the first; the next post's release
-         * reclaims both. */
+        /* A second allocation gives the first back: the same room again. */
+        CU_ASSERT_EQUAL(vrpq_txq_alloc(&f->tx, 2800, 0, &p), 0);
+        CU_ASSERT_PTR_EQUAL(p, f->port + 200);
+        CU_ASSERT_EQUAL(vrpq_txq_alloc(&f->tx, 100, 0, &p), 0);
+        CU_ASSERT_PTR_EQUAL(p, f->port + 200);
+        CU_ASSERT_EQUAL(f->tx.port_prod - f->tx.port_cons, 1000 + 96 + 200 + 104);
         CU_ASSERT_EQUAL(vrpq_txq_post(&f->tx, 1u << 16, 0, f->port, &seq), -EINVAL);
+        /* Posted without it: the block is released with that request, and
+         * no longer given back by the next allocation. */
         CU_ASSERT_EQUAL(vrpq_txq_post(&f->tx, 1u << 16, 0, NULL, &seq), 0);
+        uint32_t prod = f->tx.port_prod;
+        CU_ASSERT_EQUAL(vrpq_txq_alloc(&f->tx, 8, 0, &p), 0);
+        CU_ASSERT(f->tx.port_prod - prod == 8);
+        CU_ASSERT_EQUAL(vrpq_txq_post(&f->tx, 1u << 16, 0, p, &seq), 0);
         CU_ASSERT_EQUAL(vrpq_rxq_fetch(&f->rx, it, CAP, &n), 0);
-        CU_ASSERT_EQUAL(n, 3);
+        CU_ASSERT_EQUAL(n, 4);
         CU_ASSERT_PTR_NULL(it[2].in);
-        vrpq_rxq_release(&f->rx, it[2].pend);
+        CU_ASSERT_PTR_NOT_NULL(it[3].in);
+        vrpq_rxq_release(&f->rx, it[3].pend);
         CU_ASSERT_EQUAL(vrpq_txq_load_port_cons(&f->tx), 0);
         CU_ASSERT_EQUAL(f->tx.port_prod, f->tx.port_cons);
         free(f);

@@ -152,8 +152,8 @@ int vrpqShmMap(VrpqSession *session, void **shmBase);
 /* A parameter block of inSize input bytes, followed by outSize output bytes
  * that the server fills for a synchronous request. *in points to the input
  * bytes. Waits for room if the port is full (see above); -E2BIG if the
- * block cannot fit the port at all. A second call before posting abandons
- * the first block (it is reclaimed with the next request). */
+ * block cannot fit the port at all. A second call before posting gives the
+ * first block back. */
 int vrpqParamAlloc(VrpqChan *chan, size_t inSize, size_t outSize, void **in);
 /* Queue an asynchronous request: in is the block of the last
  * vrpqParamAlloc, or NULL for a request without parameters. No system
