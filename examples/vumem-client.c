@@ -3,10 +3,13 @@
  * copies: it reads the server's greeting from the buffer and writes its own
  * for the server to read when the buffer is freed.
  *
- *   PVD_RUNTIME_DIR=/tmp/plat/vm3 vumem-client [/dev/vumem-clt-vogl0]
+ *   PVD_RUNTIME_DIR=/tmp/plat/vm3 vumem-client [/dev/vumem-clt-vogl0 [HOLD_MS]]
+ * HOLD_MS: keep the buffer mapped that long (to look at pvctl stat vumem).
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <pv/vumem.h>
 
@@ -17,6 +20,7 @@
 int main(int argc, char **argv)
 {
         const char *dev = argc > 1 ? argv[1] : VUMEM_TEST_CLT_DEVICE;
+        int hold_ms = argc > 2 ? atoi(argv[2]) : 0;
         setvbuf(stdout, NULL, _IOLBF, 0);
         VumemSession *session;
         VumemBufferHd bufferHd;
@@ -49,6 +53,8 @@ int main(int argc, char **argv)
                 printf("vumem-client: the buffer says \"%s\"\n", vaddr);
                 snprintf(vaddr + 64, size - 64, "hello from the client VM");
                 vumemBufferCacheOp(bufferHd, VUMEM_CACHE_CLEAN, 0, size);
+                if (hold_ms > 0)
+                        usleep((useconds_t)hold_ms * 1000);
                 diag = vumemBufferUnmap(bufferHd); //unmap the buffer
         }
         int d = vumemBufferFree(bufferHd); // free buffer allocated memory

@@ -19,13 +19,17 @@ for _ in $(seq 50); do
     sleep 0.1
 done
 
-PVD_RUNTIME_DIR="$DEMO/vm3" "$B/examples/vumem-client" /dev/vumem-clt-vogl0
-sleep 0.2
-
+# The client holds its buffer mapped for a second: pvctl shows it meanwhile.
+PVD_RUNTIME_DIR="$DEMO/vm3" "$B/examples/vumem-client" /dev/vumem-clt-vogl0 1000 &
+clt=$!
+sleep 0.5
 echo
-echo "==> pvctl stat vumem in vm2 and vm3"
+echo "==> pvctl stat vumem in vm2 and vm3, while the client holds its buffer"
 "$B/client/pvctl" --runtime-dir "$DEMO/vm2" stat vumem
 "$B/client/pvctl" --runtime-dir "$DEMO/vm3" stat vumem
+echo
+wait $clt
+sleep 0.2
 
 kill -TERM $srv
 wait $srv

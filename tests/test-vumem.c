@@ -722,6 +722,45 @@ static void test_examples(void)
         CU_ASSERT(srv[0] > 0 && diag == 0);
 }
 
+/* The server VM's pvd dies: clients fail at once and keep their
+ * mappings; the server programs see the end; a new pvd serves anew. */
+static void test_server_vm_death(void)
+{
+        pvt_use_vm(&plat, "vm3");
+        VumemSession *s;
+        VumemBufferHd b, x;
+        uint8_t *p;
+        CU_ASSERT_EQUAL_FATAL(vumemSessionCreate(CLT0, &s), 0);
+        CU_ASSERT_EQUAL_FATAL(alloc(s, TA_MEMFD, 4096, 0x71, &b), 0);
+        CU_ASSERT_EQUAL_FATAL(vumemBufferMap(b, (void **)&p), 0);
+        long long t0 = pvt_now_ms();
+        pvt_pvd_stop(&plat, "vm2", SIGKILL);
+        CU_ASSERT_EQUAL(pvt_wait_vlink(&plat, "vm3", "vm2-vm3-vogl0", "OFF", 3000), 0);
+        CU_ASSERT_EQUAL(alloc(s, TA_POOL, 4096, 0, &x), -ECONNRESET);
+        CU_ASSERT(pvt_now_ms() - t0 < 3000);
+        CU_ASSERT_PTR_NOT_NULL(strstr(pvLastError(), "went down"));
+        CU_ASSERT(all_bytes(p, 4096, 0x71));
+        CU_ASSERT_EQUAL(vumemBufferUnmap(b), 0);
+        CU_ASSERT_EQUAL(vumemSessionDestroy(s), -ECONNRESET);
+        /* The server programs saw their pvd go. */
+        for (int i = 0; i < 3; i++) {
+                if (srv[i] > 0)
+                        CU_ASSERT_EQUAL(pvt_wait(srv[i], 3000), 0);
+                srv[i] = 0;
+        }
+        tev_flush();
+        CU_ASSERT_EQUAL_FATAL(pvt_pvd_start(&plat, "vm2", NULL), 0);
+        CU_ASSERT_EQUAL(pvt_wait_vlink(&plat, "vm3", NULL, "ON", 5000), 0);
+        int diag;
+        srv[0] = tsrv_start(&plat, "vm2", SRV0, 0, &diag);
+        CU_ASSERT_FATAL(srv[0] > 0 && diag == 0);
+        CU_ASSERT_EQUAL_FATAL(vumemSessionCreate(CLT0, &s), 0);
+        CU_ASSERT_EQUAL(alloc(s, TA_POOL, 4096, 0, &b), 0);
+        CU_ASSERT_EQUAL(vumemSessionDestroy(s), 0);
+        tev_count(TEV_FREE, -1, 200);
+        tev_flush();
+}
+
 int main(int argc, char **argv)
 {
         if (argc > 2) {
@@ -745,6 +784,7 @@ int main(int argc, char **argv)
         CU_add_test(s, "client VM death", test_client_vm_death);
         CU_add_test(s, "pvctl stat vumem", test_stat);
         CU_add_test(s, "the seed's walkthrough: examples across VMs", test_examples);
+        CU_add_test(s, "server VM death and return", test_server_vm_death);
         CU_basic_set_mode(CU_BRM_VERBOSE);
         CU_basic_run_tests();
         unsigned failed = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
