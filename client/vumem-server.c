@@ -2,10 +2,11 @@
  * program's connection to its pvd, the table of memory it may hand out,
  * and the requests it received and has not answered yet.
  *
- * Requests are pulled: vumemReceive sends NEXT and pvd answers it when a
- * request comes, so a slow server program only makes requests wait in pvd.
- * A response is one message with no answer (pvd sends what it could not
- * use back as a FREE), so answering costs one send.
+ * Requests are pushed by pvd against credit: vumemReceive asks for more
+ * (NEXT) before the server program runs out, so a slow server program
+ * only makes requests wait in pvd, and a request costs one message. A
+ * response is one message with no answer (pvd sends what it could not use
+ * back as a FREE), so answering costs one send.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -40,7 +41,7 @@ struct VumemServer {
         struct pv_conn *conn;
         pthread_mutex_t rx;         /* one receiver */
         pthread_mutex_t lock;       /* memory table, unanswered requests, sends */
-        uint64_t next_seq;          /* a NEXT whose answer has not come, or 0 */
+        uint32_t credit;            /* requests pvd may still push (under rx) */
         struct srv_mem *mems;
         struct srv_out *out;
         char buf[8192];             /* under rx */
@@ -169,19 +170,21 @@ static int gone(VumemServer *v)
         return pvc_error(-ECONNRESET, "%s: pvd closed the connection (pvd stopped)", v->conn->name);
 }
 
+#define CREDIT_ASK  32  /* credit asked for when it runs low */
+
 static int receive_locked(VumemServer *v, VumemReq *req, int timeout_ms)
 {
-        if (!v->next_seq) {
+        if (v->credit < CREDIT_ASK / 2) {
                 struct pv_msg m;
-                uint32_t seq = new_seq(v->conn);
                 pv_msg_init(&m, VUMEM_OP_NEXT);
-                pv_msg_set_u(&m, PV_K_SEQ, seq);
+                pv_msg_set_u(&m, PV_K_SEQ, new_seq(v->conn));
+                pv_msg_set_u(&m, PV_K_COUNT, CREDIT_ASK - v->credit);
                 int rc = pv_msg_send(v->conn->fd, &m);
                 if (rc == -EPIPE || rc == -ECONNRESET)
                         return gone(v);
                 if (rc < 0)
                         return pvc_error(rc, "%s: cannot send to pvd: %s", v->conn->name, strerror(-rc));
-                v->next_seq = seq;
+                v->credit = CREDIT_ASK;
         }
         for (;;) {
                 struct pollfd pf = { .fd = v->conn->fd, .events = POLLIN };
@@ -200,8 +203,6 @@ static int receive_locked(VumemServer *v, VumemReq *req, int timeout_ms)
                         return gone(v);
                 if (rc < 0)
                         return pvc_error(rc, "%s: bad message from pvd: %s", v->conn->name, strerror(-rc));
-                uint64_t seq = 0;
-                pv_msg_get_u(&m, PV_K_SEQ, &seq);
                 if (pv_msg_op(&m) == PV_OP_NONE) {
                         char text[256];
                         int diag = pv_msg_diag(&m);
@@ -210,19 +211,12 @@ static int receive_locked(VumemServer *v, VumemReq *req, int timeout_ms)
                                 return pvc_error(diag < 0 ? diag : -ECONNRESET, "%s", text);
                         return gone(v);
                 }
-                if (pv_msg_op(&m) != VUMEM_OP_NEXT || seq != v->next_seq) {
+                if (pv_msg_op(&m) != VUMEM_OP_REQUEST) {
                         pv_msg_close_fds(&m);
                         continue;
                 }
-                v->next_seq = 0;
-                int diag = pv_msg_diag(&m);
-                if (diag < 0) {
-                        char text[256];
-                        pv_msg_close_fds(&m);
-                        if (pv_msg_get_str(&m, PV_K_MSG, text, sizeof(text)) == 0)
-                                return pvc_error(diag, "%s", text);
-                        return pvc_error(diag, "%s: %s", v->conn->name, strerror(-diag));
-                }
+                if (v->credit)
+                        v->credit--;
                 rc = fill_req(v, &m, req);
                 pv_msg_close_fds(&m);
                 return rc;

@@ -96,8 +96,8 @@ struct vs_link {
         struct pvd_node *node;
         struct pvd_conn *server;    /* the server program, or NULL */
         uint64_t server_starts;
-        struct pvd_conn *next_conn; /* the server program waits in NEXT */
-        uint64_t next_seq;
+        uint32_t credit;            /* requests the server program takes without asking */
+        uv_timer_t *free_timer;     /* pushes FREEs that wait alone */
         struct vs_req *queue, *queue_tail; /* not yet given to the server program */
         struct vs_req *given;       /* given, waiting for RESPOND (ALLOC) */
         uint32_t next_req;

@@ -60,12 +60,15 @@ static void reply_err(struct vs_link *L, uint32_t req, int diag, const char *fmt
 
 /* ---- the server program's queue ---------------------------------------------- */
 
+/* Requests are pushed to the server program as long as it has credit
+ * (it asks for more with NEXT before it runs out), so that a request costs
+ * one message each way. A FREE alone waits VUMEM_FREE_DELAY_MS: it goes
+ * with the next ALLOC, so that a busy server wakes once for both. */
 static void give(struct vs_link *L, struct vs_req *q)
 {
         struct pv_msg m;
-        pv_msg_init(&m, VUMEM_OP_NEXT);
-        pv_msg_set_u(&m, PV_K_SEQ, L->next_seq);
-        pv_msg_set_i(&m, PV_K_DIAG, 0);
+        pv_msg_init(&m, VUMEM_OP_REQUEST);
+        pv_msg_set_u(&m, PV_K_SEQ, 0);
         pv_msg_set_u(&m, PV_K_ID, q->id);
         pv_msg_set_u(&m, PV_K_COUNT, q->cmd);
         pv_msg_set_u(&m, PV_K_TOKEN, q->sid);
@@ -78,15 +81,42 @@ static void give(struct vs_link *L, struct vs_req *q)
                 pv_msg_set_u(&m, PV_K_VALUE2, q->vaddr);
                 pv_msg_set_u(&m, PV_K_SIZE, q->size);
         }
-        struct pvd_conn *c = L->next_conn;
-        L->next_conn = NULL;
+        L->credit--;
         if (q->cmd == VUMEM_CMD_BUFFER_ALLOC) {
                 q->next = L->given;
                 L->given = q;
         } else {
                 free(q);
         }
-        pvd_conn_send(c, &m);
+        pvd_conn_send(L->server, &m);
+}
+
+/* Push what the server program has credit for; FREEs alone only if
+ * frees_too. */
+static void pump(struct vs_link *L, bool frees_too)
+{
+        if (!L->server)
+                return;
+        if (!frees_too) {
+                for (struct vs_req *q = L->queue; q && !frees_too; q = q->next)
+                        frees_too = q->cmd == VUMEM_CMD_BUFFER_ALLOC;
+                if (!frees_too)
+                        return;
+        }
+        while (L->queue && L->credit && L->server) {
+                struct vs_req *q = L->queue;
+                L->queue = q->next;
+                if (!L->queue)
+                        L->queue_tail = NULL;
+                give(L, q);
+        }
+        if (!L->queue)
+                uv_timer_stop(L->free_timer);
+}
+
+static void free_timer_cb(uv_timer_t *t)
+{
+        pump(t->data, true);
 }
 
 static void enqueue(struct vs_link *L, struct vs_req *q)
@@ -95,15 +125,15 @@ static void enqueue(struct vs_link *L, struct vs_req *q)
         if (!L->next_req)
                 L->next_req = 1;
         q->next = NULL;
-        if (L->next_conn) {
-                give(L, q);
-                return;
-        }
         if (L->queue_tail)
                 L->queue_tail->next = q;
         else
                 L->queue = q;
         L->queue_tail = q;
+        if (q->cmd == VUMEM_CMD_BUFFER_ALLOC)
+                pump(L, true);
+        else if (!uv_is_active((uv_handle_t *)L->free_timer))
+                uv_timer_start(L->free_timer, free_timer_cb, VUMEM_FREE_DELAY_MS, 0);
 }
 
 /* Tell the server program of owner that a buffer it answered with is free. */
@@ -506,6 +536,7 @@ static int on_server_open(struct vs_link *L, struct pvd_conn *c, struct pv_msg *
                 return 0;
         }
         L->server = c;
+        L->credit = 0;
         L->server_starts++;
         pv_notice("%s: server program %s[%d] serves %s's sessions", node_name(L), c->comm, (int)c->cred.pid,
                   L->vl->peer_vm);
@@ -519,24 +550,11 @@ static int on_server_open(struct vs_link *L, struct pvd_conn *c, struct pv_msg *
 
 static int on_next(struct vs_link *L, struct pvd_conn *c, struct pv_msg *m)
 {
-        if (c != L->server)
+        uint64_t n;
+        if (c != L->server || pv_msg_get_u(m, PV_K_COUNT, &n) < 0)
                 return -EPROTO;
-        if (L->next_conn) {
-                pvd_conn_reply_err(c, m, -EBUSY, "%s: a thread already waits for the next request", node_name(L));
-                return 0;
-        }
-        uint64_t seq;
-        if (pv_msg_get_u(m, PV_K_SEQ, &seq) < 0)
-                return -EPROTO;
-        L->next_conn = c;
-        L->next_seq = seq;
-        if (L->queue) {
-                struct vs_req *q = L->queue;
-                L->queue = q->next;
-                if (!L->queue)
-                        L->queue_tail = NULL;
-                give(L, q);
-        }
+        L->credit = n > VUMEM_CREDIT_MAX - L->credit ? VUMEM_CREDIT_MAX : L->credit + (uint32_t)n;
+        pump(L, true);
         return 0;
 }
 
@@ -690,7 +708,8 @@ void vs_conn_close(struct vs_link *L, struct pvd_conn *c)
         pv_notice("%s: server program %s[%d] gone; resetting %u session(s) of %s", node_name(L), c->comm,
                   (int)c->cred.pid, L->nsessions, L->vl->peer_vm);
         L->server = NULL;
-        L->next_conn = NULL;
+        L->credit = 0;
+        uv_timer_stop(L->free_timer);
         vs_bufs_orphan(L);
         while (L->queue) {
                 struct vs_req *q = L->queue;

@@ -146,8 +146,16 @@ static int vumem_attach(struct pvd_vlink *vl)
                         free(V);
                         return -ENOMEM;
                 }
+                V->s.free_timer = malloc(sizeof(uv_timer_t));
+                if (!V->s.free_timer) {
+                        free(V->s.wait_timer);
+                        free(V);
+                        return -ENOMEM;
+                }
                 uv_timer_init(vl->pvd->loop, V->s.wait_timer);
                 V->s.wait_timer->data = &V->s;
+                uv_timer_init(vl->pvd->loop, V->s.free_timer);
+                V->s.free_timer->data = &V->s;
         } else {
                 V->c.vl = vl;
                 V->c.node = node;
@@ -166,6 +174,8 @@ static void vumem_detach(struct pvd_vlink *vl)
                 vs_detach(&V->s);
                 uv_timer_stop(V->s.wait_timer);
                 uv_close((uv_handle_t *)V->s.wait_timer, timer_free);
+                uv_timer_stop(V->s.free_timer);
+                uv_close((uv_handle_t *)V->s.free_timer, timer_free);
                 free(V->s.bitmap);
         } else {
                 vc_down(&V->c);

@@ -39,6 +39,8 @@
 #define VUMEM_HANDLES_MAX    65536  /* buffer handles per vlink */
 #define VUMEM_PENDING_MAX    64     /* requests in flight per session */
 #define VUMEM_SERVER_WAIT_MS 2000   /* a session waits this long for a server program */
+#define VUMEM_CREDIT_MAX     64     /* requests pushed to a server program ahead of its reading */
+#define VUMEM_FREE_DELAY_MS  1      /* a FREE alone waits this long for company */
 
 /* ---- operations (program <-> pvd) ---------------------------------------- */
 
@@ -50,15 +52,16 @@ enum vumem_op {
         VUMEM_OP_ACCESS,       /* VALUE buffer id -> BUFFER reply */
         /* server node */
         VUMEM_OP_SERVER_OPEN = PV_OP_VUMEM_FIRST + 0x40, /* -> the node's name in NAME */
-        VUMEM_OP_NEXT,         /* -> the next request (answered when one comes) */
+        VUMEM_OP_NEXT,         /* COUNT: push me that many more requests (no answer) */
         VUMEM_OP_RESPOND,      /* ID req, DIAG, ... (no answer: failures come back as FREE) */
+        VUMEM_OP_REQUEST,      /* pvd -> server program: a request (SEQ 0) */
         VUMEM_OP_END = PV_OP_VUMEM_FIRST + 0xff,
 };
 
 /* BUFFER reply: ID handle, VALUE buffer id, SIZE buffer bytes, OFFSET map
  * offset in the fd (page-aligned), SIZE2 map length (pages), OFFSET2 where
  * the buffer starts in the mapping (< page), FLAGS, one fd.
- * NEXT reply: ID request id, COUNT command, TOKEN session, STATE 1 if master,
+ * REQUEST: ID request id, COUNT command, TOKEN session, STATE 1 if master,
  * NAME client VM, DATA alloc bytes (ALLOC), VALUE buffer id, VALUE2 server
  * address, SIZE bytes (FREE).
  * RESPOND: ID request id, DIAG, MSG (on failure), DATA alloc bytes, VALUE2

@@ -429,13 +429,18 @@ static int raw_answer(struct pv_conn *c, int fd, uint64_t off, uint64_t size, ui
 {
         struct pv_msg req, resp;
         static char buf[8192];
-        uint64_t id, cmd;
+        uint64_t id = 0, cmd = 0;
         do {
-                /* FREEs of refused answers come first: skip them. */
+                /* One request at a time; FREEs of refused answers come too: skip them. */
                 pv_msg_init(&req, VUMEM_OP_NEXT);
-                resp.nfds = 0;
-                if (pvc_conn_call(c, &req, &resp, buf, sizeof(buf)) < 0)
+                pv_msg_set_u(&req, PV_K_SEQ, 1);
+                pv_msg_set_u(&req, PV_K_COUNT, 1);
+                if (pv_msg_send(c->fd, &req) < 0)
                         return -EIO;
+                do {
+                        if (pv_msg_recv(c->fd, &resp, buf, sizeof(buf), 0) < 0)
+                                return -EIO;
+                } while (pv_msg_op(&resp) != VUMEM_OP_REQUEST);
                 pv_msg_get_u(&resp, PV_K_ID, &id);
                 pv_msg_get_u(&resp, PV_K_COUNT, &cmd);
         } while (cmd != VUMEM_CMD_BUFFER_ALLOC);
