@@ -571,7 +571,7 @@ static void test_pdev_scribbler(void)
         pthread_t th;
         pthread_create(&th, NULL, scribbler, pdev);
         int ok = 0, eproto = 0, other = 0;
-        for (int i = 0; i < 400 && (eproto < 5 || i < 50); i++) {
+        for (int i = 0; i < 3000 && (eproto < 5 || i < 50); i++) {
                 struct talloc t = { .op = TA_POOL, .size = 4096, .fill = 0x61 };
                 VumemBufferHd b;
                 uint8_t *p;
