@@ -37,8 +37,10 @@ PV_FUZZ_ITERS=${PV_FUZZ_ITERS_SAN:-50000} \
 
 echo "==> leftovers"
 left=0
-if pgrep -f "build(-san)?/daemon/pvd " >/dev/null; then
-    echo "pvd processes left behind:"; pgrep -af "build(-san)?/daemon/pvd "; left=1
+# The tests start pvd by its absolute path in this checkout.
+pat="^$(pwd)/build(-san)?/daemon/pvd "
+if pgrep -f "$pat" >/dev/null; then
+    echo "pvd processes left behind:"; pgrep -af "$pat"; left=1
 fi
 if ls -d "${TMPDIR:-/tmp}"/pvt-* >/dev/null 2>&1; then
     echo "test directories left behind:"; ls -d "${TMPDIR:-/tmp}"/pvt-*; left=1

@@ -1,0 +1,208 @@
+/* VUMEM inside pvd: the state of each end of a vlink, shared by vumem.c
+ * (driver entry points, pdev cells, statistics), vumem-srv.c (the server
+ * end: server program, sessions, buffers, grants, pdev records) and
+ * vumem-clt.c (the client end: sessions of local programs, checks of what
+ * the server VM sends). */
+#ifndef PVD_VUMEM_INT_H
+#define PVD_VUMEM_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "pvd.h"
+#include "vumem-proto.h"
+
+#define VS_HBUCKETS 256
+
+struct vs_link;
+
+/* A buffer a server program of this VM allocated. Known VM-wide by its id,
+ * so that sessions of every client VM of the same vdev can access it. */
+struct vs_buf {
+        uint64_t id;
+        uint64_t size;              /* bytes the client sees */
+        uint64_t map_off, map_len;  /* page range of fd that holds it */
+        uint32_t pgoff;
+        uint32_t flags;             /* VUMEM_BUF_DMABUF */
+        uint64_t vaddr;             /* the server program's address, for FREE */
+        int fd;                     /* pvd's reference to the memory */
+        struct vs_link *owner;      /* whose server program gets the FREE; NULL once it is gone */
+        const char *compat;         /* vdev (compatible) it belongs to */
+        unsigned refs;              /* handles, on every vlink */
+        struct vs_export *exports;  /* one per vlink where it is held */
+        struct vs_buf *hnext;
+};
+
+/* A buffer as seen on one vlink: its grant and pdev record there. */
+struct vs_export {
+        struct vs_buf *buf;
+        struct vs_link *link;
+        uint32_t gref;
+        uint32_t cell;              /* record cell; extents follow */
+        unsigned handles;
+        struct vs_export *next;     /* in buf->exports */
+};
+
+struct vs_session;
+
+/* One client session's reference to a buffer. */
+struct vs_handle {
+        uint32_t id;                /* unique on the vlink */
+        struct vs_session *s;
+        struct vs_export *x;
+        struct vs_handle *hnext;    /* in the link's hash */
+        struct vs_handle *snext, **sprev;
+};
+
+struct vs_session {
+        uint64_t cid;               /* the client end's name */
+        uint64_t sid;               /* this VM's name (VumemReqHeader.sessionId) */
+        bool master;
+        uint32_t pid;
+        char comm[16];
+        struct vs_handle *handles;
+        unsigned nhandles;
+        uint64_t bytes;
+        struct vs_session *next;
+};
+
+/* A request for the server program. */
+struct vs_req {
+        uint32_t id;
+        uint32_t cmd;               /* VUMEM_CMD_BUFFER_* */
+        /* ALLOC: who asked */
+        uint64_t cid;
+        uint64_t sid;
+        bool master;
+        bool cancelled;             /* the session ended: answer nobody, free what comes */
+        uint32_t creq;
+        uint32_t cell;              /* reserved pdev cells */
+        uint32_t alloc_size;
+        uint8_t alloc[VUMEM_ALLOC_MAX];
+        /* FREE */
+        uint64_t buf_id, vaddr, size;
+        struct vs_req *next;
+};
+
+/* A session waiting for a server program. */
+struct vs_park {
+        struct vumem_m_session_open m;
+        uint64_t deadline;
+        struct vs_park *next;
+};
+
+struct vs_link {
+        struct pvd_vlink *vl;
+        struct pvd_node *node;
+        struct pvd_conn *server;    /* the server program, or NULL */
+        uint64_t server_starts;
+        uint32_t credit;            /* requests the server program takes without asking */
+        uv_timer_t *free_timer;     /* pushes FREEs that wait alone */
+        struct vs_req *queue, *queue_tail; /* not yet given to the server program */
+        struct vs_req *given;       /* given, waiting for RESPOND (ALLOC) */
+        uint32_t next_req;
+        struct vs_session *sessions;
+        unsigned nsessions;
+        struct vs_handle *hb[VS_HBUCKETS];
+        unsigned nhandles;
+        uint32_t next_handle;
+        struct vs_park *parked;
+        uv_timer_t *wait_timer;
+        /* pdev cells (private bitmap; the region is only written) */
+        uint8_t *bitmap;
+        uint32_t ncells, used_cells, hint;
+        unsigned nexports;
+        uint64_t export_bytes;
+        uint64_t served, failed;
+};
+
+/* A request of a local program, waiting for the server VM. */
+struct vc_pending {
+        uint32_t req;
+        uint32_t kind;              /* VUMEM_MSG_* it was */
+        struct pvd_conn *c;
+        uint32_t op;
+        uint64_t seq;
+        uint32_t handle;            /* FREE */
+        struct vc_pending *next;
+};
+
+struct vc_hent {
+        uint32_t handle;
+        uint64_t size;
+};
+
+struct vc_session {
+        struct pvd_conn *c;
+        uint64_t cid;
+        uint64_t sid;
+        bool opening, open, master, reset;
+        unsigned npending;
+        struct vc_hent *h;
+        unsigned nh, caph;
+        uint64_t bytes;
+        struct vc_session *next;
+};
+
+struct vc_link {
+        struct pvd_vlink *vl;
+        struct pvd_node *node;
+        struct vc_pending *pending;
+        uint32_t next_req;
+        struct vc_session *sessions;
+        unsigned nsessions;
+        bool pdev_ok;
+        uint32_t ncells;
+        uint64_t served, failed;
+};
+
+struct vumem_link {
+        enum pv_side side;
+        union {
+                struct vs_link s;
+                struct vc_link c;
+        };
+};
+
+static inline struct vumem_link *vumem_of(struct pvd_vlink *vl)
+{
+        return vl->drv[PV_DRV_VUMEM];
+}
+
+/* vumem.c: pdev cells of the server end. */
+int vs_cells_alloc(struct vs_link *L, uint32_t n, uint32_t *first);
+void vs_cells_free(struct vs_link *L, uint32_t first, uint32_t n);
+void *vs_cell_ptr(struct vs_link *L, uint32_t cell);
+size_t vumem_page(void);
+
+/* vumem-buf.c: buffers, exports, handles (server end) */
+struct vs_buf *vs_buf_find(uint64_t id);
+int vs_buf_new_id(uint64_t *id);
+void vs_buf_add(struct vs_buf *b);
+void vs_buf_release(struct vs_buf *b);
+void vs_bufs_orphan(struct vs_link *owner);
+int vs_export_get(struct vs_link *L, struct vs_buf *b, uint32_t cell, struct vs_export **out);
+void vs_export_release(struct vs_export *x);
+struct vs_handle *vs_handle_find(struct vs_link *L, uint32_t id);
+int vs_handle_new(struct vs_link *L, struct vs_session *s, struct vs_export *x, struct vs_handle **out);
+void vs_handle_release(struct vs_link *L, struct vs_handle *h);
+
+/* vumem-srv.c */
+void vs_queue_free(struct vs_link *owner, uint64_t id, uint64_t vaddr, uint64_t size);
+void vs_up(struct vs_link *L);
+void vs_down(struct vs_link *L);
+void vs_detach(struct vs_link *L);
+void vs_msg(struct vs_link *L, uint32_t type, const void *msg, uint32_t len);
+int vs_conn_msg(struct vs_link *L, struct pvd_conn *c, struct pv_msg *m);
+void vs_conn_close(struct vs_link *L, struct pvd_conn *c);
+void vs_stat(struct vs_link *L, msgpack_packer *pk);
+
+/* vumem-clt.c */
+void vc_up(struct vc_link *L);
+void vc_down(struct vc_link *L);
+void vc_msg(struct vc_link *L, uint32_t type, const void *msg, uint32_t len);
+int vc_conn_msg(struct vc_link *L, struct pvd_conn *c, struct pv_msg *m);
+void vc_conn_close(struct vc_link *L, struct pvd_conn *c);
+void vc_stat(struct vc_link *L, msgpack_packer *pk);
+
+#endif

@@ -1,0 +1,825 @@
+/* VUMEM under hostile input (demo platform):
+ *   - a fake client VM (this test speaks hv-emu and the control ring as
+ *     vm3's pvd) sends vm2's pvd impossible requests: each fails alone,
+ *     vm2 keeps serving;
+ *   - a fake server VM (this test as vm2's pvd, in front of the real vm3)
+ *     answers with corrupt pdev records, grants and messages: each
+ *     request fails with -EPROTO, vm3's pvd and the program survive;
+ *   - a third mapping of the pdev region scribbles in it while a client
+ *     allocates: only -EPROTO or success, and every buffer the server
+ *     answered comes back as a FREE;
+ *   - a server program that bypasses the library answers with memory that
+ *     cannot be shared: the client gets -EFAULT, pvd survives.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <CUnit/Basic.h>
+
+#include "conn.h"
+#include "pv-emu.h"
+#include "pv-msg.h"
+#include "pv-ring.h"
+#include "pv-vlink.h"
+#include "pv/vumem-server.h"
+#include "pv/vumem.h"
+#include "vumem-proto.h"
+#include "vumem-test.h"
+
+#define LINK "vm2-vm3-vogl0"
+#define CLT  "vumem-clt-vogl0"
+#define SRV  "vumem-srv-vogl0"
+
+static struct pvt_platform plat;
+static int fds_before;
+
+static int suite_init(void)
+{
+        fds_before = pvt_fd_count();
+        tev_init();
+        return pvt_platform_init(&plat, "demo") < 0 ? -1 : 0;
+}
+
+static int suite_fini(void)
+{
+        tev_fini();
+        int left = pvt_platform_fini(&plat);
+        int fds = pvt_fd_count();
+        if (left || fds != fds_before)
+                fprintf(stderr, "test-vumem-hostile: %d leftovers, fds %d -> %d\n", left, fds_before, fds);
+        return left || fds != fds_before ? -1 : 0;
+}
+
+static bool pvd_alive(const char *vm)
+{
+        msgpack_zone zone;
+        msgpack_object doc;
+        msgpack_zone_init(&zone, 4096);
+        bool ok = pvt_vm(&plat, vm)->pid && pvt_status(&plat, vm, &zone, &doc) == 0;
+        msgpack_zone_destroy(&zone);
+        return ok;
+}
+
+/* ---- a fake pvd: one end of the link socket and the control rings ------------------ */
+
+#define MAX_GRANTS 64
+
+struct fake {
+        int sock;
+        int region_fd[PV_REGION_COUNT];
+        size_t size[PV_REGION_COUNT];
+        uint8_t *base[PV_REGION_COUNT];
+        int xirq_tx, xirq_rx;
+        struct pv_ring tx, rx;
+        struct { uint32_t id; int fd; uint64_t off, size; } grant[MAX_GRANTS];
+        int ngrants;
+        uint32_t next_grant;
+};
+
+static void fake_init(struct fake *f)
+{
+        memset(f, 0, sizeof(*f));
+        f->sock = f->xirq_tx = f->xirq_rx = -1;
+        for (int i = 0; i < PV_REGION_COUNT; i++)
+                f->region_fd[i] = -1;
+}
+
+static void fake_fini(struct fake *f)
+{
+        for (int i = 0; i < PV_REGION_COUNT; i++) {
+                if (f->base[i])
+                        munmap(f->base[i], f->size[i]);
+                if (f->region_fd[i] >= 0)
+                        close(f->region_fd[i]);
+        }
+        for (int i = 0; i < f->ngrants; i++)
+                close(f->grant[i].fd);
+        if (f->sock >= 0)
+                close(f->sock);
+        if (f->xirq_tx >= 0)
+                close(f->xirq_tx);
+        if (f->xirq_rx >= 0)
+                close(f->xirq_rx);
+        fake_init(f);
+}
+
+static void emu_init(struct pv_emu_msg *m, uint32_t type)
+{
+        memset(m, 0, sizeof(*m));
+        m->magic = PV_EMU_MAGIC;
+        m->version = PV_EMU_VERSION;
+        m->type = type;
+}
+
+static int emu_sendfds(int sock, const struct pv_emu_msg *m, const int *fds, unsigned n)
+{
+        union {
+                char b[CMSG_SPACE(sizeof(int) * PV_EMU_MAX_FDS)];
+                struct cmsghdr a;
+        } u;
+        struct iovec iov = { .iov_base = (void *)m, .iov_len = sizeof(*m) };
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+        if (n) {
+                memset(&u, 0, sizeof(u));
+                mh.msg_control = u.b;
+                mh.msg_controllen = CMSG_SPACE(sizeof(int) * n);
+                struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+                c->cmsg_level = SOL_SOCKET;
+                c->cmsg_type = SCM_RIGHTS;
+                c->cmsg_len = CMSG_LEN(sizeof(int) * n);
+                memcpy(CMSG_DATA(c), fds, sizeof(int) * n);
+        }
+        return sendmsg(sock, &mh, MSG_NOSIGNAL) == (ssize_t)sizeof(*m) ? 0 : -errno;
+}
+
+/* One link message (fds into fds[], count in *n), waiting up to ms. */
+static int emu_recvfds(int sock, struct pv_emu_msg *m, int *fds, unsigned *n, int ms)
+{
+        struct pollfd pf = { .fd = sock, .events = POLLIN };
+        if (poll(&pf, 1, ms) != 1)
+                return -ETIMEDOUT;
+        union {
+                char b[CMSG_SPACE(sizeof(int) * PV_EMU_MAX_FDS)];
+                struct cmsghdr a;
+        } u;
+        struct iovec iov = { .iov_base = m, .iov_len = sizeof(*m) };
+        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.b, .msg_controllen = sizeof(u.b) };
+        ssize_t r = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+        *n = 0;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); r > 0 && c; c = CMSG_NXTHDR(&mh, c))
+                for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++)
+                        memcpy(&fds[(*n)++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+        if (r == 0)
+                return -ECONNRESET;
+        return r == (ssize_t)sizeof(*m) ? 0 : -EIO;
+}
+
+static int map_regions(struct fake *f, const struct pv_emu_msg *hello, int *fds, unsigned nfds, bool server)
+{
+        unsigned k = 0;
+        for (int i = 0; i < PV_REGION_COUNT; i++) {
+                if (!(hello->region_mask & (1u << i)))
+                        continue;
+                f->region_fd[i] = fds[k++];
+                f->size[i] = hello->region_size[i];
+                f->base[i] = mmap(NULL, f->size[i], PROT_READ | PROT_WRITE, MAP_SHARED, f->region_fd[i], 0);
+                if (f->base[i] == MAP_FAILED)
+                        return -errno;
+        }
+        if (k + 2 != nfds)
+                return -EPROTO;
+        uint8_t *ctl = f->base[PV_REGION_CTL];
+        struct pv_vlink_ctl *h = (struct pv_vlink_ctl *)ctl;
+        if (server) {
+                /* eventfds are ours to make in that case: close what came */
+                close(fds[k]);
+                close(fds[k + 1]);
+                pv_ring_init(&f->tx, &h->s2c, ctl + PV_CTL_S2C_DATA, PV_CTL_RING_SIZE, false);
+                pv_ring_init(&f->rx, &h->c2s, ctl + PV_CTL_C2S_DATA, PV_CTL_RING_SIZE, false);
+        } else {
+                f->xirq_rx = fds[k];
+                f->xirq_tx = fds[k + 1];
+                pv_ring_init(&f->tx, &h->c2s, ctl + PV_CTL_C2S_DATA, PV_CTL_RING_SIZE, false);
+                pv_ring_init(&f->rx, &h->s2c, ctl + PV_CTL_S2C_DATA, PV_CTL_RING_SIZE, false);
+        }
+        return 0;
+}
+
+/* Join the real vm2 as vm3: its memory, mapped. */
+static int fake_join(struct fake *f, bool ready)
+{
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s.sock", plat.platform_dir, LINK);
+        f->sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        if (connect(f->sock, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+                return -errno;
+        struct pv_emu_msg m;
+        emu_init(&m, PV_EMU_JOIN);
+        snprintf(m.client_vm, sizeof(m.client_vm), "vm3");
+        snprintf(m.server_vm, sizeof(m.server_vm), "vm2");
+        snprintf(m.link_name, sizeof(m.link_name), LINK);
+        if (emu_sendfds(f->sock, &m, NULL, 0) < 0)
+                return -EIO;
+        int fds[PV_EMU_MAX_FDS];
+        unsigned n;
+        if (emu_recvfds(f->sock, &m, fds, &n, 3000) < 0 || m.type != PV_EMU_HELLO)
+                return -EPROTO;
+        int rc = map_regions(f, &m, fds, n, !ready);
+        if (rc < 0 || !ready)
+                return rc;
+        emu_init(&m, PV_EMU_READY);
+        return emu_sendfds(f->sock, &m, NULL, 0);
+}
+
+static void fake_notify(struct fake *f)
+{
+        uint64_t one = 1;
+        if (write(f->xirq_tx, &one, sizeof(one)) != sizeof(one))
+                CU_FAIL("xirq");
+}
+
+static void fake_send(struct fake *f, uint32_t type, const void *msg, uint32_t len)
+{
+        CU_ASSERT_EQUAL(pv_ring_send(&f->tx, PV_TAG(PV_DRV_VUMEM, type), msg, len), 0);
+        fake_notify(f);
+}
+
+/* Link messages waiting (grants of the peer): keep them. */
+static void fake_drain_link(struct fake *f)
+{
+        struct pv_emu_msg m;
+        int fds[PV_EMU_MAX_FDS];
+        unsigned n;
+        while (emu_recvfds(f->sock, &m, fds, &n, 0) == 0) {
+                if (m.type == PV_EMU_GRANT_NEW && n == 1 && f->ngrants < MAX_GRANTS) {
+                        f->grant[f->ngrants].id = m.id;
+                        f->grant[f->ngrants].fd = fds[0];
+                        f->grant[f->ngrants].off = m.offset;
+                        f->grant[f->ngrants].size = m.size;
+                        f->ngrants++;
+                        continue;
+                }
+                for (unsigned i = 0; i < n; i++)
+                        close(fds[i]);
+        }
+}
+
+/* The next VUMEM message from the peer, polling (we never announce sleep). */
+static int fake_recv(struct fake *f, uint32_t *type, void *buf, uint32_t cap, uint32_t *len, int ms)
+{
+        long long end = pvt_now_ms() + ms;
+        while (pvt_now_ms() < end) {
+                fake_drain_link(f);
+                uint32_t tag;
+                int rc = pv_ring_recv(&f->rx, &tag, buf, cap, len);
+                if (rc == 0 && PV_TAG_DRV(tag) == PV_DRV_VUMEM) {
+                        *type = PV_TAG_TYPE(tag);
+                        return 0;
+                }
+                if (rc == 0)
+                        continue;
+                if (rc != -EAGAIN)
+                        return rc;
+                usleep(1000);
+        }
+        return -ETIMEDOUT;
+}
+
+static struct vumem_m_reply reply_for(struct fake *f, uint32_t req)
+{
+        struct vumem_m_reply r;
+        memset(&r, 0xee, sizeof(r));
+        uint32_t type, len;
+        for (;;) {
+                if (fake_recv(f, &type, &r, sizeof(r), &len, 3000) < 0) {
+                        CU_FAIL("no reply");
+                        r.diag = 1;
+                        return r;
+                }
+                if (type == VUMEM_MSG_REPLY && len == sizeof(r) && r.req == req)
+                        return r;
+        }
+}
+
+/* ---- a fake client VM against the real vm2 --------------------------------------------- */
+
+static void test_fake_client(void)
+{
+        CU_ASSERT_EQUAL_FATAL(pvt_pvd_start(&plat, "vm2", NULL), 0);
+        int diag;
+        pid_t srv = tsrv_start(&plat, "vm2", SRV, 0, &diag);
+        CU_ASSERT_FATAL(srv > 0 && diag == 0);
+        struct fake f;
+        fake_init(&f);
+        CU_ASSERT_EQUAL_FATAL(fake_join(&f, true), 0);
+        CU_ASSERT_EQUAL(pvt_wait_vlink(&plat, "vm2", LINK, "ON", 3000), 0);
+
+        struct vumem_m_session_open so = { .req = 1, .session = 42, .pid = 1 };
+        fake_send(&f, VUMEM_MSG_SESSION_OPEN, &so, sizeof(so));
+        struct vumem_m_reply r = reply_for(&f, 1);
+        CU_ASSERT_EQUAL(r.diag, 0);
+        /* Again with the same id: refused. */
+        so.req = 2;
+        fake_send(&f, VUMEM_MSG_SESSION_OPEN, &so, sizeof(so));
+        CU_ASSERT_EQUAL(reply_for(&f, 2).diag, -EPROTO);
+
+        /* Oversized alloc, unknown session, unknown handle, unknown id. */
+        struct vumem_m_alloc al;
+        memset(&al, 0, sizeof(al));
+        al.req = 3;
+        al.session = 42;
+        al.alloc_size = 100000;
+        fake_send(&f, VUMEM_MSG_ALLOC, &al, sizeof(al));
+        CU_ASSERT_EQUAL(reply_for(&f, 3).diag, -EPROTO);
+        al.req = 4;
+        al.session = 43;
+        al.alloc_size = 0;
+        fake_send(&f, VUMEM_MSG_ALLOC, &al, sizeof(al));
+        CU_ASSERT_EQUAL(reply_for(&f, 4).diag, -ECONNRESET);
+        struct vumem_m_free fr = { .req = 5, .handle = 12345, .session = 42 };
+        fake_send(&f, VUMEM_MSG_FREE, &fr, sizeof(fr));
+        CU_ASSERT_EQUAL(reply_for(&f, 5).diag, -ENOENT);
+        struct vumem_m_access ac = { .req = 6, .session = 42, .id = 0x1234 };
+        fake_send(&f, VUMEM_MSG_ACCESS, &ac, sizeof(ac));
+        CU_ASSERT_EQUAL(reply_for(&f, 6).diag, -ENOENT);
+        /* Truncated and unknown messages. */
+        uint32_t shortmsg[3] = { 7, 0, 0 };
+        fake_send(&f, VUMEM_MSG_ALLOC, shortmsg, sizeof(shortmsg));
+        CU_ASSERT_EQUAL(reply_for(&f, 7).diag, -EPROTO);
+        shortmsg[0] = 8;
+        fake_send(&f, 99, shortmsg, sizeof(shortmsg));
+        CU_ASSERT_EQUAL(reply_for(&f, 8).diag, -EPROTO);
+
+        /* A real allocation: the record in the pdev names a grant we got. */
+        struct talloc t = { .op = TA_MEMFD, .size = 8192, .fill = 0x2d };
+        memset(&al, 0, sizeof(al));
+        al.req = 9;
+        al.session = 42;
+        al.alloc_size = sizeof(t);
+        memcpy(al.alloc, &t, sizeof(t));
+        fake_send(&f, VUMEM_MSG_ALLOC, &al, sizeof(al));
+        r = reply_for(&f, 9);
+        CU_ASSERT_EQUAL_FATAL(r.diag, 0);
+        const uint8_t *cells = f.base[PV_REGION_VUMEM] + VUMEM_PDEV_HDR;
+        struct vumem_pdev_rec rec;
+        struct vumem_pdev_ext ext;
+        memcpy(&rec, cells + (size_t)r.rec_cell * VUMEM_CELL, sizeof(rec));
+        memcpy(&ext, cells + (size_t)rec.ext_cell * VUMEM_CELL, sizeof(ext));
+        CU_ASSERT_EQUAL(rec.id, r.id);
+        CU_ASSERT_EQUAL(rec.size, 8192);
+        fake_drain_link(&f);
+        bool found = false;
+        for (int i = 0; i < f.ngrants; i++)
+                if (f.grant[i].id == ext.gref) {
+                        uint8_t *p = mmap(NULL, ext.len, PROT_READ, MAP_SHARED, f.grant[i].fd, (off_t)ext.offset);
+                        CU_ASSERT_FATAL(p != MAP_FAILED);
+                        CU_ASSERT_EQUAL(p[rec.pgoff], 0x2d);
+                        munmap(p, ext.len);
+                        found = true;
+                }
+        CU_ASSERT(found);
+        /* Free of a handle of another session; a flood of made-up ids. */
+        so.req = 10;
+        so.session = 77;
+        fake_send(&f, VUMEM_MSG_SESSION_OPEN, &so, sizeof(so));
+        CU_ASSERT_EQUAL(reply_for(&f, 10).diag, 0);
+        fr = (struct vumem_m_free){ .req = 11, .handle = r.handle, .session = 77 };
+        fake_send(&f, VUMEM_MSG_FREE, &fr, sizeof(fr));
+        CU_ASSERT_EQUAL(reply_for(&f, 11).diag, -ENOENT);
+        for (uint32_t i = 0; i < 500; i++) {
+                ac = (struct vumem_m_access){ .req = 100 + i, .session = 77, .id = ((uint64_t)rand() << 32) ^ i };
+                CU_ASSERT_EQUAL(pv_ring_send(&f.tx, PV_TAG(PV_DRV_VUMEM, VUMEM_MSG_ACCESS), &ac, sizeof(ac)), 0);
+                if (i % 64 == 63) {
+                        fake_notify(&f);
+                        CU_ASSERT_EQUAL(reply_for(&f, 100 + i).diag, -ENOENT);
+                }
+        }
+        fake_notify(&f);
+        CU_ASSERT_EQUAL(reply_for(&f, 599).diag, -ENOENT);
+        CU_ASSERT(pvd_alive("vm2"));
+
+        /* The fake VM goes: the server hears of the buffer it held. */
+        struct tev ev;
+        tev_flush();
+        fake_fini(&f);
+        CU_ASSERT_EQUAL(tev_wait(TEV_FREE, 0, 2000, &ev), 0);
+        CU_ASSERT_EQUAL(ev.id, r.id);
+        CU_ASSERT(pvd_alive("vm2"));
+        tsrv_kill(srv);
+}
+
+/* ---- a server program that bypasses the library ---------------------------------------- */
+
+struct alloc_arg {
+        int rc;
+        char err[256];
+};
+
+static void *alloc_thread(void *argp)
+{
+        struct alloc_arg *a = argp;
+        VumemSession *s;
+        VumemBufferHd b;
+        a->rc = vumemSessionCreate(CLT, &s);
+        if (a->rc == 0) {
+                struct talloc t = { .op = TA_POOL, .size = 4096 };
+                a->rc = vumemBufferAlloc(s, &t, sizeof(t), &b);
+                snprintf(a->err, sizeof(a->err), "%s", pvLastError());
+                vumemSessionDestroy(s);
+        }
+        return NULL;
+}
+
+/* Answer the next ALLOC with fd, offset and size as given, raw. */
+static int raw_answer(struct pv_conn *c, int fd, uint64_t off, uint64_t size, uint32_t bogus_id)
+{
+        struct pv_msg req, resp;
+        static char buf[8192];
+        uint64_t id = 0, cmd = 0;
+        do {
+                /* One request at a time; FREEs of refused answers come too: skip them. */
+                pv_msg_init(&req, VUMEM_OP_NEXT);
+                pv_msg_set_u(&req, PV_K_SEQ, 1);
+                pv_msg_set_u(&req, PV_K_COUNT, 1);
+                if (pv_msg_send(c->fd, &req) < 0)
+                        return -EIO;
+                do {
+                        if (pv_msg_recv(c->fd, &resp, buf, sizeof(buf), 0) < 0)
+                                return -EIO;
+                } while (pv_msg_op(&resp) != VUMEM_OP_REQUEST);
+                pv_msg_get_u(&resp, PV_K_ID, &id);
+                pv_msg_get_u(&resp, PV_K_COUNT, &cmd);
+        } while (cmd != VUMEM_CMD_BUFFER_ALLOC);
+        pv_msg_init(&req, VUMEM_OP_RESPOND);
+        pv_msg_set_u(&req, PV_K_SEQ, 999);
+        pv_msg_set_u(&req, PV_K_ID, bogus_id ? bogus_id : id);
+        pv_msg_set_i(&req, PV_K_DIAG, 0);
+        pv_msg_set_u(&req, PV_K_VALUE2, 0x1000);
+        pv_msg_set_u(&req, PV_K_SIZE, size);
+        pv_msg_set_u(&req, PV_K_OFFSET, off);
+        pv_msg_set_u(&req, PV_K_OFFSET2, 0);
+        pv_msg_add_fd(&req, fd);
+        return pv_msg_send(c->fd, &req);
+}
+
+static void test_raw_server(void)
+{
+        CU_ASSERT_FATAL(pvd_alive("vm2"));
+        CU_ASSERT_EQUAL_FATAL(pvt_pvd_start(&plat, "vm3", NULL), 0);
+        CU_ASSERT_EQUAL(pvt_wait_vlink(&plat, "vm3", LINK, "ON", 5000), 0);
+        pvt_use_vm(&plat, "vm2");
+        struct pv_conn *c;
+        CU_ASSERT_EQUAL_FATAL(pvc_conn_open(SRV, &c), 0);
+        struct pv_msg req, resp;
+        char buf[8192];
+        pv_msg_init(&req, VUMEM_OP_SERVER_OPEN);
+        resp.nfds = 0;
+        CU_ASSERT_EQUAL_FATAL(pvc_conn_call(c, &req, &resp, buf, sizeof(buf)), 0);
+
+        int pfd[2];
+        CU_ASSERT_FATAL(pipe2(pfd, O_CLOEXEC) == 0);
+        int unsealed = memfd_create("unsealed", MFD_CLOEXEC);
+        CU_ASSERT(ftruncate(unsealed, 8192) == 0);
+        int sealed = memfd_create("sealed", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        CU_ASSERT(ftruncate(sealed, 8192) == 0);
+        CU_ASSERT(fcntl(sealed, F_ADD_SEALS, F_SEAL_SHRINK) == 0);
+        struct { int fd; uint64_t off, size; } cases[] = {
+                { pfd[0], 0, 4096 },      /* a pipe */
+                { unsealed, 0, 4096 },    /* may shrink under the client */
+                { sealed, 8192, 4096 },   /* beyond its end */
+                { sealed, 4096, 8192 },   /* across its end */
+                { sealed, 100, 4096 },    /* unaligned map offset */
+        };
+        pvt_use_vm(&plat, "vm3");
+        for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                struct alloc_arg a = { 0 };
+                pthread_t th;
+                pthread_create(&th, NULL, alloc_thread, &a);
+                CU_ASSERT_EQUAL(raw_answer(c, cases[i].fd, cases[i].off, cases[i].size, 0), 0);
+                pthread_join(th, NULL);
+                CU_ASSERT_EQUAL(a.rc, -EFAULT);
+                CU_ASSERT_PTR_NOT_NULL(strstr(a.err, "cannot share"));
+        }
+        /* An answer to a request never given: the server program is dropped. */
+        struct alloc_arg a = { 0 };
+        pthread_t th;
+        pthread_create(&th, NULL, alloc_thread, &a);
+        CU_ASSERT_EQUAL(raw_answer(c, sealed, 0, 4096, 0xdead), 0);
+        pthread_join(th, NULL);
+        CU_ASSERT_EQUAL(a.rc, -ECONNRESET);
+        close(pfd[0]);
+        close(pfd[1]);
+        close(unsealed);
+        close(sealed);
+        pvc_conn_close(c);
+        CU_ASSERT(pvd_alive("vm2"));
+        CU_ASSERT(pvd_alive("vm3"));
+}
+
+/* ---- a third mapping of the pdev region ------------------------------------------------- */
+
+static atomic_bool scribbling;
+
+static size_t pdev_size;
+
+static void *scribbler(void *arg)
+{
+        uint8_t *cells = (uint8_t *)arg + VUMEM_PDEV_HDR;
+        for (unsigned v = 1; atomic_load(&scribbling); v++)
+                memset(cells, (int)(v * 37), pdev_size - VUMEM_PDEV_HDR);
+        return NULL;
+}
+
+/* vm2's pdev memfd of the vogl vlink, opened through /proc. */
+static int open_pdev(pid_t pvd)
+{
+        char dir[64], path[128], target[256];
+        snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pvd);
+        DIR *d = opendir(dir);
+        if (!d)
+                return -errno;
+        int fd = -ENOENT;
+        struct dirent *e;
+        char want[96];
+        snprintf(want, sizeof(want), "pvd-%s-r%d", LINK, PV_REGION_VUMEM);
+        while ((e = readdir(d))) {
+                snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+                ssize_t n = readlink(path, target, sizeof(target) - 1);
+                if (n <= 0)
+                        continue;
+                target[n] = 0;
+                if (strstr(target, want)) {
+                        fd = open(path, O_RDWR | O_CLOEXEC);
+                        break;
+                }
+        }
+        closedir(d);
+        return fd;
+}
+
+static void test_pdev_scribbler(void)
+{
+        int diag;
+        tev_flush();
+        pid_t srv = tsrv_start(&plat, "vm2", SRV, 0, &diag);
+        CU_ASSERT_FATAL(srv > 0 && diag == 0);
+        int pfd = open_pdev(pvt_vm(&plat, "vm2")->pid);
+        CU_ASSERT_FATAL(pfd >= 0);
+        struct stat st;
+        CU_ASSERT_FATAL(fstat(pfd, &st) == 0);
+        pdev_size = (size_t)st.st_size;
+        uint8_t *pdev = mmap(NULL, pdev_size, PROT_READ | PROT_WRITE, MAP_SHARED, pfd, 0);
+        CU_ASSERT_FATAL(pdev != MAP_FAILED);
+        pvt_use_vm(&plat, "vm3");
+        VumemSession *s;
+        CU_ASSERT_EQUAL_FATAL(vumemSessionCreate(CLT, &s), 0);
+        atomic_store(&scribbling, true);
+        pthread_t th;
+        pthread_create(&th, NULL, scribbler, pdev);
+        int ok = 0, eproto = 0, other = 0;
+        for (int i = 0; i < 3000 && (eproto < 5 || i < 50); i++) {
+                struct talloc t = { .op = TA_POOL, .size = 4096, .fill = 0x61 };
+                VumemBufferHd b;
+                uint8_t *p;
+                int rc = vumemBufferAlloc(s, &t, sizeof(t), &b);
+                if (rc == 0) {
+                        ok++;
+                        /* What passed the checks is the real buffer. */
+                        CU_ASSERT(vumemBufferMap(b, (void **)&p) == 0 && p[0] == 0x61 && p[4095] == 0x61);
+                        vumemBufferFree(b);
+                } else if (rc == -EPROTO) {
+                        eproto++;
+                } else {
+                        other++;
+                }
+        }
+        atomic_store(&scribbling, false);
+        pthread_join(th, NULL);
+        printf("\n    (scribbled pdev: %d allocations passed the checks, %d failed with EPROTO) ", ok, eproto);
+        CU_ASSERT(eproto > 0);
+        CU_ASSERT_EQUAL(other, 0);
+        /* Without the scribbler, all is well again. */
+        for (int i = 0; i < 20; i++) {
+                struct talloc t = { .op = TA_POOL, .size = 4096, .fill = 0x62 };
+                VumemBufferHd b;
+                CU_ASSERT_EQUAL(vumemBufferAlloc(s, &t, sizeof(t), &b), 0);
+        }
+        CU_ASSERT_EQUAL(vumemSessionDestroy(s), 0);
+        /* Every buffer the server answered came back once. */
+        int allocs = tev_count(TEV_ALLOC, 0, 300);
+        int frees = tev_count(TEV_FREE, 0, 1000);
+        CU_ASSERT_EQUAL(allocs, ok + eproto + 20);
+        CU_ASSERT_EQUAL(frees, allocs);
+        munmap(pdev, pdev_size);
+        close(pfd);
+        CU_ASSERT(pvd_alive("vm2"));
+        CU_ASSERT(pvd_alive("vm3"));
+        tsrv_kill(srv);
+}
+
+/* ---- a fake server VM in front of the real vm3 ------------------------------------------ */
+
+enum corruption { C_NONE, C_CELL, C_ID, C_EXTENT, C_GREF, C_UNSEALED, C_SHORT, C_DIAG, C_COUNT };
+
+static const char *const corruption_name[] = { "none", "record cell out of the pdev", "record id", "extent beyond grant",
+                                               "unknown grant", "unsealed memfd", "short reply", "positive diag" };
+
+struct clt_arg {
+        int rc[C_COUNT];
+        int reset_rc;
+};
+
+static void *fake_server_client(void *argp)
+{
+        struct clt_arg *a = argp;
+        VumemSession *s;
+        if (vumemSessionCreate(CLT, &s)) {
+                for (int i = 0; i < C_COUNT; i++)
+                        a->rc[i] = 1;
+                return NULL;
+        }
+        for (int i = 0; i < C_COUNT; i++) {
+                VumemBufferHd b;
+                uint8_t *p;
+                uint32_t x = 0;
+                a->rc[i] = vumemBufferAlloc(s, &x, sizeof(x), &b);
+                if (a->rc[i] == 0) {
+                        if (vumemBufferMap(b, (void **)&p) || p[0] != 0x99)
+                                a->rc[i] = 2;
+                        vumemBufferFree(b);
+                }
+        }
+        VumemBufferHd b;
+        a->reset_rc = vumemBufferAccess(s, 1, &b); /* after a SESSION_RESET */
+        vumemSessionDestroy(s);
+        return NULL;
+}
+
+static void fake_grant(struct fake *f, int fd, uint64_t off, uint64_t size, uint32_t *gref)
+{
+        struct pv_emu_msg m;
+        emu_init(&m, PV_EMU_GRANT_NEW);
+        m.id = *gref = ++f->next_grant;
+        m.offset = off;
+        m.size = size;
+        CU_ASSERT_EQUAL(emu_sendfds(f->sock, &m, &fd, 1), 0);
+}
+
+static void test_fake_server(void)
+{
+        /* The memory a real vm2 made for this vlink (so that every
+         * driver's header is right), then vm2 goes and we take its place. */
+        pvt_pvd_stop(&plat, "vm3", SIGTERM);
+        struct fake f;
+        fake_init(&f);
+        CU_ASSERT_EQUAL_FATAL(fake_join(&f, false), 0);
+        close(f.sock);
+        f.sock = -1;
+        pvt_pvd_stop(&plat, "vm2", SIGTERM);
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s.sock", plat.platform_dir, LINK);
+        unlink(sa.sun_path);
+        int lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        CU_ASSERT_FATAL(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) == 0 && listen(lfd, 2) == 0);
+        CU_ASSERT_EQUAL_FATAL(pvt_pvd_start(&plat, "vm3", NULL), 0);
+        struct pollfd pf = { .fd = lfd, .events = POLLIN };
+        CU_ASSERT_FATAL(poll(&pf, 1, 3000) == 1);
+        f.sock = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+        struct pv_emu_msg m;
+        int fds[PV_EMU_MAX_FDS];
+        unsigned n;
+        CU_ASSERT_FATAL(emu_recvfds(f.sock, &m, fds, &n, 3000) == 0 && m.type == PV_EMU_JOIN);
+        emu_init(&m, PV_EMU_HELLO);
+        snprintf(m.link_name, sizeof(m.link_name), LINK);
+        snprintf(m.server_vm, sizeof(m.server_vm), "vm2");
+        snprintf(m.client_vm, sizeof(m.client_vm), "vm3");
+        m.gen = 7;
+        n = 0;
+        for (int i = 0; i < PV_REGION_COUNT; i++)
+                if (f.region_fd[i] >= 0) {
+                        m.region_mask |= 1u << i;
+                        m.region_size[i] = f.size[i];
+                        fds[n++] = f.region_fd[i];
+                }
+        int s2c = eventfd(0, EFD_CLOEXEC), c2s = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        fds[n++] = s2c;
+        fds[n++] = c2s;
+        CU_ASSERT_EQUAL_FATAL(emu_sendfds(f.sock, &m, fds, n), 0);
+        f.xirq_tx = s2c;
+        f.xirq_rx = c2s;
+        CU_ASSERT_FATAL(emu_recvfds(f.sock, &m, fds, &n, 3000) == 0 && m.type == PV_EMU_READY);
+        CU_ASSERT_EQUAL(pvt_wait_vlink(&plat, "vm3", LINK, "ON", 3000), 0);
+
+        pvt_use_vm(&plat, "vm3");
+        struct clt_arg a;
+        memset(&a, 0, sizeof(a));
+        pthread_t th;
+        pthread_create(&th, NULL, fake_server_client, &a);
+
+        uint8_t buf[PV_CTL_MSG_MAX];
+        uint32_t type, len;
+        CU_ASSERT_FATAL(fake_recv(&f, &type, buf, sizeof(buf), &len, 3000) == 0 && type == VUMEM_MSG_SESSION_OPEN);
+        struct vumem_m_session_open so;
+        memcpy(&so, buf, sizeof(so));
+        struct vumem_m_reply r;
+        memset(&r, 0, sizeof(r));
+        r.req = so.req;
+        r.session_id = 5;
+        fake_send(&f, VUMEM_MSG_REPLY, &r, sizeof(r));
+
+        uint8_t *cells = f.base[PV_REGION_VUMEM] + VUMEM_PDEV_HDR;
+        uint32_t ncells = vumem_pdev_ncells(f.size[PV_REGION_VUMEM]);
+        int mem = memfd_create("fake", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        CU_ASSERT(ftruncate(mem, 65536) == 0 && fcntl(mem, F_ADD_SEALS, F_SEAL_SHRINK) == 0);
+        uint8_t *mp = mmap(NULL, 65536, PROT_READ | PROT_WRITE, MAP_SHARED, mem, 0);
+        memset(mp, 0x99, 65536);
+        munmap(mp, 65536);
+        int loose = memfd_create("loose", MFD_CLOEXEC);
+        CU_ASSERT(ftruncate(loose, 65536) == 0);
+        int frees = 0;
+        for (int c = 0; c < C_COUNT; c++) {
+                for (;;) {
+                        CU_ASSERT_FATAL(fake_recv(&f, &type, buf, sizeof(buf), &len, 3000) == 0);
+                        if (type == VUMEM_MSG_ALLOC)
+                                break;
+                        frees += type == VUMEM_MSG_FREE;
+                }
+                struct vumem_m_alloc al;
+                memcpy(&al, buf, sizeof(al));
+                uint32_t gref;
+                fake_grant(&f, c == C_UNSEALED ? loose : mem, 8192, 16384, &gref);
+                uint32_t cell = (uint32_t)c * 2;
+                struct vumem_pdev_ext ext = { .kind = VUMEM_EXT_KIND, .gref = gref, .offset = 8192, .len = 8192 };
+                struct vumem_pdev_rec rec = { .kind = VUMEM_REC_KIND, .id = 0x1000 + (uint64_t)c, .size = 5000,
+                                              .ext_count = 1, .ext_cell = cell + 1 };
+                memset(&r, 0, sizeof(r));
+                r.req = al.req;
+                r.handle = 100 + (uint32_t)c;
+                r.rec_cell = cell;
+                r.id = rec.id;
+                r.size = rec.size;
+                switch (c) {
+                case C_CELL:
+                        r.rec_cell = ncells + 5;
+                        break;
+                case C_ID:
+                        rec.id ^= 1;
+                        break;
+                case C_EXTENT:
+                        ext.len = 4u << 20;
+                        break;
+                case C_GREF:
+                        ext.gref = 4242;
+                        break;
+                case C_DIAG:
+                        r.diag = 5;
+                        break;
+                default:
+                        break;
+                }
+                memcpy(cells + (size_t)cell * VUMEM_CELL, &rec, sizeof(rec));
+                memcpy(cells + (size_t)(cell + 1) * VUMEM_CELL, &ext, sizeof(ext));
+                fake_send(&f, VUMEM_MSG_REPLY, &r, c == C_SHORT ? 24 : sizeof(r));
+        }
+        /* The server program "goes away". */
+        struct vumem_m_session_reset rs;
+        memset(&rs, 0, sizeof(rs));
+        rs.session = so.session;
+        rs.diag = -ECONNRESET;
+        snprintf(rs.msg, sizeof(rs.msg), "fake server gone\x01\x7f");
+        fake_send(&f, VUMEM_MSG_SESSION_RESET, &rs, sizeof(rs));
+        pthread_join(th, NULL);
+        for (int c = 0; c < C_COUNT; c++) {
+                if (c == C_NONE) {
+                        CU_ASSERT_EQUAL(a.rc[c], 0);
+                } else if (a.rc[c] != -EPROTO) {
+                        fprintf(stderr, "corruption \"%s\": %d\n", corruption_name[c], a.rc[c]);
+                        CU_FAIL("a corrupt answer was not refused with EPROTO");
+                }
+        }
+        CU_ASSERT_EQUAL(a.reset_rc, -ECONNRESET);
+        /* Handles it refused were given back (and the good one freed). */
+        long long end = pvt_now_ms() + 1000;
+        while (frees < 5 && pvt_now_ms() < end) {
+                if (fake_recv(&f, &type, buf, sizeof(buf), &len, 200) == 0)
+                        frees += type == VUMEM_MSG_FREE;
+        }
+        CU_ASSERT(frees >= 5);
+        CU_ASSERT(pvd_alive("vm3"));
+        close(mem);
+        close(loose);
+        fake_fini(&f);
+        close(lfd);
+        unlink(sa.sun_path);
+        pvt_pvd_stop(&plat, "vm3", SIGTERM);
+}
+
+int main(void)
+{
+        if (CU_initialize_registry() != CUE_SUCCESS)
+                return 1;
+        CU_pSuite s = CU_add_suite("vumem-hostile", suite_init, suite_fini);
+        CU_add_test(s, "fake client VM: bad requests fail alone", test_fake_client);
+        CU_add_test(s, "raw server program: memory that cannot be shared", test_raw_server);
+        CU_add_test(s, "third mapping scribbles in the pdev", test_pdev_scribbler);
+        CU_add_test(s, "fake server VM: corrupt records and answers", test_fake_server);
+        CU_basic_set_mode(CU_BRM_VERBOSE);
+        CU_basic_run_tests();
+        unsigned failed = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
+        CU_cleanup_registry();
+        return failed ? 1 : 0;
+}
