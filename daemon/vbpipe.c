@@ -897,14 +897,13 @@ static void vbpipe_kick(struct pvd_vlink *vl)
         pipe_enter(p);
         struct vbp_end *e = p->txe;
         if (e && e->tx_full) {
-                int64_t avail = pv_ring_prod_free(&p->tx);
-                if (avail < 0) {
-                        fail_corrupt(p, "the peer's consumer index of our ring is impossible");
-                } else if (avail > 0) {
-                        e->tx_full = false;
-                        end_watch(e);
-                        tx_pump(p);
-                }
+                /* The xIRQ cleared prod_wait, whether or not it made room
+                 * (the consumer notifies when it is about to sleep too):
+                 * pump again, and tx_pump sleeps again, re-arming prod_wait,
+                 * if the ring is still full. */
+                e->tx_full = false;
+                end_watch(e);
+                tx_pump(p);
         }
         rx_pump(p);
         pipe_leave(p);

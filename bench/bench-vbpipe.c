@@ -1,0 +1,402 @@
+/* Throughput and round trip of a vbpipe between programs in two VMs, through
+ * real pvd processes (the emulated platform: vm2 and vm4 of
+ * conf/test-2clients.dts, started in a temporary directory), beside pipe(2)
+ * and a UNIX stream socketpair between two processes measured in the same
+ * run.
+ *
+ *   bench-vbpipe [--mib N] [--rounds N] [--json]
+ *
+ * Throughput: a writer process writes N MiB in writes of 64 KiB, 4 KiB or
+ * 64 B; a reader process reads them in 64 KiB reads; MB/s = 10^6 bytes per
+ * second from the first write to the last byte read. Round trip: one byte
+ * back and forth, --rounds times after a warm-up; median and 99th
+ * percentile in microseconds. Nothing is pinned: on a shared machine these
+ * are figures, not pass/fail.
+ *
+ * Environment: PVD_BIN and PV_CONF_DIR as for the tests; by default the
+ * pvd and the platform of the build tree this program was built in.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "pv/vbpipe.h"
+#include "pvtest.h"
+
+#define READ_CHUNK  65536
+#define PIPE_NAME   "vbpipe0"
+#define WAIT_MS     120000
+
+enum transport { T_VBPIPE, T_PIPE, T_SOCKET, T_COUNT };
+static const char *const tname[T_COUNT] = { "vbpipe", "pipe(2)", "socketpair" };
+
+/* What the children report. */
+struct shared {
+        double t_start, t_end;
+        uint64_t got;
+        int failed;
+        double rtt_us[];
+};
+
+static struct pvt_platform plat;
+static bool have_plat;
+
+static double now_s(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int vb_open(const char *vm)
+{
+        pvt_use_vm(&plat, vm);
+        int fd = vbpipeOpen(PIPE_NAME, O_RDWR);
+        if (fd < 0)
+                fprintf(stderr, "bench-vbpipe: %s: vbpipeOpen: %s\n", vm, pvLastError());
+        return fd;
+}
+
+static bool write_all(int fd, const uint8_t *p, size_t n)
+{
+        while (n) {
+                ssize_t w = write(fd, p, n);
+                if (w < 0 && errno == EINTR)
+                        continue;
+                if (w <= 0)
+                        return false;
+                p += w;
+                n -= (size_t)w;
+        }
+        return true;
+}
+
+/* Two connected fds of a transport, for the two children (a: writer or
+ * pinger, b: reader or ponger). For a vbpipe each child opens its own end. */
+struct chan {
+        int a_rd, a_wr, b_rd, b_wr;
+};
+
+static int chan_make(enum transport t, struct chan *c)
+{
+        int p1[2], p2[2];
+        switch (t) {
+        case T_VBPIPE:
+                *c = (struct chan){ -1, -1, -1, -1 };
+                return 0;
+        case T_PIPE:
+                if (pipe2(p1, O_CLOEXEC) < 0)
+                        return -1;
+                if (pipe2(p2, O_CLOEXEC) < 0) {
+                        close(p1[0]);
+                        close(p1[1]);
+                        return -1;
+                }
+                *c = (struct chan){ .a_wr = p1[1], .b_rd = p1[0], .b_wr = p2[1], .a_rd = p2[0] };
+                return 0;
+        case T_SOCKET:
+                if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p1) < 0)
+                        return -1;
+                *c = (struct chan){ .a_rd = p1[0], .a_wr = p1[0], .b_rd = p1[1], .b_wr = p1[1] };
+                return 0;
+        default:
+                return -1;
+        }
+}
+
+static void chan_close(struct chan *c)
+{
+        int fds[4] = { c->a_rd, c->a_wr, c->b_rd, c->b_wr };
+        for (int i = 0; i < 4; i++) {
+                bool dup = false;
+                for (int j = 0; j < i; j++)
+                        dup |= fds[j] == fds[i];
+                if (fds[i] >= 0 && !dup)
+                        close(fds[i]);
+        }
+}
+
+/* Child side: its two fds (opening the vbpipe end for T_VBPIPE). */
+static bool child_fds(enum transport t, struct chan *c, bool is_a, int *rd, int *wr)
+{
+        if (t == T_VBPIPE) {
+                int fd = vb_open(is_a ? "vm2" : "vm4");
+                *rd = *wr = fd;
+                return fd >= 0;
+        }
+        *rd = is_a ? c->a_rd : c->b_rd;
+        *wr = is_a ? c->a_wr : c->b_wr;
+        /* Drop the other child's fds: its close must be our EOF. */
+        int other[2] = { is_a ? c->b_rd : c->a_rd, is_a ? c->b_wr : c->a_wr };
+        for (int i = 0; i < 2; i++)
+                if (other[i] != *rd && other[i] != *wr && (i == 0 || other[1] != other[0]))
+                        close(other[i]);
+        return true;
+}
+
+static pid_t fork_child(void)
+{
+        fflush(NULL);
+        return fork();
+}
+
+/* ---- throughput ------------------------------------------------------------ */
+
+static double throughput(enum transport t, size_t wsize, uint64_t total)
+{
+        struct shared *sh = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        struct chan c;
+        if (sh == MAP_FAILED || chan_make(t, &c) < 0)
+                return -1;
+        pid_t w = fork_child();
+        if (w == 0) {
+                int rd, wr;
+                if (!child_fds(t, &c, true, &rd, &wr))
+                        _exit(1);
+                static uint8_t buf[READ_CHUNK];
+                memset(buf, 0x5a, sizeof(buf));
+                sh->t_start = now_s();
+                for (uint64_t sent = 0; sent < total; sent += wsize)
+                        if (!write_all(wr, buf, wsize))
+                                _exit(2);
+                if (t == T_VBPIPE) {
+                        /* Wait for the reader's goodbye, so that closing
+                         * does not race the last bytes. */
+                        shutdown(wr, SHUT_WR);
+                        char x;
+                        while (read(rd, &x, 1) > 0)
+                                ;
+                }
+                _exit(0);
+        }
+        pid_t r = fork_child();
+        if (r == 0) {
+                int rd, wr;
+                if (!child_fds(t, &c, false, &rd, &wr))
+                        _exit(1);
+                static uint8_t buf[READ_CHUNK];
+                uint64_t got = 0;
+                while (got < total) {
+                        size_t want = total - got < READ_CHUNK ? (size_t)(total - got) : READ_CHUNK;
+                        ssize_t n = read(rd, buf, want);
+                        if (n < 0 && errno == EINTR)
+                                continue;
+                        if (n <= 0)
+                                break;
+                        got += (uint64_t)n;
+                }
+                sh->t_end = now_s();
+                sh->got = got;
+                _exit(got == total ? 0 : 3);
+        }
+        chan_close(&c);
+        int s1 = pvt_wait(w, WAIT_MS), s2 = pvt_wait(r, WAIT_MS);
+        double mbs = -1;
+        if (s1 == 0 && s2 == 0 && sh->t_end > sh->t_start)
+                mbs = (double)total / (sh->t_end - sh->t_start) / 1e6;
+        else
+                fprintf(stderr, "bench-vbpipe: %s %zu B writes failed (writer %d, reader %d, %llu bytes)\n", tname[t],
+                        wsize, s1, s2, (unsigned long long)sh->got);
+        munmap(sh, 4096);
+        return mbs;
+}
+
+/* ---- round trip ------------------------------------------------------------ */
+
+static int cmp_double(const void *a, const void *b)
+{
+        double x = *(const double *)a, y = *(const double *)b;
+        return x < y ? -1 : x > y;
+}
+
+static bool round_trip(enum transport t, int rounds, double *median, double *p99)
+{
+        int warm = rounds / 10 + 100;
+        size_t len = sizeof(struct shared) + sizeof(double) * (size_t)rounds;
+        struct shared *sh = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        struct chan c;
+        if (sh == MAP_FAILED || chan_make(t, &c) < 0)
+                return false;
+        pid_t a = fork_child();
+        if (a == 0) {
+                int rd, wr;
+                if (!child_fds(t, &c, true, &rd, &wr))
+                        _exit(1);
+                char x = 'p';
+                for (int i = 0; i < warm + rounds; i++) {
+                        double t0 = now_s();
+                        if (write(wr, &x, 1) != 1 || read(rd, &x, 1) != 1)
+                                _exit(2);
+                        if (i >= warm)
+                                sh->rtt_us[i - warm] = (now_s() - t0) * 1e6;
+                }
+                if (t == T_VBPIPE) {
+                        shutdown(wr, SHUT_WR);
+                        while (read(rd, &x, 1) > 0)
+                                ;
+                }
+                _exit(0);
+        }
+        pid_t b = fork_child();
+        if (b == 0) {
+                int rd, wr;
+                if (!child_fds(t, &c, false, &rd, &wr))
+                        _exit(1);
+                char x;
+                for (;;) {
+                        ssize_t n = read(rd, &x, 1);
+                        if (n <= 0)
+                                break;
+                        if (write(wr, &x, 1) != 1)
+                                _exit(2);
+                }
+                _exit(0);
+        }
+        chan_close(&c);
+        int s1 = pvt_wait(a, WAIT_MS), s2 = pvt_wait(b, WAIT_MS);
+        bool ok = s1 == 0 && s2 == 0;
+        if (ok) {
+                qsort(sh->rtt_us, (size_t)rounds, sizeof(double), cmp_double);
+                *median = sh->rtt_us[rounds / 2];
+                *p99 = sh->rtt_us[(size_t)rounds * 99 / 100];
+        } else {
+                fprintf(stderr, "bench-vbpipe: %s round trip failed (%d, %d)\n", tname[t], s1, s2);
+        }
+        munmap(sh, len);
+        return ok;
+}
+
+/* ---- platform --------------------------------------------------------------- */
+
+/* Defaults for running from the build tree: <build>/bench/bench-vbpipe. */
+static void default_env(void)
+{
+        char exe[PATH_MAX];
+        ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+        if (n <= 0)
+                return;
+        exe[n] = 0;
+        char *slash = strrchr(exe, '/');
+        if (!slash)
+                return;
+        *slash = 0;
+        char path[PATH_MAX + 32];
+        if (!getenv("PVD_BIN")) {
+                snprintf(path, sizeof(path), "%s/../daemon/pvd", exe);
+                setenv("PVD_BIN", path, 1);
+        }
+        if (!getenv("PV_CONF_DIR")) {
+                snprintf(path, sizeof(path), "%s/../conf", exe);
+                setenv("PV_CONF_DIR", path, 1);
+        }
+}
+
+static bool platform_up(void)
+{
+        default_env();
+        if (pvt_platform_init(&plat, "test-2clients") < 0) {
+                fprintf(stderr, "bench-vbpipe: no platform %s/test-2clients.dtb\n", getenv("PV_CONF_DIR"));
+                return false;
+        }
+        have_plat = true;
+        const char *quiet[] = { "--log-level", "warning", NULL };
+        if (pvt_pvd_start(&plat, "vm2", quiet) < 0 || pvt_pvd_start(&plat, "vm4", quiet) < 0 ||
+            pvt_wait_vlink(&plat, "vm2", "vm2-vm4-vbpipe0", "ON", 10000) < 0) {
+                fprintf(stderr, "bench-vbpipe: the pvds of vm2 and vm4 did not start (%s)\n", plat.dir);
+                return false;
+        }
+        return true;
+}
+
+int main(int argc, char **argv)
+{
+        uint64_t mib = 256;
+        int rounds = 20000;
+        bool json = false;
+        for (int i = 1; i < argc; i++) {
+                if (!strcmp(argv[i], "--mib") && i + 1 < argc)
+                        mib = strtoull(argv[++i], NULL, 0);
+                else if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
+                        rounds = atoi(argv[++i]);
+                else if (!strcmp(argv[i], "--json"))
+                        json = true;
+                else {
+                        fprintf(stderr, "usage: bench-vbpipe [--mib N] [--rounds N] [--json]\n");
+                        return 2;
+                }
+        }
+        if (mib < 1 || rounds < 100) {
+                fprintf(stderr, "bench-vbpipe: --mib >= 1, --rounds >= 100\n");
+                return 2;
+        }
+        signal(SIGPIPE, SIG_IGN);
+        int status = 0;
+        if (!platform_up()) {
+                status = 1;
+                goto out;
+        }
+
+        static const size_t wsizes[] = { 65536, 4096, 64 };
+        double mbs[3][T_COUNT], med[T_COUNT], p99[T_COUNT];
+        for (int s = 0; s < 3; s++) {
+                /* Small writes cost per call: fewer bytes keep the run short. */
+                uint64_t total = (mib << 20) / (wsizes[s] == 64 ? 16 : wsizes[s] == 4096 ? 2 : 1);
+                total -= total % wsizes[s];
+                for (int t = 0; t < T_COUNT; t++) {
+                        mbs[s][t] = throughput((enum transport)t, wsizes[s], total);
+                        status |= mbs[s][t] < 0;
+                }
+        }
+        for (int t = 0; t < T_COUNT; t++)
+                if (!round_trip((enum transport)t, rounds, &med[t], &p99[t])) {
+                        med[t] = p99[t] = -1;
+                        status = 1;
+                }
+
+        if (json) {
+                printf("{\"throughput_mb_s\": {");
+                for (int s = 0; s < 3; s++) {
+                        printf("%s\"%zu\": {", s ? ", " : "", wsizes[s]);
+                        for (int t = 0; t < T_COUNT; t++)
+                                printf("%s\"%s\": %.1f", t ? ", " : "", tname[t], mbs[s][t]);
+                        printf("}");
+                }
+                printf("}, \"round_trip_us\": {");
+                for (int t = 0; t < T_COUNT; t++)
+                        printf("%s\"%s\": {\"median\": %.2f, \"p99\": %.2f}", t ? ", " : "", tname[t], med[t], p99[t]);
+                printf("}}\n");
+                goto out;
+        }
+        printf("vbpipe between vm2 and vm4 (two pvds, 256 KiB rings) vs pipe(2) and a UNIX socketpair\n\n");
+        printf("%-22s %12s %12s %12s %10s %10s\n", "throughput (MB/s)", "vbpipe", "pipe(2)", "socketpair",
+               "vs pipe", "vs socket");
+        for (int s = 0; s < 3; s++) {
+                char label[32];
+                snprintf(label, sizeof(label), "%zu B writes", wsizes[s]);
+                printf("%-22s %12.1f %12.1f %12.1f %9.2fx %9.2fx\n", label, mbs[s][T_VBPIPE], mbs[s][T_PIPE],
+                       mbs[s][T_SOCKET], mbs[s][T_VBPIPE] / mbs[s][T_PIPE], mbs[s][T_VBPIPE] / mbs[s][T_SOCKET]);
+        }
+        printf("\n%-22s %12s %12s %12s %10s %10s\n", "round trip 1 B (us)", "vbpipe", "pipe(2)", "socketpair",
+               "vs pipe", "vs socket");
+        printf("%-22s %12.1f %12.1f %12.1f %9.2fx %9.2fx\n", "median", med[T_VBPIPE], med[T_PIPE], med[T_SOCKET],
+               med[T_VBPIPE] / med[T_PIPE], med[T_VBPIPE] / med[T_SOCKET]);
+        printf("%-22s %12.1f %12.1f %12.1f %9.2fx %9.2fx\n", "p99", p99[T_VBPIPE], p99[T_PIPE], p99[T_SOCKET],
+               p99[T_VBPIPE] / p99[T_PIPE], p99[T_VBPIPE] / p99[T_SOCKET]);
+        printf("\n(%llu MiB per 64 KiB run, %d round trips; targets: 64 KiB >= 0.5x pipe(2), round trip <= 3x pipe(2))\n",
+               (unsigned long long)mib, rounds);
+out:
+        if (have_plat)
+                pvt_platform_fini(&plat);
+        return status;
+}
