@@ -26,6 +26,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <CUnit/Basic.h>
@@ -571,7 +572,14 @@ static void test_pdev_scribbler(void)
         pthread_t th;
         pthread_create(&th, NULL, scribbler, pdev);
         int ok = 0, eproto = 0, other = 0;
+        /* Bounded in time too: on a loaded machine an allocation can take
+         * milliseconds while the scribbler keeps a core busy. */
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         for (int i = 0; i < 3000 && (eproto < 5 || i < 50); i++) {
+                clock_gettime(CLOCK_MONOTONIC, &t1);
+                if (eproto > 0 && t1.tv_sec - t0.tv_sec > 20)
+                        break;
                 struct talloc t = { .op = TA_POOL, .size = 4096, .fill = 0x61 };
                 VumemBufferHd b;
                 uint8_t *p;
