@@ -45,7 +45,7 @@ void vbt_fini(void)
         vbt_pg = NULL;
 }
 
-static uint64_t vbt_seed(int from)
+uint64_t vbt_seed(int from)
 {
         return 0xc0ffee00ull + (uint64_t)from;
 }

@@ -54,6 +54,8 @@ extern const char *vbt_pipe;         /* "vbpipe0" */
 int vbt_init(struct pvt_platform *plat);
 void vbt_fini(void);
 
+/* The seed of the stream vm2 (from 0) or vm4 (from 1) sends. */
+uint64_t vbt_seed(int from);
 /* Fork program i in vm (vm2 or vm4). */
 pid_t vbt_run(int i, const char *vm, enum vbt_mode mode, bool nonblock);
 /* Programs 0 (vm2) and 1 (vm4) stream both ways until each has some bytes. */
