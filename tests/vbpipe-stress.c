@@ -146,6 +146,50 @@ static int program(void *arg)
         return s->what[0] ? 1 : 0;
 }
 
+static const msgpack_object *get(const msgpack_object *m, const char *key)
+{
+        if (!m || m->type != MSGPACK_OBJECT_MAP)
+                return NULL;
+        for (uint32_t i = 0; i < m->via.map.size; i++) {
+                const msgpack_object *k = &m->via.map.ptr[i].key;
+                if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == strlen(key) &&
+                    !memcmp(k->via.str.ptr, key, k->via.str.size))
+                        return &m->via.map.ptr[i].val;
+        }
+        return NULL;
+}
+
+static uint64_t get_u64(const msgpack_object *m, const char *key)
+{
+        const msgpack_object *v = get(m, key);
+        return v && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? v->via.u64 : UINT64_MAX;
+}
+
+/* pvd moved exactly the programs' bytes: vm's `pvctl stat vbpipe` of pipe
+ * counts `total` each way (each pipe carries one conversation here). */
+static void check_stat(const char *vm, const char *pipe)
+{
+        msgpack_zone z;
+        msgpack_object doc;
+        msgpack_zone_init(&z, 4096);
+        CU_ASSERT_EQUAL_FATAL(pvt_stat(&plat, vm, "vbpipe", &z, &doc), 0);
+        const msgpack_object *vls = get(&doc, "vlinks"), *st = NULL;
+        for (uint32_t i = 0; vls && vls->type == MSGPACK_OBJECT_ARRAY && i < vls->via.array.size; i++) {
+                const msgpack_object *x = get(&vls->via.array.ptr[i], "stat"), *name = get(x, "pipe");
+                if (name && name->type == MSGPACK_OBJECT_STR && name->via.str.size == strlen(pipe) &&
+                    !memcmp(name->via.str.ptr, pipe, strlen(pipe)))
+                        st = x;
+        }
+        CU_ASSERT_PTR_NOT_NULL(st);
+        CU_ASSERT_EQUAL(get_u64(get(st, "to_peer"), "bytes"), total);
+        CU_ASSERT_EQUAL(get_u64(get(st, "from_peer"), "bytes"), total);
+        CU_ASSERT_EQUAL(get_u64(st, "conversations"), 1);
+        printf("\n    %s in %s: ring peak %llu / %llu B to the peer, xIRQs %llu sent, %llu suppressed", pipe, vm,
+               (unsigned long long)get_u64(get(st, "to_peer"), "peak"), (unsigned long long)get_u64(st, "ring_size"),
+               (unsigned long long)get_u64(st, "xirq_sent"), (unsigned long long)get_u64(st, "xirq_suppressed"));
+        msgpack_zone_destroy(&z);
+}
+
 static void run_pipe(const char *pipe)
 {
         memset(res, 0, 2 * sizeof(*res));
@@ -170,9 +214,11 @@ static void run_pipe(const char *pipe)
                 CU_ASSERT_EQUAL(s->got, total);
                 CU_ASSERT_EQUAL(s->what[0], 0);
         }
-        printf("\n    ");
         CU_ASSERT_EQUAL(ra, 0);
         CU_ASSERT_EQUAL(rb, 0);
+        check_stat("vm2", pipe);
+        check_stat("vm4", pipe);
+        printf("\n    ");
         /* Both pvds are still there. */
         CU_ASSERT_EQUAL(kill(pvt_vm(&plat, "vm2")->pid, 0), 0);
         CU_ASSERT_EQUAL(kill(pvt_vm(&plat, "vm4")->pid, 0), 0);
