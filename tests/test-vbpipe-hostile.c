@@ -6,8 +6,9 @@
  *     stream both ways: the pvd that reads the index says so in its log
  *     and resets the vlink, neither pvd dies, the programs get the bytes
  *     that were really sent, then EOF and EPIPE, never garbage or a hang;
- *   - a fake vm4 pvd sends a FIN beyond the bytes it produced: vm2's pvd
- *     resets the vlink, its program reads what was produced, then EOF.
+ *   - a fake vm4 pvd sends a FIN beyond (or behind) the bytes it produced:
+ *     vm2's pvd resets the vlink, its program reads what was produced,
+ *     then EOF; other impossible control messages reset the vlink too.
  * After each, the pipe works again once the vlink is back.
  */
 #include <dirent.h>
@@ -349,6 +350,63 @@ static void fin_lie(uint32_t produced, uint32_t claimed)
         vbt_conversation();
 }
 
+/* The server drops the fake (closes the link socket) within ms. */
+static bool fake_dropped(struct fake *f, int ms)
+{
+        long long end = pvt_now_ms() + ms;
+        while (pvt_now_ms() < end) {
+                struct pollfd pf = { .fd = f->sock, .events = POLLIN };
+                if (poll(&pf, 1, 50) == 1) {
+                        struct pv_emu_msg m;
+                        ssize_t n = recv(f->sock, &m, sizeof(m), MSG_DONTWAIT);
+                        if (n == 0 || (n < 0 && errno != EAGAIN))
+                                return true;
+                }
+        }
+        return false;
+}
+
+/* Messages no honest pvd sends, each on a fresh link: each resets it. */
+static void test_bad_messages(void)
+{
+        static const struct {
+                const char *what;
+                uint32_t type, len, gen, peer_gen, index;
+                bool open_first;
+        } bad[] = {
+                { "an unknown message type", 99, sizeof(struct vbpipe_msg), 1, 0, 0, false },
+                { "a message of the wrong length", VBPIPE_MSG_OPEN, 8, 1, 0, 0, false },
+                { "an OPEN of an end that is not new", VBPIPE_MSG_OPEN, sizeof(struct vbpipe_msg), 1, 0, 0, true },
+                { "a PAIR from the client", VBPIPE_MSG_PAIR, sizeof(struct vbpipe_msg), 1, 1, 0, true },
+                { "a STOP of an end never announced", VBPIPE_MSG_STOP, sizeof(struct vbpipe_msg), 7, 0, 0, false },
+                { "a FIN of an end never announced", VBPIPE_MSG_FIN, sizeof(struct vbpipe_msg), 7, 0, 0, false },
+                { "an OPEN with an index", VBPIPE_MSG_OPEN, sizeof(struct vbpipe_msg), 1, 0, 5, false },
+        };
+        CU_ASSERT_EQUAL_FATAL(pvt_pvd_stop(&plat, "vm4", SIGTERM), 0);
+        for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
+                int before = log_count("vm2", "vbpipe vbpipe0:");
+                struct fake f;
+                CU_ASSERT_EQUAL_FATAL(fake_join(&f), 0);
+                CU_ASSERT_EQUAL(pvt_wait_vlink(&plat, "vm2", LINK, "ON", 5000), 0);
+                if (bad[k].open_first)
+                        fake_send(&f, VBPIPE_MSG_OPEN, 1, 0, 0);
+                struct vbpipe_msg m = { .gen = bad[k].gen, .peer_gen = bad[k].peer_gen, .index = bad[k].index };
+                CU_ASSERT_EQUAL(pv_ring_send(&f.tx, PV_TAG(PV_DRV_VBPIPE, bad[k].type), &m, bad[k].len), 0);
+                fake_notify(&f);
+                bool dropped = fake_dropped(&f, 3000);
+                if (!dropped)
+                        printf("\n    %s: the link stays up ", bad[k].what);
+                CU_ASSERT(dropped);
+                CU_ASSERT(log_count("vm2", "vbpipe vbpipe0:") > before);
+                CU_ASSERT(pvd_alive("vm2"));
+                fake_fini(&f);
+                CU_ASSERT_EQUAL(pvt_wait_vlink(&plat, "vm2", LINK, "OFF", 5000), 0);
+        }
+        CU_ASSERT_EQUAL_FATAL(pvt_pvd_start(&plat, "vm4", NULL), 0);
+        wait_link_on();
+        vbt_conversation();
+}
+
 static void test_fin_ahead(void)
 {
         fin_lie(1000, 1000 + 4096);
@@ -392,6 +450,7 @@ int main(void)
                     test_bad_indices);
         CU_add_test(s, "a FIN beyond the bytes produced: reset, the bytes, then EOF", test_fin_ahead);
         CU_add_test(s, "a FIN behind the bytes produced: reset, the bytes, then EOF", test_fin_behind);
+        CU_add_test(s, "impossible control messages reset the vlink", test_bad_messages);
         CU_basic_set_mode(CU_BRM_VERBOSE);
         CU_basic_run_tests();
         unsigned fails = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
