@@ -400,9 +400,28 @@ static bool end_over(const struct vbp_end *e)
         return e->tx_done && e->rx_done && !e->tail;
 }
 
+/* Drop what the program wrote and nobody will read, so that closing D does
+ * not reset the program's end: a socket closed with unread bytes makes the
+ * peer's next call fail with ECONNRESET, where a pipe's reader must see EOF
+ * and its writer EPIPE. The shutdown first: nothing more can arrive. */
+static void end_discard_input(struct vbp_end *e)
+{
+        static uint8_t scratch[VBP_FILLER_CHUNK];
+        int fd = end_fd(e);
+        shutdown(fd, SHUT_RD);
+        for (;;) {
+                ssize_t n = recv(fd, scratch, sizeof(scratch), MSG_DONTWAIT);
+                if (n > 0 || (n < 0 && errno == EINTR))
+                        continue;
+                break;
+        }
+}
+
 static void end_free(struct vbp_end *e)
 {
         struct vbp_pipe *p = e->p;
+        if (e->w && e->prog_fd < 0)
+                end_discard_input(e);
         if (p->txe == e)
                 p->txe = NULL;
         if (p->seg.to == e)

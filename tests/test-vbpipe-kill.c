@@ -1,0 +1,170 @@
+/* VBPIPE when something dies mid-stream, across real pvd processes
+ * (test-2clients: vm2 serves, vm4 is the client):
+ *   - a program killed with SIGKILL: the other one reads what arrived, then
+ *     EOF, and its writes fail with EPIPE; both ends open again;
+ *   - the peer VM's pvd killed: the program on the surviving side gets
+ *     EOF and EPIPE, never a hang; an open waiting for the dead VM
+ *     completes once its pvd is back and a program there opens;
+ *   - the local pvd killed under a program: EOF and EPIPE too;
+ *   - a program killed while its open waits for the peer: the next open
+ *     of that end works.
+ * Every byte read is checked against the sender's stream
+ * (tests/vbpipe-test.c): what arrives before the EOF is never garbage.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include <CUnit/Basic.h>
+
+#include "pvtest.h"
+#include "vbpipe-test.h"
+
+static struct pvt_platform plat;
+static int fds_before;
+
+static void test_program_killed(void)
+{
+        pid_t a, b;
+        vbt_start_streams(&a, &b);
+        kill(a, SIGKILL);
+        CU_ASSERT_EQUAL(pvt_wait(a, VBT_PROMPT_MS), 128 + SIGKILL);
+        vbt_check_survivor(b, 1, "vm4's program after vm2's was killed", false);
+        vbt_conversation();
+
+        /* The other way round. */
+        vbt_start_streams(&a, &b);
+        kill(b, SIGKILL);
+        CU_ASSERT_EQUAL(pvt_wait(b, VBT_PROMPT_MS), 128 + SIGKILL);
+        vbt_check_survivor(a, 0, "vm2's program after vm4's was killed", false);
+        vbt_conversation();
+}
+
+/* vm4's pvd killed: vm2's program sees the end of the conversation, vm4's
+ * sees its own end close; an open in vm2 waits for vm4 to come back. */
+static void test_peer_pvd_killed(void)
+{
+        pid_t a, b;
+        vbt_start_streams(&a, &b);
+        CU_ASSERT(pvt_pvd_stop(&plat, "vm4", SIGKILL) >= 0);
+        vbt_check_survivor(a, 0, "vm2's program after vm4's pvd was killed", false);
+        vbt_check_survivor(b, 1, "vm4's program after its pvd was killed", true);
+
+        pid_t w = vbt_run(2, "vm2", VBT_CONV, false);
+        usleep(300 * 1000);
+        CU_ASSERT_EQUAL(vbt_pg[2].opened, 0);
+        CU_ASSERT_EQUAL_FATAL(pvt_pvd_start(&plat, "vm4", NULL), 0);
+        CU_ASSERT_EQUAL(pvt_wait_vlink(&plat, "vm4", NULL, "ON", 10000), 0);
+        usleep(200 * 1000);
+        CU_ASSERT_EQUAL(vbt_pg[2].opened, 0);   /* still the rendezvous: nobody in vm4 */
+        pid_t v = vbt_run(3, "vm4", VBT_CONV, false);
+        CU_ASSERT_EQUAL(pvt_wait(w, 20000), 0);
+        CU_ASSERT_EQUAL(pvt_wait(v, 20000), 0);
+        for (int i = 2; i < 4; i++) {
+                CU_ASSERT_EQUAL(vbt_pg[i].got, VBT_CONV_BYTES);
+                CU_ASSERT_FALSE(vbt_pg[i].wrong);
+        }
+        vbt_conversation();
+}
+
+/* vm2's pvd (the server) killed under its program: the program's end
+ * closes (EOF, EPIPE); vm4's program loses its peer. Both come back. */
+static void test_local_pvd_killed(void)
+{
+        pid_t a, b;
+        vbt_start_streams(&a, &b);
+        CU_ASSERT(pvt_pvd_stop(&plat, "vm2", SIGKILL) >= 0);
+        vbt_check_survivor(a, 0, "vm2's program after its pvd was killed", true);
+        vbt_check_survivor(b, 1, "vm4's program after vm2's pvd was killed", false);
+        CU_ASSERT_EQUAL_FATAL(pvt_pvd_start(&plat, "vm2", NULL), 0);
+        CU_ASSERT_EQUAL(pvt_wait_vlink(&plat, "vm4", NULL, "ON", 10000), 0);
+        vbt_conversation();
+
+        /* A program blocked in read, nothing coming, sees it too: what
+         * arrived, then EOF. */
+        a = vbt_run(0, "vm2", VBT_READ, false);
+        b = vbt_run(1, "vm4", VBT_SEND, false);
+        CU_ASSERT(VBT_WAIT_FOR(vbt_pg[1].sent == VBT_CONV_BYTES, 10000));
+        usleep(200 * 1000);
+        CU_ASSERT(pvt_pvd_stop(&plat, "vm2", SIGKILL) >= 0);
+        CU_ASSERT_EQUAL(pvt_wait(a, VBT_PROMPT_MS), 0);
+        CU_ASSERT_EQUAL(vbt_pg[0].got, VBT_CONV_BYTES);
+        CU_ASSERT_EQUAL(vbt_pg[0].rerr, 0);
+        CU_ASSERT_EQUAL(vbt_pg[0].rerr2, 0);
+        CU_ASSERT_EQUAL(vbt_pg[0].werr2, EPIPE);
+        kill(b, SIGKILL);
+        pvt_wait(b, VBT_PROMPT_MS);
+        CU_ASSERT_EQUAL_FATAL(pvt_pvd_start(&plat, "vm2", NULL), 0);
+        CU_ASSERT_EQUAL(pvt_wait_vlink(&plat, "vm4", NULL, "ON", 10000), 0);
+        vbt_conversation();
+}
+
+/* Programs that open and die before the peer comes: the next opens work. */
+static void test_opener_killed(void)
+{
+        pid_t a = vbt_run(0, "vm2", VBT_HOLD, false);
+        usleep(200 * 1000);
+        CU_ASSERT_EQUAL(vbt_pg[0].opened, 0);   /* blocked: no peer */
+        kill(a, SIGKILL);
+        CU_ASSERT_EQUAL(pvt_wait(a, VBT_PROMPT_MS), 128 + SIGKILL);
+        vbt_conversation();
+
+        pid_t b = vbt_run(1, "vm4", VBT_HOLD, true);
+        CU_ASSERT(VBT_WAIT_FOR(vbt_pg[1].opened, 5000));   /* non-blocking: at once */
+        kill(b, SIGKILL);
+        CU_ASSERT_EQUAL(pvt_wait(b, VBT_PROMPT_MS), 128 + SIGKILL);
+        vbt_conversation();
+
+        /* Dying on both sides, one after the other, before any pairing. */
+        a = vbt_run(0, "vm2", VBT_HOLD, true);
+        CU_ASSERT(VBT_WAIT_FOR(vbt_pg[0].opened, 5000));
+        kill(a, SIGKILL);
+        pvt_wait(a, VBT_PROMPT_MS);
+        b = vbt_run(1, "vm4", VBT_HOLD, false);
+        usleep(100 * 1000);
+        kill(b, SIGKILL);
+        pvt_wait(b, VBT_PROMPT_MS);
+        vbt_conversation();
+}
+
+static int suite_init(void)
+{
+        fds_before = pvt_fd_count();
+        if (vbt_init(&plat) < 0 || pvt_platform_init(&plat, "test-2clients") < 0)
+                goto fail;
+        if (pvt_pvd_start(&plat, "vm2", NULL) < 0 || pvt_pvd_start(&plat, "vm4", NULL) < 0 ||
+            pvt_wait_vlink(&plat, "vm4", NULL, "ON", 10000) < 0)
+                goto fail;
+        return 0;
+fail:
+        pvt_platform_fini(&plat);
+        return -1;
+}
+
+static int suite_fini(void)
+{
+        int left = pvt_platform_fini(&plat);
+        vbt_fini();
+        int fds = pvt_fd_count();
+        if (left || fds != fds_before)
+                fprintf(stderr, "test-vbpipe-kill: %d leftovers, fds %d -> %d\n", left, fds_before, fds);
+        return left || fds != fds_before ? -1 : 0;
+}
+
+int main(void)
+{
+        if (CU_initialize_registry() != CUE_SUCCESS)
+                return 1;
+        CU_pSuite s = CU_add_suite("vbpipe-kill", suite_init, suite_fini);
+        CU_add_test(s, "a program killed mid-stream: EOF and EPIPE for the other, then a new conversation",
+                    test_program_killed);
+        CU_add_test(s, "the peer's pvd killed mid-stream: EOF and EPIPE; an open waits for its return",
+                    test_peer_pvd_killed);
+        CU_add_test(s, "the local pvd killed under its program: EOF and EPIPE", test_local_pvd_killed);
+        CU_add_test(s, "a program killed before the peer opened: the next open works", test_opener_killed);
+        CU_basic_set_mode(CU_BRM_VERBOSE);
+        CU_basic_run_tests();
+        unsigned fails = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
+        CU_cleanup_registry();
+        return fails ? 1 : 0;
+}
