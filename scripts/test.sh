@@ -10,6 +10,11 @@ scripts/setup-deps.sh
 
 jobs=$(nproc 2>/dev/null || echo 2)
 start=$(date +%s)
+# The tests' platforms live in a directory of this run only, so that the
+# leftover check below sees this run's leftovers and no one else's.
+base_tmp=${TMPDIR:-/tmp}
+export TMPDIR
+TMPDIR=$(mktemp -d "$base_tmp/pvd-tests.XXXXXX")
 
 configure() {  # dir, options...
     local dir=$1; shift
@@ -42,9 +47,10 @@ pat="^$(pwd)/build(-san)?/daemon/pvd "
 if pgrep -f "$pat" >/dev/null; then
     echo "pvd processes left behind:"; pgrep -af "$pat"; left=1
 fi
-if ls -d "${TMPDIR:-/tmp}"/pvt-* >/dev/null 2>&1; then
-    echo "test directories left behind:"; ls -d "${TMPDIR:-/tmp}"/pvt-*; left=1
+if [ -n "$(ls -A "$TMPDIR")" ]; then
+    echo "left behind in $TMPDIR:"; ls -A "$TMPDIR"; left=1
 fi
 [ $left -eq 0 ] || exit 1
+rmdir "$TMPDIR"
 echo "no process, socket or test directory left behind"
 echo "==> all tests passed in $(( $(date +%s) - start )) s"
