@@ -15,6 +15,7 @@ start=$(date +%s)
 base_tmp=${TMPDIR:-/tmp}
 export TMPDIR
 TMPDIR=$(mktemp -d "$base_tmp/pvd-tests.XXXXXX")
+chmod 755 "$TMPDIR"   # test-access reaches a node as nobody
 
 configure() {  # dir, options...
     local dir=$1; shift
