@@ -248,9 +248,10 @@ void vbp_end_answer(struct vbp_end *e, int diag)
 }
 
 /* Read back and drop the filler that kept a non-blocking end unwritable. */
+static uint8_t scratch[VBP_FILLER_CHUNK];
+
 static void end_drop_filler(struct vbp_end *e)
 {
-        static uint8_t scratch[VBP_FILLER_CHUNK];
         while (e->filler) {
                 size_t want = e->filler < sizeof(scratch) ? e->filler : sizeof(scratch);
                 ssize_t n = read(end_fd(e), scratch, want);
@@ -323,6 +324,15 @@ void vbp_end_free(struct vbp_end *e)
         }
         if (e->prog_fd >= 0)
                 close(e->prog_fd);
+        /* Bytes the program wrote that nobody will read (its peer left):
+         * drop them first. Closing a socket with unread bytes resets its
+         * peer, and the program's read would fail with ECONNRESET instead
+         * of returning EOF as a pipe's does. Nothing new comes in: D is
+         * shut for reading or the program's writing is over; the bound is
+         * for a program that writes on while pvd stops. */
+        for (int i = 0; e->w && i < 64; i++)
+                if (recv(end_fd(e), scratch, sizeof(scratch), MSG_DONTWAIT) <= 0)
+                        break;
         pvd_watch_close(e->w);
         free(e->tail);
         free(e);
