@@ -45,7 +45,7 @@ void vbpipe_stat(struct pvd_vlink *vl, msgpack_packer *pk)
                 snprintf(reason, sizeof(reason), "%s is not writable here: wakeup= is accepted and ignored",
                          p->wake_path);
 
-        msgpack_pack_map(pk, 17);
+        msgpack_pack_map(pk, 18);
         pvd_pack_kv_str(pk, "pipe", p->name);
         pvd_pack_kv_str(pk, "flags", p->any ? "a" : "");
         pvd_pack_kv_u64(pk, "ring_size", p->size);
@@ -71,5 +71,8 @@ void vbpipe_stat(struct pvd_vlink *vl, msgpack_packer *pk)
         pvd_pack_kv_bool(pk, "wake_lock", p->wake_fd >= 0);
         pvd_pack_kv_str(pk, "wake_lock_path", p->wake_path);
         pvd_pack_kv_u64(pk, "wake_locks_taken", p->wake_count);
+        /* What is left of the last hold (kept by the kernel, or only
+         * counted here when there is no wake lock file). */
+        pvd_pack_kv_u64(pk, "wake_lock_left_ms", p->wake_until_ms > now ? p->wake_until_ms - now : 0);
         pvd_pack_kv_str(pk, "wake_lock_note", reason);
 }

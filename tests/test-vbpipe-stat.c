@@ -138,6 +138,8 @@ static void check_pvctl(const char *vm, bool json, const char *const *want)
         char out[32768], err[4096];
         const char *argv[] = { getenv("PVCTL_BIN"), "stat", "vbpipe", json ? "--json" : NULL, NULL };
         CU_ASSERT_EQUAL_FATAL(pvt_run(&vbt_plat, vm, argv, out, sizeof(out), err, sizeof(err), 5000), 0);
+        if (getenv("VBT_SHOW_STAT"))
+                fprintf(stderr, "%s", out);
         for (int i = 0; want[i]; i++)
                 if (!strstr(out, want[i])) {
                         fprintf(stderr, "test-vbpipe: pvctl stat vbpipe%s in %s: no \"%s\" in\n%s\n",
@@ -209,7 +211,8 @@ void test_stat(void)
                                                          "\"bytes\"", "\"writes\"", "\"fill\": 262144",
                                                          "\"peak\"", "\"xirq_sent\"", "\"xirq_suppressed\"",
                                                          "\"wakeup_ms\": 250", "\"wake_lock\": true",
-                                                         "\"wake_lock_path\"", NULL });
+                                                         "\"wake_lock_path\"", "\"wake_lock_left_ms\"",
+                                                         "\"wake_locks_taken\"", NULL });
         check_pvctl("vm2", false, (const char *const[]){ "vbpipe0", "vbpipe1", "open", "xirq_sent", NULL });
         for (uint64_t got = 0; got < n;) {
                 size_t want = n - got < sizeof(buf) ? (size_t)(n - got) : sizeof(buf);

@@ -20,7 +20,7 @@ static int fds_before;
 static int tok_ab[2] = { -1, -1 }, tok_ba[2] = { -1, -1 };   /* A -> B, B -> A */
 static bool is_a;
 
-int vbt_suite_init(void)
+static int suite_setup(void)
 {
         fds_before = pvt_fd_count();
         vbt_sh = mmap(NULL, sizeof(*vbt_sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -52,14 +52,26 @@ int vbt_suite_init(void)
         return 0;
 }
 
+int vbt_suite_init(void)
+{
+        if (suite_setup() == 0)
+                return 0;
+        /* CUnit does not run the cleanup of a suite whose setup failed. */
+        vbt_suite_fini();
+        return -1;
+}
+
 int vbt_suite_fini(void)
 {
         int left = pvt_platform_fini(&vbt_plat);
         for (int i = 0; i < 2; i++)
                 if (vbt_wake[i][0])
                         unlink(vbt_wake[i]);
+        for (int i = 0; i < 2; i++)
+                vbt_wake[i][0] = 0;
         if (vbt_sh)
                 munmap(vbt_sh, sizeof(*vbt_sh));
+        vbt_sh = NULL;
         int fds = pvt_fd_count();
         if (left || fds != fds_before)
                 fprintf(stderr, "test-vbpipe: %d leftovers, fds %d -> %d\n", left, fds_before, fds);
