@@ -317,6 +317,50 @@ static void test_fionread(void)
         CU_ASSERT(vbt_idle());
 }
 
+/* A write of more than the pipe holds blocks, and proceeds as the reader
+ * drains it, small read by small read (vbpipe1: 64 KiB rings). */
+#define BIGW (3u << 20)
+
+static int bigw_a(void)
+{
+        int fd = open_or_say(eof_pipe, O_RDWR);
+        CK(fd >= 0);
+        static uint8_t buf[BIGW];
+        vbt_fill(buf, BIGW, 6, 0);
+        CK(write(fd, buf, BIGW) == (ssize_t)BIGW);
+        close(fd);
+        return 0;
+}
+
+static int bigw_b(void)
+{
+        int fd = open_or_say(eof_pipe, O_RDWR);
+        CK(fd >= 0);
+        uint8_t buf[1000];
+        uint64_t got = 0;
+        for (;;) {
+                ssize_t n = read(fd, buf, 1 + got % sizeof(buf));
+                CK(n >= 0);
+                if (n == 0)
+                        break;
+                CK(vbt_check(buf, (size_t)n, 6, got));
+                got += (uint64_t)n;
+        }
+        CK(got == BIGW);
+        close(fd);
+        return 0;
+}
+
+static void test_big_write(void)
+{
+        eof_pipe = P1;
+        vbt_run(bigw_a, bigw_b, NULL, NULL);
+        CU_ASSERT(vbt_idle());
+        eof_pipe = P0;
+        vbt_run(bigw_a, bigw_b, NULL, NULL);
+        CU_ASSERT(vbt_idle());
+}
+
 /* ---- EPIPE and SIGPIPE ---------------------------------------------------------------- */
 
 static volatile sig_atomic_t got_sigpipe;
@@ -695,6 +739,7 @@ int main(void)
         CU_add_test(s, "whole-count reads (vbpipe0), what is there (flag a)", test_read_counts);
         CU_add_test(s, "the rest, then EOF", test_eof);
         CU_add_test(s, "FIONREAD", test_fionread);
+        CU_add_test(s, "a write larger than the pipe blocks and proceeds", test_big_write);
         CU_add_test(s, "EPIPE and SIGPIPE", test_epipe);
         CU_add_test(s, "poll, select, epoll", test_poll);
         CU_add_test(s, "second open: EBUSY", test_busy);
