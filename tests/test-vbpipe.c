@@ -51,6 +51,7 @@ static int rdv_b(void)
 {
         int fd = open_or_say("/dev/" P0, O_RDWR);
         CK(fd >= 0);
+        vbt_sh->count = 1;
         char c;
         CK(read(fd, &c, 1) == 1 && c == 'x');
         CK(write(fd, "y", 1) == 1);
@@ -74,6 +75,21 @@ static void test_rendezvous(void)
         CU_ASSERT_EQUAL(pvt_wait(a, 40000), 0);
         CU_ASSERT_EQUAL(pvt_wait(b, 40000), 0);
         CU_ASSERT_EQUAL(vbt_sh->a_opened, 1);
+        CU_ASSERT(vbt_idle());
+
+        /* The other way round: the client VM's program waits. */
+        memset(vbt_sh, 0, sizeof(*vbt_sh));
+        b = vbt_spawn("vm4", rdv_b);
+        CU_ASSERT_FATAL(b > 0);
+        CU_ASSERT(vbt_wait_state("vm4", P0, "local", "waiting", 10000));
+        CU_ASSERT(vbt_wait_state("vm2", P0, "peer", "waiting", 10000));
+        usleep(300000);
+        CU_ASSERT_EQUAL(vbt_sh->count, 0);
+        CU_ASSERT_EQUAL(waitpid(b, NULL, WNOHANG), 0);
+        a = vbt_spawn("vm2", rdv_a);
+        CU_ASSERT_EQUAL(pvt_wait(a, 40000), 0);
+        CU_ASSERT_EQUAL(pvt_wait(b, 40000), 0);
+        CU_ASSERT_EQUAL(vbt_sh->count, 1);
         CU_ASSERT(vbt_idle());
 }
 
