@@ -213,7 +213,9 @@ void test_stat(void)
                                                          "\"wakeup_ms\": 250", "\"wake_lock\": true",
                                                          "\"wake_lock_path\"", "\"wake_lock_left_ms\"",
                                                          "\"wake_locks_taken\"", NULL });
-        check_pvctl("vm2", false, (const char *const[]){ "vbpipe0", "vbpipe1", "open", "xirq_sent", NULL });
+        check_pvctl("vm2", false, (const char *const[]){ "vbpipe0", "vbpipe1", "open: test-vbpipe[", "xIRQs: ",
+                                                          "to   vm4", "from vm4", "peak 256.0 KiB",
+                                                          "wakeup=250 ms: wake locks in", NULL });
         for (uint64_t got = 0; got < n;) {
                 size_t want = n - got < sizeof(buf) ? (size_t)(n - got) : sizeof(buf);
                 CU_ASSERT_FATAL(vbt_read_n(b, buf, want) == want);
