@@ -20,24 +20,13 @@
 #include "pv/vbpipe.h"
 #include "vbpipe-test.h"
 
-#define P0 "vbpipe0"
-#define P1 "vbpipe1"
-
 static uint8_t big[1 << 20];
-
-static int open_or_say(const char *name, int flags)
-{
-        int fd = vbpipeOpen(name, flags);
-        if (fd < 0)
-                fprintf(stderr, "test-vbpipe: vbpipeOpen(%s): %s\n", name, pvLastError());
-        return fd;
-}
 
 /* ---- rendezvous, names ------------------------------------------------------------- */
 
 static int rdv_a(void)
 {
-        int fd = open_or_say(P0, O_RDWR);
+        int fd = vbt_open(P0, O_RDWR);
         CK(fd >= 0);
         vbt_sh->a_opened = 1;
         CK(write(fd, "x", 1) == 1);
@@ -49,7 +38,7 @@ static int rdv_a(void)
 
 static int rdv_b(void)
 {
-        int fd = open_or_say("/dev/" P0, O_RDWR);
+        int fd = vbt_open("/dev/" P0, O_RDWR);
         CK(fd >= 0);
         vbt_sh->count = 1;
         char c;
@@ -113,7 +102,7 @@ static void test_unknown_name(void)
 
 static int nb_a(void)
 {
-        int fd = open_or_say(P0, O_RDWR | O_NONBLOCK);
+        int fd = vbt_open(P0, O_RDWR | O_NONBLOCK);
         CK(fd >= 0);
         /* No peer yet: not writable, nothing to read. */
         CK(!(vbt_poll(fd, POLLOUT, 0) & POLLOUT));
@@ -132,7 +121,7 @@ static int nb_a(void)
 static int nb_b(void)
 {
         CK(vbt_hear(10000));
-        int fd = open_or_say(P0, O_RDWR);
+        int fd = vbt_open(P0, O_RDWR);
         CK(fd >= 0);
         char buf[64];
         CK(read(fd, buf, 11) == 11 && memcmp(buf, "hello world", 11) == 0);
@@ -144,7 +133,7 @@ static int nb_b(void)
 /* Both sides non-blocking: poll brings the peer. */
 static int nb2_a(void)
 {
-        int fd = open_or_say(P1, O_RDWR | O_NONBLOCK);
+        int fd = vbt_open(P1, O_RDWR | O_NONBLOCK);
         CK(fd >= 0);
         vbt_tell();
         CK(vbt_poll(fd, POLLOUT, 10000) & POLLOUT);
@@ -159,7 +148,7 @@ static int nb2_a(void)
 static int nb2_b(void)
 {
         CK(vbt_hear(10000));
-        int fd = open_or_say(P1, O_RDWR | O_NONBLOCK);
+        int fd = vbt_open(P1, O_RDWR | O_NONBLOCK);
         CK(fd >= 0);
         CK(vbt_poll(fd, POLLIN, 10000) & POLLIN);
         char buf[8];
@@ -184,7 +173,7 @@ static void test_nonblock_open(void)
 
 static int whole_a(void)
 {
-        int fd = open_or_say(P0, O_RDWR);
+        int fd = vbt_open(P0, O_RDWR);
         CK(fd >= 0);
         uint8_t buf[1000];
         vbt_fill(buf, sizeof(buf), 1, 0);
@@ -199,7 +188,7 @@ static int whole_a(void)
 
 static int whole_b(void)
 {
-        int fd = open_or_say(P0, O_RDWR);
+        int fd = vbt_open(P0, O_RDWR);
         CK(fd >= 0);
         uint8_t buf[1000];
         CK(read(fd, buf, sizeof(buf)) == (ssize_t)sizeof(buf));   /* one read: the whole count */
@@ -212,7 +201,7 @@ static int whole_b(void)
 
 static int any_a(void)
 {
-        int fd = open_or_say(P1, O_RDWR);
+        int fd = vbt_open(P1, O_RDWR);
         CK(fd >= 0);
         uint8_t buf[100];
         vbt_fill(buf, sizeof(buf), 2, 0);
@@ -224,7 +213,7 @@ static int any_a(void)
 
 static int any_b(void)
 {
-        int fd = open_or_say(P1, O_RDWR);
+        int fd = vbt_open(P1, O_RDWR);
         CK(fd >= 0);
         uint8_t buf[1000];
         size_t got = 0;
@@ -253,7 +242,7 @@ static const char *eof_pipe;
 
 static int eof_a(void)
 {
-        int fd = open_or_say(eof_pipe, O_RDWR);
+        int fd = vbt_open(eof_pipe, O_RDWR);
         CK(fd >= 0);
         uint8_t buf[300];
         vbt_fill(buf, sizeof(buf), 3, 0);
@@ -265,7 +254,7 @@ static int eof_a(void)
 
 static int eof_b(void)
 {
-        int fd = open_or_say(eof_pipe, O_RDWR);
+        int fd = vbt_open(eof_pipe, O_RDWR);
         CK(fd >= 0);
         CK(vbt_hear(10000));
         /* The writer is gone: its bytes are still there, then EOF. */
@@ -294,7 +283,7 @@ static void test_eof(void)
 
 static int fionread_a(void)
 {
-        int fd = open_or_say(eof_pipe, O_RDWR);
+        int fd = vbt_open(eof_pipe, O_RDWR);
         CK(fd >= 0);
         uint8_t buf[123];
         vbt_fill(buf, sizeof(buf), 4, 0);
@@ -306,7 +295,7 @@ static int fionread_a(void)
 
 static int fionread_b(void)
 {
-        int fd = open_or_say(eof_pipe, O_RDWR);
+        int fd = vbt_open(eof_pipe, O_RDWR);
         CK(fd >= 0);
         int avail = 0;
         long long deadline = pvt_now_ms() + 10000;
@@ -339,7 +328,7 @@ static void test_fionread(void)
 
 static int bigw_a(void)
 {
-        int fd = open_or_say(eof_pipe, O_RDWR);
+        int fd = vbt_open(eof_pipe, O_RDWR);
         CK(fd >= 0);
         static uint8_t buf[BIGW];
         vbt_fill(buf, BIGW, 6, 0);
@@ -350,7 +339,7 @@ static int bigw_a(void)
 
 static int bigw_b(void)
 {
-        int fd = open_or_say(eof_pipe, O_RDWR);
+        int fd = vbt_open(eof_pipe, O_RDWR);
         CK(fd >= 0);
         uint8_t buf[1000];
         uint64_t got = 0;
@@ -395,7 +384,7 @@ static int epipe_a(void)
                 signal(SIGPIPE, on_sigpipe);
         else if (epipe_mode == 2)
                 signal(SIGPIPE, SIG_DFL);
-        int fd = open_or_say(P0, O_RDWR);
+        int fd = vbt_open(P0, O_RDWR);
         CK(fd >= 0);
         CK(vbt_hear(10000));   /* B closed */
         /* STOP travels to this side: writes succeed until it is there. */
@@ -416,7 +405,7 @@ static int epipe_a(void)
 
 static int epipe_b(void)
 {
-        int fd = open_or_say(P0, O_RDWR);
+        int fd = vbt_open(P0, O_RDWR);
         CK(fd >= 0);
         close(fd);
         vbt_tell();
@@ -474,7 +463,7 @@ static int ep_new(int fd)
 
 static int poll_a(void)
 {
-        int fd = open_or_say(P0, O_RDWR);
+        int fd = vbt_open(P0, O_RDWR);
         CK(fd >= 0);
         int ep = ep_new(fd);
         CK(ep >= 0);
@@ -508,7 +497,7 @@ static int poll_a(void)
 
 static int poll_b(void)
 {
-        int fd = open_or_say(P0, O_RDWR);
+        int fd = vbt_open(P0, O_RDWR);
         CK(fd >= 0);
         int ep = ep_new(fd);
         CK(ep >= 0);
@@ -545,205 +534,6 @@ static void test_poll(void)
         CU_ASSERT(vbt_idle());
 }
 
-/* ---- EBUSY ------------------------------------------------------------------------ */
-
-static int busy_a(void)
-{
-        int fd = open_or_say(P0, O_RDWR | O_NONBLOCK);
-        CK(fd >= 0);
-        CK(vbpipeOpen(P0, O_RDWR | O_NONBLOCK) == -1 && errno == EBUSY);
-        CK(vbpipeOpen("/dev/" P0, O_RDWR) == -1 && errno == EBUSY);
-        /* The other pipe is another end. */
-        int fd1 = open_or_say(P1, O_RDWR | O_NONBLOCK);
-        CK(fd1 >= 0);
-        close(fd1);
-        vbt_tell();
-        CK(vbt_poll(fd, POLLOUT, 10000) & POLLOUT);
-        CK(vbpipeOpen(P0, O_RDWR | O_NONBLOCK) == -1 && errno == EBUSY);
-        CK(vbt_hear(10000));
-        close(fd);
-        return 0;
-}
-
-static int busy_b(void)
-{
-        CK(vbt_hear(10000));
-        int fd = open_or_say(P0, O_RDWR);
-        CK(fd >= 0);
-        CK(vbpipeOpen(P0, O_RDWR | O_NONBLOCK) == -1 && errno == EBUSY);
-        vbt_tell();
-        char c;
-        CK(read(fd, &c, 1) == 0);
-        close(fd);
-        return 0;
-}
-
-static int block_open_a(void)
-{
-        int fd = open_or_say(P0, O_RDWR);
-        CK(fd >= 0);
-        char c;
-        CK(read(fd, &c, 1) == 0);
-        close(fd);
-        return 0;
-}
-
-static int close_at_once(void)
-{
-        int fd = open_or_say(P0, O_RDWR);
-        CK(fd >= 0);
-        close(fd);
-        return 0;
-}
-
-static void test_busy(void)
-{
-        vbt_run(busy_a, busy_b, NULL, NULL);
-        CU_ASSERT(vbt_idle());
-        /* An end whose blocking open waits is taken too. */
-        pid_t a = vbt_spawn("vm2", block_open_a);
-        CU_ASSERT(vbt_wait_state("vm2", P0, "local", "waiting", 10000));
-        pvt_use_vm(&vbt_plat, "vm2");
-        errno = 0;
-        CU_ASSERT_EQUAL(vbpipeOpen(P0, O_RDWR | O_NONBLOCK), -1);
-        CU_ASSERT_EQUAL(errno, EBUSY);
-        CU_ASSERT_PTR_NOT_NULL(strstr(pvLastError(), "open already"));
-        unsetenv("PVD_RUNTIME_DIR");
-        pid_t b = vbt_spawn("vm4", close_at_once);
-        CU_ASSERT_EQUAL(pvt_wait(a, 40000), 0);
-        CU_ASSERT_EQUAL(pvt_wait(b, 40000), 0);
-        CU_ASSERT(vbt_idle());
-}
-
-/* ---- new conversations -------------------------------------------------------------------- */
-
-#define ROUNDS 6
-
-static int reopen_a(void)
-{
-        for (unsigned r = 0; r < ROUNDS; r++) {
-                int fd = open_or_say(P0, O_RDWR);
-                CK(fd >= 0);
-                /* More than B reads; in odd rounds B reads none. */
-                vbt_fill(big, 100000, 10 + r, 0);
-                ssize_t w = write(fd, big, 100000);
-                CK(w > 0 || (w < 0 && errno == EPIPE));
-                if (r == ROUNDS - 1)
-                        CK(vbt_hear(20000));
-                close(fd);
-                if (r == ROUNDS - 2)
-                        CK(vbt_hear(20000));   /* B closes first this time */
-        }
-        return 0;
-}
-
-static int reopen_b(void)
-{
-        static uint8_t buf[1000];
-        for (unsigned r = 0; r < ROUNDS; r++) {
-                int fd = open_or_say(P0, O_RDWR);
-                CK(fd >= 0);
-                if (r % 2 == 0 || r == ROUNDS - 1) {
-                        CK(read(fd, buf, sizeof(buf)) == (ssize_t)sizeof(buf));
-                        CK(vbt_check(buf, sizeof(buf), 10 + r, 0));
-                }
-                if (r == ROUNDS - 1) {
-                        vbt_tell();
-                        size_t got = vbt_read_n(fd, big, 100000 - sizeof(buf));
-                        CK(got == 100000 - sizeof(buf) && vbt_check(big, got, 10 + r, sizeof(buf)));
-                        CK(read(fd, buf, 1) == 0);
-                }
-                close(fd);
-                if (r == ROUNDS - 2)
-                        vbt_tell();
-        }
-        return 0;
-}
-
-static void test_reopen(void)
-{
-        vbt_run(reopen_a, reopen_b, NULL, NULL);
-        CU_ASSERT(vbt_idle());
-}
-
-/* ---- two pipes, one direction ---------------------------------------------------------------- */
-
-static int indep_a(void)
-{
-        int f0 = open_or_say(P0, O_RDWR), f1 = open_or_say(P1, O_RDWR);
-        CK(f0 >= 0 && f1 >= 0);
-        /* vbpipe0 full and unread does not hold up vbpipe1. */
-        uint64_t n = vbt_fill_pipe(f0, 20);
-        CK(n > 0);
-        vbt_fill(big, 200000, 21, 0);
-        CK(vbt_write_all(f1, big, 200000));
-        CK(vbt_read_n(f1, big, 5000) == 5000 && vbt_check(big, 5000, 22, 0));
-        vbt_tell_u64(n);
-        CK(vbt_hear(20000));
-        close(f0);
-        close(f1);
-        return 0;
-}
-
-static int indep_b(void)
-{
-        int f0 = open_or_say(P0, O_RDWR), f1 = open_or_say(P1, O_RDWR);
-        CK(f0 >= 0 && f1 >= 0);
-        static uint8_t buf[200000];
-        CK(vbt_read_n(f1, buf, sizeof(buf)) == sizeof(buf) && vbt_check(buf, sizeof(buf), 21, 0));
-        vbt_fill(buf, 5000, 22, 0);
-        CK(vbt_write_all(f1, buf, 5000));
-        uint64_t n;
-        CK(vbt_hear_u64(&n, 20000));
-        for (uint64_t got = 0; got < n;) {
-                size_t want = n - got < sizeof(buf) ? (size_t)(n - got) : sizeof(buf);
-                CK(vbt_read_n(f0, buf, want) == want && vbt_check(buf, want, 20, got));
-                got += want;
-        }
-        vbt_tell();
-        close(f0);
-        close(f1);
-        return 0;
-}
-
-static int oneway_a(void)
-{
-        int fd = open_or_say(P1, O_WRONLY);
-        CK(fd >= 0);
-        vbt_fill(big, 5000, 30, 0);
-        CK(vbt_write_all(fd, big, 5000));
-        char c;
-        CK(read(fd, &c, 1) == 0);   /* not opened for reading */
-        CK(vbt_hear(20000));
-        close(fd);
-        return 0;
-}
-
-static int oneway_b(void)
-{
-        int fd = open_or_say(P1, O_RDONLY);
-        CK(fd >= 0);
-        CK(write(fd, "x", 1) == -1 && errno == EPIPE);   /* not opened for writing */
-        CK(vbt_read_n(fd, big, 5000) == 5000 && vbt_check(big, 5000, 30, 0));
-        vbt_tell();
-        char c;
-        CK(read(fd, &c, 1) == 0);
-        close(fd);
-        return 0;
-}
-
-static void test_independent(void)
-{
-        vbt_run(indep_a, indep_b, NULL, NULL);
-        CU_ASSERT(vbt_idle());
-}
-
-static void test_one_way(void)
-{
-        vbt_run(oneway_a, oneway_b, NULL, NULL);
-        CU_ASSERT(vbt_idle());
-}
-
 int main(void)
 {
         if (CU_initialize_registry() != CUE_SUCCESS)
@@ -759,6 +549,7 @@ int main(void)
         CU_add_test(s, "EPIPE and SIGPIPE", test_epipe);
         CU_add_test(s, "poll, select, epoll", test_poll);
         CU_add_test(s, "second open: EBUSY", test_busy);
+        CU_add_test(s, "abandoned opens are no partners", test_abandoned);
         CU_add_test(s, "new conversations never see old bytes", test_reopen);
         CU_add_test(s, "two independent pipes", test_independent);
         CU_add_test(s, "O_RDONLY and O_WRONLY", test_one_way);

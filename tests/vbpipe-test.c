@@ -10,6 +10,7 @@
 
 #include <CUnit/Basic.h>
 
+#include "pv/vbpipe.h"
 #include "vbpipe-test.h"
 
 struct pvt_platform vbt_plat;
@@ -76,6 +77,14 @@ int vbt_suite_fini(void)
         if (left || fds != fds_before)
                 fprintf(stderr, "test-vbpipe: %d leftovers, fds %d -> %d\n", left, fds_before, fds);
         return left || fds != fds_before ? -1 : 0;
+}
+
+int vbt_open(const char *name, int flags)
+{
+        int fd = vbpipeOpen(name, flags);
+        if (fd < 0)
+                fprintf(stderr, "test-vbpipe: vbpipeOpen(%s): %s\n", name, pvLastError());
+        return fd;
 }
 
 static int (*child_fn)(void);

@@ -12,6 +12,9 @@
 
 #include "pvtest.h"
 
+#define P0 "vbpipe0"
+#define P1 "vbpipe1"
+
 extern struct pvt_platform vbt_plat;
 extern char vbt_wake[2][64];      /* PVD_WAKE_LOCK of vm2's and vm4's pvd */
 
@@ -76,6 +79,16 @@ bool vbt_stat_u64(const char *vm, const char *pipe, const char *sub, const char 
 bool vbt_wait_state(const char *vm, const char *pipe, const char *sub, const char *state, int timeout_ms);
 /* Both pipes closed on both sides (between tests). */
 bool vbt_idle(void);
+
+/* vbpipeOpen, saying why on stderr when it fails. */
+int vbt_open(const char *name, int flags);
+
+/* test-vbpipe-conv.c */
+void test_busy(void);
+void test_abandoned(void);
+void test_reopen(void);
+void test_independent(void);
+void test_one_way(void);
 
 /* test-vbpipe-stat.c */
 void test_wakeup(void);
