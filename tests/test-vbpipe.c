@@ -230,11 +230,82 @@ static int any_b(void)
         return 0;
 }
 
+/* Fewer than the count on vbpipe0: in non-blocking mode, and when a
+ * signal interrupts the read (no SA_RESTART) after bytes came. */
+static void on_usr1(int sig)
+{
+        (void)sig;
+}
+
+static int short_a(void)
+{
+        int fd = vbt_open(P0, O_RDWR);
+        CK(fd >= 0);
+        uint8_t buf[100];
+        vbt_fill(buf, sizeof(buf), 7, 0);
+        CK(write(fd, buf, sizeof(buf)) == (ssize_t)sizeof(buf));
+        CK(vbt_hear(20000));
+        uint64_t before;
+        CK(vbt_hear_u64(&before, 20000));
+        vbt_fill(buf, sizeof(buf), 8, 0);
+        CK(write(fd, buf, sizeof(buf)) == (ssize_t)sizeof(buf));
+        /* Signal B once vm4's pvd has given it the bytes. */
+        uint64_t now = 0;
+        long long deadline = pvt_now_ms() + 10000;
+        while (vbt_stat_u64("vm4", P0, "from_peer", "bytes", &now) && now < before + 100 && pvt_now_ms() < deadline)
+                usleep(5000);
+        CK(now >= before + 100);
+        usleep(50000);
+        CK(kill((pid_t)vbt_sh->count, SIGUSR1) == 0);
+        CK(vbt_hear(20000));
+        close(fd);
+        return 0;
+}
+
+static int short_b(void)
+{
+        vbt_sh->count = (uint64_t)getpid();
+        struct sigaction sa = { .sa_handler = on_usr1 };   /* no SA_RESTART */
+        sigaction(SIGUSR1, &sa, NULL);
+        int fd = vbt_open(P0, O_RDWR);
+        CK(fd >= 0);
+        uint8_t buf[1000];
+        CK(vbt_poll(fd, POLLIN, 10000) & POLLIN);
+        int fl = fcntl(fd, F_GETFL);
+        CK(fcntl(fd, F_SETFL, fl | O_NONBLOCK) == 0);
+        size_t got = 0;
+        while (got < 100) {
+                ssize_t n = read(fd, buf + got, sizeof(buf) - got);
+                if (n < 0 && errno == EAGAIN) {
+                        CK(vbt_poll(fd, POLLIN, 10000) & POLLIN);
+                        continue;
+                }
+                CK(n > 0 && got + (size_t)n <= 100);
+                got += (size_t)n;
+        }
+        CK(vbt_check(buf, 100, 7, 0));
+        CK(read(fd, buf, sizeof(buf)) == -1 && errno == EAGAIN);
+        CK(fcntl(fd, F_SETFL, fl) == 0);
+        uint64_t before = 0;
+        CK(vbt_stat_u64("vm4", P0, "from_peer", "bytes", &before));
+        vbt_tell();
+        vbt_tell_u64(before);
+        /* Blocked for 1000 bytes, 100 came, then the signal. */
+        CK(read(fd, buf, sizeof(buf)) == 100);
+        CK(vbt_check(buf, 100, 8, 0));
+        vbt_tell();
+        CK(read(fd, buf, sizeof(buf)) == 0);
+        close(fd);
+        return 0;
+}
+
 static void test_read_counts(void)
 {
         vbt_run(whole_a, whole_b, NULL, NULL);
         CU_ASSERT(vbt_idle());
         vbt_run(any_a, any_b, NULL, NULL);
+        CU_ASSERT(vbt_idle());
+        vbt_run(short_a, short_b, NULL, NULL);
         CU_ASSERT(vbt_idle());
 }
 
