@@ -26,7 +26,7 @@
  *  - its own close: EOF on D (after its last bytes) is our FIN; a hang-up
  *    of D, or EPIPE when we write, is our STOP.
  *
- * Ends are freed only at the end of an entry point (pipe_leave): a send to
+ * Ends are freed only at the end of an entry point (vbp_pipe_leave): a send to
  * the peer can reset the vlink, and so run vbpipe_down, in the middle of
  * anything.
  */
@@ -43,105 +43,18 @@
 
 #include "pv-bytering.h"
 #include "pvd.h"
+#include "vbpipe-int.h"
 #include "vbpipe-proto.h"
 #include "watch.h"
 
-#define VBP_PUMP_ROUNDS 32            /* readv/writev per callback, for fairness */
-#define VBP_FILLER_CHUNK 65536
-#define VBP_WAKE_LOCK "/sys/power/wake_lock"
-
-enum vbp_state { VBP_WAIT, VBP_OPEN };
-
-struct vbp_pipe;
-
-struct vbp_end {
-        struct vbp_pipe *p;
-        uint32_t gen;
-        enum vbp_state st;
-        struct pvd_watch *w;       /* D, pvd's end of the socketpair */
-        int prog_fd;               /* the program's end while pvd holds it (blocking open) */
-        struct pvd_conn *conn;     /* a blocking open waiting for its answer */
-        uint64_t seq;              /* ... to request seq */
-        uint32_t filler;           /* bytes written through the program's end (O_NONBLOCK) */
-        pid_t pid;
-        char comm[32];
-        uint64_t since_ms;
-        uint32_t peer_gen;
-        bool announced;            /* OPEN sent on this vlink generation */
-        bool gone;                 /* the program closed its end or gave up its open */
-        bool tx_full;              /* ring full: D unread until the peer makes room */
-        bool tx_done;              /* FIN sent (or vlink down): D is not read any more */
-        bool rx_blocked;           /* D full: waiting for POLLOUT */
-        bool rx_done;              /* EOF given, or the program reads no more */
-        bool stop_sent;
-        uint8_t *tail;             /* the peer's bytes saved when the vlink went down */
-        size_t tail_len, tail_off;
-};
-
-enum vbp_peer { PEER_CLOSED, PEER_WAITING, PEER_OPEN, PEER_CLOSING };
-
-struct vbp_flow {
-        uint64_t bytes, xfers;     /* bytes moved, and the socket calls that moved them */
-        uint32_t peak;             /* highest ring fill seen */
-};
-
-struct vbp_pipe {
-        struct pvd_vlink *vl;
-        const char *name;          /* this end's device name */
-        bool any;                  /* flag 'a' */
-        uint32_t wakeup_ms;
-        uint32_t size;             /* ring bytes per direction */
-        bool on;                   /* rings attached (vlink ON) */
-        int depth;                 /* entry points on the stack */
-        struct pv_ring tx, rx;
-        struct vbp_end *cur;       /* the end using the rings (or waiting to) */
-        struct vbp_end *next;      /* an open that waits for cur's end */
-        struct vbp_end *txe;       /* paired end whose bytes go into tx (FIN not sent) */
-        struct {                   /* the peer's bytes now arriving in rx */
-                bool active;
-                uint32_t gen;      /* the peer's end */
-                struct vbp_end *to;/* NULL: nobody reads them (discard up to FIN) */
-                bool fin;
-                uint32_t fin_at;
-                bool stopped;      /* the peer's reader is gone too */
-        } seg;
-        uint32_t rx_start;         /* where the peer's next segment begins */
-        uint32_t next_gen;
-        /* The peer's ends as the messages tell (reset at each ON). */
-        bool peer_waiting;         /* an announced end without partner */
-        uint32_t peer_wait_gen;
-        uint32_t peer_max_gen;
-        uint32_t paired_max;       /* client: highest own end the server paired */
-        uint32_t announced_max;    /* client: highest own end announced */
-        enum vbp_peer peer;
-        /* Statistics. */
-        uint64_t conversations, refused_busy, cancelled;
-        struct vbp_flow out, in;   /* program -> peer, peer -> program */
-        uint64_t xirq_sent, xirq_suppressed;     /* of rings already detached */
-        /* wakeup= */
-        int wake_fd;
-        char wake_path[128];
-        uint64_t wake_until_ms, wake_count, wake_errors;
-};
-
-static struct vbp_pipe *pipe_of(const struct pvd_vlink *vl)
-{
-        return vl->drv[PV_DRV_VBPIPE];
-}
-
-static int end_fd(const struct vbp_end *e)
-{
-        return pvd_watch_fd(e->w);
-}
-
 static void pipe_reap(struct vbp_pipe *p);
 
-static void pipe_enter(struct vbp_pipe *p)
+void vbp_pipe_enter(struct vbp_pipe *p)
 {
         p->depth++;
 }
 
-static void pipe_leave(struct vbp_pipe *p)
+void vbp_pipe_leave(struct vbp_pipe *p)
 {
         if (--p->depth == 0) {
                 p->depth++;
@@ -206,7 +119,7 @@ static void wake_hold(struct vbp_pipe *p)
 
 /* ---- ends ------------------------------------------------------------------- */
 
-static const char *end_state_name(const struct vbp_end *e)
+const char *vbp_end_state_name(const struct vbp_end *e)
 {
         if (!e)
                 return "closed";
@@ -219,7 +132,7 @@ static const char *end_state_name(const struct vbp_end *e)
  * end) is watched as UV_PRIORITIZED: unix sockets never raise POLLPRI, and
  * epoll reports POLLHUP whatever is asked, so this sees the hang-up alone
  * even while D stays readable at EOF after a half close. */
-static void end_watch(struct vbp_end *e)
+void vbp_end_watch(struct vbp_end *e)
 {
         struct vbp_pipe *p = e->p;
         int ev = 0;
@@ -250,7 +163,7 @@ static void seg_end(struct vbp_pipe *p)
 }
 
 /* Nobody reads the segment and its end is known: drop its bytes. */
-static void seg_discard(struct vbp_pipe *p)
+void vbp_seg_discard(struct vbp_pipe *p)
 {
         uint32_t n = p->seg.fin_at - p->rx.cons;
         if (n)
@@ -269,12 +182,12 @@ static void reader_gone(struct vbp_end *e)
         e->rx_blocked = false;
         free(e->tail);
         e->tail = NULL;
-        end_watch(e);
+        vbp_end_watch(e);
         if (!p->seg.active || p->seg.to != e)
                 return;
         p->seg.to = NULL;
         if (p->seg.fin) {
-                seg_discard(p);
+                vbp_seg_discard(p);
         } else if (!e->stop_sent && !p->seg.stopped) {
                 e->stop_sent = true;
                 peer_send(p, VBPIPE_MSG_STOP, e->gen, 0, 0);
@@ -282,7 +195,7 @@ static void reader_gone(struct vbp_end *e)
 }
 
 /* No more bytes from the program into the ring: FIN at where they end. */
-static void tx_finish(struct vbp_end *e)
+void vbp_tx_finish(struct vbp_end *e)
 {
         struct vbp_pipe *p = e->p;
         if (e->tx_done)
@@ -291,7 +204,7 @@ static void tx_finish(struct vbp_end *e)
         e->tx_full = false;
         if (p->txe == e)
                 p->txe = NULL;
-        end_watch(e);
+        vbp_end_watch(e);
         peer_send(p, VBPIPE_MSG_FIN, e->gen, 0, p->tx.prod);
 }
 
@@ -303,11 +216,11 @@ static void end_gone(struct vbp_end *e)
         e->gone = true;
         if (e->st == VBP_OPEN)
                 reader_gone(e);
-        end_watch(e);
+        vbp_end_watch(e);
 }
 
 /* Answer a blocking open: the program gets its end now. */
-static void end_answer(struct vbp_end *e, int diag)
+void vbp_end_answer(struct vbp_end *e, int diag)
 {
         struct pvd_conn *c = e->conn;
         if (!c)
@@ -331,13 +244,14 @@ static void end_answer(struct vbp_end *e, int diag)
         e->prog_fd = -1;
         if (rc < 0)
                 e->gone = true;   /* the program never got its end */
-        end_watch(e);
+        vbp_end_watch(e);
 }
 
 /* Read back and drop the filler that kept a non-blocking end unwritable. */
+static uint8_t scratch[VBP_FILLER_CHUNK];
+
 static void end_drop_filler(struct vbp_end *e)
 {
-        static uint8_t scratch[VBP_FILLER_CHUNK];
         while (e->filler) {
                 size_t want = e->filler < sizeof(scratch) ? e->filler : sizeof(scratch);
                 ssize_t n = read(end_fd(e), scratch, want);
@@ -352,11 +266,8 @@ static void end_drop_filler(struct vbp_end *e)
         e->filler = 0;
 }
 
-static void tx_pump(struct vbp_pipe *p);
-static void rx_pump(struct vbp_pipe *p);
-
 /* Both ends are open: a conversation starts. */
-static void end_pair(struct vbp_end *e, uint32_t peer_gen)
+void vbp_end_pair(struct vbp_end *e, uint32_t peer_gen)
 {
         struct vbp_pipe *p = e->p;
         e->st = VBP_OPEN;
@@ -373,14 +284,14 @@ static void end_pair(struct vbp_end *e, uint32_t peer_gen)
         end_drop_filler(e);
         pv_info("vbpipe %s: %s[%d] and the peer's end in %s are open (conversation %llu)", p->name, e->comm,
                 (int)e->pid, p->vl->peer_vm, (unsigned long long)p->conversations);
-        end_answer(e, 0);
-        end_watch(e);
-        tx_pump(p);
-        rx_pump(p);
+        vbp_end_answer(e, 0);
+        vbp_end_watch(e);
+        vbp_tx_pump(p);
+        vbp_rx_pump(p);
 }
 
 /* Tell the peer that cur is open, or (server) pair it at once. */
-static void end_announce(struct vbp_end *e)
+void vbp_end_announce(struct vbp_end *e)
 {
         struct vbp_pipe *p = e->p;
         if (!p->on || e->announced || e->gone || e->st != VBP_WAIT)
@@ -400,28 +311,9 @@ static bool end_over(const struct vbp_end *e)
         return e->tx_done && e->rx_done && !e->tail;
 }
 
-/* Drop what the program wrote and nobody will read, so that closing D does
- * not reset the program's end: a socket closed with unread bytes makes the
- * peer's next call fail with ECONNRESET, where a pipe's reader must see EOF
- * and its writer EPIPE. The shutdown first: nothing more can arrive. */
-static void end_discard_input(struct vbp_end *e)
-{
-        static uint8_t scratch[VBP_FILLER_CHUNK];
-        int fd = end_fd(e);
-        shutdown(fd, SHUT_RD);
-        for (;;) {
-                ssize_t n = recv(fd, scratch, sizeof(scratch), MSG_DONTWAIT);
-                if (n > 0 || (n < 0 && errno == EINTR))
-                        continue;
-                break;
-        }
-}
-
-static void end_free(struct vbp_end *e)
+void vbp_end_free(struct vbp_end *e)
 {
         struct vbp_pipe *p = e->p;
-        if (e->w && e->prog_fd < 0)
-                end_discard_input(e);
         if (p->txe == e)
                 p->txe = NULL;
         if (p->seg.to == e)
@@ -432,6 +324,18 @@ static void end_free(struct vbp_end *e)
         }
         if (e->prog_fd >= 0)
                 close(e->prog_fd);
+        /* Bytes the program wrote that nobody will read (its peer left):
+         * drop them first. Closing a socket with unread bytes resets its
+         * peer, and the program's read would fail with ECONNRESET instead
+         * of returning EOF as a pipe's does. Nothing new comes in: D is
+         * shut for reading or the program's writing is over; the bound is
+         * for a program that writes on while pvd stops. The shutdown
+         * makes sure: its writes fail with EPIPE from here on. */
+        if (e->w)
+                shutdown(end_fd(e), SHUT_RD);
+        for (int i = 0; e->w && i < 64; i++)
+                if (recv(end_fd(e), scratch, sizeof(scratch), MSG_DONTWAIT) <= 0)
+                        break;
         pvd_watch_close(e->w);
         free(e->tail);
         free(e);
@@ -443,7 +347,7 @@ static void pipe_reap(struct vbp_pipe *p)
 {
         for (int guard = 0; guard < 16; guard++) {
                 if (p->next && p->next->gone) {
-                        end_free(p->next);
+                        vbp_end_free(p->next);
                         p->next = NULL;
                 }
                 struct vbp_end *e = p->cur;
@@ -459,9 +363,9 @@ static void pipe_reap(struct vbp_pipe *p)
                         }
                         p->cur = p->next;
                         p->next = NULL;
-                        end_free(e);
+                        vbp_end_free(e);
                         if (p->cur)
-                                end_announce(p->cur);
+                                vbp_end_announce(p->cur);
                         continue;
                 }
                 /* The server pairs its waiting end with the client's once
@@ -470,7 +374,7 @@ static void pipe_reap(struct vbp_pipe *p)
                     p->peer_waiting && !p->seg.active && !p->txe) {
                         uint32_t c = p->peer_wait_gen;
                         if (peer_send(p, VBPIPE_MSG_PAIR, e->gen, c, 0))
-                                end_pair(e, c);
+                                vbp_end_pair(e, c);
                         continue;
                 }
                 break;
@@ -480,7 +384,7 @@ static void pipe_reap(struct vbp_pipe *p)
 /* ---- data path ---------------------------------------------------------------- */
 
 /* Program -> peer: read D straight into the tx ring. */
-static void tx_pump(struct vbp_pipe *p)
+void vbp_tx_pump(struct vbp_pipe *p)
 {
         struct vbp_end *e = p->txe;
         if (!e || !p->on || e->tx_full)
@@ -498,7 +402,7 @@ static void tx_pump(struct vbp_pipe *p)
                         tx_notify(p);
                         if (pv_ring_prod_prepare_sleep(&p->tx, 1)) {
                                 e->tx_full = true;
-                                end_watch(e);
+                                vbp_end_watch(e);
                                 return;
                         }
                         continue;
@@ -521,7 +425,7 @@ static void tx_pump(struct vbp_pipe *p)
                 if (r < 0 && errno == EAGAIN)
                         return;
                 /* EOF: the program closed its end or shut its writing. */
-                tx_finish(e);
+                vbp_tx_finish(e);
                 if (p->on && end_hung_up(e))
                         end_gone(e);
                 return;
@@ -529,7 +433,7 @@ static void tx_pump(struct vbp_pipe *p)
 }
 
 /* Peer -> program: write straight from the rx ring into D. */
-static void rx_pump(struct vbp_pipe *p)
+void vbp_rx_pump(struct vbp_pipe *p)
 {
         if (!p->on)
                 return;
@@ -558,7 +462,7 @@ static void rx_pump(struct vbp_pipe *p)
                                 shutdown(fd, SHUT_WR);   /* EOF for the program */
                                 e->rx_done = true;
                                 seg_end(p);
-                                end_watch(e);
+                                vbp_end_watch(e);
                                 return;
                         }
                         if (iov[0].iov_len >= left) {
@@ -587,7 +491,7 @@ static void rx_pump(struct vbp_pipe *p)
                         continue;
                 if (w < 0 && errno == EAGAIN) {
                         e->rx_blocked = true;
-                        end_watch(e);
+                        vbp_end_watch(e);
                         rx_notify(p);
                         return;
                 }
@@ -597,7 +501,7 @@ static void rx_pump(struct vbp_pipe *p)
 }
 
 /* After the vlink went down: the bytes saved from the ring, then EOF. */
-static void tail_pump(struct vbp_end *e)
+void vbp_tail_pump(struct vbp_end *e)
 {
         int fd = end_fd(e);
         while (e->tail_off < e->tail_len) {
@@ -612,7 +516,7 @@ static void tail_pump(struct vbp_end *e)
                         continue;
                 if (w < 0 && errno == EAGAIN) {
                         e->rx_blocked = true;
-                        end_watch(e);
+                        vbp_end_watch(e);
                         return;
                 }
                 break;   /* the program reads no more */
@@ -622,34 +526,34 @@ static void tail_pump(struct vbp_end *e)
         shutdown(fd, SHUT_WR);
         e->rx_done = true;
         e->rx_blocked = false;
-        end_watch(e);
+        vbp_end_watch(e);
 }
 
 static void end_cb(struct pvd_watch *w, int status, int events, void *arg)
 {
         struct vbp_end *e = arg;
         struct vbp_pipe *p = e->p;
-        pipe_enter(p);
+        vbp_pipe_enter(p);
         if (status < 0) {
                 end_gone(e);
                 if (e->st == VBP_OPEN && !e->tx_done)
-                        tx_finish(e);
+                        vbp_tx_finish(e);
                 goto out;
         }
         if (events & UV_WRITABLE) {
                 e->rx_blocked = false;
-                end_watch(e);
+                vbp_end_watch(e);
                 if (e->tail)
-                        tail_pump(e);
+                        vbp_tail_pump(e);
                 else
-                        rx_pump(p);
+                        vbp_rx_pump(p);
         }
         if ((events & UV_READABLE) && p->txe == e)
-                tx_pump(p);
+                vbp_tx_pump(p);
         if (!e->gone && ((events & UV_PRIORITIZED) || !(events & (UV_READABLE | UV_WRITABLE))) && end_hung_up(e))
                 end_gone(e);
 out:
-        pipe_leave(p);
+        vbp_pipe_leave(p);
 }
 
 /* ---- program requests ------------------------------------------------------------ */
@@ -732,7 +636,7 @@ static int vbpipe_conn_msg(struct pvd_conn *c, struct pv_msg *m)
                 pvd_conn_reply_err(c, m, -ENOMEM, "%s: out of memory", p->name);
                 return 0;
         }
-        pipe_enter(p);
+        vbp_pipe_enter(p);
         e->p = p;
         e->gen = ++p->next_gen;
         e->st = VBP_WAIT;
@@ -760,10 +664,10 @@ static int vbpipe_conn_msg(struct pvd_conn *c, struct pv_msg *m)
         }
         pv_debug("vbpipe %s: %s[%d] opens (end %u%s)", p->name, e->comm, (int)e->pid, e->gen,
                  flags & VBPIPE_OPEN_NONBLOCK ? ", non-blocking" : "");
-        end_watch(e);
+        vbp_end_watch(e);
         if (slot == &p->cur)
-                end_announce(e);
-        pipe_leave(p);
+                vbp_end_announce(e);
+        vbp_pipe_leave(p);
         return 0;
 }
 
@@ -773,397 +677,11 @@ static void vbpipe_conn_close(struct pvd_conn *c)
         if (!e)
                 return;
         struct vbp_pipe *p = e->p;
-        pipe_enter(p);
+        vbp_pipe_enter(p);
         c->priv = NULL;
         e->conn = NULL;
         e->gone = true;
-        pipe_leave(p);
-}
-
-/* ---- peer messages --------------------------------------------------------------- */
-
-static bool on_open(struct vbp_pipe *p, const struct vbpipe_msg *m)
-{
-        if (m->peer_gen || m->index || m->gen <= p->peer_max_gen || p->peer_waiting)
-                return false;
-        p->peer_max_gen = m->gen;
-        p->peer_waiting = true;
-        p->peer_wait_gen = m->gen;
-        p->peer = PEER_WAITING;
-        return true;
-}
-
-static bool on_pair(struct vbp_pipe *p, const struct vbpipe_msg *m)
-{
-        uint32_t s = m->gen, c = m->peer_gen;
-        if (p->vl->side != PV_CLIENT || m->index || p->seg.active)
-                return false;
-        if (!(p->peer_waiting && s == p->peer_wait_gen) && s <= p->peer_max_gen)
-                return false;
-        if (c <= p->paired_max || c > p->announced_max)
-                return false;
-        if (s > p->peer_max_gen)
-                p->peer_max_gen = s;
-        p->peer_waiting = false;
-        p->paired_max = c;
-        struct vbp_end *e = p->cur;
-        if (e && e->gen == c && e->st == VBP_WAIT && !e->gone) {
-                end_pair(e, s);
-                return true;
-        }
-        /* It paired an end of ours that gave up meanwhile: that end's STOP
-         * and FIN are on their way; the server's bytes go nowhere. */
-        memset(&p->seg, 0, sizeof(p->seg));
-        p->seg.active = true;
-        p->seg.gen = s;
-        p->peer = PEER_OPEN;
-        return true;
-}
-
-static bool on_stop(struct vbp_pipe *p, const struct vbpipe_msg *m)
-{
-        if (m->peer_gen || m->index || m->gen > p->peer_max_gen)
-                return false;
-        if (p->seg.active && p->seg.gen == m->gen) {
-                p->seg.stopped = true;
-                p->peer = PEER_CLOSING;
-        }
-        struct vbp_end *e = p->txe;
-        if (e && e->peer_gen == m->gen) {
-                /* The peer reads no more: the program's writes fail with
-                 * EPIPE from now on; what it wrote and we did not move is
-                 * dropped, as for a pipe whose reader is gone. */
-                shutdown(end_fd(e), SHUT_RD);
-                tx_finish(e);
-        }
-        return true;   /* a STOP for an end already finished is stale */
-}
-
-static bool on_fin(struct vbp_pipe *p, const struct vbpipe_msg *m)
-{
-        if (m->peer_gen)
-                return false;
-        if (p->seg.active && p->seg.gen == m->gen) {
-                if (p->seg.fin)
-                        return false;
-                int64_t used = pv_bytering_used(&p->rx);
-                if (used < 0 || m->index - p->rx.cons > (uint64_t)used)
-                        return false;   /* bytes it never produced */
-                p->seg.fin = true;
-                p->seg.fin_at = m->index;
-                p->peer = p->seg.stopped ? PEER_CLOSED : PEER_CLOSING;
-                if (!p->seg.to)
-                        seg_discard(p);
-                else
-                        rx_pump(p);
-                return true;
-        }
-        if (p->peer_waiting && p->peer_wait_gen == m->gen) {
-                /* An end that closed before pairing produced nothing. */
-                uint32_t expect = p->rx_start;
-                if (p->seg.active) {
-                        if (!p->seg.fin)
-                                return false;
-                        expect = p->seg.fin_at;
-                }
-                if (m->index != expect)
-                        return false;
-                p->peer_waiting = false;
-                p->peer = PEER_CLOSED;
-                return true;
-        }
-        return false;
-}
-
-static void vbpipe_msg(struct pvd_vlink *vl, uint32_t type, const void *msg, uint32_t len)
-{
-        struct vbp_pipe *p = pipe_of(vl);
-        struct vbpipe_msg m;
-        if (len != sizeof(m) || !p->on) {
-                pvd_vlink_fail(vl, "vbpipe %s: message of %u bytes (type %u)", p->name, len, type);
-                return;
-        }
-        memcpy(&m, msg, sizeof(m));
-        pipe_enter(p);
-        bool ok;
-        switch (type) {
-        case VBPIPE_MSG_OPEN:
-                ok = on_open(p, &m);
-                break;
-        case VBPIPE_MSG_PAIR:
-                ok = on_pair(p, &m);
-                break;
-        case VBPIPE_MSG_STOP:
-                ok = on_stop(p, &m);
-                break;
-        case VBPIPE_MSG_FIN:
-                ok = on_fin(p, &m);
-                break;
-        default:
-                ok = false;
-        }
-        if (!ok && p->on)
-                pvd_vlink_fail(vl, "vbpipe %s: impossible message from the peer (type %u, end %u, end %u, index %u)",
-                               p->name, type, m.gen, m.peer_gen, m.index);
-        pipe_leave(p);
-}
-
-static void vbpipe_kick(struct pvd_vlink *vl)
-{
-        struct vbp_pipe *p = pipe_of(vl);
-        if (!p->on)
-                return;
-        pipe_enter(p);
-        struct vbp_end *e = p->txe;
-        if (e && e->tx_full) {
-                /* The xIRQ cleared prod_wait, whether or not it made room
-                 * (the consumer notifies when it is about to sleep too):
-                 * pump again, and tx_pump sleeps again, re-arming prod_wait,
-                 * if the ring is still full. */
-                e->tx_full = false;
-                end_watch(e);
-                tx_pump(p);
-        }
-        rx_pump(p);
-        pipe_leave(p);
-}
-
-/* ---- vlink life --------------------------------------------------------------------- */
-
-static size_t vbpipe_region_size(const struct pv_vlink_cfg *cfg)
-{
-        return cfg->kind == PV_VLINK_VBPIPE ? (size_t)vbpipe_region_bytes(cfg->vbpipe_size) : 0;
-}
-
-static void vbpipe_region_init(struct pvd_vlink *vl)
-{
-        struct vbpipe_region *h = vl->region[PV_REGION_VBPIPE].base;
-        h->magic = VBPIPE_MAGIC;
-        h->version = VBPIPE_VERSION;
-        h->ring_size = (uint32_t)vl->cfg->vbpipe_size;
-}
-
-static void vbpipe_up(struct pvd_vlink *vl)
-{
-        struct vbp_pipe *p = pipe_of(vl);
-        struct pvd_region *r = &vl->region[PV_REGION_VBPIPE];
-        struct vbpipe_region *h = r->base;
-        if (!h || r->size < vbpipe_region_bytes(p->size)) {
-                pvd_vlink_fail(vl, "vbpipe %s: no vbpipe memory on the vlink", p->name);
-                return;
-        }
-        if (vl->side == PV_CLIENT) {
-                uint32_t magic = shm_read32(&h->magic), version = shm_read32(&h->version);
-                uint32_t size = shm_read32(&h->ring_size);
-                if (magic != VBPIPE_MAGIC || version != VBPIPE_VERSION || size != p->size) {
-                        pvd_vlink_fail(vl, "vbpipe %s: the server's memory has magic %#x, version %u, ring size %u "
-                                       "(expected %#x, %u, %u)", p->name, magic, version, size, VBPIPE_MAGIC,
-                                       VBPIPE_VERSION, p->size);
-                        return;
-                }
-        }
-        uint8_t *base = r->base;
-        struct pv_ring_hdr *s2c = &h->s2c, *c2s = &h->c2s;
-        uint8_t *s2c_data = base + vbpipe_s2c_data(p->size), *c2s_data = base + vbpipe_c2s_data(p->size);
-        bool server = vl->side == PV_SERVER;
-        /* Fresh memory is zero: neither side resets what the other may use. */
-        pv_ring_init(&p->tx, server ? s2c : c2s, server ? s2c_data : c2s_data, p->size, false);
-        pv_ring_init(&p->rx, server ? c2s : s2c, server ? c2s_data : s2c_data, p->size, false);
-        memset(&p->seg, 0, sizeof(p->seg));
-        p->rx_start = 0;
-        p->txe = NULL;
-        p->peer_waiting = false;
-        p->peer_max_gen = p->paired_max = p->announced_max = 0;
-        p->peer = PEER_CLOSED;
-        p->on = true;
-        pipe_enter(p);
-        if (p->cur)
-                end_announce(p->cur);
-        pipe_leave(p);
-}
-
-/* The peer VM is gone: every conversation ends as if its program had
- * closed (the bytes that arrived are still read, then EOF; writes fail
- * with EPIPE). Waiting opens stay and are announced again when it returns. */
-static void vbpipe_down(struct pvd_vlink *vl)
-{
-        struct vbp_pipe *p = pipe_of(vl);
-        if (!p->on)
-                return;
-        pipe_enter(p);
-        struct vbp_end *e = p->cur;
-        if (e && e->st == VBP_OPEN) {
-                if (!e->tx_done) {
-                        shutdown(end_fd(e), SHUT_RD);
-                        e->tx_done = true;
-                        e->tx_full = false;
-                }
-                if (!e->rx_done && !e->tail) {
-                        size_t have = 0;
-                        struct iovec iov[2];
-                        int n;
-                        int64_t used = p->seg.active && p->seg.to == e ? pv_bytering_rspan(&p->rx, iov, &n) : 0;
-                        if (used > 0) {
-                                size_t limit = p->seg.fin ? p->seg.fin_at - p->rx.cons : (size_t)used;
-                                e->tail = malloc(limit);
-                                for (int i = 0; e->tail && i < n && have < limit; i++) {
-                                        size_t k = iov[i].iov_len < limit - have ? iov[i].iov_len : limit - have;
-                                        memcpy(e->tail + have, iov[i].iov_base, k);
-                                        have += k;
-                                }
-                        }
-                        e->tail_len = have;
-                        e->tail_off = 0;
-                        e->rx_blocked = false;
-                        if (e->tail)
-                                tail_pump(e);
-                        else {
-                                shutdown(end_fd(e), SHUT_WR);
-                                e->rx_done = true;
-                        }
-                }
-                end_watch(e);
-                pv_notice("vbpipe %s: %s went away: the conversation of %s[%d] ends", p->name, vl->peer_vm, e->comm,
-                          (int)e->pid);
-        }
-        if (e && e->st == VBP_WAIT)
-                e->announced = false;
-        if (p->next)
-                p->next->announced = false;
-        p->xirq_sent += p->tx.stats.xirq_sent + p->rx.stats.xirq_sent;
-        p->xirq_suppressed += p->tx.stats.xirq_suppressed + p->rx.stats.xirq_suppressed;
-        memset(&p->tx, 0, sizeof(p->tx));
-        memset(&p->rx, 0, sizeof(p->rx));
-        memset(&p->seg, 0, sizeof(p->seg));
-        p->txe = NULL;
-        p->peer_waiting = false;
-        p->peer = PEER_CLOSED;
-        p->on = false;
-        pipe_leave(p);
-}
-
-static int vbpipe_attach(struct pvd_vlink *vl)
-{
-        struct vbp_pipe *p = calloc(1, sizeof(*p));
-        if (!p)
-                return -ENOMEM;
-        const struct pv_info *in = &vl->cfg->info[vl->side];
-        p->vl = vl;
-        p->name = vl->cfg->pipe_name[vl->side];
-        p->any = in->vbpipe_any;
-        p->wakeup_ms = in->wakeup_ms;
-        p->size = (uint32_t)vl->cfg->vbpipe_size;
-        p->wake_fd = -1;
-        if (!pv_ring_size_valid(p->size)) {
-                pv_err("vbpipe %s: ring size %u is not a power of two", p->name, p->size);
-                free(p);
-                return -EINVAL;
-        }
-        /* PVD_WAKE_LOCK names another file (tests, or a system that keeps
-         * wake locks elsewhere). */
-        const char *wl = getenv("PVD_WAKE_LOCK");
-        snprintf(p->wake_path, sizeof(p->wake_path), "%s", wl && *wl ? wl : VBP_WAKE_LOCK);
-        if (p->wakeup_ms) {
-                p->wake_fd = open(p->wake_path, O_WRONLY | O_CLOEXEC);
-                if (p->wake_fd < 0)
-                        pv_info("vbpipe %s: wakeup=%u accepted, but %s is not writable (%s): no wake locks", p->name,
-                                p->wakeup_ms, p->wake_path, strerror(errno));
-        }
-        vl->drv[PV_DRV_VBPIPE] = p;
-        return 0;
-}
-
-static void vbpipe_detach(struct pvd_vlink *vl)
-{
-        struct vbp_pipe *p = pipe_of(vl);
-        if (!p)
-                return;
-        p->depth++;   /* nothing is reaped any more: everything goes here */
-        if (p->next) {
-                end_answer(p->next, -ECONNRESET);
-                end_free(p->next);
-        }
-        if (p->cur) {
-                end_answer(p->cur, -ECONNRESET);
-                end_free(p->cur);
-        }
-        if (p->wake_fd >= 0)
-                close(p->wake_fd);
-        free(p);
-        vl->drv[PV_DRV_VBPIPE] = NULL;
-}
-
-/* ---- pvctl stat vbpipe ------------------------------------------------------------------- */
-
-static const char *peer_state_name(const struct vbp_pipe *p)
-{
-        if (!p->on)
-                return "unknown";
-        switch (p->peer) {
-        case PEER_WAITING:
-                return "waiting";
-        case PEER_OPEN:
-                return "open";
-        case PEER_CLOSING:
-                return "closing";
-        case PEER_CLOSED:
-                break;
-        }
-        return "closed";
-}
-
-static void pack_flow(msgpack_packer *pk, const char *key, const struct vbp_flow *f, int64_t fill)
-{
-        pvd_pack_str(pk, key);
-        msgpack_pack_map(pk, 4);
-        pvd_pack_kv_u64(pk, "bytes", f->bytes);
-        pvd_pack_kv_u64(pk, "writes", f->xfers);
-        pvd_pack_kv_u64(pk, "fill", fill > 0 ? (uint64_t)fill : 0);
-        pvd_pack_kv_u64(pk, "peak", f->peak);
-}
-
-static void vbpipe_stat(struct pvd_vlink *vl, msgpack_packer *pk)
-{
-        struct vbp_pipe *p = pipe_of(vl);
-        const struct vbp_end *e = p->cur;
-        uint64_t now = uv_now(vl->pvd->loop);
-        int64_t tx_free = p->on ? pv_ring_prod_free(&p->tx) : p->size;
-        int64_t tx_fill = tx_free >= 0 ? (int64_t)p->size - tx_free : 0;
-        int64_t rx_fill = p->on ? pv_bytering_used(&p->rx) : 0;
-        uint64_t sent = p->xirq_sent + p->tx.stats.xirq_sent + p->rx.stats.xirq_sent;
-        uint64_t saved = p->xirq_suppressed + p->tx.stats.xirq_suppressed + p->rx.stats.xirq_suppressed;
-        char reason[192] = "";
-        if (p->wakeup_ms && p->wake_fd < 0)
-                snprintf(reason, sizeof(reason), "%s is not writable here: wakeup= is accepted and ignored",
-                         p->wake_path);
-
-        msgpack_pack_map(pk, 17);
-        pvd_pack_kv_str(pk, "pipe", p->name);
-        pvd_pack_kv_str(pk, "flags", p->any ? "a" : "");
-        pvd_pack_kv_u64(pk, "ring_size", p->size);
-        pvd_pack_str(pk, "local");
-        msgpack_pack_map(pk, 6);
-        pvd_pack_kv_str(pk, "state", end_state_name(e));
-        pvd_pack_kv_u64(pk, "end", e ? e->gen : 0);
-        pvd_pack_kv_u64(pk, "pid", e ? (uint64_t)e->pid : 0);
-        pvd_pack_kv_str(pk, "program", e ? e->comm : "");
-        pvd_pack_kv_u64(pk, "since_ms", e ? now - e->since_ms : 0);
-        pvd_pack_kv_bool(pk, "queued_open", p->next != NULL);
-        pvd_pack_str(pk, "peer");
-        msgpack_pack_map(pk, 1);
-        pvd_pack_kv_str(pk, "state", peer_state_name(p));
-        pvd_pack_kv_u64(pk, "conversations", p->conversations);
-        pvd_pack_kv_u64(pk, "refused_busy", p->refused_busy);
-        pvd_pack_kv_u64(pk, "abandoned_opens", p->cancelled);
-        pack_flow(pk, "to_peer", &p->out, tx_fill);
-        pack_flow(pk, "from_peer", &p->in, rx_fill);
-        pvd_pack_kv_u64(pk, "xirq_sent", sent);
-        pvd_pack_kv_u64(pk, "xirq_suppressed", saved);
-        pvd_pack_kv_u64(pk, "wakeup_ms", p->wakeup_ms);
-        pvd_pack_kv_bool(pk, "wake_lock", p->wake_fd >= 0);
-        pvd_pack_kv_str(pk, "wake_lock_path", p->wake_path);
-        pvd_pack_kv_u64(pk, "wake_locks_taken", p->wake_count);
-        pvd_pack_kv_str(pk, "wake_lock_note", reason);
+        vbp_pipe_leave(p);
 }
 
 const struct pvd_driver pvd_drv_vbpipe = {
@@ -1182,3 +700,4 @@ const struct pvd_driver pvd_drv_vbpipe = {
         .conn_close = vbpipe_conn_close,
         .stat = vbpipe_stat,
 };
+

@@ -1,0 +1,131 @@
+/* VBPIPE daemon side: what vbpipe.c (ends, data path, program requests),
+ * vbpipe-peer.c (messages between pvds, vlink life) and vbpipe-stat.c
+ * (pvctl stat vbpipe) share. See vbpipe.c for how the driver works. */
+#ifndef PVD_VBPIPE_INT_H
+#define PVD_VBPIPE_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "pv-bytering.h"
+#include "pvd.h"
+#include "watch.h"
+
+#define VBP_PUMP_ROUNDS 32            /* readv/writev per callback, for fairness */
+#define VBP_FILLER_CHUNK 65536
+#define VBP_WAKE_LOCK "/sys/power/wake_lock"
+
+enum vbp_state { VBP_WAIT, VBP_OPEN };
+
+struct vbp_pipe;
+
+struct vbp_end {
+        struct vbp_pipe *p;
+        uint32_t gen;
+        enum vbp_state st;
+        struct pvd_watch *w;       /* D, pvd's end of the socketpair */
+        int prog_fd;               /* the program's end while pvd holds it (blocking open) */
+        struct pvd_conn *conn;     /* a blocking open waiting for its answer */
+        uint64_t seq;              /* ... to request seq */
+        uint32_t filler;           /* bytes written through the program's end (O_NONBLOCK) */
+        pid_t pid;
+        char comm[32];
+        uint64_t since_ms;
+        uint32_t peer_gen;
+        bool announced;            /* OPEN sent on this vlink generation */
+        bool gone;                 /* the program closed its end or gave up its open */
+        bool tx_full;              /* ring full: D unread until the peer makes room */
+        bool tx_done;              /* FIN sent (or vlink down): D is not read any more */
+        bool rx_blocked;           /* D full: waiting for POLLOUT */
+        bool rx_done;              /* EOF given, or the program reads no more */
+        bool stop_sent;
+        uint8_t *tail;             /* the peer's bytes saved when the vlink went down */
+        size_t tail_len, tail_off;
+};
+
+enum vbp_peer { PEER_CLOSED, PEER_WAITING, PEER_OPEN, PEER_CLOSING };
+
+struct vbp_flow {
+        uint64_t bytes, xfers;     /* bytes moved, and the socket calls that moved them */
+        uint32_t peak;             /* highest ring fill seen */
+};
+
+struct vbp_pipe {
+        struct pvd_vlink *vl;
+        const char *name;          /* this end's device name */
+        bool any;                  /* flag 'a' */
+        uint32_t wakeup_ms;
+        uint32_t size;             /* ring bytes per direction */
+        bool on;                   /* rings attached (vlink ON) */
+        int depth;                 /* entry points on the stack */
+        struct pv_ring tx, rx;
+        struct vbp_end *cur;       /* the end using the rings (or waiting to) */
+        struct vbp_end *next;      /* an open that waits for cur's end */
+        struct vbp_end *txe;       /* paired end whose bytes go into tx (FIN not sent) */
+        struct {                   /* the peer's bytes now arriving in rx */
+                bool active;
+                uint32_t gen;      /* the peer's end */
+                struct vbp_end *to;/* NULL: nobody reads them (discard up to FIN) */
+                bool fin;
+                uint32_t fin_at;
+                bool stopped;      /* the peer's reader is gone too */
+        } seg;
+        uint32_t rx_start;         /* where the peer's next segment begins */
+        uint32_t next_gen;
+        /* The peer's ends as the messages tell (reset at each ON). */
+        bool peer_waiting;         /* an announced end without partner */
+        uint32_t peer_wait_gen;
+        uint32_t peer_max_gen;
+        uint32_t paired_max;       /* client: highest own end the server paired */
+        uint32_t announced_max;    /* client: highest own end announced */
+        enum vbp_peer peer;
+        /* Statistics. */
+        uint64_t conversations, refused_busy, cancelled;
+        struct vbp_flow out, in;   /* program -> peer, peer -> program */
+        uint64_t xirq_sent, xirq_suppressed;     /* of rings already detached */
+        /* wakeup= */
+        int wake_fd;
+        char wake_path[128];
+        uint64_t wake_until_ms, wake_count, wake_errors;
+};
+
+static inline struct vbp_pipe *pipe_of(const struct pvd_vlink *vl)
+{
+        return vl->drv[PV_DRV_VBPIPE];
+}
+
+static inline int end_fd(const struct vbp_end *e)
+{
+        return pvd_watch_fd(e->w);
+}
+
+/* vbpipe.c */
+void vbp_pipe_enter(struct vbp_pipe *p);
+void vbp_pipe_leave(struct vbp_pipe *p);
+const char *vbp_end_state_name(const struct vbp_end *e);
+void vbp_end_watch(struct vbp_end *e);
+void vbp_seg_discard(struct vbp_pipe *p);
+void vbp_tx_finish(struct vbp_end *e);
+void vbp_end_answer(struct vbp_end *e, int diag);
+void vbp_end_pair(struct vbp_end *e, uint32_t peer_gen);
+void vbp_end_announce(struct vbp_end *e);
+void vbp_end_free(struct vbp_end *e);
+void vbp_tx_pump(struct vbp_pipe *p);
+void vbp_rx_pump(struct vbp_pipe *p);
+void vbp_tail_pump(struct vbp_end *e);
+
+/* vbpipe-peer.c */
+void vbpipe_msg(struct pvd_vlink *vl, uint32_t type, const void *msg, uint32_t len);
+void vbpipe_kick(struct pvd_vlink *vl);
+size_t vbpipe_region_size(const struct pv_vlink_cfg *cfg);
+void vbpipe_region_init(struct pvd_vlink *vl);
+void vbpipe_up(struct pvd_vlink *vl);
+void vbpipe_down(struct pvd_vlink *vl);
+int vbpipe_attach(struct pvd_vlink *vl);
+void vbpipe_detach(struct pvd_vlink *vl);
+
+/* vbpipe-stat.c */
+void vbpipe_stat(struct pvd_vlink *vl, msgpack_packer *pk);
+
+#endif

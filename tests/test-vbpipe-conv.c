@@ -1,0 +1,276 @@
+/* VBPIPE across real pvds: one end at a time (EBUSY), opens given up,
+ * new conversations, two pipes at once, one-way ends. Part of test-vbpipe. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <CUnit/Basic.h>
+
+#include "pv/vbpipe.h"
+#include "vbpipe-sem.h"
+
+static uint8_t big[1 << 20];
+
+/* ---- EBUSY ------------------------------------------------------------------------ */
+
+static int busy_a(void)
+{
+        int fd = vbt_open(P0, O_RDWR | O_NONBLOCK);
+        CK(fd >= 0);
+        CK(vbpipeOpen(P0, O_RDWR | O_NONBLOCK) == -1 && errno == EBUSY);
+        CK(vbpipeOpen("/dev/" P0, O_RDWR) == -1 && errno == EBUSY);
+        /* The other pipe is another end. */
+        int fd1 = vbt_open(P1, O_RDWR | O_NONBLOCK);
+        CK(fd1 >= 0);
+        close(fd1);
+        vbt_tell();
+        CK(vbt_poll(fd, POLLOUT, 10000) & POLLOUT);
+        CK(vbpipeOpen(P0, O_RDWR | O_NONBLOCK) == -1 && errno == EBUSY);
+        CK(vbt_hear(10000));
+        close(fd);
+        return 0;
+}
+
+static int busy_b(void)
+{
+        CK(vbt_hear(10000));
+        int fd = vbt_open(P0, O_RDWR);
+        CK(fd >= 0);
+        CK(vbpipeOpen(P0, O_RDWR | O_NONBLOCK) == -1 && errno == EBUSY);
+        vbt_tell();
+        char c;
+        CK(read(fd, &c, 1) == 0);
+        close(fd);
+        return 0;
+}
+
+static int block_open_a(void)
+{
+        int fd = vbt_open(P0, O_RDWR);
+        CK(fd >= 0);
+        char c;
+        CK(read(fd, &c, 1) == 0);
+        close(fd);
+        return 0;
+}
+
+static int close_at_once(void)
+{
+        int fd = vbt_open(P0, O_RDWR);
+        CK(fd >= 0);
+        close(fd);
+        return 0;
+}
+
+void test_busy(void)
+{
+        vbt_run(busy_a, busy_b, NULL, NULL);
+        CU_ASSERT(vbt_idle());
+        /* An end whose blocking open waits is taken too. */
+        pid_t a = vbt_spawn("vm2", block_open_a);
+        CU_ASSERT(vbt_wait_state("vm2", P0, "local", "waiting", 10000));
+        pvt_use_vm(&vbt_plat, "vm2");
+        errno = 0;
+        CU_ASSERT_EQUAL(vbpipeOpen(P0, O_RDWR | O_NONBLOCK), -1);
+        CU_ASSERT_EQUAL(errno, EBUSY);
+        CU_ASSERT_PTR_NOT_NULL(strstr(pvLastError(), "open already"));
+        unsetenv("PVD_RUNTIME_DIR");
+        pid_t b = vbt_spawn("vm4", close_at_once);
+        CU_ASSERT_EQUAL(pvt_wait(a, 40000), 0);
+        CU_ASSERT_EQUAL(pvt_wait(b, 40000), 0);
+        CU_ASSERT(vbt_idle());
+}
+
+/* ---- abandoned opens --------------------------------------------------------------------- */
+
+static int abandon_nb(void)
+{
+        int fd = vbt_open(P0, O_RDWR | O_NONBLOCK);
+        CK(fd >= 0);
+        close(fd);
+        return 0;
+}
+
+static int abandon_block(void)
+{
+        vbpipeOpen(P0, O_RDWR);   /* killed while it waits */
+        return 1;
+}
+
+static int late_reader(void)
+{
+        int fd = vbt_open(P0, O_RDWR);
+        CK(fd >= 0);
+        vbt_sh->count = 1;
+        char buf[8];
+        CK(read(fd, buf, 3) == 3 && memcmp(buf, "new", 3) == 0);
+        CK(read(fd, buf, sizeof(buf)) == 0);
+        close(fd);
+        return 0;
+}
+
+static int late_writer(void)
+{
+        int fd = vbt_open(P0, O_RDWR);
+        CK(fd >= 0);
+        CK(write(fd, "new", 3) == 3);
+        close(fd);
+        return 0;
+}
+
+/* An open given up (closed before the peer came, or its program killed
+ * while it waited) is no partner: the peer's open waits for the next. */
+void test_abandoned(void)
+{
+        for (int round = 0; round < 2; round++) {
+                memset(vbt_sh, 0, sizeof(*vbt_sh));
+                const char *vm = round ? "vm4" : "vm2", *other = round ? "vm2" : "vm4";
+                pid_t a = vbt_spawn(vm, abandon_nb);
+                CU_ASSERT_EQUAL(pvt_wait(a, 40000), 0);
+                a = vbt_spawn(vm, abandon_block);
+                CU_ASSERT(vbt_wait_state(vm, P0, "local", "waiting", 10000));
+                kill(a, SIGKILL);
+                CU_ASSERT_EQUAL(pvt_wait(a, 40000), 128 + SIGKILL);
+                CU_ASSERT(vbt_idle());
+                pid_t b = vbt_spawn(other, late_reader);
+                CU_ASSERT(vbt_wait_state(other, P0, "local", "waiting", 10000));
+                usleep(300000);
+                CU_ASSERT_EQUAL(vbt_sh->count, 0);
+                a = vbt_spawn(vm, late_writer);
+                CU_ASSERT_EQUAL(pvt_wait(a, 40000), 0);
+                CU_ASSERT_EQUAL(pvt_wait(b, 40000), 0);
+                CU_ASSERT(vbt_idle());
+        }
+}
+
+/* ---- new conversations -------------------------------------------------------------------- */
+
+#define ROUNDS 6
+
+static int reopen_a(void)
+{
+        for (unsigned r = 0; r < ROUNDS; r++) {
+                int fd = vbt_open(P0, O_RDWR);
+                CK(fd >= 0);
+                /* More than B reads; in odd rounds B reads none. */
+                vbt_fill(big, 100000, 10 + r, 0);
+                ssize_t w = write(fd, big, 100000);
+                CK(w > 0 || (w < 0 && errno == EPIPE));
+                if (r == ROUNDS - 1)
+                        CK(vbt_hear(20000));
+                close(fd);
+                if (r == ROUNDS - 2)
+                        CK(vbt_hear(20000));   /* B closes first this time */
+        }
+        return 0;
+}
+
+static int reopen_b(void)
+{
+        static uint8_t buf[1000];
+        for (unsigned r = 0; r < ROUNDS; r++) {
+                int fd = vbt_open(P0, O_RDWR);
+                CK(fd >= 0);
+                if (r % 2 == 0 || r == ROUNDS - 1) {
+                        CK(read(fd, buf, sizeof(buf)) == (ssize_t)sizeof(buf));
+                        CK(vbt_check(buf, sizeof(buf), 10 + r, 0));
+                }
+                if (r == ROUNDS - 1) {
+                        vbt_tell();
+                        size_t got = vbt_read_n(fd, big, 100000 - sizeof(buf));
+                        CK(got == 100000 - sizeof(buf) && vbt_check(big, got, 10 + r, sizeof(buf)));
+                        CK(read(fd, buf, 1) == 0);
+                }
+                close(fd);
+                if (r == ROUNDS - 2)
+                        vbt_tell();
+        }
+        return 0;
+}
+
+void test_reopen(void)
+{
+        vbt_run(reopen_a, reopen_b, NULL, NULL);
+        CU_ASSERT(vbt_idle());
+}
+
+/* ---- two pipes, one direction ---------------------------------------------------------------- */
+
+static int indep_a(void)
+{
+        int f0 = vbt_open(P0, O_RDWR), f1 = vbt_open(P1, O_RDWR);
+        CK(f0 >= 0 && f1 >= 0);
+        /* vbpipe0 full and unread does not hold up vbpipe1. */
+        uint64_t n = vbt_fill_pipe(f0, 20);
+        CK(n > 0);
+        vbt_fill(big, 200000, 21, 0);
+        CK(vbt_write_all(f1, big, 200000));
+        CK(vbt_read_n(f1, big, 5000) == 5000 && vbt_check(big, 5000, 22, 0));
+        vbt_tell_u64(n);
+        CK(vbt_hear(20000));
+        close(f0);
+        close(f1);
+        return 0;
+}
+
+static int indep_b(void)
+{
+        int f0 = vbt_open(P0, O_RDWR), f1 = vbt_open(P1, O_RDWR);
+        CK(f0 >= 0 && f1 >= 0);
+        static uint8_t buf[200000];
+        CK(vbt_read_n(f1, buf, sizeof(buf)) == sizeof(buf) && vbt_check(buf, sizeof(buf), 21, 0));
+        vbt_fill(buf, 5000, 22, 0);
+        CK(vbt_write_all(f1, buf, 5000));
+        uint64_t n;
+        CK(vbt_hear_u64(&n, 20000));
+        for (uint64_t got = 0; got < n;) {
+                size_t want = n - got < sizeof(buf) ? (size_t)(n - got) : sizeof(buf);
+                CK(vbt_read_n(f0, buf, want) == want && vbt_check(buf, want, 20, got));
+                got += want;
+        }
+        vbt_tell();
+        close(f0);
+        close(f1);
+        return 0;
+}
+
+static int oneway_a(void)
+{
+        int fd = vbt_open(P1, O_WRONLY);
+        CK(fd >= 0);
+        vbt_fill(big, 5000, 30, 0);
+        CK(vbt_write_all(fd, big, 5000));
+        char c;
+        CK(read(fd, &c, 1) == 0);   /* not opened for reading */
+        CK(vbt_hear(20000));
+        close(fd);
+        return 0;
+}
+
+static int oneway_b(void)
+{
+        int fd = vbt_open(P1, O_RDONLY);
+        CK(fd >= 0);
+        CK(write(fd, "x", 1) == -1 && errno == EPIPE);   /* not opened for writing */
+        CK(vbt_read_n(fd, big, 5000) == 5000 && vbt_check(big, 5000, 30, 0));
+        vbt_tell();
+        char c;
+        CK(read(fd, &c, 1) == 0);
+        close(fd);
+        return 0;
+}
+
+void test_independent(void)
+{
+        vbt_run(indep_a, indep_b, NULL, NULL);
+        CU_ASSERT(vbt_idle());
+}
+
+void test_one_way(void)
+{
+        vbt_run(oneway_a, oneway_b, NULL, NULL);
+        CU_ASSERT(vbt_idle());
+}
