@@ -303,12 +303,14 @@ static struct churn churn_of(unsigned round)
         return c;
 }
 
+static const char *churn_pipe;
+
 static int churn_a(void)
 {
         static uint8_t buf[400000];
         for (unsigned r = 0; r < CHURN_ROUNDS; r++) {
                 struct churn c = churn_of(r);
-                int fd = vbt_open(P1, O_RDWR | (c.a_nb ? O_NONBLOCK : 0));
+                int fd = vbt_open(churn_pipe, O_RDWR | (c.a_nb ? O_NONBLOCK : 0));
                 CK(fd >= 0);
                 if (c.a_nb) {
                         CK(vbt_wait_ev(fd, POLLOUT, 10000) & POLLOUT);
@@ -333,7 +335,7 @@ static int churn_b(void)
         static uint8_t buf[400000];
         for (unsigned r = 0; r < CHURN_ROUNDS; r++) {
                 struct churn c = churn_of(r);
-                int fd = vbt_open(P1, O_RDWR);
+                int fd = vbt_open(churn_pipe, O_RDWR);
                 CK(fd >= 0);
                 vbt_fill(buf, c.w2, 500 + r, 0);
                 CK(vbt_write_all(fd, buf, c.w2));
@@ -356,7 +358,12 @@ static int churn_b(void)
 
 void test_churn(void)
 {
-        vbt_run(churn_a, churn_b, NULL, NULL);
-        CU_ASSERT(vbt_idle());
-        CU_ASSERT_EQUAL(pvt_wait_vlink(&vbt_plat, "vm2", "vm2-vm4-vbpipe1", "ON", 0), 0);
+        static const char *const pipes[] = { P1, P0 }, *const links[] = { "vm2-vm4-vbpipe1", "vm2-vm4-vbpipe0" };
+        for (int i = 0; i < 2; i++) {
+                churn_pipe = pipes[i];
+                vbt_run(churn_a, churn_b, NULL, NULL);
+                CU_ASSERT(vbt_idle());
+                /* No protocol error reset the vlink. */
+                CU_ASSERT_EQUAL(pvt_wait_vlink(&vbt_plat, "vm2", links[i], "ON", 0), 0);
+        }
 }
