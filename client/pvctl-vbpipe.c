@@ -60,7 +60,8 @@ int pvctl_stat_vbpipe(const msgpack_object *doc, const struct pvctl_opts *o, FIL
                                 " ms left\n", wake, doc_str(st, "wake_lock_path", path, sizeof(path)),
                                 doc_u64(st, "wake_locks_taken"), doc_u64(st, "wake_lock_left_ms"));
                 else
-                        fprintf(f, "  wakeup=%" PRIu64 " ms: %s\n", wake, doc_str(st, "wake_lock_note", note, sizeof(note)));
+                        fprintf(f, "  wakeup=%" PRIu64 " ms: %s\n", wake,
+                                doc_str(st, "wake_lock_note", note, sizeof(note)));
         }
         (void)o;
         return 0;

@@ -115,6 +115,8 @@ void vbpipe_msg(struct pvd_vlink *vl, uint32_t type, const void *msg, uint32_t l
                 return;
         }
         memcpy(&m, msg, sizeof(m));
+        pv_debug("vbpipe %s: message %u from the peer (end %u, end %u, index %u)", p->name, type, m.gen, m.peer_gen,
+                 m.index);
         vbp_pipe_enter(p);
         bool ok;
         switch (type) {

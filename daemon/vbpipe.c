@@ -188,7 +188,10 @@ static void reader_gone(struct vbp_end *e)
         p->seg.to = NULL;
         if (p->seg.fin) {
                 vbp_seg_discard(p);
-        } else if (!e->stop_sent && !p->seg.stopped) {
+        } else if (!e->stop_sent) {
+                /* Even when the peer's reader is gone too: its writer may
+                 * wait for room in a ring that only its STOP (our FIN, then
+                 * a discard) will empty. */
                 e->stop_sent = true;
                 peer_send(p, VBPIPE_MSG_STOP, e->gen, 0, 0);
         }
@@ -205,6 +208,7 @@ void vbp_tx_finish(struct vbp_end *e)
         if (p->txe == e)
                 p->txe = NULL;
         vbp_end_watch(e);
+        pv_debug("vbpipe %s: end %u: FIN at %u", p->name, e->gen, p->tx.prod);
         peer_send(p, VBPIPE_MSG_FIN, e->gen, 0, p->tx.prod);
 }
 
@@ -214,9 +218,18 @@ static void end_gone(struct vbp_end *e)
         if (e->gone)
                 return;
         e->gone = true;
+        pv_debug("vbpipe %s: end %u: the program closed it (tx %d%s, rx %d)", e->p->name, e->gen, e->tx_done,
+                 e->tx_full ? " full" : "", e->rx_done);
         if (e->st == VBP_OPEN)
                 reader_gone(e);
         vbp_end_watch(e);
+}
+
+/* The program closed its end, whether or not the loop said so yet. */
+static void end_check_gone(struct vbp_end *e)
+{
+        if (e && !e->gone && e->prog_fd < 0 && end_hung_up(e))
+                end_gone(e);
 }
 
 /* Answer a blocking open: the program gets its end now. */
@@ -535,9 +548,25 @@ static void end_cb(struct pvd_watch *w, int status, int events, void *arg)
         struct vbp_pipe *p = e->p;
         vbp_pipe_enter(p);
         if (status < 0) {
+                /* POLLERR on D: the program closed its end with bytes of
+                 * the peer unread, which resets D (ECONNRESET), and libuv
+                 * stopped watching D. What the program wrote before its
+                 * close is still queued on D, and a pipe delivers it: clear
+                 * the error, watch again, take the close as a hang-up and
+                 * go on moving those bytes (tx_pump finishes at their end,
+                 * or at any error reading D). */
+                int err = 0;
+                socklen_t len = sizeof(err);
+                getsockopt(end_fd(e), SOL_SOCKET, SO_ERROR, &err, &len);
+                pvd_watch_set(w, 0);
                 end_gone(e);
-                if (e->st == VBP_OPEN && !e->tx_done)
-                        vbp_tx_finish(e);
+                if (e->st == VBP_OPEN && !e->tx_done) {
+                        if (p->txe == e)
+                                vbp_tx_pump(p);
+                        else
+                                vbp_tx_finish(e);
+                }
+                vbp_end_watch(e);
                 goto out;
         }
         if (events & UV_WRITABLE) {
@@ -592,6 +621,15 @@ static int vbpipe_conn_msg(struct pvd_conn *c, struct pv_msg *m)
                 return -EPROTO;
         if ((flags & ~(uint64_t)VBPIPE_OPEN_KNOWN) || pv_msg_get_u(m, PV_K_SEQ, &seq) < 0)
                 return -EPROTO;
+
+        /* A program that closes its end and opens again at once may be
+         * quicker than the loop's news of the close: look now, so that
+         * close-then-open works as on a device instead of failing with
+         * EBUSY. */
+        vbp_pipe_enter(p);
+        end_check_gone(p->cur);
+        end_check_gone(p->next);
+        vbp_pipe_leave(p);
 
         struct vbp_end **slot = NULL;
         if (!p->cur)

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -273,4 +274,96 @@ void test_one_way(void)
 {
         vbt_run(oneway_a, oneway_b, NULL, NULL);
         CU_ASSERT(vbt_idle());
+}
+
+/* ---- many conversations --------------------------------------------------------------------- */
+
+/* Each round: A writes W bytes, B writes W2; each reads some or all of
+ * the other's and closes (first when it reads only some), A sometimes opening with
+ * O_NONBLOCK. Opens pair in order, so B's r-th end must see only A's
+ * r-th bytes, and A's only B's. */
+#define CHURN_ROUNDS 40
+
+struct churn {
+        uint32_t w, w2, r, r2;
+        bool b_all, a_nb, b_first;
+};
+
+static struct churn churn_of(unsigned round)
+{
+        unsigned s = round * 2654435761u + 12345;
+        struct churn c;
+        c.w = (uint32_t)(rand_r(&s) % 400000);
+        c.w2 = (uint32_t)(rand_r(&s) % 30000);
+        c.b_all = rand_r(&s) % 2;
+        c.r = c.w ? (uint32_t)(rand_r(&s) % (c.w + 1)) : 0;
+        c.r2 = c.w2 ? (uint32_t)(rand_r(&s) % (c.w2 + 1)) : 0;
+        c.a_nb = rand_r(&s) % 3 == 0;
+        c.b_first = !c.b_all;   /* who reads all waits for the EOF */
+        return c;
+}
+
+static const char *churn_pipe;
+
+static int churn_a(void)
+{
+        static uint8_t buf[400000];
+        for (unsigned r = 0; r < CHURN_ROUNDS; r++) {
+                struct churn c = churn_of(r);
+                int fd = vbt_open(churn_pipe, O_RDWR | (c.a_nb ? O_NONBLOCK : 0));
+                CK(fd >= 0);
+                if (c.a_nb) {
+                        CK(vbt_wait_ev(fd, POLLOUT, 10000) & POLLOUT);
+                        CK(fcntl(fd, F_SETFL, 0) == 0);
+                }
+                vbt_fill(buf, c.w, 100 + r, 0);
+                ssize_t w = write(fd, buf, c.w);
+                CK(w == (ssize_t)c.w || (w >= 0 && !c.b_all) || (w < 0 && errno == EPIPE && !c.b_all));
+                size_t got = vbt_read_n(fd, buf, c.r2);
+                CK(got == c.r2 && vbt_check(buf, got, 500 + r, 0));
+                if (c.b_first)
+                        CK(vbt_hear(20000));
+                close(fd);
+                if (!c.b_first)
+                        vbt_tell();
+        }
+        return 0;
+}
+
+static int churn_b(void)
+{
+        static uint8_t buf[400000];
+        for (unsigned r = 0; r < CHURN_ROUNDS; r++) {
+                struct churn c = churn_of(r);
+                int fd = vbt_open(churn_pipe, O_RDWR);
+                CK(fd >= 0);
+                vbt_fill(buf, c.w2, 500 + r, 0);
+                CK(vbt_write_all(fd, buf, c.w2));
+                size_t want = c.b_all ? c.w : c.r;
+                size_t got = vbt_read_n(fd, buf, want);
+                if (got != want)
+                        fprintf(stderr, "test-vbpipe: round %u: %zu of %zu bytes (w %u, w2 %u, r2 %u, nb %d)\n", r, got,
+                                want, c.w, c.w2, c.r2, c.a_nb);
+                CK(got == want && vbt_check(buf, got, 100 + r, 0));
+                if (c.b_all)
+                        CK(read(fd, buf, 1) == 0);
+                if (!c.b_first)
+                        CK(vbt_hear(20000));
+                close(fd);
+                if (c.b_first)
+                        vbt_tell();
+        }
+        return 0;
+}
+
+void test_churn(void)
+{
+        static const char *const pipes[] = { P1, P0 }, *const links[] = { "vm2-vm4-vbpipe1", "vm2-vm4-vbpipe0" };
+        for (int i = 0; i < 2; i++) {
+                churn_pipe = pipes[i];
+                vbt_run(churn_a, churn_b, NULL, NULL);
+                CU_ASSERT(vbt_idle());
+                /* No protocol error reset the vlink. */
+                CU_ASSERT_EQUAL(pvt_wait_vlink(&vbt_plat, "vm2", links[i], "ON", 0), 0);
+        }
 }

@@ -605,27 +605,38 @@ static void test_poll(void)
         CU_ASSERT(vbt_idle());
 }
 
-int main(void)
+static const struct {
+        const char *name;
+        void (*fn)(void);
+} tests[] = {
+        { "open is a rendezvous; /dev/NAME and NAME", test_rendezvous },
+        { "unknown name: ENOENT", test_unknown_name },
+        { "O_NONBLOCK open: writable when the peer arrives", test_nonblock_open },
+        { "whole-count reads (vbpipe0), what is there (flag a)", test_read_counts },
+        { "the rest, then EOF", test_eof },
+        { "FIONREAD", test_fionread },
+        { "a write larger than the pipe blocks and proceeds", test_big_write },
+        { "EPIPE and SIGPIPE", test_epipe },
+        { "poll, select, epoll", test_poll },
+        { "second open: EBUSY", test_busy },
+        { "abandoned opens are no partners", test_abandoned },
+        { "new conversations never see old bytes", test_reopen },
+        { "two independent pipes", test_independent },
+        { "many conversations in a row", test_churn },
+        { "O_RDONLY and O_WRONLY", test_one_way },
+        { "wakeup= takes wake locks", test_wakeup },
+        { "pvctl stat vbpipe", test_stat },
+};
+
+/* test-vbpipe [WORD]: only the tests whose name has WORD. */
+int main(int argc, char **argv)
 {
         if (CU_initialize_registry() != CUE_SUCCESS)
                 return 1;
         CU_pSuite s = CU_add_suite("vbpipe", vbt_suite_init, vbt_suite_fini);
-        CU_add_test(s, "open is a rendezvous; /dev/NAME and NAME", test_rendezvous);
-        CU_add_test(s, "unknown name: ENOENT", test_unknown_name);
-        CU_add_test(s, "O_NONBLOCK open: writable when the peer arrives", test_nonblock_open);
-        CU_add_test(s, "whole-count reads (vbpipe0), what is there (flag a)", test_read_counts);
-        CU_add_test(s, "the rest, then EOF", test_eof);
-        CU_add_test(s, "FIONREAD", test_fionread);
-        CU_add_test(s, "a write larger than the pipe blocks and proceeds", test_big_write);
-        CU_add_test(s, "EPIPE and SIGPIPE", test_epipe);
-        CU_add_test(s, "poll, select, epoll", test_poll);
-        CU_add_test(s, "second open: EBUSY", test_busy);
-        CU_add_test(s, "abandoned opens are no partners", test_abandoned);
-        CU_add_test(s, "new conversations never see old bytes", test_reopen);
-        CU_add_test(s, "two independent pipes", test_independent);
-        CU_add_test(s, "O_RDONLY and O_WRONLY", test_one_way);
-        CU_add_test(s, "wakeup= takes wake locks", test_wakeup);
-        CU_add_test(s, "pvctl stat vbpipe", test_stat);
+        for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++)
+                if (argc < 2 || strstr(tests[i].name, argv[1]))
+                        CU_add_test(s, tests[i].name, tests[i].fn);
         CU_basic_set_mode(CU_BRM_VERBOSE);
         CU_basic_run_tests();
         unsigned failed = CU_get_number_of_failures() + CU_get_number_of_suites_failed();

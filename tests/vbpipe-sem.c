@@ -42,7 +42,9 @@ static int suite_setup(void)
         const char *vms[] = { "vm2", "vm4" };
         for (int i = 0; i < 2; i++) {
                 setenv("PVD_WAKE_LOCK", vbt_wake[i], 1);
-                int rc = pvt_pvd_start(&vbt_plat, vms[i], NULL);
+                /* VBT_DEBUG=1: pvd logs at debug level (PVT_SHOW_LOGS=1 shows it). */
+                static const char *const debug[] = { "--log-level", "debug", NULL };
+                int rc = pvt_pvd_start(&vbt_plat, vms[i], getenv("VBT_DEBUG") ? debug : NULL);
                 unsetenv("PVD_WAKE_LOCK");
                 if (rc < 0)
                         return -1;
@@ -64,6 +66,14 @@ int vbt_suite_init(void)
 
 int vbt_suite_fini(void)
 {
+        /* VBT_KEEP_LOGS=DIR: keep the pvds' logs there. */
+        const char *keep = getenv("VBT_KEEP_LOGS");
+        for (unsigned i = 0; keep && i < vbt_plat.nvms; i++) {
+                char cmd[512];
+                snprintf(cmd, sizeof(cmd), "cp %s %s/", vbt_plat.vms[i].log, keep);
+                if (system(cmd) != 0)
+                        fprintf(stderr, "test-vbpipe: cannot keep %s\n", vbt_plat.vms[i].log);
+        }
         int left = pvt_platform_fini(&vbt_plat);
         for (int i = 0; i < 2; i++)
                 if (vbt_wake[i][0])

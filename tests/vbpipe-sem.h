@@ -89,6 +89,7 @@ void test_abandoned(void);
 void test_reopen(void);
 void test_independent(void);
 void test_one_way(void);
+void test_churn(void);
 
 /* test-vbpipe-stat.c */
 void test_wakeup(void);
