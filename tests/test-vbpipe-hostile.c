@@ -39,7 +39,6 @@
 #define LINK "vm2-vm4-vbpipe0"
 
 static struct pvt_platform plat;
-static int fds_before;
 
 static bool pvd_alive(const char *vm)
 {
@@ -419,26 +418,12 @@ static void test_fin_behind(void)
 
 static int suite_init(void)
 {
-        fds_before = pvt_fd_count();
-        if (vbt_init(&plat) < 0 || pvt_platform_init(&plat, "test-2clients") < 0)
-                goto fail;
-        if (pvt_pvd_start(&plat, "vm2", NULL) < 0 || pvt_pvd_start(&plat, "vm4", NULL) < 0 ||
-            pvt_wait_vlink(&plat, "vm4", NULL, "ON", 10000) < 0)
-                goto fail;
-        return 0;
-fail:
-        pvt_platform_fini(&plat);
-        return -1;
+        return vbt_suite_init(&plat);
 }
 
 static int suite_fini(void)
 {
-        int left = pvt_platform_fini(&plat);
-        vbt_fini();
-        int fds = pvt_fd_count();
-        if (left || fds != fds_before)
-                fprintf(stderr, "test-vbpipe-hostile: %d leftovers, fds %d -> %d\n", left, fds_before, fds);
-        return left || fds != fds_before ? -1 : 0;
+        return vbt_suite_fini("test-vbpipe-hostile");
 }
 
 int main(void)

@@ -197,3 +197,29 @@ void vbt_conversation(void)
                 CU_ASSERT_FALSE(vbt_pg[i].wrong);
         }
 }
+
+static int suite_fds;
+
+int vbt_suite_init(struct pvt_platform *plat)
+{
+        suite_fds = pvt_fd_count();
+        if (vbt_init(plat) < 0 || pvt_platform_init(plat, "test-2clients") < 0)
+                goto fail;
+        if (pvt_pvd_start(plat, "vm2", NULL) < 0 || pvt_pvd_start(plat, "vm4", NULL) < 0 ||
+            pvt_wait_vlink(plat, "vm4", NULL, "ON", 10000) < 0)
+                goto fail;
+        return 0;
+fail:
+        pvt_platform_fini(plat);
+        return -1;
+}
+
+int vbt_suite_fini(const char *test)
+{
+        int left = pvt_platform_fini(vbt_plat);
+        vbt_fini();
+        int fds = pvt_fd_count();
+        if (left || fds != suite_fds)
+                fprintf(stderr, "%s: %d leftovers, fds %d -> %d\n", test, left, suite_fds, fds);
+        return left || fds != suite_fds ? -1 : 0;
+}

@@ -54,6 +54,12 @@ extern const char *vbt_pipe;         /* "vbpipe0" */
 int vbt_init(struct pvt_platform *plat);
 void vbt_fini(void);
 
+/* CUnit suite set-up for the kill and hostile tests: vm2 and vm4 of
+ * test-2clients started in plat, the vlink ON; the teardown fails when a
+ * pvd, a directory or a descriptor of the test is left behind. */
+int vbt_suite_init(struct pvt_platform *plat);
+int vbt_suite_fini(const char *test);
+
 /* The seed of the stream vm2 (from 0) or vm4 (from 1) sends. */
 uint64_t vbt_seed(int from);
 /* Fork program i in vm (vm2 or vm4). */
