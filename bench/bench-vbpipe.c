@@ -38,8 +38,27 @@
 #define PIPE_NAME   "vbpipe0"
 #define WAIT_MS     120000
 
-enum transport { T_VBPIPE, T_PIPE, T_SOCKET, T_COUNT };
-static const char *const tname[T_COUNT] = { "vbpipe", "pipe(2)", "socketpair" };
+/* vbpipe: opened with O_DIRECT, moved with vbpipeRead/vbpipeWrite (what
+ * programs under pvrun get for read and write); vbpipe-fd: plain read and
+ * write on the end's socket, every byte through both pvds. */
+enum transport { T_VBPIPE, T_VBPIPE_FD, T_PIPE, T_SOCKET, T_COUNT };
+static const char *const tname[T_COUNT] = { "vbpipe", "vbpipe-fd", "pipe(2)", "socketpair" };
+
+static bool is_vb(enum transport t)
+{
+        return t == T_VBPIPE || t == T_VBPIPE_FD;
+}
+
+/* The calls each transport's programs make. */
+static ssize_t xread(enum transport t, int fd, void *buf, size_t n)
+{
+        return t == T_VBPIPE ? vbpipeRead(fd, buf, n) : read(fd, buf, n);
+}
+
+static ssize_t xwrite(enum transport t, int fd, const void *buf, size_t n)
+{
+        return t == T_VBPIPE ? vbpipeWrite(fd, buf, n) : write(fd, buf, n);
+}
 
 /* What the children report. */
 struct shared {
@@ -59,19 +78,19 @@ static double now_s(void)
         return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static int vb_open(const char *vm)
+static int vb_open(const char *vm, enum transport t)
 {
         pvt_use_vm(&plat, vm);
-        int fd = vbpipeOpen(PIPE_NAME, O_RDWR);
+        int fd = vbpipeOpen(PIPE_NAME, O_RDWR | (t == T_VBPIPE ? O_DIRECT : 0));
         if (fd < 0)
                 fprintf(stderr, "bench-vbpipe: %s: vbpipeOpen: %s\n", vm, pvLastError());
         return fd;
 }
 
-static bool write_all(int fd, const uint8_t *p, size_t n)
+static bool write_all(enum transport t, int fd, const uint8_t *p, size_t n)
 {
         while (n) {
-                ssize_t w = write(fd, p, n);
+                ssize_t w = xwrite(t, fd, p, n);
                 if (w < 0 && errno == EINTR)
                         continue;
                 if (w <= 0)
@@ -93,6 +112,7 @@ static int chan_make(enum transport t, struct chan *c)
         int p1[2], p2[2];
         switch (t) {
         case T_VBPIPE:
+        case T_VBPIPE_FD:
                 *c = (struct chan){ -1, -1, -1, -1 };
                 return 0;
         case T_PIPE:
@@ -130,8 +150,8 @@ static void chan_close(struct chan *c)
 /* Child side: its two fds (opening the vbpipe end for T_VBPIPE). */
 static bool child_fds(enum transport t, struct chan *c, bool is_a, int *rd, int *wr)
 {
-        if (t == T_VBPIPE) {
-                int fd = vb_open(is_a ? "vm2" : "vm4");
+        if (is_vb(t)) {
+                int fd = vb_open(is_a ? "vm2" : "vm4", t);
                 *rd = *wr = fd;
                 return fd >= 0;
         }
@@ -168,14 +188,14 @@ static double throughput(enum transport t, size_t wsize, uint64_t total)
                 memset(buf, 0x5a, sizeof(buf));
                 sh->t_start = now_s();
                 for (uint64_t sent = 0; sent < total; sent += wsize)
-                        if (!write_all(wr, buf, wsize))
+                        if (!write_all(t, wr, buf, wsize))
                                 _exit(2);
-                if (t == T_VBPIPE) {
+                if (is_vb(t)) {
                         /* Wait for the reader's goodbye, so that closing
                          * does not race the last bytes. */
                         shutdown(wr, SHUT_WR);
                         char x;
-                        while (read(rd, &x, 1) > 0)
+                        while (xread(t, rd, &x, 1) > 0)
                                 ;
                 }
                 _exit(0);
@@ -189,7 +209,7 @@ static double throughput(enum transport t, size_t wsize, uint64_t total)
                 uint64_t got = 0;
                 while (got < total) {
                         size_t want = total - got < READ_CHUNK ? (size_t)(total - got) : READ_CHUNK;
-                        ssize_t n = read(rd, buf, want);
+                        ssize_t n = xread(t, rd, buf, want);
                         if (n < 0 && errno == EINTR)
                                 continue;
                         if (n <= 0)
@@ -236,14 +256,18 @@ static bool round_trip(enum transport t, int rounds, double *median, double *p99
                 char x = 'p';
                 for (int i = 0; i < warm + rounds; i++) {
                         double t0 = now_s();
-                        if (write(wr, &x, 1) != 1 || read(rd, &x, 1) != 1)
+                        ssize_t w = xwrite(t, wr, &x, 1), r = w == 1 ? xread(t, rd, &x, 1) : 0;
+                        if (w != 1 || r != 1) {
+                                fprintf(stderr, "bench-vbpipe: %s ping %d: write %zd, read %zd (%s)\n", tname[t], i, w, r,
+                                        strerror(errno));
                                 _exit(2);
+                        }
                         if (i >= warm)
                                 sh->rtt_us[i - warm] = (now_s() - t0) * 1e6;
                 }
-                if (t == T_VBPIPE) {
+                if (is_vb(t)) {
                         shutdown(wr, SHUT_WR);
-                        while (read(rd, &x, 1) > 0)
+                        while (xread(t, rd, &x, 1) > 0)
                                 ;
                 }
                 _exit(0);
@@ -255,11 +279,14 @@ static bool round_trip(enum transport t, int rounds, double *median, double *p99
                         _exit(1);
                 char x;
                 for (;;) {
-                        ssize_t n = read(rd, &x, 1);
+                        ssize_t n = xread(t, rd, &x, 1);
                         if (n <= 0)
                                 break;
-                        if (write(wr, &x, 1) != 1)
+                        ssize_t w = xwrite(t, wr, &x, 1);
+                        if (w != 1) {
+                                fprintf(stderr, "bench-vbpipe: %s pong: write %zd (%s)\n", tname[t], w, strerror(errno));
                                 _exit(2);
+                        }
                 }
                 _exit(0);
         }
@@ -378,21 +405,25 @@ int main(int argc, char **argv)
                 printf("}}\n");
                 goto out;
         }
-        printf("vbpipe between vm2 and vm4 (two pvds, 256 KiB rings) vs pipe(2) and a UNIX socketpair\n\n");
-        printf("%-22s %12s %12s %12s %10s %10s\n", "throughput (MB/s)", "vbpipe", "pipe(2)", "socketpair",
-               "vs pipe", "vs socket");
+        printf("vbpipe between vm2 and vm4 (two pvds, 256 KiB rings) vs pipe(2) and a UNIX socketpair\n");
+        printf("vbpipe: O_DIRECT, vbpipeRead/vbpipeWrite (as under pvrun); vbpipe-fd: read/write through pvd\n\n");
+        printf("%-20s %10s %10s %10s %10s %8s %8s %8s\n", "throughput (MB/s)", "vbpipe", "vbpipe-fd", "pipe(2)",
+               "socketpair", "vs pipe", "vs sock", "fd/pipe");
         for (int s = 0; s < 3; s++) {
                 char label[32];
                 snprintf(label, sizeof(label), "%zu B writes", wsizes[s]);
-                printf("%-22s %12.1f %12.1f %12.1f %9.2fx %9.2fx\n", label, mbs[s][T_VBPIPE], mbs[s][T_PIPE],
-                       mbs[s][T_SOCKET], mbs[s][T_VBPIPE] / mbs[s][T_PIPE], mbs[s][T_VBPIPE] / mbs[s][T_SOCKET]);
+                printf("%-20s %10.1f %10.1f %10.1f %10.1f %7.2fx %7.2fx %7.2fx\n", label, mbs[s][T_VBPIPE],
+                       mbs[s][T_VBPIPE_FD], mbs[s][T_PIPE], mbs[s][T_SOCKET], mbs[s][T_VBPIPE] / mbs[s][T_PIPE],
+                       mbs[s][T_VBPIPE] / mbs[s][T_SOCKET], mbs[s][T_VBPIPE_FD] / mbs[s][T_PIPE]);
         }
-        printf("\n%-22s %12s %12s %12s %10s %10s\n", "round trip 1 B (us)", "vbpipe", "pipe(2)", "socketpair",
-               "vs pipe", "vs socket");
-        printf("%-22s %12.1f %12.1f %12.1f %9.2fx %9.2fx\n", "median", med[T_VBPIPE], med[T_PIPE], med[T_SOCKET],
-               med[T_VBPIPE] / med[T_PIPE], med[T_VBPIPE] / med[T_SOCKET]);
-        printf("%-22s %12.1f %12.1f %12.1f %9.2fx %9.2fx\n", "p99", p99[T_VBPIPE], p99[T_PIPE], p99[T_SOCKET],
-               p99[T_VBPIPE] / p99[T_PIPE], p99[T_VBPIPE] / p99[T_SOCKET]);
+        printf("\n%-20s %10s %10s %10s %10s %8s %8s %8s\n", "round trip 1 B (us)", "vbpipe", "vbpipe-fd", "pipe(2)",
+               "socketpair", "vs pipe", "vs sock", "fd/pipe");
+        printf("%-20s %10.1f %10.1f %10.1f %10.1f %7.2fx %7.2fx %7.2fx\n", "median", med[T_VBPIPE], med[T_VBPIPE_FD],
+               med[T_PIPE], med[T_SOCKET], med[T_VBPIPE] / med[T_PIPE], med[T_VBPIPE] / med[T_SOCKET],
+               med[T_VBPIPE_FD] / med[T_PIPE]);
+        printf("%-20s %10.1f %10.1f %10.1f %10.1f %7.2fx %7.2fx %7.2fx\n", "p99", p99[T_VBPIPE], p99[T_VBPIPE_FD],
+               p99[T_PIPE], p99[T_SOCKET], p99[T_VBPIPE] / p99[T_PIPE], p99[T_VBPIPE] / p99[T_SOCKET],
+               p99[T_VBPIPE_FD] / p99[T_PIPE]);
         printf("\n(%llu MiB per 64 KiB run, %d round trips; targets: 64 KiB >= 0.5x pipe(2), round trip <= 3x pipe(2))\n",
                (unsigned long long)mib, rounds);
 out:

@@ -11,6 +11,12 @@
  * a pipe, and a name that pvd serves as a vbpipe wins over a real file of
  * the same name in /dev: that is what the program runs under pvrun for.
  *
+ * read(2) and write(2) of such an end copy straight to and from the
+ * pipe's rings while pvd lends them (client/vbpipe-direct.c), as
+ * vbpipeRead and vbpipeWrite do; close, dup2 and dup3 tell that code when
+ * a descriptor number stops being the end. Every other descriptor costs a
+ * look at one table slot.
+ *
  * Only the interposed functions are exported (libpvrun.map): the copy of
  * libpvclient inside stays private, and a program linking libpvclient
  * itself keeps its own.
@@ -34,6 +40,7 @@
 #include "conn.h"
 #include "pv-config.h"
 #include "pv/vbpipe.h"
+#include "vbpipe-direct.h"
 
 #define PR_EXPORT __attribute__((visibility("default")))
 
@@ -164,17 +171,24 @@ typedef int (*openat2_fn)(int, const char *, int);
 typedef FILE *(*fopen_fn)(const char *, const char *);
 typedef int (*creat_fn)(const char *, mode_t);
 
+/* An end opened by the program itself: read and write go straight to the
+ * rings (O_DIRECT, see vbpipe-direct.c); the close is interposed too. */
+static int open_end(const char *path, int flags)
+{
+        return vbpipeOpen(path, flags | O_DIRECT);
+}
+
 static int do_open(void *next, const char *path, int flags, mode_t mode)
 {
         if (intercept(path, flags))
-                return vbpipeOpen(path, flags);
+                return open_end(path, flags);
         return next ? ((open_fn)next)(path, flags, mode) : -1;
 }
 
 static int do_openat(void *next, int dirfd, const char *path, int flags, mode_t mode)
 {
         if (intercept(path, flags))
-                return vbpipeOpen(path, flags);
+                return open_end(path, flags);
         return next ? ((openat_fn)next)(dirfd, path, flags, mode) : -1;
 }
 
@@ -217,7 +231,7 @@ PR_EXPORT int openat64(int dirfd, const char *path, int flags, ...)
 PR_EXPORT int creat(const char *path, mode_t mode)
 {
         if (intercept(path, O_WRONLY))
-                return vbpipeOpen(path, O_WRONLY);
+                return open_end(path, O_WRONLY);
         creat_fn f = (creat_fn)NEXT("creat");
         return f ? f(path, mode) : -1;
 }
@@ -225,7 +239,7 @@ PR_EXPORT int creat(const char *path, mode_t mode)
 PR_EXPORT int creat64(const char *path, mode_t mode)
 {
         if (intercept(path, O_WRONLY))
-                return vbpipeOpen(path, O_WRONLY);
+                return open_end(path, O_WRONLY);
         creat_fn f = (creat_fn)NEXT("creat64");
         return f ? f(path, mode) : -1;
 }
@@ -235,14 +249,14 @@ PR_EXPORT int creat64(const char *path, mode_t mode)
 static int do_open2(void *next, const char *path, int flags)
 {
         if (intercept(path, flags))
-                return vbpipeOpen(path, flags);
+                return open_end(path, flags);
         return next ? ((open2_fn)next)(path, flags) : -1;
 }
 
 static int do_openat2(void *next, int dirfd, const char *path, int flags)
 {
         if (intercept(path, flags))
-                return vbpipeOpen(path, flags);
+                return open_end(path, flags);
         return next ? ((openat2_fn)next)(dirfd, path, flags) : -1;
 }
 
@@ -292,7 +306,9 @@ static int fopen_flags(const char *mode)
 }
 
 /* glibc's fopen opens with its internal open, which no preload reaches:
- * fopen itself is interposed, and the stream made with fdopen. */
+ * fopen itself is interposed, and the stream made with fdopen. Without
+ * direct access: stdio reads and writes with the C library's internal
+ * calls, which no preload reaches either. */
 static FILE *do_fopen(void *next, const char *path, const char *mode)
 {
         int flags = fopen_flags(mode);
@@ -319,4 +335,66 @@ PR_EXPORT FILE *fopen(const char *path, const char *mode)
 PR_EXPORT FILE *fopen64(const char *path, const char *mode)
 {
         return do_fopen(NEXT("fopen64"), path, mode);
+}
+
+/* ---- read and write -------------------------------------------------------------- */
+
+typedef ssize_t (*read_fn)(int, void *, size_t);
+typedef ssize_t (*write_fn)(int, const void *, size_t);
+typedef ssize_t (*read_chk_fn)(int, void *, size_t, size_t);
+typedef int (*close_fn)(int);
+typedef int (*dup2_fn)(int, int);
+typedef int (*dup3_fn)(int, int, int);
+
+ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen);
+
+PR_EXPORT ssize_t read(int fd, void *buf, size_t n)
+{
+        ssize_t r;
+        if (vbpd_read(fd, buf, n, &r))
+                return r;
+        read_fn f = (read_fn)NEXT("read");
+        return f ? f(fd, buf, n) : -1;
+}
+
+/* What _FORTIFY_SOURCE makes of read() into a buffer of known size. */
+PR_EXPORT ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen)
+{
+        ssize_t r;
+        if (n <= buflen && vbpd_read(fd, buf, n, &r))
+                return r;
+        read_chk_fn f = (read_chk_fn)NEXT("__read_chk");
+        return f ? f(fd, buf, n, buflen) : -1;
+}
+
+PR_EXPORT ssize_t write(int fd, const void *buf, size_t n)
+{
+        ssize_t r;
+        if (vbpd_write(fd, buf, n, &r))
+                return r;
+        write_fn f = (write_fn)NEXT("write");
+        return f ? f(fd, buf, n) : -1;
+}
+
+PR_EXPORT int close(int fd)
+{
+        vbpd_forget(fd);
+        close_fn f = (close_fn)NEXT("close");
+        return f ? f(fd) : -1;
+}
+
+PR_EXPORT int dup2(int oldfd, int newfd)
+{
+        if (oldfd != newfd)
+                vbpd_forget(newfd);
+        dup2_fn f = (dup2_fn)NEXT("dup2");
+        return f ? f(oldfd, newfd) : -1;
+}
+
+PR_EXPORT int dup3(int oldfd, int newfd, int flags)
+{
+        if (oldfd != newfd)
+                vbpd_forget(newfd);
+        dup3_fn f = (dup3_fn)NEXT("dup3");
+        return f ? f(oldfd, newfd, flags) : -1;
 }

@@ -10,11 +10,13 @@
 
 #include "pv-bytering.h"
 #include "pvd.h"
+#include "vbpipe-proto.h"
 #include "watch.h"
 
 #define VBP_PUMP_ROUNDS 32            /* readv/writev per callback, for fairness */
 #define VBP_FILLER_CHUNK 65536
 #define VBP_WAKE_LOCK "/sys/power/wake_lock"
+#define VBP_SPIN_US_DEFAULT 50        /* hot polling after the last byte moved */
 
 enum vbp_state { VBP_WAIT, VBP_OPEN };
 
@@ -42,6 +44,13 @@ struct vbp_end {
         bool stop_sent;
         uint8_t *tail;             /* the peer's bytes saved when the vlink went down */
         size_t tail_len, tail_off;
+        /* Direct access (vbpipe-direct.c). */
+        struct vbpipe_direct *dir; /* the end's direct page, or NULL */
+        int dir_fd;
+        struct pvd_watch *bell;    /* the doorbell eventfd */
+        uint32_t dir_vgen;         /* vlink generation of the memory the program got */
+        bool dir_bad;              /* it wrote an impossible index: no more direct access */
+        uint64_t dir_seen[4];      /* program counters already added: rx bytes, calls, tx bytes, calls */
 };
 
 enum vbp_peer { PEER_CLOSED, PEER_WAITING, PEER_OPEN, PEER_CLOSING };
@@ -84,6 +93,17 @@ struct vbp_pipe {
         uint64_t conversations, refused_busy, cancelled;
         struct vbp_flow out, in;   /* program -> peer, peer -> program */
         uint64_t xirq_sent, xirq_suppressed;     /* of rings already detached */
+        /* Hot polling: for spin_us after bytes moved, the loop polls D and
+         * the rx ring instead of sleeping (see vbp_hot_touch). */
+        uv_idle_t *idle;
+        bool hot;
+        uint64_t hot_until_ns;
+        uint64_t spin_ns;
+        uint64_t hot_spells;
+        /* Direct access: peer messages waiting for the rings to come back. */
+        struct vbp_qmsg *q_head, *q_tail;
+        uv_timer_t *stuck;         /* looks at a holder that keeps a ring too long */
+        uint64_t dir_deferred, dir_stolen;
         /* wakeup= */
         int wake_fd;
         char wake_path[128];
@@ -114,8 +134,29 @@ void vbp_end_free(struct vbp_end *e);
 void vbp_tx_pump(struct vbp_pipe *p);
 void vbp_rx_pump(struct vbp_pipe *p);
 void vbp_tail_pump(struct vbp_end *e);
+void vbp_refresh(struct vbp_pipe *p);
+bool vbp_end_closed(const struct vbp_end *e);
+int vbp_hot_init(struct vbp_pipe *p);
+void vbp_hot_fini(struct vbp_pipe *p);
+
+/* vbpipe-direct.c */
+enum vbp_claim { CLAIM_TRY, CLAIM_WAIT, CLAIM_FORCE };
+int vbp_dir_create(struct vbp_end *e);
+void vbp_dir_free(struct vbp_end *e);
+uint64_t vbp_dir_answer_fds(struct vbp_end *e, struct pv_msg *r);
+bool vbp_dir_claim(struct vbp_pipe *p, enum vbp_claim mode);
+bool vbp_enter(struct vbp_pipe *p, enum vbp_claim mode);
+void vbp_dir_grant(struct vbp_pipe *p);
+void vbp_dir_fold(struct vbp_end *e);
+int vbp_dir_init(struct vbp_pipe *p);
+void vbp_dir_fini(struct vbp_pipe *p);
 
 /* vbpipe-peer.c */
+struct vbp_qmsg;
+void vbp_msg_handle(struct vbp_pipe *p, uint32_t type, const struct vbpipe_msg *m);
+void vbp_msg_queue(struct vbp_pipe *p, uint32_t type, const struct vbpipe_msg *m);
+void vbp_msg_drain(struct vbp_pipe *p);
+void vbp_msg_drop(struct vbp_pipe *p);
 void vbpipe_msg(struct pvd_vlink *vl, uint32_t type, const void *msg, uint32_t len);
 void vbpipe_kick(struct pvd_vlink *vl);
 size_t vbpipe_region_size(const struct pv_vlink_cfg *cfg);

@@ -106,6 +106,54 @@ static bool on_fin(struct vbp_pipe *p, const struct vbpipe_msg *m)
         return false;
 }
 
+/* A peer message that waits while the program holds a ring. */
+struct vbp_qmsg {
+        struct vbp_qmsg *next;
+        uint32_t type;
+        struct vbpipe_msg m;
+};
+
+void vbp_msg_queue(struct vbp_pipe *p, uint32_t type, const struct vbpipe_msg *m)
+{
+        struct vbp_qmsg *q = malloc(sizeof(*q));
+        if (!q) {
+                pvd_vlink_fail(p->vl, "vbpipe %s: out of memory for a message from the peer", p->name);
+                return;
+        }
+        q->next = NULL;
+        q->type = type;
+        q->m = *m;
+        if (p->q_tail)
+                p->q_tail->next = q;
+        else
+                p->q_head = q;
+        p->q_tail = q;
+}
+
+/* The messages that waited, in order (the rings are pvd's now). */
+void vbp_msg_drain(struct vbp_pipe *p)
+{
+        while (p->q_head && p->on) {
+                struct vbp_qmsg *q = p->q_head;
+                p->q_head = q->next;
+                if (!p->q_head)
+                        p->q_tail = NULL;
+                vbp_msg_handle(p, q->type, &q->m);
+                free(q);
+        }
+        vbp_msg_drop(p);
+}
+
+void vbp_msg_drop(struct vbp_pipe *p)
+{
+        while (p->q_head) {
+                struct vbp_qmsg *q = p->q_head;
+                p->q_head = q->next;
+                free(q);
+        }
+        p->q_tail = NULL;
+}
+
 void vbpipe_msg(struct pvd_vlink *vl, uint32_t type, const void *msg, uint32_t len)
 {
         struct vbp_pipe *p = pipe_of(vl);
@@ -117,7 +165,22 @@ void vbpipe_msg(struct pvd_vlink *vl, uint32_t type, const void *msg, uint32_t l
         memcpy(&m, msg, sizeof(m));
         pv_debug("vbpipe %s: message %u from the peer (end %u, end %u, index %u)", p->name, type, m.gen, m.peer_gen,
                  m.index);
-        vbp_pipe_enter(p);
+        if (!vbp_enter(p, CLAIM_WAIT)) {
+                vbp_msg_queue(p, type, &m);   /* handled when the program lets go */
+                vbp_pipe_leave(p);
+                return;
+        }
+        vbp_msg_drain(p);
+        vbp_msg_handle(p, type, &m);
+        vbp_pipe_leave(p);
+}
+
+void vbp_msg_handle(struct vbp_pipe *p, uint32_t type, const struct vbpipe_msg *mp)
+{
+        struct pvd_vlink *vl = p->vl;
+        struct vbpipe_msg m = *mp;
+        if (!p->on)
+                return;
         bool ok;
         switch (type) {
         case VBPIPE_MSG_OPEN:
@@ -138,7 +201,6 @@ void vbpipe_msg(struct pvd_vlink *vl, uint32_t type, const void *msg, uint32_t l
         if (!ok && p->on)
                 pvd_vlink_fail(vl, "vbpipe %s: impossible message from the peer (type %u, end %u, end %u, index %u)",
                                p->name, type, m.gen, m.peer_gen, m.index);
-        vbp_pipe_leave(p);
 }
 
 void vbpipe_kick(struct pvd_vlink *vl)
@@ -146,7 +208,11 @@ void vbpipe_kick(struct pvd_vlink *vl)
         struct vbp_pipe *p = pipe_of(vl);
         if (!p->on)
                 return;
-        vbp_pipe_enter(p);
+        if (!vbp_enter(p, CLAIM_WAIT)) {
+                vbp_pipe_leave(p);   /* the doorbell brings us back */
+                return;
+        }
+        vbp_msg_drain(p);
         struct vbp_end *e = p->txe;
         if (e && e->tx_full) {
                 /* The xIRQ cleared prod_wait, whether or not it made room
@@ -224,6 +290,11 @@ void vbpipe_down(struct pvd_vlink *vl)
         if (!p->on)
                 return;
         vbp_pipe_enter(p);
+        /* The memory goes: the program's reads and writes go through its
+         * socket from now on (what it copies into the old memory meanwhile
+         * is lost with the peer, as bytes in flight in any pipe). */
+        vbp_dir_claim(p, CLAIM_FORCE);
+        vbp_msg_drop(p);
         struct vbp_end *e = p->cur;
         if (e && e->st == VBP_OPEN) {
                 if (!e->tx_done) {
@@ -302,6 +373,15 @@ int vbpipe_attach(struct pvd_vlink *vl)
                         pv_info("vbpipe %s: wakeup=%u accepted, but %s is not writable (%s): no wake locks", p->name,
                                 p->wakeup_ms, p->wake_path, strerror(errno));
         }
+        if (vbp_hot_init(p) < 0)
+                pv_warn("vbpipe %s: no hot polling (out of memory)", p->name);
+        if (vbp_dir_init(p) < 0) {
+                vbp_hot_fini(p);
+                if (p->wake_fd >= 0)
+                        close(p->wake_fd);
+                free(p);
+                return -ENOMEM;
+        }
         vl->drv[PV_DRV_VBPIPE] = p;
         return 0;
 }
@@ -312,6 +392,8 @@ void vbpipe_detach(struct pvd_vlink *vl)
         if (!p)
                 return;
         p->depth++;   /* nothing is reaped any more: everything goes here */
+        vbp_dir_claim(p, CLAIM_FORCE);
+        vbp_msg_drop(p);
         if (p->next) {
                 vbp_end_answer(p->next, -ECONNRESET);
                 vbp_end_free(p->next);
@@ -322,6 +404,8 @@ void vbpipe_detach(struct pvd_vlink *vl)
         }
         if (p->wake_fd >= 0)
                 close(p->wake_fd);
+        vbp_hot_fini(p);
+        vbp_dir_fini(p);
         free(p);
         vl->drv[PV_DRV_VBPIPE] = NULL;
 }

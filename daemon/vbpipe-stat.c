@@ -20,6 +20,15 @@ static const char *peer_state_name(const struct vbp_pipe *p)
         return "closed";
 }
 
+/* Bytes in a ring now, from both indices as they are in memory: a look,
+ * not a use (the program may be moving one of them, the peer the other),
+ * so an odd value is shown as 0 and nothing is judged. */
+static int64_t ring_fill(const struct pv_ring *r)
+{
+        uint32_t used = ring_load_acquire(&r->hdr->prod) - ring_load_acquire(&r->hdr->cons);
+        return used <= r->size ? used : 0;
+}
+
 static void pack_flow(msgpack_packer *pk, const char *key, const struct vbp_flow *f, int64_t fill)
 {
         pvd_pack_str(pk, key);
@@ -33,11 +42,12 @@ static void pack_flow(msgpack_packer *pk, const char *key, const struct vbp_flow
 void vbpipe_stat(struct pvd_vlink *vl, msgpack_packer *pk)
 {
         struct vbp_pipe *p = pipe_of(vl);
-        const struct vbp_end *e = p->cur;
+        struct vbp_end *e = p->cur;
         uint64_t now = uv_now(vl->pvd->loop);
-        int64_t tx_free = p->on ? pv_ring_prod_free(&p->tx) : p->size;
-        int64_t tx_fill = tx_free >= 0 ? (int64_t)p->size - tx_free : 0;
-        int64_t rx_fill = p->on ? pv_bytering_used(&p->rx) : 0;
+        if (e)
+                vbp_dir_fold(e);
+        int64_t tx_fill = p->on ? ring_fill(&p->tx) : 0;
+        int64_t rx_fill = p->on ? ring_fill(&p->rx) : 0;
         uint64_t sent = p->xirq_sent + p->tx.stats.xirq_sent + p->rx.stats.xirq_sent;
         uint64_t saved = p->xirq_suppressed + p->tx.stats.xirq_suppressed + p->rx.stats.xirq_suppressed;
         char reason[192] = "";

@@ -38,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sched.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -59,6 +60,7 @@ void vbp_pipe_leave(struct vbp_pipe *p)
         if (--p->depth == 0) {
                 p->depth++;
                 pipe_reap(p);
+                vbp_dir_grant(p);
                 p->depth--;
         }
 }
@@ -153,6 +155,11 @@ static bool end_hung_up(const struct vbp_end *e)
         return poll(&pf, 1, 0) == 1 && (pf.revents & (POLLHUP | POLLERR));
 }
 
+bool vbp_end_closed(const struct vbp_end *e)
+{
+        return e->gone || (e->prog_fd < 0 && end_hung_up(e));
+}
+
 static void seg_end(struct vbp_pipe *p)
 {
         p->rx_start = p->seg.fin_at;
@@ -217,6 +224,9 @@ static void end_gone(struct vbp_end *e)
 {
         if (e->gone)
                 return;
+        /* No process holds the end any more: none holds its rings. */
+        if (e == e->p->cur)
+                vbp_dir_claim(e->p, CLAIM_FORCE);
         e->gone = true;
         pv_debug("vbpipe %s: end %u: the program closed it (tx %d%s, rx %d)", e->p->name, e->gen, e->tx_done,
                  e->tx_full ? " full" : "", e->rx_done);
@@ -246,9 +256,10 @@ void vbp_end_answer(struct vbp_end *e, int diag)
         pv_msg_init_reply(&r, &req, diag);
         if (diag == 0) {
                 pv_msg_set_u(&r, PV_K_SIZE, e->p->size);
-                pv_msg_set_u(&r, PV_K_FLAGS, e->p->any ? VBPIPE_INFO_ANY : 0);
                 pv_msg_set_u(&r, PV_K_GEN, e->gen);
                 pv_msg_add_fd(&r, e->prog_fd);
+                uint64_t info = vbp_dir_answer_fds(e, &r);
+                pv_msg_set_u(&r, PV_K_FLAGS, (e->p->any ? VBPIPE_INFO_ANY : 0) | info);
         } else {
                 pv_msg_set_str(&r, PV_K_MSG, "the pipe went away while the open waited (pvd stopping)");
         }
@@ -350,6 +361,7 @@ void vbp_end_free(struct vbp_end *e)
                 if (recv(end_fd(e), scratch, sizeof(scratch), MSG_DONTWAIT) <= 0)
                         break;
         pvd_watch_close(e->w);
+        vbp_dir_free(e);
         free(e->tail);
         free(e);
 }
@@ -394,6 +406,97 @@ static void pipe_reap(struct vbp_pipe *p)
         }
 }
 
+/* ---- hot polling ---------------------------------------------------------------- */
+
+/* A conversation is often a quick exchange: a byte out, an answer back.
+ * Sleeping between the two costs two wake-ups per pvd per round trip (the
+ * program's socket, then the peer's xIRQ), and on a virtual machine each
+ * is tens of microseconds. So for spin_ns after bytes moved, the loop does
+ * not sleep: an idle handle polls D and the rx ring at every turn (libuv
+ * then polls its other fds without waiting, so nothing else waits
+ * either), and the peer is told not to send xIRQs for the rx ring (its
+ * cons_wait stays 0). When the time is up, the ring is armed again the
+ * usual way. PVD_SPIN_US sets the time (0: never); a machine with one CPU
+ * never polls, as the poller would only keep the other side from running. */
+static void hot_cb(uv_idle_t *h)
+{
+        struct vbp_pipe *p = h->data;
+        if (!vbp_enter(p, CLAIM_TRY)) {
+                vbp_pipe_leave(p);   /* the program is at the rings itself */
+                return;
+        }
+        if (!p->on || uv_hrtime() >= p->hot_until_ns) {
+                p->hot = false;
+                uv_idle_stop(h);
+                vbp_rx_pump(p);   /* arms cons_wait if the ring is empty */
+        } else {
+                if (p->txe && !p->txe->tx_full)
+                        vbp_tx_pump(p);
+                vbp_rx_pump(p);
+                if (p->hot)
+                        sched_yield();   /* a program woken on this CPU runs first */
+        }
+        vbp_pipe_leave(p);
+}
+
+static void vbp_hot_touch(struct vbp_pipe *p)
+{
+        if (!p->spin_ns || !p->idle)
+                return;
+        /* A program with direct access polls the rings itself: pvd would
+         * only take a CPU from it. */
+        if (p->cur && p->cur->dir && !p->cur->dir_bad)
+                return;
+        p->hot_until_ns = uv_hrtime() + p->spin_ns;
+        if (p->hot)
+                return;
+        p->hot = true;
+        p->hot_spells++;
+        uv_idle_start(p->idle, hot_cb);
+}
+
+int vbp_hot_init(struct vbp_pipe *p)
+{
+        long us = VBP_SPIN_US_DEFAULT;
+        const char *env = getenv("PVD_SPIN_US");
+        if (env && *env) {
+                char *end;
+                errno = 0;
+                us = strtol(env, &end, 10);
+                if (errno || *end || us < 0 || us > 1000000) {
+                        pv_warn("vbpipe %s: PVD_SPIN_US=%s is not a number of microseconds (0 to 1000000): "
+                                "using %d", p->name, env, VBP_SPIN_US_DEFAULT);
+                        us = VBP_SPIN_US_DEFAULT;
+                }
+        }
+        if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
+                us = 0;
+        p->spin_ns = (uint64_t)us * 1000u;
+        if (!p->spin_ns)
+                return 0;
+        p->idle = malloc(sizeof(*p->idle));
+        if (!p->idle || uv_idle_init(p->vl->pvd->loop, p->idle) < 0) {
+                free(p->idle);
+                p->idle = NULL;
+                return -ENOMEM;
+        }
+        p->idle->data = p;
+        return 0;
+}
+
+static void idle_closed(uv_handle_t *h)
+{
+        free(h);
+}
+
+void vbp_hot_fini(struct vbp_pipe *p)
+{
+        if (p->idle)
+                uv_close((uv_handle_t *)p->idle, idle_closed);
+        p->idle = NULL;
+        p->hot = false;
+}
+
 /* ---- data path ---------------------------------------------------------------- */
 
 /* Program -> peer: read D straight into the tx ring. */
@@ -429,6 +532,7 @@ void vbp_tx_pump(struct vbp_pipe *p)
                         if (fill > p->out.peak)
                                 p->out.peak = fill;
                         tx_notify(p);
+                        vbp_hot_touch(p);
                         if (r < avail)
                                 return;   /* D is drained: level-triggered poll brings the rest */
                         continue;
@@ -486,6 +590,11 @@ void vbp_rx_pump(struct vbp_pipe *p)
                         }
                 } else if (used == 0) {
                         rx_notify(p);
+                        if (p->hot) {
+                                /* Polled: the peer need not wake us. */
+                                ring_store_relaxed(&p->rx.hdr->cons_wait, 0);
+                                return;
+                        }
                         if (pv_ring_cons_prepare_sleep(&p->rx))
                                 return;
                         continue;
@@ -493,11 +602,14 @@ void vbp_rx_pump(struct vbp_pipe *p)
                 struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)n };
                 ssize_t w = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
                 if (w > 0) {
+                        if (e->dir)
+                                ring_store_release(&e->dir->rx.sock, 1);
                         pv_bytering_consume(&p->rx, (uint32_t)w);
                         p->in.bytes += (uint64_t)w;
                         p->in.xfers++;
                         rx_notify(p);
                         wake_hold(p);
+                        vbp_hot_touch(p);
                         continue;
                 }
                 if (w < 0 && errno == EINTR)
@@ -542,11 +654,37 @@ void vbp_tail_pump(struct vbp_end *e)
         vbp_end_watch(e);
 }
 
+/* After events were put off while the program held a ring: the peer's
+ * messages that waited, then everything level-triggered again. */
+void vbp_refresh(struct vbp_pipe *p)
+{
+        vbp_msg_drain(p);
+        struct vbp_end *e = p->cur;
+        if (e && e->w)
+                vbp_end_watch(e);
+        if (p->next && p->next->w)
+                vbp_end_watch(p->next);
+        if (p->txe && !p->txe->tx_full)
+                vbp_tx_pump(p);
+        vbp_rx_pump(p);
+        end_check_gone(p->cur);
+        end_check_gone(p->next);
+}
+
 static void end_cb(struct pvd_watch *w, int status, int events, void *arg)
 {
         struct vbp_end *e = arg;
         struct vbp_pipe *p = e->p;
-        vbp_pipe_enter(p);
+        if (!vbp_enter(p, CLAIM_WAIT)) {
+                if (!end_hung_up(e)) {
+                        /* The program is at the rings: look again when it
+                         * rings the doorbell (vbp_refresh watches D again). */
+                        pvd_watch_set(w, 0);
+                        vbp_pipe_leave(p);
+                        return;
+                }
+                vbp_dir_claim(p, CLAIM_FORCE);   /* closed: nobody holds them */
+        }
         if (status < 0) {
                 /* POLLERR on D: the program closed its end with bytes of
                  * the peer unread, which resets D (ECONNRESET), and libuv
@@ -626,7 +764,7 @@ static int vbpipe_conn_msg(struct pvd_conn *c, struct pv_msg *m)
          * quicker than the loop's news of the close: look now, so that
          * close-then-open works as on a device instead of failing with
          * EBUSY. */
-        vbp_pipe_enter(p);
+        vbp_enter(p, CLAIM_WAIT);   /* only a closed end's rings are needed here, and taken */
         end_check_gone(p->cur);
         end_check_gone(p->next);
         vbp_pipe_leave(p);
@@ -676,6 +814,9 @@ static int vbpipe_conn_msg(struct pvd_conn *c, struct pv_msg *m)
         }
         vbp_pipe_enter(p);
         e->p = p;
+        e->dir_fd = -1;
+        if ((flags & VBPIPE_OPEN_DIRECT) && vbp_dir_create(e) < 0)
+                pv_info("vbpipe %s: no direct access for this end (no memory for its page)", p->name);
         e->gen = ++p->next_gen;
         e->st = VBP_WAIT;
         e->prog_fd = -1;
@@ -688,9 +829,10 @@ static int vbpipe_conn_msg(struct pvd_conn *c, struct pv_msg *m)
                 struct pv_msg r;
                 pv_msg_init_reply(&r, m, 0);
                 pv_msg_set_u(&r, PV_K_SIZE, p->size);
-                pv_msg_set_u(&r, PV_K_FLAGS, p->any ? VBPIPE_INFO_ANY : 0);
                 pv_msg_set_u(&r, PV_K_GEN, e->gen);
                 pv_msg_add_fd(&r, pfd);
+                uint64_t info = vbp_dir_answer_fds(e, &r);
+                pv_msg_set_u(&r, PV_K_FLAGS, (p->any ? VBPIPE_INFO_ANY : 0) | info);
                 if (pvd_conn_send(c, &r) < 0)
                         e->gone = true;
                 close(pfd);

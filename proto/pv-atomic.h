@@ -37,6 +37,19 @@ static inline uint32_t ring_exchange(uint32_t *p, uint32_t v)
         return atomic_exchange_explicit(PV_A32(p), v, memory_order_seq_cst);
 }
 
+/* Compare-and-swap (sequentially consistent): true if *p was `expect` and
+ * is now v. */
+static inline int ring_cas(uint32_t *p, uint32_t expect, uint32_t v)
+{
+        return atomic_compare_exchange_strong_explicit(PV_A32(p), &expect, v, memory_order_seq_cst,
+                                                       memory_order_seq_cst);
+}
+
+static inline void shm_store64(void *p, uint64_t v)
+{
+        atomic_store_explicit(PV_A64(p), v, memory_order_relaxed);
+}
+
 /* Full fence: orders a store of our own index or flag before a load of the
  * peer's flag or index (the Dekker step of notification suppression). */
 static inline void ring_full_fence(void)

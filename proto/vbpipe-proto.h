@@ -11,6 +11,10 @@
  *   the peer arrives (see daemon/vbpipe.c). -EBUSY: the end is open already.
  *   After the answer the program's fd is the end: its close is the end's
  *   close, and the control connection may go.
+ *   When the program asks (VBPIPE_OPEN_DIRECT), the answer may carry
+ *   three more fds for direct access (flag VBPIPE_INFO_DIRECT): the end's direct page (a memfd holding a struct
+ *   vbpipe_direct), the vlink's vbpipe memory, and the end's doorbell (an
+ *   eventfd pvd watches). See "direct access" below.
  *
  * pvd <-> pvd (control ring messages of driver PV_DRV_VBPIPE, each a
  * struct vbpipe_msg):
@@ -52,10 +56,12 @@ enum {
 
 /* PV_K_FLAGS of an OPEN request. */
 #define VBPIPE_OPEN_NONBLOCK 0x1u
-#define VBPIPE_OPEN_KNOWN    0x1u
+#define VBPIPE_OPEN_DIRECT   0x2u /* the program asks for direct access */
+#define VBPIPE_OPEN_KNOWN    0x3u
 
 /* PV_K_FLAGS of an OPEN answer: the end's info. */
 #define VBPIPE_INFO_ANY      0x1u /* flag 'a': a read returns what is there */
+#define VBPIPE_INFO_DIRECT   0x2u /* fds 1-3: direct page, vbpipe memory, doorbell */
 
 /* ---- pvd <-> pvd -------------------------------------------------------- */
 
@@ -105,5 +111,64 @@ static inline uint64_t vbpipe_c2s_data(uint64_t ring_size)
 {
         return VBPIPE_HDR_SIZE + ring_size;
 }
+
+/* ---- direct access (program <-> its own pvd) ------------------------------------
+ *
+ * A program may move bytes between its buffers and the byte rings itself,
+ * without pvd, while pvd lets it: each direction has a lock word in the
+ * end's direct page, shared by pvd and the program(s) holding the end.
+ *   lock    VBPIPE_LOCK_FREE, VBPIPE_LOCK_PVD, or the pid of the process
+ *           whose read or write is using the ring now. Taken with a
+ *           compare-and-swap from FREE; a program takes it only while `ok`
+ *           is 1, and holds it only inside one read or write.
+ *   ok      1: pvd grants direct access (the conversation is steady). pvd
+ *           changes it only while it holds the lock, and holds the lock
+ *           whenever ok is 0.
+ *   index   the holder's ring index when it lets go: rx, the consumer
+ *           index; tx, the producer index (free-running). Stored before
+ *           the ring header's index, so that it is never behind it.
+ *   want    pvd found the lock taken and waits: the holder rings the
+ *           doorbell after letting go.
+ *   kick    the holder moved bytes and the peer sleeps: pvd sends the xIRQ
+ *           (programs never touch xIRQs). The holder rings the doorbell.
+ * Bytes pvd has moved already come first: the program reads its socket
+ * (non-blocking; only when rx.sock says pvd put bytes there) before the rx
+ * ring, and writes into the tx ring only when
+ * its socket holds nothing pvd has not read yet. Before letting go of rx,
+ * the program arms cons_wait and rings the doorbell if bytes are left, so
+ * that pvd moves them into the socket: poll and FIONREAD see them there.
+ * pvd treats the page as written by a stranger: an index out of bounds
+ * ends the direct access of that end.
+ */
+
+#define VBPIPE_DIRECT_MAGIC   0x52494456u /* "VDIR" */
+#define VBPIPE_DIRECT_VERSION 1u
+#define VBPIPE_DIRECT_SIZE    4096u
+#define VBPIPE_LOCK_FREE      0u
+#define VBPIPE_LOCK_PVD       1u
+
+struct vbpipe_direct_dir {
+        _Alignas(PV_CACHELINE) uint32_t lock;
+        uint32_t ok;
+        uint32_t index;
+        uint32_t want;
+        uint32_t kick;
+        uint32_t peak;                /* program: highest ring fill it saw */
+        uint32_t sock;                /* rx: pvd put bytes in the socket since the
+                                         holder last found it empty */
+        uint64_t bytes, calls;        /* program: bytes moved, calls that moved some */
+        uint64_t xirq_asked, xirq_suppressed;
+};
+
+struct vbpipe_direct {
+        uint32_t magic;
+        uint32_t version;
+        uint32_t ring_size;
+        uint32_t server;              /* 1: this end is the server's (tx is s2c) */
+        uint32_t vgen;                /* the vlink generation of the memory fd */
+        struct vbpipe_direct_dir rx, tx;
+};
+
+_Static_assert(sizeof(struct vbpipe_direct) <= VBPIPE_DIRECT_SIZE, "vbpipe direct page fits");
 
 #endif

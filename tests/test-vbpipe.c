@@ -626,6 +626,7 @@ static const struct {
         { "O_RDONLY and O_WRONLY", test_one_way },
         { "wakeup= takes wake locks", test_wakeup },
         { "pvctl stat vbpipe", test_stat },
+        { "direct: ping-pong", test_direct_pingpong },
 };
 
 /* test-vbpipe [WORD]: only the tests whose name has WORD. */

@@ -91,6 +91,9 @@ void test_independent(void);
 void test_one_way(void);
 void test_churn(void);
 
+/* test-vbpipe-direct.c */
+void test_direct_pingpong(void);
+
 /* test-vbpipe-stat.c */
 void test_wakeup(void);
 void test_stat(void);

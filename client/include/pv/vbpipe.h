@@ -26,9 +26,24 @@
  * this VM), ECONNREFUSED (pvd is not running), EACCES, EBUSY (this end is
  * open already), ECONNRESET (pvd went away during the open), EINVAL.
  * pvLastError() says more.
+ *
+ * Direct access (O_DIRECT): vbpipeRead and vbpipeWrite are read(2) and
+ * write(2) with the same results, faster. On an end opened with O_DIRECT
+ * they copy straight between the buffer and the pipe's rings in shared
+ * memory while both sides are busy, with no daemon and no wake-up on the
+ * way (a blocking call spins up to PVCLIENT_VBPIPE_SPIN_US microseconds,
+ * 50 by default, before it sleeps). Mixing them with read, write, poll,
+ * epoll and FIONREAD on the same descriptor is fine: bytes keep their
+ * order. On any other descriptor they are read(2) and write(2). Close
+ * such an end with vbpipeClose, which also lets go of its shared memory
+ * (a plain close(2) keeps that until the descriptor number is used
+ * again). Programs run under pvrun(1) get all this for their open, read,
+ * write and close.
  */
 #ifndef PV_VBPIPE_H
 #define PV_VBPIPE_H
+
+#include <sys/types.h>
 
 #include <pv/pvclient.h>
 
@@ -37,6 +52,9 @@ extern "C" {
 #endif
 
 int vbpipeOpen(const char *name, int flags);
+ssize_t vbpipeRead(int fd, void *buf, size_t count);
+ssize_t vbpipeWrite(int fd, const void *buf, size_t count);
+int vbpipeClose(int fd);
 
 #ifdef __cplusplus
 }

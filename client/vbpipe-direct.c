@@ -1,0 +1,481 @@
+/* VBPIPE direct access, program side: read and write straight between the
+ * caller's buffer and the byte rings in vlink memory, while pvd lends them
+ * (the rules are in proto/vbpipe-proto.h, "direct access").
+ *
+ * A read takes the rx ring's lock, first reads what pvd already put in the
+ * socket (those bytes come first), then copies from the ring, spinning a
+ * little while it waits (PVCLIENT_VBPIPE_SPIN_US, 50 by default; never with
+ * O_NONBLOCK or on one CPU), and gives the ring back. Whatever it still
+ * needs then comes through the socket, pvd moving it as before: a blocking
+ * read never busy-waits for long. A write copies into the tx ring when the
+ * socket holds none of the program's bytes that pvd has yet to move, and
+ * the rest goes through the socket.
+ *
+ * Everything read from the rings is checked (DESIGN 5): the peer's index
+ * is read once and must be within the ring, or the read or write falls
+ * back to the socket, where pvd reports the broken ring.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/sockios.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "pv-atomic.h"
+#include "pv-ring.h"
+#include "vbpipe-direct.h"
+#include "vbpipe-proto.h"
+
+#define VBPD_MAX_FD       1024
+#define VBPD_SPIN_US      50
+#define VBPD_ATOMIC_WRITE 4096   /* PIPE_BUF: such writes are never split */
+
+struct vbpd {
+        int fd;
+        dev_t dev;
+        ino_t ino;
+        int bell;
+        int acc;
+        bool any;                  /* flag 'a' */
+        unsigned refs;             /* the table's, plus calls in progress */
+        struct vbpipe_direct *page;
+        uint8_t *mem;
+        size_t mem_len;
+        uint32_t size;
+        struct pv_ring_hdr *rxh, *txh;
+        uint8_t *rxd, *txd;
+};
+
+static struct vbpd *table[VBPD_MAX_FD];
+static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static uint64_t spin_ns;
+
+static void atfork_prepare(void)
+{
+        pthread_mutex_lock(&table_lock);
+}
+
+static void atfork_release(void)
+{
+        pthread_mutex_unlock(&table_lock);
+}
+
+static void init_once(void)
+{
+        unsigned long us = VBPD_SPIN_US;
+        const char *e = getenv("PVCLIENT_VBPIPE_SPIN_US");
+        if (e && *e) {
+                char *end;
+                unsigned long v = strtoul(e, &end, 10);
+                if (!*end && v <= 1000000)
+                        us = v;
+        }
+        if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
+                us = 0;
+        spin_ns = (uint64_t)us * 1000u;
+        pthread_atfork(atfork_prepare, atfork_release, atfork_release);
+}
+
+static uint64_t now_ns(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#elif defined(__aarch64__)
+        __asm__ __volatile__("yield");
+#endif
+}
+
+static void vbpd_unref(struct vbpd *v)
+{
+        pthread_mutex_lock(&table_lock);
+        bool last = --v->refs == 0;
+        pthread_mutex_unlock(&table_lock);
+        if (!last)
+                return;
+        munmap(v->page, VBPIPE_DIRECT_SIZE);
+        munmap(v->mem, v->mem_len);
+        close(v->bell);
+        free(v);
+}
+
+int vbpd_attach(int fd, int page_fd, int mem_fd, int bell_fd, uint32_t ring_size, int acc, bool any)
+{
+        pthread_once(&once, init_once);
+        int rc = -EINVAL;
+        struct vbpd *v = NULL;
+        void *page = MAP_FAILED, *mem = MAP_FAILED;
+        size_t mem_len = (size_t)vbpipe_region_bytes(ring_size);
+        struct stat st, mst;
+        if (fd < 0 || fd >= VBPD_MAX_FD || !pv_ring_size_valid(ring_size) || fstat(fd, &st) < 0)
+                goto out;
+        /* Sizes from our own answer, checked against the files: a mapping
+         * never reaches past the end of its memory. */
+        if (fstat(mem_fd, &mst) < 0 || (uint64_t)mst.st_size < mem_len)
+                goto out;
+        page = mmap(NULL, VBPIPE_DIRECT_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, page_fd, 0);
+        mem = mmap(NULL, mem_len, PROT_READ | PROT_WRITE, MAP_SHARED, mem_fd, 0);
+        v = calloc(1, sizeof(*v));
+        if (page == MAP_FAILED || mem == MAP_FAILED || !v) {
+                rc = -ENOMEM;
+                goto out;
+        }
+        struct vbpipe_direct *d = page;
+        if (shm_read32(&d->magic) != VBPIPE_DIRECT_MAGIC || shm_read32(&d->version) != VBPIPE_DIRECT_VERSION ||
+            shm_read32(&d->ring_size) != ring_size)
+                goto out;
+        bool server = shm_read32(&d->server) != 0;
+        uint8_t *base = mem;
+        struct vbpipe_region *h = mem;
+        v->fd = fd;
+        v->dev = st.st_dev;
+        v->ino = st.st_ino;
+        v->bell = bell_fd;
+        v->acc = acc;
+        v->any = any;
+        v->refs = 1;
+        v->page = d;
+        v->mem = mem;
+        v->mem_len = mem_len;
+        v->size = ring_size;
+        v->txh = server ? &h->s2c : &h->c2s;
+        v->rxh = server ? &h->c2s : &h->s2c;
+        v->txd = base + (server ? vbpipe_s2c_data(ring_size) : vbpipe_c2s_data(ring_size));
+        v->rxd = base + (server ? vbpipe_c2s_data(ring_size) : vbpipe_s2c_data(ring_size));
+        close(page_fd);
+        close(mem_fd);
+        vbpd_forget(fd);
+        pthread_mutex_lock(&table_lock);
+        table[fd] = v;
+        pthread_mutex_unlock(&table_lock);
+        return 0;
+out:
+        if (page != MAP_FAILED)
+                munmap(page, VBPIPE_DIRECT_SIZE);
+        if (mem != MAP_FAILED)
+                munmap(mem, mem_len);
+        free(v);
+        close(page_fd);
+        close(mem_fd);
+        close(bell_fd);
+        return rc;
+}
+
+void vbpd_forget(int fd)
+{
+        if (fd < 0 || fd >= VBPD_MAX_FD)
+                return;
+        pthread_mutex_lock(&table_lock);
+        struct vbpd *v = table[fd];
+        table[fd] = NULL;
+        pthread_mutex_unlock(&table_lock);
+        if (v)
+                vbpd_unref(v);
+}
+
+/* The end registered for fd, with a reference, if fd is still its socket. */
+static struct vbpd *lookup(int fd)
+{
+        if (fd < 0 || fd >= VBPD_MAX_FD || !__atomic_load_n(&table[fd], __ATOMIC_RELAXED))
+                return NULL;
+        pthread_mutex_lock(&table_lock);
+        struct vbpd *v = table[fd];
+        if (v)
+                v->refs++;
+        pthread_mutex_unlock(&table_lock);
+        if (!v)
+                return NULL;
+        struct stat st;
+        if (fstat(fd, &st) < 0 || st.st_dev != v->dev || st.st_ino != v->ino) {
+                vbpd_unref(v);
+                vbpd_forget(fd);
+                return NULL;
+        }
+        return v;
+}
+
+static void bell(struct vbpd *v)
+{
+        uint64_t one = 1;
+        ssize_t n = write(v->bell, &one, sizeof(one));
+        (void)n;   /* a full eventfd already rings */
+}
+
+/* Take one ring from pvd: only while it lends it. */
+static bool take(struct vbpipe_direct_dir *d)
+{
+        if (!ring_load_acquire(&d->ok) || ring_load_relaxed(&d->lock) != VBPIPE_LOCK_FREE)
+                return false;
+        if (!ring_cas(&d->lock, VBPIPE_LOCK_FREE, (uint32_t)getpid()))
+                return false;
+        if (!ring_load_acquire(&d->ok)) {   /* taken back just before: not ours */
+                ring_store_release(&d->lock, VBPIPE_LOCK_FREE);
+                return false;
+        }
+        return true;
+}
+
+/* Give it back; ring the doorbell if pvd waits or has work. */
+static void give(struct vbpd *v, struct vbpipe_direct_dir *d, bool work)
+{
+        ring_store_release(&d->lock, VBPIPE_LOCK_FREE);
+        ring_full_fence();
+        if (work || ring_load_relaxed(&d->want))
+                bell(v);
+}
+
+static void add64(uint64_t *p, uint64_t n)
+{
+        shm_store64(p, shm_read64(p) + n);
+}
+
+static void note_peak(uint32_t *p, uint32_t fill)
+{
+        if (fill > shm_read32(p))
+                ring_store_relaxed(p, fill);
+}
+
+static bool nonblocking(int fd)
+{
+        int fl = fcntl(fd, F_GETFL);
+        return fl < 0 || (fl & O_NONBLOCK);
+}
+
+/* ---- read ------------------------------------------------------------------------ */
+
+static ssize_t ring_read(struct vbpd *v, int fd, uint8_t *buf, size_t n, int *nb)
+{
+        bool spin = false;
+        struct vbpipe_direct_dir *d = &v->page->rx;
+        struct pv_ring_hdr *h = v->rxh;
+        uint32_t size = v->size, mask = size - 1;
+        size_t got = 0;
+        bool any = false, kick = false, quiet = false, broken = false;
+        /* What pvd moved into the socket comes first. */
+        if (ring_load_acquire(&d->sock)) {
+                ssize_t r = recv(fd, buf, n, MSG_DONTWAIT);
+                if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+                        int e = errno;
+                        give(v, d, false);
+                        errno = e;
+                        return r;
+                }
+                if (r > 0)
+                        got = (size_t)r;
+                else if (errno != EINTR)
+                        ring_store_relaxed(&d->sock, 0);   /* pvd puts none there while we hold rx */
+        }
+        uint32_t cons = shm_read32(&d->index);
+        uint64_t t0 = 0;
+        for (unsigned i = 0; got < n; i++) {
+                uint32_t prod = ring_load_acquire(&h->prod);
+                uint32_t used = prod - cons;
+                if (used > size) {
+                        broken = true;   /* pvd sees it too, and says so */
+                        break;
+                }
+                if (used) {
+                        note_peak(&d->peak, used);
+                        size_t k = n - got < used ? n - got : used;
+                        uint32_t pos = cons & mask;
+                        size_t first = size - pos < k ? size - pos : k;
+                        memcpy(buf + got, v->rxd + pos, first);
+                        if (k > first)
+                                memcpy(buf + got + first, v->rxd, k - first);
+                        cons += (uint32_t)k;
+                        got += k;
+                        any = true;
+                        ring_store_release(&d->index, cons);
+                        ring_store_release(&h->cons, cons);
+                        add64(&d->bytes, k);
+                        ring_full_fence();
+                        if (ring_load_relaxed(&h->prod_wait) && ring_exchange(&h->prod_wait, 0)) {
+                                kick = true;
+                                add64(&d->xirq_asked, 1);
+                        }
+                        continue;
+                }
+                if (got && v->any)
+                        break;   /* flag 'a': what is there */
+                if (!quiet) {
+                        /* Asked only now: a read that finds its bytes never
+                         * pays for it. */
+                        *nb = nonblocking(fd);
+                        spin = !*nb && spin_ns;
+                }
+                if (!spin)
+                        break;
+                if (!quiet) {
+                        /* We are watching: the peer need not send xIRQs. */
+                        ring_store_relaxed(&h->cons_wait, 0);
+                        quiet = true;
+                }
+                if ((i & 63) == 0) {
+                        uint64_t t = now_ns();
+                        if (!t0)
+                                t0 = t;
+                        else if (t - t0 >= spin_ns)
+                                break;
+                }
+                cpu_relax();
+        }
+        if (any)
+                add64(&d->calls, 1);
+        /* pvd is the consumer of record again: the peer wakes it for new
+         * bytes, and bytes left in the ring go to the socket. */
+        ring_store_relaxed(&h->cons_wait, 1);
+        ring_full_fence();
+        bool left = !broken && ring_load_acquire(&h->prod) != cons;
+        if (kick)
+                ring_store_relaxed(&d->kick, 1);
+        give(v, d, kick || left);
+        return (ssize_t)got;
+}
+
+int vbpd_read(int fd, void *buf, size_t n, ssize_t *res)
+{
+        if (n == 0)
+                return 0;
+        struct vbpd *v = lookup(fd);
+        if (!v)
+                return 0;
+        if (v->acc == O_WRONLY || !take(&v->page->rx)) {
+                vbpd_unref(v);
+                return 0;
+        }
+        int nb = -1;
+        bool any = v->any;
+        ssize_t got = ring_read(v, fd, buf, n, &nb);
+        vbpd_unref(v);
+        if (got >= 0 && (size_t)got < n && nb < 0)
+                nb = nonblocking(fd);
+        if (got < 0 || (size_t)got == n || (got > 0 && (any || nb))) {
+                *res = got;
+                return 1;
+        }
+        /* The rest through the socket, as pvd moves it: blocks until it
+         * is all there (or, with flag 'a', until something is), or EOF, a
+         * signal, or EAGAIN with O_NONBLOCK. */
+        ssize_t r = recv(fd, (uint8_t *)buf + got, n - (size_t)got, 0);
+        if (r < 0)
+                *res = got > 0 ? got : -1;
+        else
+                *res = got + r;
+        return 1;
+}
+
+/* ---- write ------------------------------------------------------------------------ */
+
+static size_t ring_write(struct vbpd *v, int fd, const uint8_t *buf, size_t n)
+{
+        bool spin = false, asked = false;
+        struct vbpipe_direct_dir *d = &v->page->tx;
+        struct pv_ring_hdr *h = v->txh;
+        uint32_t size = v->size, mask = size - 1;
+        size_t put = 0;
+        bool kick = false;
+        /* A write of up to PIPE_BUF bytes is never split, so that writers
+         * sharing the end do not mix their bytes: it waits for room for all
+         * of it, or goes to the socket whole. */
+        size_t atom = n <= VBPD_ATOMIC_WRITE && n <= size ? n : 1;
+        uint32_t prod = shm_read32(&d->index);
+        uint64_t t0 = 0;
+        for (unsigned i = 0; put < n; i++) {
+                uint32_t used = prod - ring_load_acquire(&h->cons);
+                if (used > size)
+                        break;   /* pvd sees it too, and says so */
+                uint32_t room = size - used;
+                if (room && room >= (put ? 1 : atom)) {
+                        size_t k = n - put < room ? n - put : room;
+                        uint32_t pos = prod & mask;
+                        size_t first = size - pos < k ? size - pos : k;
+                        memcpy(v->txd + pos, buf + put, first);
+                        if (k > first)
+                                memcpy(v->txd, buf + put + first, k - first);
+                        prod += (uint32_t)k;
+                        put += k;
+                        ring_store_release(&d->index, prod);
+                        ring_store_release(&h->prod, prod);
+                        add64(&d->bytes, k);
+                        note_peak(&d->peak, used + (uint32_t)k);
+                        ring_full_fence();
+                        if (ring_load_relaxed(&h->cons_wait) && ring_exchange(&h->cons_wait, 0)) {
+                                kick = true;
+                                add64(&d->xirq_asked, 1);
+                        } else {
+                                add64(&d->xirq_suppressed, 1);
+                        }
+                        continue;
+                }
+                if (!asked) {
+                        asked = true;
+                        spin = !nonblocking(fd) && spin_ns;
+                }
+                if (!spin)
+                        break;
+                if ((i & 63) == 0) {
+                        uint64_t t = now_ns();
+                        if (!t0)
+                                t0 = t;
+                        else if (t - t0 >= spin_ns)
+                                break;
+                }
+                cpu_relax();
+        }
+        if (put)
+                add64(&d->calls, 1);
+        if (kick)
+                ring_store_relaxed(&d->kick, 1);
+        give(v, d, kick);
+        return put;
+}
+
+int vbpd_write(int fd, const void *buf, size_t n, ssize_t *res)
+{
+        if (n == 0)
+                return 0;
+        struct vbpd *v = lookup(fd);
+        if (!v)
+                return 0;
+        if (v->acc == O_RDONLY || !take(&v->page->tx)) {
+                vbpd_unref(v);
+                return 0;
+        }
+        /* Bytes the program wrote into the socket that pvd has not moved
+         * yet come first: then the socket takes these too. */
+        int queued = 0;
+        if (ioctl(fd, SIOCOUTQ, &queued) < 0 || queued > 0) {
+                give(v, &v->page->tx, false);
+                vbpd_unref(v);
+                return 0;
+        }
+        size_t put = ring_write(v, fd, buf, n);
+        vbpd_unref(v);
+        if (put == n) {
+                *res = (ssize_t)n;
+                return 1;
+        }
+        /* The rest through the socket: pvd moves it as the ring drains. A
+         * reader that is gone makes it fail with EPIPE (and SIGPIPE). */
+        ssize_t r = send(fd, (const uint8_t *)buf + put, n - put, 0);
+        if (r < 0)
+                *res = put > 0 ? (ssize_t)put : -1;
+        else
+                *res = (ssize_t)put + r;
+        return 1;
+}

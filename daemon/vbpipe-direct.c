@@ -1,0 +1,351 @@
+/* VBPIPE direct access, daemon side: lending the byte rings to the program.
+ *
+ * The program that holds an end may copy bytes between its buffers and the
+ * rings itself (libpvclient's vbpipeRead/vbpipeWrite, and pvrun's read and
+ * write), so that a busy conversation needs neither pvd nor a wake-up.
+ * The rules are in proto/vbpipe-proto.h ("direct access"); here is pvd's
+ * half:
+ *
+ *  - pvd holds both ring locks of an end whenever it is not steady (not
+ *    paired yet, finishing, vlink down); at the end of every entry point
+ *    (vbp_pipe_leave) vbp_dir_grant lends each ring that may be lent: it
+ *    writes its index in the page, sets ok and lets go of the lock.
+ *  - At the start of every entry point (vbp_enter) pvd takes the locks
+ *    back and reads the program's indices (vbp_dir_claim): checked
+ *    against the ring, since the program may write anything there. A lock
+ *    the program holds now makes pvd put the event off: peer messages wait
+ *    in a queue, socket and xIRQ events are looked at again when the
+ *    program lets go and rings the doorbell.
+ *  - pvd never waits for a program: a holder that keeps a lock for long is
+ *    looked at by a timer, and its lock is taken from it when it is dead
+ *    or its end is closed.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "vbpipe-int.h"
+#include "vbpipe-proto.h"
+
+#define STUCK_MS 20
+
+static void bell_cb(struct pvd_watch *w, int status, int events, void *arg);
+
+int vbp_dir_create(struct vbp_end *e)
+{
+        struct vbp_pipe *p = e->p;
+        e->dir_fd = -1;
+        int fd = memfd_create("pvd-vbpipe-direct", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        if (fd < 0)
+                return -errno;
+        void *m = MAP_FAILED;
+        if (ftruncate(fd, VBPIPE_DIRECT_SIZE) == 0 &&
+            fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) == 0)
+                m = mmap(NULL, VBPIPE_DIRECT_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (m == MAP_FAILED) {
+                int err = -errno;
+                close(fd);
+                return err;
+        }
+        int bfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        struct pvd_watch *bell = bfd >= 0 ? pvd_watch_new(p->vl->pvd->loop, bfd, UV_READABLE, bell_cb, e) : NULL;
+        if (!bell) {
+                munmap(m, VBPIPE_DIRECT_SIZE);
+                close(fd);
+                return -ENOMEM;
+        }
+        struct vbpipe_direct *d = m;
+        d->magic = VBPIPE_DIRECT_MAGIC;
+        d->version = VBPIPE_DIRECT_VERSION;
+        d->ring_size = p->size;
+        d->server = p->vl->side == PV_SERVER;
+        d->rx.lock = VBPIPE_LOCK_PVD;
+        d->tx.lock = VBPIPE_LOCK_PVD;
+        e->dir = d;
+        e->dir_fd = fd;
+        e->bell = bell;
+        return 0;
+}
+
+void vbp_dir_free(struct vbp_end *e)
+{
+        if (!e->dir)
+                return;
+        vbp_dir_fold(e);
+        munmap(e->dir, VBPIPE_DIRECT_SIZE);
+        close(e->dir_fd);
+        pvd_watch_close(e->bell);
+        e->dir = NULL;
+        e->dir_fd = -1;
+        e->bell = NULL;
+}
+
+/* The fds of an open's answer after the end's own: direct page, vbpipe
+ * memory, doorbell. Returns VBPIPE_INFO_DIRECT if they are there. Only
+ * memory of the vlink's current generation is given, and only it is ever
+ * lent (vbp_dir_grant checks the generation). */
+uint64_t vbp_dir_answer_fds(struct vbp_end *e, struct pv_msg *r)
+{
+        struct vbp_pipe *p = e->p;
+        const struct pvd_region *reg = &p->vl->region[PV_REGION_VBPIPE];
+        if (!e->dir || !p->on || reg->fd < 0 || e->dir_bad)
+                return 0;
+        e->dir_vgen = p->vl->gen;
+        e->dir->vgen = p->vl->gen;
+        pv_msg_add_fd(r, e->dir_fd);
+        pv_msg_add_fd(r, reg->fd);
+        pv_msg_add_fd(r, pvd_watch_fd(e->bell));
+        return VBPIPE_INFO_DIRECT;
+}
+
+/* ---- program counters ------------------------------------------------------------ */
+
+static void fold_one(uint64_t *seen, const uint64_t *now_p, uint64_t *into)
+{
+        uint64_t now = shm_read64(now_p);
+        /* The program writes these: a smaller or absurd value is ignored. */
+        if (now > *seen && now - *seen < (1ull << 48)) {
+                *into += now - *seen;
+                *seen = now;
+        }
+}
+
+/* Add what the program moved itself to the pipe's figures. */
+void vbp_dir_fold(struct vbp_end *e)
+{
+        struct vbp_pipe *p = e->p;
+        struct vbpipe_direct *d = e->dir;
+        if (!d)
+                return;
+        fold_one(&e->dir_seen[0], &d->rx.bytes, &p->in.bytes);
+        fold_one(&e->dir_seen[1], &d->rx.calls, &p->in.xfers);
+        fold_one(&e->dir_seen[2], &d->tx.bytes, &p->out.bytes);
+        fold_one(&e->dir_seen[3], &d->tx.calls, &p->out.xfers);
+        uint32_t pk = shm_read32(&d->rx.peak);
+        if (pk <= p->size && pk > p->in.peak)
+                p->in.peak = pk;
+        pk = shm_read32(&d->tx.peak);
+        if (pk <= p->size && pk > p->out.peak)
+                p->out.peak = pk;
+}
+
+/* ---- taking the rings back -------------------------------------------------------- */
+
+static void dir_bad(struct vbp_end *e, const char *what, uint32_t got, uint32_t was)
+{
+        if (!e->dir_bad)
+                pv_warn("vbpipe %s: %s[%d] wrote an impossible %s index (%u after %u) in its direct page: "
+                        "it gets no direct access any more", e->p->name, e->comm, (int)e->pid, what, got, was);
+        e->dir_bad = true;
+}
+
+/* The program's consumer index of rx, checked against the peer's producer
+ * index: it consumed no byte the peer has not produced, and left no more
+ * than a ring's worth. (Its advance since pvd last looked is not bounded:
+ * a busy program moves any number of bytes meanwhile.) */
+static void sync_rx(struct vbp_end *e)
+{
+        struct vbp_pipe *p = e->p;
+        if (!p->on || !p->rx.hdr || e->dir_vgen != p->vl->gen)
+                return;
+        uint32_t v = shm_read32(&e->dir->rx.index);
+        uint32_t prod = ring_load_acquire(&p->rx.hdr->prod);
+        if (prod - v > p->size) {
+                dir_bad(e, "consumer", v, p->rx.cons);
+                ring_store_release(&p->rx.hdr->cons, p->rx.cons);
+                return;
+        }
+        p->rx.cons = v;
+        ring_store_release(&p->rx.hdr->cons, v);
+}
+
+/* The program's producer index of tx, checked against the peer's consumer
+ * index: it wrote only into room. */
+static void sync_tx(struct vbp_end *e)
+{
+        struct vbp_pipe *p = e->p;
+        if (!p->on || !p->tx.hdr || e->dir_vgen != p->vl->gen)
+                return;
+        uint32_t v = shm_read32(&e->dir->tx.index);
+        uint32_t cons = ring_load_acquire(&p->tx.hdr->cons);
+        if (v - cons > p->size) {
+                dir_bad(e, "producer", v, p->tx.prod);
+                ring_store_release(&p->tx.hdr->prod, p->tx.prod);
+                return;
+        }
+        p->tx.prod = v;
+        ring_store_release(&p->tx.hdr->prod, v);
+}
+
+/* 1: pvd holds it (2: just taken, index to read), 0: a program does. */
+static int lock_take(struct vbpipe_direct_dir *d, enum vbp_claim mode)
+{
+        if (ring_load_acquire(&d->lock) == VBPIPE_LOCK_PVD)
+                return 1;
+        if (ring_cas(&d->lock, VBPIPE_LOCK_FREE, VBPIPE_LOCK_PVD))
+                return 2;
+        if (mode == CLAIM_FORCE) {
+                ring_exchange(&d->lock, VBPIPE_LOCK_PVD);
+                return 2;
+        }
+        if (mode == CLAIM_WAIT) {
+                /* The holder looks at want after letting go (full fence
+                 * on both sides): either it sees want, or we see the lock
+                 * free here. */
+                ring_store_relaxed(&d->want, 1);
+                ring_full_fence();
+                if (ring_cas(&d->lock, VBPIPE_LOCK_FREE, VBPIPE_LOCK_PVD))
+                        return 2;
+        }
+        return 0;
+}
+
+static bool end_taken(struct vbp_end *e, enum vbp_claim mode)
+{
+        struct vbp_pipe *p = e->p;
+        struct vbpipe_direct *d = e->dir;
+        int rx = lock_take(&d->rx, mode), tx = lock_take(&d->tx, mode);
+        if (rx == 2) {
+                ring_store_relaxed(&d->rx.want, 0);
+                sync_rx(e);
+        }
+        if (tx == 2) {
+                ring_store_relaxed(&d->tx.want, 0);
+                sync_tx(e);
+        }
+        bool kick = ring_exchange(&d->rx.kick, 0) | ring_exchange(&d->tx.kick, 0);
+        if (kick && p->on)
+                pvd_vlink_notify(p->vl);
+        vbp_dir_fold(e);
+        return rx && tx;
+}
+
+/* Take both rings of the current end back. false: a program holds one
+ * now (with CLAIM_WAIT it rings the doorbell when it lets go). */
+bool vbp_dir_claim(struct vbp_pipe *p, enum vbp_claim mode)
+{
+        struct vbp_end *e = p->cur;
+        if (!e || !e->dir)
+                return true;
+        if (!p->on)
+                mode = CLAIM_FORCE;   /* the memory is gone: nothing to wait for */
+        return end_taken(e, mode);
+}
+
+static void stuck_cb(uv_timer_t *t);
+
+/* Outermost entry point: vbp_pipe_enter, and the rings back from the
+ * program. false: put off (the caller does nothing more, and calls
+ * vbp_pipe_leave). */
+bool vbp_enter(struct vbp_pipe *p, enum vbp_claim mode)
+{
+        vbp_pipe_enter(p);
+        if (p->depth > 1 || vbp_dir_claim(p, mode))
+                return true;
+        if (mode == CLAIM_WAIT) {
+                p->dir_deferred++;
+                if (p->stuck && !uv_is_active((uv_handle_t *)p->stuck))
+                        uv_timer_start(p->stuck, stuck_cb, STUCK_MS, 0);
+        }
+        return false;
+}
+
+/* Lend one ring, or keep it. */
+static void lend(struct vbpipe_direct_dir *d, bool ok, uint32_t index)
+{
+        if (ring_load_acquire(&d->lock) != VBPIPE_LOCK_PVD)
+                return;   /* not ours now: put off, lent still */
+        if (!ok) {
+                ring_store_relaxed(&d->ok, 0);
+                return;
+        }
+        ring_store_relaxed(&d->index, index);
+        ring_store_relaxed(&d->ok, 1);
+        ring_store_release(&d->lock, VBPIPE_LOCK_FREE);
+}
+
+/* End of an entry point: lend the rings that may be lent. */
+void vbp_dir_grant(struct vbp_pipe *p)
+{
+        struct vbp_end *e = p->cur;
+        if (!e || !e->dir)
+                return;
+        bool steady = !e->dir_bad && p->on && e->dir_vgen == p->vl->gen && e->st == VBP_OPEN && !e->gone;
+        bool rx_ok = steady && p->seg.active && p->seg.to == e && !p->seg.fin && !e->rx_done && !e->tail &&
+                     !p->rx.broken;
+        bool tx_ok = steady && p->txe == e && !e->tx_done && !e->filler && !p->tx.broken;
+        lend(&e->dir->rx, rx_ok, p->rx.cons);
+        lend(&e->dir->tx, tx_ok, p->tx.prod);
+}
+
+/* ---- the doorbell, and holders that keep a ring -------------------------------------- */
+
+static void bell_cb(struct pvd_watch *w, int status, int events, void *arg)
+{
+        (void)status;
+        (void)events;
+        struct vbp_end *e = arg;
+        struct vbp_pipe *p = e->p;
+        uint64_t v;
+        if (read(pvd_watch_fd(w), &v, sizeof(v)) < 0 && errno != EAGAIN)
+                return;
+        if (vbp_enter(p, CLAIM_WAIT))
+                vbp_refresh(p);
+        vbp_pipe_leave(p);
+}
+
+static bool holder_dead(uint32_t pid)
+{
+        return pid > VBPIPE_LOCK_PVD && pid <= INT32_MAX && kill((pid_t)pid, 0) < 0 && errno == ESRCH;
+}
+
+static void stuck_cb(uv_timer_t *t)
+{
+        struct vbp_pipe *p = t->data;
+        struct vbp_end *e = p->cur;
+        vbp_pipe_enter(p);
+        bool ok = vbp_dir_claim(p, CLAIM_WAIT);
+        if (!ok && e && e->dir) {
+                uint32_t rx = ring_load_acquire(&e->dir->rx.lock), tx = ring_load_acquire(&e->dir->tx.lock);
+                if (holder_dead(rx) || holder_dead(tx) || vbp_end_closed(e)) {
+                        pv_notice("vbpipe %s: the ring of %s[%d] was held by a process that is gone: taken back",
+                                  p->name, e->comm, (int)e->pid);
+                        p->dir_stolen++;
+                        ok = vbp_dir_claim(p, CLAIM_FORCE);
+                }
+        }
+        if (ok)
+                vbp_refresh(p);
+        else
+                uv_timer_start(t, stuck_cb, STUCK_MS, 0);
+        vbp_pipe_leave(p);
+}
+
+int vbp_dir_init(struct vbp_pipe *p)
+{
+        p->stuck = malloc(sizeof(*p->stuck));
+        if (!p->stuck || uv_timer_init(p->vl->pvd->loop, p->stuck) < 0) {
+                free(p->stuck);
+                p->stuck = NULL;
+                return -ENOMEM;
+        }
+        p->stuck->data = p;
+        return 0;
+}
+
+static void timer_closed(uv_handle_t *h)
+{
+        free(h);
+}
+
+void vbp_dir_fini(struct vbp_pipe *p)
+{
+        if (p->stuck)
+                uv_close((uv_handle_t *)p->stuck, timer_closed);
+        p->stuck = NULL;
+}
