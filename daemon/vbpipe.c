@@ -660,6 +660,11 @@ void vbp_refresh(struct vbp_pipe *p)
 {
         vbp_msg_drain(p);
         struct vbp_end *e = p->cur;
+        /* An xIRQ put off meanwhile cleared prod_wait: a writer waiting for
+         * room must look again (vbp_tx_pump re-arms prod_wait if the ring
+         * is still full), or nothing would ever wake it. */
+        if (p->txe && p->txe->tx_full)
+                p->txe->tx_full = false;
         if (e && e->w)
                 vbp_end_watch(e);
         if (p->next && p->next->w)

@@ -5,7 +5,11 @@
  * each direction a seeded PRNG stream (tests/vbpipe-stream.h) that the
  * receiver checks byte by byte. Then each shuts its writing down, reads to
  * EOF and checks the total. Run on vbpipe0 (256 KiB rings, whole-count
- * reads) and vbpipe1 (flag a, 64 KiB rings); prints MB/s per direction. */
+ * reads) and vbpipe1 (flag a, 64 KiB rings); prints MB/s per direction.
+ * Then the same with direct access (O_DIRECT, vbpipeRead/vbpipeWrite) on
+ * both ends, and with one end mixing direct calls and read/write at
+ * random, so that bytes through pvd and bytes through the rings interleave
+ * in both directions. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -40,11 +44,27 @@ static struct pvt_platform plat;
 static struct side *res;        /* [2]: vm2, vm4 */
 static uint64_t total = 256ull << 20;
 
+enum io_mode { IO_PLAIN, IO_DIRECT, IO_MIXED };
+
 struct job {
         const char *pipe;
         int idx;                /* 0: vm2, 1: vm4 */
         int fd;
+        enum io_mode mode;
 };
+
+/* One call of the job's kind; IO_MIXED picks at random. */
+static ssize_t job_write(struct job *j, uint64_t *rng, const void *buf, size_t n)
+{
+        bool direct = j->mode == IO_DIRECT || (j->mode == IO_MIXED && (vbs_rand(rng) & 1));
+        return direct ? vbpipeWrite(j->fd, buf, n) : write(j->fd, buf, n);
+}
+
+static ssize_t job_read(struct job *j, uint64_t *rng, void *buf, size_t n)
+{
+        bool direct = j->mode == IO_DIRECT || (j->mode == IO_MIXED && (vbs_rand(rng) & 1));
+        return direct ? vbpipeRead(j->fd, buf, n) : read(j->fd, buf, n);
+}
 
 static uint64_t seed_of(const char *pipe, int from)
 {
@@ -80,7 +100,7 @@ static void *writer(void *arg)
                         n = (size_t)(total - s->sent);
                 vbs_fill(&st, buf, n);
                 for (size_t off = 0; off < n;) {
-                        ssize_t w = write(j->fd, buf + off, n - off);
+                        ssize_t w = job_write(j, &rng, buf + off, n - off);
                         if (w < 0 && errno == EINTR)
                                 continue;
                         if (w <= 0) {
@@ -104,7 +124,7 @@ static int program(void *arg)
         struct side *s = &res[j->idx];
         alarm(CHILD_S);
         signal(SIGPIPE, SIG_IGN);
-        j->fd = vbpipeOpen(j->pipe, O_RDWR);
+        j->fd = vbpipeOpen(j->pipe, O_RDWR | (j->mode != IO_PLAIN ? O_DIRECT : 0));
         if (j->fd < 0) {
                 fail(s, errno, "vbpipeOpen");
                 return 1;
@@ -121,7 +141,7 @@ static int program(void *arg)
         vbs_init(&st, seed_of(j->pipe, !j->idx));
         for (;;) {
                 size_t n = vbs_size(&rng, IO_MAX);
-                ssize_t r = read(j->fd, buf, n);
+                ssize_t r = job_read(j, &rng, buf, n);
                 if (r < 0 && errno == EINTR)
                         continue;
                 if (r < 0) {
@@ -142,7 +162,7 @@ static int program(void *arg)
         pthread_join(th, NULL);
         free(buf);
         free(scratch);
-        close(j->fd);
+        vbpipeClose(j->fd);
         return s->what[0] ? 1 : 0;
 }
 
@@ -165,12 +185,16 @@ static uint64_t get_u64(const msgpack_object *m, const char *key)
         return v && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? v->via.u64 : UINT64_MAX;
 }
 
-/* pvd moved exactly the programs' bytes: vm's `pvctl stat vbpipe` of pipe
- * counts `total` each way (each pipe carries one conversation here). */
-static void check_stat(const char *vm, const char *pipe)
+struct pipe_figures {
+        uint64_t to_peer, from_peer, conversations;
+};
+
+/* vm's `pvctl stat vbpipe` figures of pipe; printed when `show`. */
+static void stat_of(const char *vm, const char *pipe, struct pipe_figures *f, bool show)
 {
         msgpack_zone z;
         msgpack_object doc;
+        memset(f, 0xff, sizeof(*f));
         msgpack_zone_init(&z, 4096);
         CU_ASSERT_EQUAL_FATAL(pvt_stat(&plat, vm, "vbpipe", &z, &doc), 0);
         const msgpack_object *vls = get(&doc, "vlinks"), *st = NULL;
@@ -181,19 +205,36 @@ static void check_stat(const char *vm, const char *pipe)
                         st = x;
         }
         CU_ASSERT_PTR_NOT_NULL(st);
-        CU_ASSERT_EQUAL(get_u64(get(st, "to_peer"), "bytes"), total);
-        CU_ASSERT_EQUAL(get_u64(get(st, "from_peer"), "bytes"), total);
-        CU_ASSERT_EQUAL(get_u64(st, "conversations"), 1);
-        printf("\n    %s in %s: ring peak %llu / %llu B to the peer, xIRQs %llu sent, %llu suppressed", pipe, vm,
-               (unsigned long long)get_u64(get(st, "to_peer"), "peak"), (unsigned long long)get_u64(st, "ring_size"),
-               (unsigned long long)get_u64(st, "xirq_sent"), (unsigned long long)get_u64(st, "xirq_suppressed"));
+        f->to_peer = get_u64(get(st, "to_peer"), "bytes");
+        f->from_peer = get_u64(get(st, "from_peer"), "bytes");
+        f->conversations = get_u64(st, "conversations");
+        if (show)
+                printf("\n    %s in %s: ring peak %llu / %llu B to the peer, xIRQs %llu sent, %llu suppressed", pipe,
+                       vm, (unsigned long long)get_u64(get(st, "to_peer"), "peak"),
+                       (unsigned long long)get_u64(st, "ring_size"), (unsigned long long)get_u64(st, "xirq_sent"),
+                       (unsigned long long)get_u64(st, "xirq_suppressed"));
         msgpack_zone_destroy(&z);
 }
 
-static void run_pipe(const char *pipe)
+/* pvd counted exactly the programs' bytes, whether it moved them or the
+ * programs did (direct access): one more conversation, `total` more bytes
+ * each way than before the run. */
+static void check_stat(const char *vm, const char *pipe, const struct pipe_figures *before)
+{
+        struct pipe_figures now;
+        stat_of(vm, pipe, &now, true);
+        CU_ASSERT_EQUAL(now.to_peer - before->to_peer, total);
+        CU_ASSERT_EQUAL(now.from_peer - before->from_peer, total);
+        CU_ASSERT_EQUAL(now.conversations - before->conversations, 1);
+}
+
+static void run_pipe(const char *pipe, enum io_mode ma, enum io_mode mb)
 {
         memset(res, 0, 2 * sizeof(*res));
-        struct job a = { .pipe = pipe, .idx = 0 }, b = { .pipe = pipe, .idx = 1 };
+        struct pipe_figures before[2];
+        stat_of("vm2", pipe, &before[0], false);
+        stat_of("vm4", pipe, &before[1], false);
+        struct job a = { .pipe = pipe, .idx = 0, .mode = ma }, b = { .pipe = pipe, .idx = 1, .mode = mb };
         pid_t pa = pvt_spawn(&plat, "vm2", program, &a);
         pid_t pb = pvt_spawn(&plat, "vm4", program, &b);
         CU_ASSERT_FATAL(pa > 0 && pb > 0);
@@ -214,10 +255,12 @@ static void run_pipe(const char *pipe)
                 CU_ASSERT_EQUAL(s->got, total);
                 CU_ASSERT_EQUAL(s->what[0], 0);
         }
+        if (ra || rb)
+                printf("\n    exit statuses: vm2 %d, vm4 %d", ra, rb);
         CU_ASSERT_EQUAL(ra, 0);
         CU_ASSERT_EQUAL(rb, 0);
-        check_stat("vm2", pipe);
-        check_stat("vm4", pipe);
+        check_stat("vm2", pipe, &before[0]);
+        check_stat("vm4", pipe, &before[1]);
         printf("\n    ");
         /* Both pvds are still there. */
         CU_ASSERT_EQUAL(kill(pvt_vm(&plat, "vm2")->pid, 0), 0);
@@ -226,12 +269,27 @@ static void run_pipe(const char *pipe)
 
 static void test_vbpipe0(void)
 {
-        run_pipe("vbpipe0");
+        run_pipe("vbpipe0", IO_PLAIN, IO_PLAIN);
 }
 
 static void test_vbpipe1(void)
 {
-        run_pipe("vbpipe1");
+        run_pipe("vbpipe1", IO_PLAIN, IO_PLAIN);
+}
+
+static void test_direct0(void)
+{
+        run_pipe("vbpipe0", IO_DIRECT, IO_DIRECT);
+}
+
+static void test_mixed1(void)
+{
+        run_pipe("vbpipe1", IO_MIXED, IO_DIRECT);
+}
+
+static void test_mixed0(void)
+{
+        run_pipe("vbpipe0", IO_PLAIN, IO_MIXED);
 }
 
 static int suite_init(void)
@@ -266,6 +324,9 @@ int main(void)
         CU_pSuite s = CU_add_suite("vbpipe-stress", suite_init, suite_fini);
         CU_add_test(s, "both ways at once on vbpipe0 (256 KiB rings), every byte checked", test_vbpipe0);
         CU_add_test(s, "both ways at once on vbpipe1 (flag a, 64 KiB rings), every byte checked", test_vbpipe1);
+        CU_add_test(s, "direct access on both ends (vbpipe0), every byte checked", test_direct0);
+        CU_add_test(s, "one end mixing direct calls and read/write, the other direct (vbpipe1)", test_mixed1);
+        CU_add_test(s, "one end read/write, the other mixing (vbpipe0)", test_mixed0);
         CU_basic_set_mode(CU_BRM_VERBOSE);
         CU_basic_run_tests();
         unsigned fails = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
