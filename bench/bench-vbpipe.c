@@ -212,8 +212,11 @@ static double throughput(enum transport t, size_t wsize, uint64_t total)
                         ssize_t n = xread(t, rd, buf, want);
                         if (n < 0 && errno == EINTR)
                                 continue;
-                        if (n <= 0)
+                        if (n <= 0) {
+                                fprintf(stderr, "bench-vbpipe: %s reader: %s after %llu bytes\n", tname[t],
+                                        n ? strerror(errno) : "end of file", (unsigned long long)got);
                                 break;
+                        }
                         got += (uint64_t)n;
                 }
                 sh->t_end = now_s();

@@ -96,6 +96,7 @@ struct vbp_pipe {
         /* Hot polling: for spin_us after bytes moved, the loop polls D and
          * the rx ring instead of sleeping (see vbp_hot_touch). */
         uv_idle_t *idle;
+        uv_idle_t *more;           /* rx_pump stopped after VBP_PUMP_ROUNDS: go on at the next turn */
         bool hot;
         uint64_t hot_until_ns;
         uint64_t spin_ns;

@@ -373,9 +373,7 @@ int vbpipe_attach(struct pvd_vlink *vl)
                         pv_info("vbpipe %s: wakeup=%u accepted, but %s is not writable (%s): no wake locks", p->name,
                                 p->wakeup_ms, p->wake_path, strerror(errno));
         }
-        if (vbp_hot_init(p) < 0)
-                pv_warn("vbpipe %s: no hot polling (out of memory)", p->name);
-        if (vbp_dir_init(p) < 0) {
+        if (vbp_hot_init(p) < 0 || vbp_dir_init(p) < 0) {
                 vbp_hot_fini(p);
                 if (p->wake_fd >= 0)
                         close(p->wake_fd);

@@ -472,6 +472,13 @@ int vbp_hot_init(struct vbp_pipe *p)
         if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
                 us = 0;
         p->spin_ns = (uint64_t)us * 1000u;
+        p->more = malloc(sizeof(*p->more));
+        if (!p->more || uv_idle_init(p->vl->pvd->loop, p->more) < 0) {
+                free(p->more);
+                p->more = NULL;
+                return -ENOMEM;
+        }
+        p->more->data = p;
         if (!p->spin_ns)
                 return 0;
         p->idle = malloc(sizeof(*p->idle));
@@ -493,11 +500,23 @@ void vbp_hot_fini(struct vbp_pipe *p)
 {
         if (p->idle)
                 uv_close((uv_handle_t *)p->idle, idle_closed);
+        if (p->more)
+                uv_close((uv_handle_t *)p->more, idle_closed);
         p->idle = NULL;
+        p->more = NULL;
         p->hot = false;
 }
 
 /* ---- data path ---------------------------------------------------------------- */
+
+static void more_cb(uv_idle_t *h)
+{
+        struct vbp_pipe *p = h->data;
+        uv_idle_stop(h);
+        if (vbp_enter(p, CLAIM_WAIT))   /* put off: the doorbell's vbp_refresh pumps */
+                vbp_rx_pump(p);
+        vbp_pipe_leave(p);
+}
 
 /* Program -> peer: read D straight into the tx ring. */
 void vbp_tx_pump(struct vbp_pipe *p)
@@ -623,6 +642,12 @@ void vbp_rx_pump(struct vbp_pipe *p)
                 reader_gone(e);   /* EPIPE: the program closed or shut its reading */
                 return;
         }
+        /* Bytes may be left, and nothing else brings us back for them: the
+         * peer's xIRQ came already (its cons_wait is 0) and D is not
+         * watched while it takes more. Go on at the loop's next turn, after
+         * the other fds had theirs. */
+        if (p->more)
+                uv_idle_start(p->more, more_cb);
 }
 
 /* After the vlink went down: the bytes saved from the ring, then EOF. */

@@ -627,6 +627,7 @@ static const struct {
         { "wakeup= takes wake locks", test_wakeup },
         { "pvctl stat vbpipe", test_stat },
         { "direct: ping-pong", test_direct_pingpong },
+        { "direct: 64-byte writes, 64 KiB reads, every byte", test_direct_small_writes },
 };
 
 /* test-vbpipe [WORD]: only the tests whose name has WORD. */

@@ -135,6 +135,8 @@ void vbt_run(int (*a)(void), int (*b)(void), int *sa, int *sb)
         close_pair(tok_ab);
         close_pair(tok_ba);
         int ra = pa > 0 ? pvt_wait(pa, 40000) : 0, rb = pb > 0 ? pvt_wait(pb, 40000) : 0;
+        if (ra || rb)
+                printf("\n    exit statuses: A (vm2) %d, B (vm4) %d (above 128: killed by signal - 128)", ra, rb);
         if (sa)
                 *sa = ra;
         else

@@ -93,6 +93,7 @@ void test_churn(void);
 
 /* test-vbpipe-direct.c */
 void test_direct_pingpong(void);
+void test_direct_small_writes(void);
 
 /* test-vbpipe-stat.c */
 void test_wakeup(void);
