@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/sockios.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -45,6 +46,7 @@ struct vbpd {
         int bell;
         int acc;
         bool any;                  /* flag 'a' */
+        bool rx_over, tx_over;     /* the socket said EOF / EPIPE (or an error): that way is over */
         unsigned refs;             /* the table's, plus calls in progress */
         struct vbpipe_direct *page;
         uint8_t *mem;
@@ -108,10 +110,12 @@ static void vbpd_unref(struct vbpd *v)
         pthread_mutex_unlock(&table_lock);
         if (!last)
                 return;
+        int e = errno;   /* callers report the errno of their own calls */
         munmap(v->page, VBPIPE_DIRECT_SIZE);
         munmap(v->mem, v->mem_len);
         close(v->bell);
         free(v);
+        errno = e;
 }
 
 int vbpd_attach(int fd, int page_fd, int mem_fd, int bell_fd, uint32_t ring_size, int acc, bool any)
@@ -250,6 +254,37 @@ static void note_peak(uint32_t *p, uint32_t fill)
                 ring_store_relaxed(p, fill);
 }
 
+/* What the socket says once is what it says from then on: after EOF, or
+ * EPIPE, or pvd's death (ECONNRESET), that direction goes to the socket
+ * only, which keeps saying it; the rings, still mapped, would not. */
+static void over(bool *flag)
+{
+        __atomic_store_n(flag, true, __ATOMIC_RELAXED);
+}
+
+static bool is_over(const bool *flag)
+{
+        return __atomic_load_n(flag, __ATOMIC_RELAXED);
+}
+
+/* The socket said EOF or failed: reading is over. When the whole socket
+ * is hung up (pvd closed its end: pvd is gone), writing is over too,
+ * although the tx ring still has room. */
+static void rx_ended(struct vbpd *v, int fd)
+{
+        int e = errno;
+        over(&v->rx_over);
+        struct pollfd pf = { .fd = fd, .events = POLLOUT };
+        if (poll(&pf, 1, 0) == 1 && (pf.revents & (POLLHUP | POLLERR)))
+                over(&v->tx_over);
+        errno = e;
+}
+
+static bool final_error(ssize_t r)
+{
+        return r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
 static bool nonblocking(int fd)
 {
         int fl = fcntl(fd, F_GETFL);
@@ -271,6 +306,7 @@ static ssize_t ring_read(struct vbpd *v, int fd, uint8_t *buf, size_t n, int *nb
                 ssize_t r = recv(fd, buf, n, MSG_DONTWAIT);
                 if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
                         int e = errno;
+                        rx_ended(v, fd);
                         give(v, d, false);
                         errno = e;
                         return r;
@@ -283,6 +319,8 @@ static ssize_t ring_read(struct vbpd *v, int fd, uint8_t *buf, size_t n, int *nb
         uint32_t cons = shm_read32(&d->index);
         uint64_t t0 = 0;
         for (unsigned i = 0; got < n; i++) {
+                if (!ring_load_acquire(&d->ok))
+                        break;   /* pvd takes the ring back (its vlink goes down) */
                 uint32_t prod = ring_load_acquire(&h->prod);
                 uint32_t used = prod - cons;
                 if (used > size) {
@@ -354,17 +392,17 @@ int vbpd_read(int fd, void *buf, size_t n, ssize_t *res)
         struct vbpd *v = lookup(fd);
         if (!v)
                 return 0;
-        if (v->acc == O_WRONLY || !take(&v->page->rx)) {
-                vbpd_unref(v);
-                return 0;
-        }
         int nb = -1;
         bool any = v->any;
-        ssize_t got = ring_read(v, fd, buf, n, &nb);
-        vbpd_unref(v);
+        ssize_t got = 0;
+        if (v->acc != O_WRONLY && !is_over(&v->rx_over) && take(&v->page->rx))
+                got = ring_read(v, fd, buf, n, &nb);
+        else
+                nb = 1;   /* nothing from the ring: the socket answers alone, as read(2) */
         if (got >= 0 && (size_t)got < n && nb < 0)
                 nb = nonblocking(fd);
         if (got < 0 || (size_t)got == n || (got > 0 && (any || nb))) {
+                vbpd_unref(v);
                 *res = got;
                 return 1;
         }
@@ -372,6 +410,9 @@ int vbpd_read(int fd, void *buf, size_t n, ssize_t *res)
          * is all there (or, with flag 'a', until something is), or EOF, a
          * signal, or EAGAIN with O_NONBLOCK. */
         ssize_t r = recv(fd, (uint8_t *)buf + got, n - (size_t)got, 0);
+        if (final_error(r))
+                rx_ended(v, fd);
+        vbpd_unref(v);
         if (r < 0)
                 *res = got > 0 ? got : -1;
         else
@@ -396,6 +437,8 @@ static size_t ring_write(struct vbpd *v, int fd, const uint8_t *buf, size_t n)
         uint32_t prod = shm_read32(&d->index);
         uint64_t t0 = 0;
         for (unsigned i = 0; put < n; i++) {
+                if (!ring_load_acquire(&d->ok))
+                        break;   /* pvd takes the ring back (its vlink goes down) */
                 uint32_t used = prod - ring_load_acquire(&h->cons);
                 if (used > size)
                         break;   /* pvd sees it too, and says so */
@@ -452,27 +495,30 @@ int vbpd_write(int fd, const void *buf, size_t n, ssize_t *res)
         struct vbpd *v = lookup(fd);
         if (!v)
                 return 0;
-        if (v->acc == O_RDONLY || !take(&v->page->tx)) {
-                vbpd_unref(v);
-                return 0;
+        size_t put = 0;
+        if (v->acc != O_RDONLY && !is_over(&v->tx_over) && take(&v->page->tx)) {
+                /* Bytes the program wrote into the socket that pvd has not
+                 * moved yet come first: then the socket takes these too. */
+                int queued = 0;
+                if (ioctl(fd, SIOCOUTQ, &queued) < 0 || queued > 0)
+                        give(v, &v->page->tx, false);
+                else
+                        put = ring_write(v, fd, buf, n);
         }
-        /* Bytes the program wrote into the socket that pvd has not moved
-         * yet come first: then the socket takes these too. */
-        int queued = 0;
-        if (ioctl(fd, SIOCOUTQ, &queued) < 0 || queued > 0) {
-                give(v, &v->page->tx, false);
-                vbpd_unref(v);
-                return 0;
-        }
-        size_t put = ring_write(v, fd, buf, n);
-        vbpd_unref(v);
         if (put == n) {
+                vbpd_unref(v);
                 *res = (ssize_t)n;
                 return 1;
         }
         /* The rest through the socket: pvd moves it as the ring drains. A
          * reader that is gone makes it fail with EPIPE (and SIGPIPE). */
         ssize_t r = send(fd, (const uint8_t *)buf + put, n - put, 0);
+        if (r < 0 && final_error(r)) {
+                int e = errno;
+                over(&v->tx_over);
+                errno = e;
+        }
+        vbpd_unref(v);
         if (r < 0)
                 *res = put > 0 ? (ssize_t)put : -1;
         else

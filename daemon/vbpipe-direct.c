@@ -21,6 +21,7 @@
  *    or its end is closed.
  */
 #include <errno.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -32,7 +33,8 @@
 #include "vbpipe-int.h"
 #include "vbpipe-proto.h"
 
-#define STUCK_MS 20
+#define STUCK_MS    20
+#define WITHDRAW_MS 20
 
 static void bell_cb(struct pvd_watch *w, int status, int events, void *arg);
 
@@ -182,6 +184,11 @@ static void sync_tx(struct vbp_end *e)
         ring_store_release(&p->tx.hdr->prod, v);
 }
 
+static bool holder_dead(uint32_t pid)
+{
+        return pid > VBPIPE_LOCK_PVD && pid <= INT32_MAX && kill((pid_t)pid, 0) < 0 && errno == ESRCH;
+}
+
 /* 1: pvd holds it (2: just taken, index to read), 0: a program does. */
 static int lock_take(struct vbpipe_direct_dir *d, enum vbp_claim mode)
 {
@@ -235,6 +242,37 @@ bool vbp_dir_claim(struct vbp_pipe *p, enum vbp_claim mode)
         if (!p->on)
                 mode = CLAIM_FORCE;   /* the memory is gone: nothing to wait for */
         return end_taken(e, mode);
+}
+
+/* The vlink goes down: take both rings back for good. ok goes to 0
+ * first, which a holder looks at in every turn of its copy loop, so it
+ * lets go within microseconds; pvd waits for that (up to WITHDRAW_MS) and
+ * reads the holder's final index. A holder that keeps a ring longer
+ * (stopped, or not scheduled) loses it anyway, at an index that may not be
+ * final. Returns false when that happened to rx: the bytes left there must
+ * not be handed on through the socket, as the holder may read them still
+ * (no byte may arrive twice). */
+bool vbp_dir_withdraw(struct vbp_pipe *p)
+{
+        struct vbp_end *e = p->cur;
+        if (!e || !e->dir)
+                return true;
+        struct vbpipe_direct *d = e->dir;
+        ring_store_release(&d->rx.ok, 0);
+        ring_store_release(&d->tx.ok, 0);
+        ring_full_fence();
+        uint64_t end = uv_hrtime() + WITHDRAW_MS * 1000000ull;
+        while (!end_taken(e, CLAIM_TRY) && uv_hrtime() < end)
+                sched_yield();
+        uint32_t rx = ring_load_acquire(&d->rx.lock), tx = ring_load_acquire(&d->tx.lock);
+        bool rx_final = rx == VBPIPE_LOCK_PVD || holder_dead(rx);
+        if (rx != VBPIPE_LOCK_PVD || tx != VBPIPE_LOCK_PVD) {
+                if (!rx_final)
+                        pv_notice("vbpipe %s: %s[%d] kept the ring while the vlink went down: the bytes left in it "
+                                  "are dropped", p->name, e->comm, (int)e->pid);
+                end_taken(e, CLAIM_FORCE);
+        }
+        return rx_final;
 }
 
 static void stuck_cb(uv_timer_t *t);
@@ -297,11 +335,6 @@ static void bell_cb(struct pvd_watch *w, int status, int events, void *arg)
         if (vbp_enter(p, CLAIM_WAIT))
                 vbp_refresh(p);
         vbp_pipe_leave(p);
-}
-
-static bool holder_dead(uint32_t pid)
-{
-        return pid > VBPIPE_LOCK_PVD && pid <= INT32_MAX && kill((pid_t)pid, 0) < 0 && errno == ESRCH;
 }
 
 static void stuck_cb(uv_timer_t *t)

@@ -146,6 +146,7 @@ int vbp_dir_create(struct vbp_end *e);
 void vbp_dir_free(struct vbp_end *e);
 uint64_t vbp_dir_answer_fds(struct vbp_end *e, struct pv_msg *r);
 bool vbp_dir_claim(struct vbp_pipe *p, enum vbp_claim mode);
+bool vbp_dir_withdraw(struct vbp_pipe *p);
 bool vbp_enter(struct vbp_pipe *p, enum vbp_claim mode);
 void vbp_dir_grant(struct vbp_pipe *p);
 void vbp_dir_fold(struct vbp_end *e);

@@ -293,7 +293,7 @@ void vbpipe_down(struct pvd_vlink *vl)
         /* The memory goes: the program's reads and writes go through its
          * socket from now on (what it copies into the old memory meanwhile
          * is lost with the peer, as bytes in flight in any pipe). */
-        vbp_dir_claim(p, CLAIM_FORCE);
+        bool rx_final = vbp_dir_withdraw(p);
         vbp_msg_drop(p);
         struct vbp_end *e = p->cur;
         if (e && e->st == VBP_OPEN) {
@@ -306,7 +306,8 @@ void vbpipe_down(struct pvd_vlink *vl)
                         size_t have = 0;
                         struct iovec iov[2];
                         int n;
-                        int64_t used = p->seg.active && p->seg.to == e ? pv_bytering_rspan(&p->rx, iov, &n) : 0;
+                        int64_t used = rx_final && p->seg.active && p->seg.to == e ? pv_bytering_rspan(&p->rx, iov, &n)
+                                                                                    : 0;
                         if (used > 0) {
                                 size_t limit = p->seg.fin ? p->seg.fin_at - p->rx.cons : (size_t)used;
                                 e->tail = malloc(limit);

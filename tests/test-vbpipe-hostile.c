@@ -418,6 +418,13 @@ static void test_fin_behind(void)
 
 static int suite_init(void)
 {
+        vbt_direct = false;
+        return vbt_suite_init(&plat);
+}
+
+static int suite_init_direct(void)
+{
+        vbt_direct = true;
         return vbt_suite_init(&plat);
 }
 
@@ -430,12 +437,16 @@ int main(void)
 {
         if (CU_initialize_registry() != CUE_SUCCESS)
                 return 1;
-        CU_pSuite s = CU_add_suite("vbpipe-hostile", suite_init, suite_fini);
-        CU_add_test(s, "impossible ring indices from a third mapping: reset, EOF and EPIPE, no garbage",
-                    test_bad_indices);
-        CU_add_test(s, "a FIN beyond the bytes produced: reset, the bytes, then EOF", test_fin_ahead);
-        CU_add_test(s, "a FIN behind the bytes produced: reset, the bytes, then EOF", test_fin_behind);
-        CU_add_test(s, "impossible control messages reset the vlink", test_bad_messages);
+        /* Each test twice: programs using read and write, then direct access. */
+        for (int direct = 0; direct < 2; direct++) {
+                CU_pSuite s = CU_add_suite(direct ? "vbpipe-hostile (direct access)" : "vbpipe-hostile",
+                                           direct ? suite_init_direct : suite_init, suite_fini);
+                CU_add_test(s, "impossible ring indices from a third mapping: reset, EOF and EPIPE, no garbage",
+                            test_bad_indices);
+                CU_add_test(s, "a FIN beyond the bytes produced: reset, the bytes, then EOF", test_fin_ahead);
+                CU_add_test(s, "a FIN behind the bytes produced: reset, the bytes, then EOF", test_fin_behind);
+                CU_add_test(s, "impossible control messages reset the vlink", test_bad_messages);
+        }
         CU_basic_set_mode(CU_BRM_VERBOSE);
         CU_basic_run_tests();
         unsigned fails = CU_get_number_of_failures() + CU_get_number_of_suites_failed();

@@ -128,6 +128,13 @@ static void test_opener_killed(void)
 
 static int suite_init(void)
 {
+        vbt_direct = false;
+        return vbt_suite_init(&plat);
+}
+
+static int suite_init_direct(void)
+{
+        vbt_direct = true;
         return vbt_suite_init(&plat);
 }
 
@@ -140,13 +147,17 @@ int main(void)
 {
         if (CU_initialize_registry() != CUE_SUCCESS)
                 return 1;
-        CU_pSuite s = CU_add_suite("vbpipe-kill", suite_init, suite_fini);
-        CU_add_test(s, "a program killed mid-stream: EOF and EPIPE for the other, then a new conversation",
-                    test_program_killed);
-        CU_add_test(s, "the peer's pvd killed mid-stream: EOF and EPIPE; an open waits for its return",
-                    test_peer_pvd_killed);
-        CU_add_test(s, "the local pvd killed under its program: EOF and EPIPE", test_local_pvd_killed);
-        CU_add_test(s, "a program killed before the peer opened: the next open works", test_opener_killed);
+        /* Each test twice: programs using read and write, then direct access. */
+        for (int direct = 0; direct < 2; direct++) {
+                CU_pSuite s = CU_add_suite(direct ? "vbpipe-kill (direct access)" : "vbpipe-kill",
+                                           direct ? suite_init_direct : suite_init, suite_fini);
+                CU_add_test(s, "a program killed mid-stream: EOF and EPIPE for the other, then a new conversation",
+                            test_program_killed);
+                CU_add_test(s, "the peer's pvd killed mid-stream: EOF and EPIPE; an open waits for its return",
+                            test_peer_pvd_killed);
+                CU_add_test(s, "the local pvd killed under its program: EOF and EPIPE", test_local_pvd_killed);
+                CU_add_test(s, "a program killed before the peer opened: the next open works", test_opener_killed);
+        }
         CU_basic_set_mode(CU_BRM_VERBOSE);
         CU_basic_run_tests();
         unsigned fails = CU_get_number_of_failures() + CU_get_number_of_suites_failed();

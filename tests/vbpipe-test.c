@@ -26,6 +26,7 @@
 struct vbt_prog *vbt_pg;
 struct pvt_platform *vbt_plat;
 const char *vbt_pipe = "vbpipe0";
+bool vbt_direct;
 
 int vbt_init(struct pvt_platform *plat)
 {
@@ -64,7 +65,7 @@ static void *vbt_writer(void *arg)
                         n = (size_t)(limit - p->sent);
                 vbs_fill(&st, buf, n);
                 for (size_t off = 0; off < n;) {
-                        ssize_t w = write(p->fd, buf + off, n - off);
+                        ssize_t w = vbpipeWrite(p->fd, buf + off, n - off);
                         if (w < 0 && errno == EINTR)
                                 continue;
                         if (w <= 0) {
@@ -87,7 +88,7 @@ static int program(void *arg)
         struct vbt_prog *p = arg;
         alarm(CHILD_S);
         signal(SIGPIPE, SIG_IGN);
-        p->fd = vbpipeOpen(vbt_pipe, O_RDWR | (p->nonblock ? O_NONBLOCK : 0));
+        p->fd = vbpipeOpen(vbt_pipe, O_RDWR | (p->nonblock ? O_NONBLOCK : 0) | (vbt_direct ? O_DIRECT : 0));
         if (p->fd < 0) {
                 p->open_err = errno;
                 return 1;
@@ -106,7 +107,7 @@ static int program(void *arg)
         uint64_t rng = vbt_seed(!p->from) ^ 0x99;
         vbs_init(&st, vbt_seed(!p->from));
         for (;;) {
-                ssize_t r = read(p->fd, buf, vbs_size(&rng, IO_MAX));
+                ssize_t r = vbpipeRead(p->fd, buf, vbs_size(&rng, IO_MAX));
                 if (r < 0 && errno == EINTR)
                         continue;
                 if (r <= 0) {
@@ -126,12 +127,12 @@ static int program(void *arg)
         if (p->mode != VBT_READ)
                 pthread_join(th, NULL);
         /* After the first error, the pipe's usual answers. */
-        ssize_t r = read(p->fd, buf, 1);
+        ssize_t r = vbpipeRead(p->fd, buf, 1);
         p->rerr2 = r < 0 ? errno : r > 0 ? EIO : 0;
-        p->werr2 = write(p->fd, "x", 1) < 0 ? errno : 0;
+        p->werr2 = vbpipeWrite(p->fd, "x", 1) < 0 ? errno : 0;
         free(buf);
         free(scratch);
-        close(p->fd);
+        vbpipeClose(p->fd);
         return p->wrong ? 2 : 0;
 }
 

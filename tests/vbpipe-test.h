@@ -40,6 +40,10 @@ struct vbt_prog {
 extern struct vbt_prog *vbt_pg;      /* [VBT_PROGS] */
 extern struct pvt_platform *vbt_plat;
 extern const char *vbt_pipe;         /* "vbpipe0" */
+/* Programs open with O_DIRECT (vbpipeRead and vbpipeWrite then copy to and
+ * from the rings themselves); they always call vbpipeRead, vbpipeWrite and
+ * vbpipeClose, which are read, write and close on other ends. */
+extern bool vbt_direct;
 
 /* Wait until cond holds (up to ms); its value. */
 #define VBT_WAIT_FOR(cond, ms)                                                   \
