@@ -146,10 +146,18 @@ static void dir_bad(struct vbp_end *e, const char *what, uint32_t got, uint32_t 
         e->dir_bad = true;
 }
 
-/* The program's consumer index of rx, checked against the peer's producer
- * index: it consumed no byte the peer has not produced, and left no more
- * than a ring's worth. (Its advance since pvd last looked is not bounded:
- * a busy program moves any number of bytes meanwhile.) */
+/* The indices the program hands back are checked against what pvd knows
+ * (DESIGN 5). Behind where it took the ring over: the program's own error,
+ * and its end has no direct access any more (pvd goes on from its own
+ * index). Beyond the peer's index (rx: more consumed than produced; tx:
+ * more produced than there was room for): the program's index or the
+ * peer's is impossible, which of them pvd cannot tell, so the ring is
+ * corrupt and the vlink is reset, as for any impossible index. */
+static bool behind(uint32_t v, uint32_t was)
+{
+        return (int32_t)(v - was) < 0;
+}
+
 static void sync_rx(struct vbp_end *e)
 {
         struct vbp_pipe *p = e->p;
@@ -157,17 +165,22 @@ static void sync_rx(struct vbp_end *e)
                 return;
         uint32_t v = shm_read32(&e->dir->rx.index);
         uint32_t prod = ring_load_acquire(&p->rx.hdr->prod);
-        if (prod - v > p->size) {
+        if (behind(v, p->rx.cons)) {
                 dir_bad(e, "consumer", v, p->rx.cons);
                 ring_store_release(&p->rx.hdr->cons, p->rx.cons);
+                return;
+        }
+        if (prod - v > p->size) {
+                ring_store_release(&p->rx.hdr->cons, p->rx.cons);
+                if (p->vl->state == PV_VLINK_ON)   /* not again while it goes down */
+                        pvd_vlink_fail(p->vl, "vbpipe %s: impossible ring indices: %s[%d] consumed up to %u, "
+                                       "the peer produced up to %u", p->name, e->comm, (int)e->pid, v, prod);
                 return;
         }
         p->rx.cons = v;
         ring_store_release(&p->rx.hdr->cons, v);
 }
 
-/* The program's producer index of tx, checked against the peer's consumer
- * index: it wrote only into room. */
 static void sync_tx(struct vbp_end *e)
 {
         struct vbp_pipe *p = e->p;
@@ -175,9 +188,16 @@ static void sync_tx(struct vbp_end *e)
                 return;
         uint32_t v = shm_read32(&e->dir->tx.index);
         uint32_t cons = ring_load_acquire(&p->tx.hdr->cons);
-        if (v - cons > p->size) {
+        if (behind(v, p->tx.prod)) {
                 dir_bad(e, "producer", v, p->tx.prod);
                 ring_store_release(&p->tx.hdr->prod, p->tx.prod);
+                return;
+        }
+        if (v - cons > p->size) {
+                ring_store_release(&p->tx.hdr->prod, p->tx.prod);
+                if (p->vl->state == PV_VLINK_ON)
+                        pvd_vlink_fail(p->vl, "vbpipe %s: impossible ring indices: %s[%d] produced up to %u, "
+                                       "the peer consumed up to %u", p->name, e->comm, (int)e->pid, v, cons);
                 return;
         }
         p->tx.prod = v;

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -14,6 +15,7 @@
 #include <CUnit/Basic.h>
 
 #include "pv/vbpipe.h"
+#include "vbpipe-proto.h"
 #include "vbpipe-sem.h"
 
 #define ROUNDS 2000
@@ -111,4 +113,194 @@ void test_direct_small_writes(void)
         CU_ASSERT_EQUAL(sa, 0);
         CU_ASSERT_EQUAL(sb, 0);
         CU_ASSERT(vbt_idle());
+}
+
+/* ---- the rest, then EOF; EPIPE ------------------------------------------------------ */
+
+#define EOF_BYTES 100000u
+
+static int eof_a(void)
+{
+        int fd = vbt_open(P0, O_RDWR | O_DIRECT);
+        CK(fd >= 0);
+        static uint8_t buf[EOF_BYTES];
+        vbt_fill(buf, sizeof(buf), 3, 0);
+        CK(vbpipeWrite(fd, buf, sizeof(buf)) == (ssize_t)sizeof(buf));
+        CK(vbpipeClose(fd) == 0);
+        vbt_tell();
+        return 0;
+}
+
+static int eof_b(void)
+{
+        int fd = vbt_open(P0, O_RDWR | O_DIRECT);
+        CK(fd >= 0);
+        CK(vbt_hear(10000));   /* A has closed: its bytes are in the ring or the socket */
+        static uint8_t buf[EOF_BYTES];
+        CK(vbpipeRead(fd, buf, sizeof(buf)) == (ssize_t)sizeof(buf));
+        CK(vbt_check(buf, sizeof(buf), 3, 0));
+        CK(vbpipeRead(fd, buf, 1) == 0);
+        CK(vbpipeRead(fd, buf, 1) == 0);   /* EOF stays */
+        errno = 0;
+        CK(vbpipeWrite(fd, buf, 1) == -1 && errno == EPIPE);
+        errno = 0;
+        CK(vbpipeWrite(fd, buf, 1) == -1 && errno == EPIPE);
+        CK(vbpipeClose(fd) == 0);
+        return 0;
+}
+
+void test_direct_eof(void)
+{
+        vbt_run(eof_a, eof_b, NULL, NULL);
+        CU_ASSERT(vbt_idle());
+}
+
+/* ---- poll and FIONREAD see what direct writes sent ---------------------------------- */
+
+static int seen_a(void)
+{
+        int fd = vbt_open(P0, O_RDWR | O_DIRECT);
+        CK(fd >= 0);
+        uint8_t buf[2000];
+        vbt_fill(buf, sizeof(buf), 5, 0);
+        CK(vbpipeWrite(fd, buf, 1000) == 1000);
+        CK(vbt_hear(10000));
+        CK(vbpipeWrite(fd, buf + 1000, 1000) == 1000);
+        CK(vbt_hear(10000));
+        CK(vbpipeClose(fd) == 0);
+        return 0;
+}
+
+static int seen_b(void)
+{
+        int fd = vbt_open(P0, O_RDWR | O_DIRECT);
+        CK(fd >= 0);
+        /* Nobody reads the ring: pvd moves the bytes into the socket,
+         * where poll and FIONREAD see them. */
+        CK(vbt_wait_ev(fd, POLLIN, 5000) & POLLIN);
+        int avail = 0;
+        long long end = pvt_now_ms() + 5000;
+        while (ioctl(fd, FIONREAD, &avail) == 0 && avail < 1000 && pvt_now_ms() < end)
+                usleep(1000);
+        CK(avail == 1000);
+        uint8_t buf[2000];
+        CK(vbpipeRead(fd, buf, 400) == 400);
+        CK(ioctl(fd, FIONREAD, &avail) == 0 && avail == 600);
+        vbt_tell();
+        /* What the socket holds comes before what is in the ring. */
+        CK(vbpipeRead(fd, buf + 400, 1600) == 1600);
+        CK(vbt_check(buf, sizeof(buf), 5, 0));
+        vbt_tell();
+        CK(vbpipeRead(fd, buf, 1) == 0);
+        CK(vbpipeClose(fd) == 0);
+        return 0;
+}
+
+void test_direct_seen(void)
+{
+        vbt_run(seen_a, seen_b, NULL, NULL);
+        CU_ASSERT(vbt_idle());
+}
+
+/* ---- a program that writes nonsense into its direct page -------------------------- */
+
+/* The end's direct page, as this process maps it. */
+static struct vbpipe_direct *my_page(void)
+{
+        FILE *f = fopen("/proc/self/maps", "r");
+        if (!f)
+                return NULL;
+        char line[512];
+        void *page = NULL;
+        while (!page && fgets(line, sizeof(line), f)) {
+                unsigned long lo, hi;
+                if (strstr(line, "pvd-vbpipe-direct") && sscanf(line, "%lx-%lx", &lo, &hi) == 2)
+                        page = (void *)lo;
+        }
+        fclose(f);
+        return page;
+}
+
+#define FAR 0x40000000u
+
+static int log_count(const char *vm, const char *what)
+{
+        static char log[1 << 20];
+        if (pvt_read_file(pvt_vm(&vbt_plat, vm)->log, log, sizeof(log)) < 0)
+                return 0;
+        int n = 0;
+        for (const char *p = log; (p = strstr(p, what)); p++)
+                n++;
+        return n;
+}
+
+static int liar_a(void)
+{
+        int fd = vbt_open(P0, O_RDWR);
+        CK(fd >= 0);
+        static uint8_t buf[65536];
+        size_t n = vbt_read_n(fd, buf, sizeof(buf));
+        CK(vbt_check(buf, n, 9, 0));   /* the real bytes, however many */
+        vbt_sh->count = n;
+        CK(vbt_read_n(fd, buf, 1) == 0);
+        close(fd);
+        return 0;
+}
+
+/* B takes a ring's lock as the library would, hands back an index that
+ * is behind where it took over (or, lie 2, far beyond the peer's), then
+ * sends honestly. */
+enum lie { TX_BEHIND, RX_BEHIND, TX_BEYOND };
+
+static enum lie the_lie;
+
+static int liar_b(void)
+{
+        int fd = vbt_open(P0, O_RDWR | O_DIRECT);
+        CK(fd >= 0);
+        struct vbpipe_direct *d = my_page();
+        CK(d && d->magic == VBPIPE_DIRECT_MAGIC);
+        struct vbpipe_direct_dir *dir = the_lie == RX_BEHIND ? &d->rx : &d->tx;
+        long long end = pvt_now_ms() + 5000;
+        while (!__atomic_compare_exchange_n(&dir->lock, &(uint32_t){ VBPIPE_LOCK_FREE }, (uint32_t)getpid(), false,
+                                            __ATOMIC_ACQUIRE, __ATOMIC_RELAXED) &&
+               pvt_now_ms() < end)
+                usleep(1000);
+        CK(dir->lock == (uint32_t)getpid());
+        uint32_t at = dir->index;
+        __atomic_store_n(&dir->index, the_lie == TX_BEYOND ? at + FAR : at - FAR, __ATOMIC_RELEASE);
+        __atomic_store_n(&dir->lock, VBPIPE_LOCK_FREE, __ATOMIC_RELEASE);
+        static uint8_t buf[65536];
+        vbt_fill(buf, sizeof(buf), 9, 0);
+        for (size_t off = 0; off < sizeof(buf); off += 4096) {
+                ssize_t w = vbpipeWrite(fd, buf + off, 4096);
+                if (the_lie == TX_BEYOND && w < 0) {
+                        CK(errno == EPIPE);   /* the vlink was reset: the conversation is over */
+                        break;
+                }
+                CK(w == 4096);
+        }
+        CK(vbpipeClose(fd) == 0);
+        return 0;
+}
+
+void test_direct_liar(void)
+{
+        for (enum lie l = TX_BEHIND; l <= TX_BEYOND; l++) {
+                the_lie = l;
+                int bad = log_count("vm4", "in its direct page"), resets = log_count("vm4", "resetting the link");
+                vbt_run(liar_a, liar_b, NULL, NULL);
+                if (l == TX_BEYOND) {
+                        /* Which index lies pvd cannot tell: the vlink is reset. */
+                        CU_ASSERT_EQUAL(log_count("vm4", "resetting the link"), resets + 1);
+                        CU_ASSERT_EQUAL(pvt_wait_vlink(&vbt_plat, "vm4", "vm2-vm4-vbpipe0", "ON", 10000), 0);
+                } else {
+                        /* Its own error: its end loses direct access, the vlink stays up
+                         * and pvd carries every byte. */
+                        CU_ASSERT_EQUAL(log_count("vm4", "in its direct page"), bad + 1);
+                        CU_ASSERT_EQUAL(log_count("vm4", "resetting the link"), resets);
+                        CU_ASSERT_EQUAL(vbt_sh->count, 65536);
+                }
+                CU_ASSERT(vbt_idle());
+        }
 }

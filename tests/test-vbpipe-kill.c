@@ -13,6 +13,7 @@
  */
 #include <signal.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 #include <CUnit/Basic.h>
@@ -143,20 +144,31 @@ static int suite_fini(void)
         return vbt_suite_fini("test-vbpipe-kill");
 }
 
-int main(void)
+static const struct {
+        const char *name;
+        void (*fn)(void);
+} tests[] = {
+        { "a program killed mid-stream: EOF and EPIPE for the other, then a new conversation", test_program_killed },
+        { "the peer's pvd killed mid-stream: EOF and EPIPE; an open waits for its return", test_peer_pvd_killed },
+        { "the local pvd killed under its program: EOF and EPIPE", test_local_pvd_killed },
+        { "a program killed before the peer opened: the next open works", test_opener_killed },
+};
+
+/* test-vbpipe-kill [WORD [direct|plain]]: only the tests whose name has
+ * WORD, with programs of that kind. */
+int main(int argc, char **argv)
 {
         if (CU_initialize_registry() != CUE_SUCCESS)
                 return 1;
         /* Each test twice: programs using read and write, then direct access. */
         for (int direct = 0; direct < 2; direct++) {
+                if (argc > 2 && strcmp(argv[2], direct ? "direct" : "plain"))
+                        continue;
                 CU_pSuite s = CU_add_suite(direct ? "vbpipe-kill (direct access)" : "vbpipe-kill",
                                            direct ? suite_init_direct : suite_init, suite_fini);
-                CU_add_test(s, "a program killed mid-stream: EOF and EPIPE for the other, then a new conversation",
-                            test_program_killed);
-                CU_add_test(s, "the peer's pvd killed mid-stream: EOF and EPIPE; an open waits for its return",
-                            test_peer_pvd_killed);
-                CU_add_test(s, "the local pvd killed under its program: EOF and EPIPE", test_local_pvd_killed);
-                CU_add_test(s, "a program killed before the peer opened: the next open works", test_opener_killed);
+                for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++)
+                        if (argc < 2 || strstr(tests[i].name, argv[1]))
+                                CU_add_test(s, tests[i].name, tests[i].fn);
         }
         CU_basic_set_mode(CU_BRM_VERBOSE);
         CU_basic_run_tests();

@@ -628,6 +628,9 @@ static const struct {
         { "pvctl stat vbpipe", test_stat },
         { "direct: ping-pong", test_direct_pingpong },
         { "direct: 64-byte writes, 64 KiB reads, every byte", test_direct_small_writes },
+        { "direct: the rest, then EOF; EPIPE", test_direct_eof },
+        { "direct: poll and FIONREAD see the bytes; the socket's come first", test_direct_seen },
+        { "direct: impossible indices in the direct page: no more direct access, or a reset", test_direct_liar },
 };
 
 /* test-vbpipe [WORD]: only the tests whose name has WORD. */

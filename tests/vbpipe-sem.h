@@ -94,6 +94,9 @@ void test_churn(void);
 /* test-vbpipe-direct.c */
 void test_direct_pingpong(void);
 void test_direct_small_writes(void);
+void test_direct_eof(void);
+void test_direct_seen(void);
+void test_direct_liar(void);
 
 /* test-vbpipe-stat.c */
 void test_wakeup(void);

@@ -206,7 +206,10 @@ int vbt_suite_init(struct pvt_platform *plat)
         suite_fds = pvt_fd_count();
         if (vbt_init(plat) < 0 || pvt_platform_init(plat, "test-2clients") < 0)
                 goto fail;
-        if (pvt_pvd_start(plat, "vm2", NULL) < 0 || pvt_pvd_start(plat, "vm4", NULL) < 0 ||
+        /* VBT_DEBUG=1: pvd logs at debug level (PVT_SHOW_LOGS=1 shows it). */
+        static const char *const debug[] = { "--log-level", "debug", NULL };
+        const char *const *opt = getenv("VBT_DEBUG") ? debug : NULL;
+        if (pvt_pvd_start(plat, "vm2", opt) < 0 || pvt_pvd_start(plat, "vm4", opt) < 0 ||
             pvt_wait_vlink(plat, "vm4", NULL, "ON", 10000) < 0)
                 goto fail;
         return 0;
