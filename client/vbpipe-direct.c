@@ -47,6 +47,7 @@ struct vbpd {
         int acc;
         bool any;                  /* flag 'a' */
         bool rx_over, tx_over;     /* the socket said EOF / EPIPE (or an error): that way is over */
+        bool tx_sent;              /* bytes went through the socket since pvd was last seen alive */
         unsigned refs;             /* the table's, plus calls in progress */
         struct vbpipe_direct *page;
         uint8_t *mem;
@@ -280,6 +281,23 @@ static void rx_ended(struct vbpd *v, int fd)
         errno = e;
 }
 
+/* The socket holds none of our bytes (SIOCOUTQ said 0): because pvd read
+ * them, or because pvd died and they went with its end? After bytes went
+ * through the socket, ask once: a hung-up socket means pvd is gone, and
+ * bytes written into the ring now would follow a gap. */
+static bool sock_drained(struct vbpd *v, int fd)
+{
+        if (!__atomic_load_n(&v->tx_sent, __ATOMIC_RELAXED))
+                return true;
+        struct pollfd pf = { .fd = fd, .events = POLLOUT };
+        if (poll(&pf, 1, 0) == 1 && (pf.revents & (POLLHUP | POLLERR))) {
+                over(&v->tx_over);
+                return false;
+        }
+        __atomic_store_n(&v->tx_sent, false, __ATOMIC_RELAXED);
+        return true;
+}
+
 static bool final_error(ssize_t r)
 {
         return r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
@@ -500,7 +518,7 @@ int vbpd_write(int fd, const void *buf, size_t n, ssize_t *res)
                 /* Bytes the program wrote into the socket that pvd has not
                  * moved yet come first: then the socket takes these too. */
                 int queued = 0;
-                if (ioctl(fd, SIOCOUTQ, &queued) < 0 || queued > 0)
+                if (ioctl(fd, SIOCOUTQ, &queued) < 0 || queued > 0 || !sock_drained(v, fd))
                         give(v, &v->page->tx, false);
                 else
                         put = ring_write(v, fd, buf, n);
@@ -512,6 +530,7 @@ int vbpd_write(int fd, const void *buf, size_t n, ssize_t *res)
         }
         /* The rest through the socket: pvd moves it as the ring drains. A
          * reader that is gone makes it fail with EPIPE (and SIGPIPE). */
+        __atomic_store_n(&v->tx_sent, true, __ATOMIC_RELAXED);
         ssize_t r = send(fd, (const uint8_t *)buf + put, n - put, 0);
         if (r < 0 && final_error(r)) {
                 int e = errno;
