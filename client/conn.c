@@ -134,6 +134,23 @@ static int closed_reason(struct pv_conn *c, struct pv_msg *resp, void *buf, size
                          c->name);
 }
 
+int pvc_conn_post(struct pv_conn *c, struct pv_msg *req)
+{
+        pthread_mutex_lock(&c->lock);
+        uint32_t seq = ++c->seq;
+        if (seq == 0)
+                seq = ++c->seq;
+        pv_msg_set_u(req, PV_K_SEQ, seq);
+        int rc = pv_msg_send(c->fd, req);
+        if (rc == -EPIPE || rc == -ECONNRESET)
+                rc = pvc_error(-ECONNRESET, "%s: pvd closed the connection (pvd stopped, or the object or its peer "
+                               "is gone)", c->name);
+        else if (rc < 0)
+                rc = pvc_error(rc, "%s: cannot send to pvd: %s", c->name, strerror(-rc));
+        pthread_mutex_unlock(&c->lock);
+        return rc;
+}
+
 int pvc_conn_call(struct pv_conn *c, struct pv_msg *req, struct pv_msg *resp, void *buf, size_t cap)
 {
         int rc;

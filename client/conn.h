@@ -35,6 +35,10 @@ void pvc_conn_close(struct pv_conn *c);
  * pvLastError(). */
 int pvc_conn_call(struct pv_conn *c, struct pv_msg *req, struct pv_msg *resp, void *buf, size_t cap);
 
+/* Send req (seq set here) without waiting: for requests pvd does not
+ * answer. Same transport errors as pvc_conn_call. */
+int pvc_conn_post(struct pv_conn *c, struct pv_msg *req);
+
 /* Set this thread's pvLastError() (and print it if PVCLIENT_DEBUG is set).
  * Returns diag, for "return pvc_error(-EINVAL, ...)". */
 int pvc_error(int diag, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -218,12 +218,16 @@ int vumemBufferFree(VumemBufferHd b)
         pthread_mutex_unlock(&s->lock);
         int rc = 0;
         if (!atomic_load(&s->reset)) {
-                struct pv_msg req, resp;
-                char buf[ANSWER_CAP];
+                /* Not waited for: the session's later requests come after it
+                 * on the same connection, and a handle of this session
+                 * cannot fail in pvd (a broken session is a reset). */
+                struct pv_msg req;
                 pv_msg_init(&req, VUMEM_OP_FREE);
                 pv_msg_set_u(&req, PV_K_ID, b->handle);
-                rc = call(s, &req, &resp, buf);
-                pv_msg_close_fds(&resp);
+                pv_msg_set_u(&req, PV_K_FLAGS, VUMEM_FREE_NOREPLY);
+                rc = pvc_conn_post(s->conn, &req);
+                if (rc == -ECONNRESET)
+                        atomic_store(&s->reset, true);
         } else {
                 rc = pvc_error(-ECONNRESET, "%s: the session had ended (its server or the vlink went away); the "
                                "handle is released", s->conn->name);

@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
@@ -244,6 +245,59 @@ static void pvd_stop(struct pvd *pvd)
                 uv_close((uv_handle_t *)&pvd->sig[i], NULL);
 }
 
+/* ---- hot polling ------------------------------------------------------------ */
+
+#define PVD_SPIN_US_DEFAULT 200
+
+static void hot_cb(uv_idle_t *h)
+{
+        struct pvd *pvd = h->data;
+        if (pvd->stopping || uv_hrtime() >= pvd->hot_until_ns) {
+                pvd->hot = false;
+                uv_idle_stop(h);
+                return;
+        }
+        sched_yield(); /* a program woken on this CPU runs first */
+}
+
+void pvd_hot(struct pvd *pvd)
+{
+        if (!pvd->hot_ns || pvd->stopping)
+                return;
+        pvd->hot_until_ns = uv_hrtime() + pvd->hot_ns;
+        if (pvd->hot)
+                return;
+        pvd->hot = true;
+        pvd->hot_spells++;
+        uv_idle_start(&pvd->hot_idle, hot_cb);
+}
+
+uint64_t pvd_spin_ns(unsigned default_us)
+{
+        long us = (long)default_us;
+        const char *env = getenv("PVD_SPIN_US");
+        if (env && *env) {
+                char *end;
+                errno = 0;
+                us = strtol(env, &end, 10);
+                if (errno || *end || us < 0 || us > 1000000) {
+                        pv_warn("PVD_SPIN_US=%s is not a number of microseconds (0 to 1000000): using %u", env,
+                                default_us);
+                        us = (long)default_us;
+                }
+        }
+        if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
+                us = 0; /* the poller would only keep the other side from running */
+        return (uint64_t)us * 1000u;
+}
+
+static void hot_init(struct pvd *pvd)
+{
+        pvd->hot_ns = pvd_spin_ns(PVD_SPIN_US_DEFAULT);
+        uv_idle_init(pvd->loop, &pvd->hot_idle);
+        pvd->hot_idle.data = pvd;
+}
+
 static void walk_close(uv_handle_t *h, void *arg)
 {
         if (!uv_is_closing(h))
@@ -315,6 +369,7 @@ int pvd_run(const struct pvd_options *opt)
 
         pvd->loop = uv_default_loop();
         pvd->start_ms = uv_now(pvd->loop);
+        hot_init(pvd);
         for (unsigned i = 0; i < pvd->nvlinks; i++) {
                 struct pvd_vlink *vl = &pvd->vlinks[i];
                 for (int d = 0; d < PV_DRV_COUNT; d++) {

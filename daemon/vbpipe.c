@@ -457,21 +457,7 @@ static void vbp_hot_touch(struct vbp_pipe *p)
 
 int vbp_hot_init(struct vbp_pipe *p)
 {
-        long us = VBP_SPIN_US_DEFAULT;
-        const char *env = getenv("PVD_SPIN_US");
-        if (env && *env) {
-                char *end;
-                errno = 0;
-                us = strtol(env, &end, 10);
-                if (errno || *end || us < 0 || us > 1000000) {
-                        pv_warn("vbpipe %s: PVD_SPIN_US=%s is not a number of microseconds (0 to 1000000): "
-                                "using %d", p->name, env, VBP_SPIN_US_DEFAULT);
-                        us = VBP_SPIN_US_DEFAULT;
-                }
-        }
-        if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
-                us = 0;
-        p->spin_ns = (uint64_t)us * 1000u;
+        p->spin_ns = pvd_spin_ns(VBP_SPIN_US_DEFAULT);
         p->more = malloc(sizeof(*p->more));
         if (!p->more || uv_idle_init(p->vl->pvd->loop, p->more) < 0) {
                 free(p->more);

@@ -97,6 +97,7 @@ static int forward(struct vc_link *L, struct pvd_conn *c, struct pv_msg *m, uint
         L->pending = p;
         if (s)
                 s->npending++;
+        pvd_hot(L->vl->pvd); /* the answer comes back through here */
         return 0;
 }
 
@@ -183,11 +184,15 @@ static struct vc_hent *hent_find(struct vc_session *s, uint32_t handle)
 /* A free is answered here, once it is on the ring: the server VM applies
  * it before any later request of this VM, and a handle this pvd knows
  * cannot fail there (a session reset ends the session anyway). It spares
- * the program a round trip to the server VM. */
+ * the program a round trip to the server VM. With VUMEM_FREE_NOREPLY
+ * (what libpvclient sends) only a failure is answered: the program has
+ * gone on, and skips that answer as stale at its next call. */
 static int op_free(struct vc_link *L, struct pvd_conn *c, struct pv_msg *m)
 {
         uint32_t handle;
-        if (m->nfds || pv_msg_get_u32(m, PV_K_ID, &handle) < 0)
+        uint64_t flags = 0;
+        if (m->nfds || pv_msg_get_u32(m, PV_K_ID, &handle) < 0 ||
+            (pv_msg_has(m, PV_K_FLAGS) && pv_msg_get_u(m, PV_K_FLAGS, &flags) < 0))
                 return -EPROTO;
         struct vc_session *s = open_session(L, c, m);
         if (!s)
@@ -211,7 +216,8 @@ static int op_free(struct vc_link *L, struct pvd_conn *c, struct pv_msg *m)
         s->bytes -= h->size;
         *h = s->h[--s->nh];
         L->served++;
-        pvd_conn_reply_err(c, m, 0, NULL);
+        if (!(flags & VUMEM_FREE_NOREPLY))
+                pvd_conn_reply_err(c, m, 0, NULL);
         return 0;
 }
 
@@ -359,6 +365,7 @@ static void on_buffer(struct vc_link *L, struct vc_pending *p, struct vc_session
                 pv_msg_set_b(&a, PV_K_DATA, r->alloc, r->alloc_size);
         pv_msg_add_fd(&a, b.fd);
         pvd_conn_send(p->c, &a);
+        pvd_hot(L->vl->pvd); /* a program that allocates often asks again soon */
 }
 
 static void on_reply(struct vc_link *L, const struct vumem_m_reply *r)

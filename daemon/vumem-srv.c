@@ -89,6 +89,7 @@ static void give(struct vs_link *L, struct vs_req *q)
                 free(q);
         }
         pvd_conn_send(L->server, &m);
+        pvd_hot(L->vl->pvd); /* its answer comes back through here */
 }
 
 /* Push what the server program has credit for; FREEs alone only if

@@ -44,11 +44,13 @@
 
 /* ---- operations (program <-> pvd) ---------------------------------------- */
 
+#define VUMEM_FREE_NOREPLY 1u   /* FREE: the program does not wait; pvd answers only a failure */
+
 enum vumem_op {
         /* client node */
         VUMEM_OP_SESSION_OPEN = PV_OP_VUMEM_FIRST + 1, /* FLAGS -> TOKEN session id */
         VUMEM_OP_ALLOC,        /* DATA alloc -> BUFFER reply + DATA rewritten alloc */
-        VUMEM_OP_FREE,         /* ID handle */
+        VUMEM_OP_FREE,         /* ID handle, FLAGS (VUMEM_FREE_NOREPLY: answer only a failure) */
         VUMEM_OP_ACCESS,       /* VALUE buffer id -> BUFFER reply */
         /* server node */
         VUMEM_OP_SERVER_OPEN = PV_OP_VUMEM_FIRST + 0x40, /* -> the node's name in NAME */
