@@ -339,6 +339,45 @@ static int vm5_holder(void *argp)
         return ok;
 }
 
+/* vumemBufferFree does not wait for pvd, yet the session's next request
+ * is read after it: an ACCESS right after the last free finds nothing, and
+ * the server gets its one FREE. Many frees in a row leave no answers behind
+ * that a later call could take for its own. */
+static void test_free_async(void)
+{
+        VumemSession *a;
+        VumemBufferHd ba, bb, x;
+        nku64_f id;
+        struct tev ev;
+        CU_ASSERT_EQUAL_FATAL(vumemSessionCreate(CLT0, &a), 0);
+        CU_ASSERT_EQUAL_FATAL(alloc(a, TA_MEMFD, 4096, 0x21, &ba), 0);
+        CU_ASSERT_EQUAL(vumemBufferIdGet(ba, &id), 0);
+        CU_ASSERT_EQUAL_FATAL(vumemBufferAccess(a, id, &bb), 0);
+        CU_ASSERT_EQUAL(vumemBufferFree(ba), 0);
+        CU_ASSERT_EQUAL(vumemBufferFree(bb), 0);
+        CU_ASSERT_EQUAL(vumemBufferAccess(a, id, &x), -ENOENT);
+        CU_ASSERT_EQUAL(tev_wait(TEV_FREE, 0, 2000, &ev), 0);
+        CU_ASSERT_EQUAL(ev.id, id);
+        enum { N = 50 };
+        VumemBufferHd b[N];
+        for (int i = 0; i < N; i++)
+                CU_ASSERT_EQUAL_FATAL(alloc(a, TA_MEMFD, 4096, (uint8_t)i, &b[i]), 0);
+        for (int i = 0; i < N; i++)
+                CU_ASSERT_EQUAL(vumemBufferFree(b[i]), 0);
+        /* The next answers are this session's own: a buffer with the
+         * server's pattern, then -ENOENT for a made-up id. */
+        VumemBufferHd y;
+        uint8_t *p;
+        CU_ASSERT_EQUAL_FATAL(alloc(a, TA_MEMFD, 4096, 0x5a, &y), 0);
+        CU_ASSERT_EQUAL(vumemBufferMap(y, (void **)&p), 0);
+        CU_ASSERT_EQUAL(p[0], 0x5a);
+        CU_ASSERT_EQUAL(vumemBufferUnmap(y), 0);
+        CU_ASSERT_EQUAL(vumemBufferAccess(a, id ^ 1, &x), -ENOENT);
+        CU_ASSERT_EQUAL(vumemBufferFree(y), 0);
+        CU_ASSERT_EQUAL(tev_count(TEV_FREE, 0, 1500), N + 1);
+        CU_ASSERT_EQUAL(vumemSessionDestroy(a), 0);
+}
+
 static void test_share_vms(void)
 {
         pvt_use_vm(&plat, "vm3");
@@ -776,6 +815,7 @@ int main(int argc, char **argv)
         CU_add_test(s, "buffers: alloc, map, same pages both ways, free", test_buffers);
         CU_add_test(s, "memory VUMEM cannot share is refused", test_refused_memory);
         CU_add_test(s, "sharing between sessions", test_share_sessions);
+        CU_add_test(s, "a free does not wait and is seen by the next request", test_free_async);
         CU_add_test(s, "sharing between client VMs", test_share_vms);
         CU_add_test(s, "cache operations", test_cache_ops);
         CU_add_test(s, "pdev exhaustion", test_pdev_exhaustion);
