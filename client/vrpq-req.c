@@ -148,6 +148,16 @@ static void flags_set(uint32_t *flag, uint32_t *flag2, uint32_t v)
                 ring_store_relaxed(flag2, v);
 }
 
+/* The peer ended the channel: what it put in the ring before is still
+ * delivered. The ring was looked at before the end was seen, and the peer
+ * may have added its last items in between: look once more. */
+static int closed_ready(VrpqChan *c, int (*ready)(VrpqChan *, void *), void *arg)
+{
+        ring_full_fence();
+        int r = ready(c, arg);
+        return r ? r : -ECONNRESET;
+}
+
 int pvc_vrpq_wait(VrpqChan *c, uint32_t *flag, uint32_t *flag2, int (*ready)(VrpqChan *, void *), void *arg,
               int timeout_ms)
 {
@@ -158,7 +168,7 @@ int pvc_vrpq_wait(VrpqChan *c, uint32_t *flag, uint32_t *flag2, int (*ready)(Vrp
                         if ((r = ready(c, arg)))
                                 return r;
                         if (pvc_vrpq_closed(c))
-                                return -ECONNRESET;
+                                return closed_ready(c, ready, arg);
                         cpu_relax();
                         if ((i & 63) == 0 && now_ns() - t0 >= c->spin_ns)
                                 break;
@@ -177,7 +187,7 @@ int pvc_vrpq_wait(VrpqChan *c, uint32_t *flag, uint32_t *flag2, int (*ready)(Vrp
                 }
                 if (pvc_vrpq_closed(c)) {
                         flags_set(flag, flag2, 0);
-                        return -ECONNRESET;
+                        return closed_ready(c, ready, arg);
                 }
                 /* Just looking: stay armed, so that the next kick makes the
                  * fd readable for the caller's event loop. */
