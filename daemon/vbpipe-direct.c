@@ -171,7 +171,13 @@ static void sync_rx(struct vbp_end *e)
                 return;
         }
         if (prod - v > p->size) {
-                ring_store_release(&p->rx.hdr->cons, p->rx.cons);
+                /* Neither index is to be trusted: the ring is broken (no
+                 * byte of it reaches the program any more, not even at the
+                 * vlink's end, since the holder may have read them), and
+                 * the shared indices stay as they are: moving one back
+                 * would make the peer write over bytes not yet read, or
+                 * read bytes again. */
+                pv_ring_fail(&p->rx);
                 if (p->vl->state == PV_VLINK_ON)   /* not again while it goes down */
                         pvd_vlink_fail(p->vl, "vbpipe %s: impossible ring indices: %s[%d] consumed up to %u, "
                                        "the peer produced up to %u", p->name, e->comm, (int)e->pid, v, prod);
@@ -194,7 +200,7 @@ static void sync_tx(struct vbp_end *e)
                 return;
         }
         if (v - cons > p->size) {
-                ring_store_release(&p->tx.hdr->prod, p->tx.prod);
+                pv_ring_fail(&p->tx);   /* as in sync_rx: nothing moves back */
                 if (p->vl->state == PV_VLINK_ON)
                         pvd_vlink_fail(p->vl, "vbpipe %s: impossible ring indices: %s[%d] produced up to %u, "
                                        "the peer consumed up to %u", p->name, e->comm, (int)e->pid, v, cons);

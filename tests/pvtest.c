@@ -264,9 +264,10 @@ int pvt_platform_fini(struct pvt_platform *p)
         /* A pvd may log its last lines to the log; show them on failure. */
         if (getenv("PVT_SHOW_LOGS"))
                 for (unsigned i = 0; i < p->nvms; i++) {
-                        char buf[8192];
-                        if (pvt_read_file(p->vms[i].log, buf, sizeof(buf)) > 0)
-                                fprintf(stderr, "---- %s ----\n%s", p->vms[i].log, buf);
+                        static char buf[1 << 20];
+                        ssize_t n = pvt_read_file(p->vms[i].log, buf, sizeof(buf));
+                        if (n > 0)   /* the last lines */
+                                fprintf(stderr, "---- %s ----\n%s", p->vms[i].log, buf + (n > 65536 ? n - 65536 : 0));
                 }
         if (p->dir[0])
                 nftw(p->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);

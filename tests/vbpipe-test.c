@@ -161,10 +161,11 @@ void vbt_check_survivor(pid_t pid, int i, const char *what, bool pvd_died)
 {
         int rc = pvt_wait(pid, VBT_PROMPT_MS);
         if (rc != 0 || vbt_pg[i].rerr || vbt_pg[i].werr != EPIPE || vbt_pg[i].rerr2 || vbt_pg[i].werr2 != EPIPE)
-                printf("\n    %s: exit %d, read %llu (errno %d, then %d), wrote %llu (errno %d, then %d)%s ",
-                       what, rc, (unsigned long long)vbt_pg[i].got, vbt_pg[i].rerr, vbt_pg[i].rerr2,
+                printf("\n    %s: program %d: exit %d, read %llu (errno %d, then %d), wrote %llu (errno %d, then "
+                       "%d)%s%llu ",
+                       what, i, rc, (unsigned long long)vbt_pg[i].got, vbt_pg[i].rerr, vbt_pg[i].rerr2,
                        (unsigned long long)vbt_pg[i].sent, vbt_pg[i].werr, vbt_pg[i].werr2,
-                       vbt_pg[i].wrong ? ", a wrong byte" : "");
+                       vbt_pg[i].wrong ? ", a wrong byte at " : "", vbt_pg[i].wrong ? (unsigned long long)vbt_pg[i].wrong_at : 0ull);
         CU_ASSERT_EQUAL(rc, 0);
         CU_ASSERT_FALSE(vbt_pg[i].wrong);
         CU_ASSERT(vbt_pg[i].got > 0);
