@@ -70,6 +70,24 @@ ssize_t pvt_read_file(const char *path, char *buf, size_t cap)
         return (ssize_t)n;
 }
 
+/* The last 64 KiB of a pvd log, on stderr. */
+static void show_log_tail(const char *path)
+{
+        static char buf[64 * 1024 + 1];
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return;
+        off_t end = lseek(fd, 0, SEEK_END);
+        ssize_t n = -1;
+        if (end >= 0)
+                n = pread(fd, buf, sizeof(buf) - 1, end > (off_t)sizeof(buf) - 1 ? end - (off_t)(sizeof(buf) - 1) : 0);
+        close(fd);
+        if (n <= 0)
+                return;
+        buf[n] = 0;
+        fprintf(stderr, "---- %s ----\n%s", path, buf);
+}
+
 const char *pvt_conf(const char *file, char *buf, size_t len)
 {
         const char *dir = getenv("PV_CONF_DIR");
@@ -263,12 +281,8 @@ int pvt_platform_fini(struct pvt_platform *p)
         }
         /* A pvd may log its last lines to the log; show them on failure. */
         if (getenv("PVT_SHOW_LOGS"))
-                for (unsigned i = 0; i < p->nvms; i++) {
-                        static char buf[1 << 20];
-                        ssize_t n = pvt_read_file(p->vms[i].log, buf, sizeof(buf));
-                        if (n > 0)   /* the last lines */
-                                fprintf(stderr, "---- %s ----\n%s", p->vms[i].log, buf + (n > 65536 ? n - 65536 : 0));
-                }
+                for (unsigned i = 0; i < p->nvms; i++)
+                        show_log_tail(p->vms[i].log);
         if (p->dir[0])
                 nftw(p->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
         p->dir[0] = 0;

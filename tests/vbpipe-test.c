@@ -160,12 +160,14 @@ void vbt_start_streams(pid_t *a, pid_t *b)
 void vbt_check_survivor(pid_t pid, int i, const char *what, bool pvd_died)
 {
         int rc = pvt_wait(pid, VBT_PROMPT_MS);
-        if (rc != 0 || vbt_pg[i].rerr || vbt_pg[i].werr != EPIPE || vbt_pg[i].rerr2 || vbt_pg[i].werr2 != EPIPE)
-                printf("\n    %s: program %d: exit %d, read %llu (errno %d, then %d), wrote %llu (errno %d, then "
-                       "%d)%s%llu ",
+        if (rc != 0 || vbt_pg[i].rerr || vbt_pg[i].werr != EPIPE || vbt_pg[i].rerr2 || vbt_pg[i].werr2 != EPIPE) {
+                printf("\n    %s: program %d: exit %d, read %llu (errno %d, then %d), wrote %llu (errno %d, then %d)",
                        what, i, rc, (unsigned long long)vbt_pg[i].got, vbt_pg[i].rerr, vbt_pg[i].rerr2,
-                       (unsigned long long)vbt_pg[i].sent, vbt_pg[i].werr, vbt_pg[i].werr2,
-                       vbt_pg[i].wrong ? ", a wrong byte at " : "", vbt_pg[i].wrong ? (unsigned long long)vbt_pg[i].wrong_at : 0ull);
+                       (unsigned long long)vbt_pg[i].sent, vbt_pg[i].werr, vbt_pg[i].werr2);
+                if (vbt_pg[i].wrong)
+                        printf(", a wrong byte at %llu", (unsigned long long)vbt_pg[i].wrong_at);
+                printf(" ");
+        }
         CU_ASSERT_EQUAL(rc, 0);
         CU_ASSERT_FALSE(vbt_pg[i].wrong);
         CU_ASSERT(vbt_pg[i].got > 0);
