@@ -3,7 +3,9 @@
  *   - round trip: vumemBufferAlloc + Map + Unmap + Free of a 64 KiB buffer
  *     by a program in vm3, served by a program in vm2 that carves buffers
  *     from a pool (median and p99), beside memfd_create + ftruncate + mmap +
- *     munmap + close of the same size in one process;
+ *     munmap + close of the same size in one process; the same round trip
+ *     with the session's lane turned off (PVCLIENT_VUMEM_LANE=0: every
+ *     allocation through both pvds) shows what the lane saves;
  *   - bandwidth: the client writes a 64 MiB mapped buffer (memcpy from its
  *     own memory), then the server program reads it (sums it), beside the
  *     same memcpy and read within one process.
@@ -187,7 +189,7 @@ static int server(void)
 /* ---- figures ---------------------------------------------------------------------- */
 
 struct figures {
-        double rt_med, rt_p99, loc_med, loc_p99;
+        double rt_med, rt_p99, loc_med, loc_p99, pvd_med, pvd_p99;
         double bw_mapped, bw_memcpy;
 };
 
@@ -375,14 +377,24 @@ int main(int argc, char **argv)
                         usleep(50 * 1000);
         }
         struct figures f;
-        struct steps st;
+        struct steps st, st_pvd;
         int status = 1;
         if (rc) {
                 fprintf(stderr, "bench-vumem: %s\n", pvLastError());
         } else if (round_trips(s, n, &f.rt_med, &f.rt_p99, &st) == 0 && bandwidth(s, &f) == 0) {
-                local_memfd(n, &f.loc_med, &f.loc_p99);
-                st.hop_rtt = seqpacket_rtt(n);
-                status = 0;
+                /* The same through pvd: a session without its lane. */
+                vumemSessionDestroy(s);
+                setenv("PVCLIENT_VUMEM_LANE", "0", 1);
+                rc = vumemSessionMasterCreate("vumem-clt-vogl0", &s);
+                unsetenv("PVCLIENT_VUMEM_LANE");
+                if (rc) {
+                        s = NULL;
+                        fprintf(stderr, "bench-vumem: %s\n", pvLastError());
+                } else if (round_trips(s, n, &f.pvd_med, &f.pvd_p99, &st_pvd) == 0) {
+                        local_memfd(n, &f.loc_med, &f.loc_p99);
+                        st.hop_rtt = seqpacket_rtt(n);
+                        status = 0;
+                }
         }
         if (s)
                 vumemSessionDestroy(s);
@@ -396,10 +408,11 @@ int main(int argc, char **argv)
                 printf("{\"round_trip_median_us\": %.1f, \"round_trip_p99_us\": %.1f, \"memfd_median_us\": %.1f, "
                        "\"memfd_p99_us\": %.1f, \"round_trip_ratio\": %.2f, \"mapped_mb_s\": %.0f, "
                        "\"memcpy_mb_s\": %.0f, \"bandwidth_ratio\": %.2f, \"alloc_us\": %.1f, \"map_us\": %.1f, "
-                       "\"unmap_us\": %.1f, \"free_us\": %.1f, \"seqpacket_rtt_us\": %.1f}\n",
+                       "\"unmap_us\": %.1f, \"free_us\": %.1f, \"seqpacket_rtt_us\": %.1f, "
+                       "\"via_pvd_median_us\": %.1f, \"via_pvd_p99_us\": %.1f, \"via_pvd_alloc_us\": %.1f}\n",
                        f.rt_med * 1e6, f.rt_p99 * 1e6, f.loc_med * 1e6, f.loc_p99 * 1e6, rt_ratio, f.bw_mapped,
                        f.bw_memcpy, bw_ratio, st.alloc * 1e6, st.map * 1e6, st.unmap * 1e6, st.free * 1e6,
-                       st.hop_rtt * 1e6);
+                       st.hop_rtt * 1e6, f.pvd_med * 1e6, f.pvd_p99 * 1e6, st_pvd.alloc * 1e6);
                 return 0;
         }
         printf("VUMEM, vm3 -> vm2 on the emulated platform (%d round trips of %u KiB, %u MiB buffer)\n", n,
@@ -409,12 +422,15 @@ int main(int argc, char **argv)
         printf("%-58s %8.1f us %7.1f us\n", "memfd_create+ftruncate+mmap+munmap+close, one process",
                f.loc_med * 1e6, f.loc_p99 * 1e6);
         printf("%-58s %8.2f x  (target <= 4)\n", "ratio", rt_ratio);
-        printf("  where the time goes (medians): alloc %.1f us (6 hops: client, pvd vm3, pvd vm2, server, pvd vm2,\n"
-               "  pvd vm3), map %.1f us, unmap %.1f us, free %.1f us (2 hops: client, pvd vm3);\n"
-               "  one SEQPACKET round trip between two processes (2 hops, wake-ups included) takes %.1f us here:\n"
-               "  the VUMEM round trip is %.1f of them, the local memfd figure %.2f\n",
-               st.alloc * 1e6, st.map * 1e6, st.unmap * 1e6, st.free * 1e6, st.hop_rtt * 1e6,
-               f.rt_med / st.hop_rtt, f.loc_med / st.hop_rtt);
+        printf("  where the time goes (medians): alloc %.1f us (on the session's lane: the client writes the\n"
+               "  request in shared memory, the polling server answers there), map %.1f us (mmap of the memory\n"
+               "  object the session already holds), unmap %.1f us, free %.1f us (one message to pvd vm3, not\n"
+               "  waited for); one SEQPACKET round trip between two processes takes %.1f us here\n",
+               st.alloc * 1e6, st.map * 1e6, st.unmap * 1e6, st.free * 1e6, st.hop_rtt * 1e6);
+        printf("%-58s %8.1f us %7.1f us\n", "same, lane off (PVCLIENT_VUMEM_LANE=0: through both pvds)",
+               f.pvd_med * 1e6, f.pvd_p99 * 1e6);
+        printf("  alloc through pvd %.1f us (6 hops: client, pvd vm3, pvd vm2, server, pvd vm2, pvd vm3)\n",
+               st_pvd.alloc * 1e6);
         printf("%-58s %8.0f MB/s\n", "client writes the mapped buffer, server reads it", f.bw_mapped);
         printf("%-58s %8.0f MB/s\n", "memcpy + read, one process", f.bw_memcpy);
         printf("%-58s %8.2f x  (target >= 0.9)\n", "ratio", bw_ratio);

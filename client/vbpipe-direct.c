@@ -32,6 +32,7 @@
 
 #include "pv-atomic.h"
 #include "pv-ring.h"
+#include "pvc-spin.h"
 #include "vbpipe-direct.h"
 #include "vbpipe-proto.h"
 
@@ -74,34 +75,8 @@ static void atfork_release(void)
 
 static void init_once(void)
 {
-        unsigned long us = VBPD_SPIN_US;
-        const char *e = getenv("PVCLIENT_VBPIPE_SPIN_US");
-        if (e && *e) {
-                char *end;
-                unsigned long v = strtoul(e, &end, 10);
-                if (!*end && v <= 1000000)
-                        us = v;
-        }
-        if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
-                us = 0;
-        spin_ns = (uint64_t)us * 1000u;
+        spin_ns = pvc_spin_ns("PVCLIENT_VBPIPE_SPIN_US", VBPD_SPIN_US);
         pthread_atfork(atfork_prepare, atfork_release, atfork_release);
-}
-
-static uint64_t now_ns(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
-#elif defined(__aarch64__)
-        __asm__ __volatile__("yield");
-#endif
 }
 
 static void vbpd_unref(struct vbpd *v)
@@ -382,13 +357,13 @@ static ssize_t ring_read(struct vbpd *v, int fd, uint8_t *buf, size_t n, int *nb
                         quiet = true;
                 }
                 if ((i & 63) == 0) {
-                        uint64_t t = now_ns();
+                        uint64_t t = pvc_now_ns();
                         if (!t0)
                                 t0 = t;
                         else if (t - t0 >= spin_ns)
                                 break;
                 }
-                cpu_relax();
+                pvc_cpu_relax();
         }
         if (any)
                 add64(&d->calls, 1);
@@ -490,13 +465,13 @@ static size_t ring_write(struct vbpd *v, int fd, const uint8_t *buf, size_t n)
                 if (!spin)
                         break;
                 if ((i & 63) == 0) {
-                        uint64_t t = now_ns();
+                        uint64_t t = pvc_now_ns();
                         if (!t0)
                                 t0 = t;
                         else if (t - t0 >= spin_ns)
                                 break;
                 }
-                cpu_relax();
+                pvc_cpu_relax();
         }
         if (put)
                 add64(&d->calls, 1);

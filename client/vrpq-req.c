@@ -11,42 +11,19 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "pvc-spin.h"
 #include "vrpq-int.h"
 
 #define SPIN_US_DEFAULT 50
 
 /* ---- waiting ------------------------------------------------------------------ */
 
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
-#elif defined(__aarch64__)
-        __asm__ __volatile__("yield");
-#endif
-}
-
-static uint64_t now_ns(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static uint64_t spin_ns_value;
 static pthread_once_t spin_once = PTHREAD_ONCE_INIT;
 
 static void spin_init(void)
 {
-        const char *e = getenv("PVCLIENT_VRPQ_SPIN_US");
-        unsigned long us = SPIN_US_DEFAULT;
-        if (e && *e) {
-                char *end;
-                unsigned long v = strtoul(e, &end, 10);
-                if (!*end && v <= 1000000)
-                        us = v;
-        }
-        spin_ns_value = (uint64_t)us * 1000;
+        spin_ns_value = pvc_spin_ns("PVCLIENT_VRPQ_SPIN_US", SPIN_US_DEFAULT);
 }
 
 uint64_t pvc_vrpq_spin_ns(void)
@@ -163,18 +140,18 @@ int pvc_vrpq_wait(VrpqChan *c, uint32_t *flag, uint32_t *flag2, int (*ready)(Vrp
 {
         int r;
         if (timeout_ms != 0 && c->spin_ns) {
-                uint64_t t0 = now_ns();
+                uint64_t t0 = pvc_now_ns();
                 for (unsigned i = 1;; i++) {
                         if ((r = ready(c, arg)))
                                 return r;
                         if (pvc_vrpq_closed(c))
                                 return closed_ready(c, ready, arg);
-                        cpu_relax();
-                        if ((i & 63) == 0 && now_ns() - t0 >= c->spin_ns)
+                        pvc_cpu_relax();
+                        if ((i & 63) == 0 && pvc_now_ns() - t0 >= c->spin_ns)
                                 break;
                 }
         }
-        uint64_t deadline = timeout_ms > 0 ? now_ns() + (uint64_t)timeout_ms * 1000000 : 0;
+        uint64_t deadline = timeout_ms > 0 ? pvc_now_ns() + (uint64_t)timeout_ms * 1000000 : 0;
         for (;;) {
                 if (timeout_ms == 0)
                         bell_drain(c);
@@ -195,7 +172,7 @@ int pvc_vrpq_wait(VrpqChan *c, uint32_t *flag, uint32_t *flag2, int (*ready)(Vrp
                         return -ETIMEDOUT;
                 int left = -1;
                 if (timeout_ms > 0) {
-                        uint64_t now = now_ns();
+                        uint64_t now = pvc_now_ns();
                         if (now >= deadline) {
                                 flags_set(flag, flag2, 0);
                                 return -ETIMEDOUT;

@@ -7,6 +7,13 @@
  * only makes requests wait in pvd, and a request costs one message. A
  * response is one message with no answer (pvd sends what it could not use
  * back as a FREE), so answering costs one send.
+ *
+ * Lanes (vumem-proto.h): pvd hands over each session's lane page
+ * (VUMEM_OP_LANE); vumemReceive polls the lanes for up to
+ * PVCLIENT_VUMEM_SPIN_US before it sleeps on the connection. A lane
+ * request becomes an ordinary VumemReq (reqId with VUMEM_LANE_REQ_BIT);
+ * vumemRespond writes the log entry for pvd, then the answer on the lane.
+ * What the client VM writes on a lane is read once and checked.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -21,9 +28,13 @@
 
 #include "conn.h"
 #include "pv/vumem-server.h"
+#include "pvc-spin.h"
 #include "vumem-proto.h"
 
+#define LANE_SPIN_US 50     /* PVCLIENT_VUMEM_SPIN_US: polling the lanes before sleeping */
+
 struct srv_mem {
+        uint32_t key;               /* registered with pvd for lane answers (0: not) */
         uint8_t *vaddr;
         size_t size;                /* bytes that may be handed out */
         size_t map_len;             /* mapped (pages) */
@@ -34,7 +45,22 @@ struct srv_mem {
 struct srv_out {
         uint32_t req;
         uint32_t cmd;
+        /* a lane request */
+        bool lane;
+        uint32_t slot, gen, seq;
+        uint64_t sid;
+        struct vumem_srv_resv resv;
         struct srv_out *next;
+};
+
+struct srv_lane {
+        struct vumem_lane *lane;
+        uint32_t slot, gen;
+        uint64_t sid;
+        bool master;
+        char vm[36];
+        uint32_t seen;              /* the last request seq taken */
+        bool busy;                  /* a request of it awaits vumemRespond */
 };
 
 struct VumemServer {
@@ -44,6 +70,13 @@ struct VumemServer {
         uint32_t credit;            /* requests pvd may still push (under rx) */
         struct srv_mem *mems;
         struct srv_out *out;
+        /* lanes (under lock) */
+        struct vumem_srv_shm *shm;
+        struct srv_lane *lanes[VUMEM_SESSIONS_MAX];
+        uint16_t act[VUMEM_SESSIONS_MAX]; /* slots with a lane */
+        unsigned nact, next_scan;
+        uint32_t log_prod, next_key, lane_req;
+        uint64_t spin_ns;
         char buf[8192];             /* under rx */
 };
 
@@ -77,14 +110,23 @@ int vumemServerCreate(const char *dev, VumemServer **server)
         }
         struct pv_msg req, resp;
         pv_msg_init(&req, VUMEM_OP_SERVER_OPEN);
+        pv_msg_set_u(&req, PV_K_FLAGS, VUMEM_SERVER_LANES);
         resp.nfds = 0;
         rc = pvc_conn_call(v->conn, &req, &resp, v->buf, sizeof(v->buf));
+        if (rc == 0 && resp.nfds == 1) {
+                void *p = mmap(NULL, VUMEM_SHM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, resp.fds[0], 0);
+                if (p != MAP_FAILED && ring_load_acquire(&((struct vumem_srv_shm *)p)->magic) == VUMEM_SHM_MAGIC)
+                        v->shm = p;
+                else if (p != MAP_FAILED)
+                        munmap(p, VUMEM_SHM_SIZE);
+        }
         pv_msg_close_fds(&resp);
         if (rc < 0) {
                 pvc_conn_close(v->conn);
                 free(v);
                 return rc;
         }
+        v->spin_ns = pvc_spin_ns("PVCLIENT_VUMEM_SPIN_US", LANE_SPIN_US);
         pthread_mutex_init(&v->rx, NULL);
         pthread_mutex_init(&v->lock, NULL);
         *server = v;
@@ -104,6 +146,13 @@ int vumemServerDestroy(VumemServer *v)
         if (!v)
                 return pvc_error(-EINVAL, "vumemServerDestroy: server is NULL");
         pvc_conn_close(v->conn);
+        for (unsigned i = 0; i < VUMEM_SESSIONS_MAX; i++)
+                if (v->lanes[i]) {
+                        munmap(v->lanes[i]->lane, VUMEM_LANE_SIZE);
+                        free(v->lanes[i]);
+                }
+        if (v->shm)
+                munmap(v->shm, VUMEM_SHM_SIZE);
         while (v->mems) {
                 struct srv_mem *m = v->mems;
                 v->mems = m->next;
@@ -153,7 +202,7 @@ static int fill_req(VumemServer *v, struct pv_msg *m, VumemReq *req)
                 req->bufferFree.size = (size_t)size;
                 req->bufferFree.bufferId = bid;
         }
-        struct srv_out *o = malloc(sizeof(*o));
+        struct srv_out *o = calloc(1, sizeof(*o));
         if (!o)
                 return pvc_error(-ENOMEM, "out of memory");
         o->req = (uint32_t)id;
@@ -172,6 +221,218 @@ static int gone(VumemServer *v)
 
 #define CREDIT_ASK  32  /* credit asked for when it runs low */
 
+/* ---- lanes ----------------------------------------------------------------- */
+
+static void post(VumemServer *v, struct pv_msg *m)
+{
+        pv_msg_set_u(m, PV_K_SEQ, new_seq(v->conn));
+        pv_msg_send(v->conn->fd, m); /* a failure shows at the next receive */
+}
+
+static void lane_drop(VumemServer *v, unsigned k)
+{
+        struct srv_lane *l = v->lanes[v->act[k]];
+        v->lanes[v->act[k]] = NULL;
+        v->act[k] = v->act[--v->nact];
+        munmap(l->lane, VUMEM_LANE_SIZE);
+        free(l);
+}
+
+/* VUMEM_OP_LANE: a session's lane (under lock). */
+static void lane_add(VumemServer *v, struct pv_msg *m)
+{
+        uint64_t slot, gen, sid, master = 0;
+        const void *name;
+        uint32_t nlen = 0;
+        if (!v->shm || m->nfds != 1 || pv_msg_get_u(m, PV_K_ID, &slot) < 0 || slot >= VUMEM_SESSIONS_MAX ||
+            pv_msg_get_u(m, PV_K_GEN, &gen) < 0 || gen > 0x3fffffffu || pv_msg_get_u(m, PV_K_TOKEN, &sid) < 0)
+                return;
+        pv_msg_get_u(m, PV_K_STATE, &master);
+        void *p = mmap(NULL, VUMEM_LANE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, m->fds[0], 0);
+        if (p == MAP_FAILED)
+                return;
+        struct srv_lane *l = calloc(1, sizeof(*l));
+        if (!l) {
+                munmap(p, VUMEM_LANE_SIZE);
+                return;
+        }
+        for (unsigned k = 0; k < v->nact; k++)
+                if (v->act[k] == slot) {
+                        lane_drop(v, k);
+                        break;
+                }
+        l->lane = p;
+        l->slot = (uint32_t)slot;
+        l->gen = (uint32_t)gen;
+        l->sid = sid;
+        l->master = master != 0;
+        if (pv_msg_get_b(m, PV_K_NAME, &name, &nlen) == 0)
+                vumem_text_copy(l->vm, sizeof(l->vm), name, nlen);
+        v->lanes[slot] = l;
+        v->act[v->nact++] = (uint16_t)slot;
+}
+
+static void lane_answer(VumemServer *v, struct srv_lane *l, const struct vumem_lane_ans *a)
+{
+        struct vumem_lane *lane = l->lane;
+        memcpy(&lane->ans, a, sizeof(*a));
+        ring_store_release(&lane->ans_seq, a->seq);
+        ring_full_fence();
+        if (ring_load_relaxed(&lane->clt_sleep)) {
+                struct pv_msg m;
+                pv_msg_init(&m, VUMEM_OP_KICK);
+                pv_msg_set_u(&m, PV_K_TOKEN, l->sid);
+                post(v, &m);
+        }
+}
+
+static void lane_refuse(VumemServer *v, struct srv_lane *l, uint32_t seq, uint32_t status, int diag,
+                        const char *text)
+{
+        struct vumem_lane_ans a;
+        memset(&a, 0, sizeof(a));
+        a.seq = seq;
+        a.status = status;
+        a.diag = diag;
+        if (text)
+                snprintf(a.msg, sizeof(a.msg), "%s", text);
+        lane_answer(v, l, &a);
+}
+
+/* Take one reservation of pvd's; nudge pvd when a quarter is left. */
+static bool resv_take(VumemServer *v, struct vumem_srv_resv *out)
+{
+        struct vumem_srv_shm *shm = v->shm;
+        for (;;) {
+                uint32_t cons = ring_load_acquire(&shm->resv_cons);
+                uint32_t prod = ring_load_acquire(&shm->resv_prod);
+                if (cons == prod || prod - cons > VUMEM_RESV_RING)
+                        break;
+                const struct vumem_srv_resv *e = &shm->resv[cons % VUMEM_RESV_RING];
+                struct vumem_srv_resv r = { .id = atomic_load_explicit(PV_A64(&e->id), memory_order_relaxed),
+                                            .handle = ring_load_relaxed(&e->handle) };
+                if (!ring_cas(&shm->resv_cons, cons, cons + 1))
+                        continue;
+                *out = r;
+                if (prod - cons - 1 != VUMEM_RESV_RING / 4)
+                        return true;
+                struct pv_msg m;
+                pv_msg_init(&m, VUMEM_OP_NUDGE);
+                post(v, &m);
+                return true;
+        }
+        struct pv_msg m;
+        pv_msg_init(&m, VUMEM_OP_NUDGE);
+        post(v, &m);
+        return false;
+}
+
+/* A request waiting on a lane, into req (under lock). 1 if one, else 0. */
+static int lane_scan(VumemServer *v, VumemReq *req)
+{
+        for (unsigned n = 0; n < v->nact; n++) {
+                unsigned k = (v->next_scan + n) % v->nact;
+                struct srv_lane *l = v->lanes[v->act[k]];
+                uint32_t word = ring_load_acquire(&v->shm->slots[l->slot]);
+                if (word >> 2 != l->gen || (word & 3) == VUMEM_SLOT_FREE) {
+                        lane_drop(v, k); /* the session ended */
+                        n--;
+                        if (!v->nact)
+                                return 0;
+                        continue;
+                }
+                if (l->busy)
+                        continue;
+                uint32_t seq = ring_load_acquire(&l->lane->req_seq);
+                if (seq == l->seen)
+                        continue;
+                l->seen = seq;
+                uint32_t asize = ring_load_relaxed(&l->lane->req.alloc_size);
+                if (asize > VUMEM_ALLOC_MAX) {
+                        lane_refuse(v, l, seq, VUMEM_LANE_DONE, -EPROTO, "a lane request with too many alloc bytes");
+                        continue;
+                }
+                struct vumem_srv_resv r;
+                if ((word & 3) != VUMEM_SLOT_ALLOC || !resv_take(v, &r)) {
+                        lane_refuse(v, l, seq, VUMEM_LANE_SLOW, 0, NULL);
+                        continue;
+                }
+                struct srv_out *o = calloc(1, sizeof(*o));
+                if (!o) {
+                        lane_refuse(v, l, seq, VUMEM_LANE_SLOW, 0, NULL);
+                        /* the reservation comes back through the log */
+                        struct vumem_srv_log e = { .session = l->sid, .id = r.id, .handle = r.handle, .diag = -ENOMEM };
+                        memcpy(&v->shm->log[v->log_prod % VUMEM_LOG_RING], &e, sizeof(e));
+                        ring_store_release(&v->shm->log_prod, ++v->log_prod);
+                        continue;
+                }
+                memset(req, 0, sizeof(*req));
+                v->lane_req = (v->lane_req + 1) & ~VUMEM_LANE_REQ_BIT;
+                req->header.cmd = VUMEM_CMD_BUFFER_ALLOC;
+                req->header.reqId = VUMEM_LANE_REQ_BIT | v->lane_req;
+                req->header.sessionId = l->sid;
+                req->header.master = l->master;
+                memcpy(req->header.clientVm, l->vm, sizeof(req->header.clientVm));
+                memcpy(req->bufferAlloc.alloc, l->lane->req.alloc, asize);
+                req->bufferAlloc.allocSize = asize;
+                *o = (struct srv_out){ .req = req->header.reqId, .cmd = VUMEM_CMD_BUFFER_ALLOC, .lane = true,
+                                       .slot = l->slot, .gen = l->gen, .seq = seq, .sid = l->sid, .resv = r,
+                                       .next = v->out };
+                v->out = o;
+                l->busy = true;
+                v->next_scan = k + 1;
+                return 1;
+        }
+        return 0;
+}
+
+static void lanes_sleep(VumemServer *v, uint32_t on)
+{
+        for (unsigned k = 0; k < v->nact; k++)
+                ring_store_relaxed(&v->lanes[v->act[k]]->lane->srv_sleep, on);
+}
+
+/* Messages from pvd, without waiting: 1 and req filled for a request, 0
+ * when there is nothing more, or an error. */
+static int sock_take(VumemServer *v, VumemReq *req)
+{
+        for (;;) {
+                struct pv_msg m;
+                int rc = pv_msg_recv(v->conn->fd, &m, v->buf, sizeof(v->buf), MSG_DONTWAIT);
+                if (rc == -EAGAIN)
+                        return 0;
+                if (rc == -EINTR)
+                        continue;
+                if (rc == -ECONNRESET)
+                        return gone(v);
+                if (rc < 0)
+                        return pvc_error(rc, "%s: bad message from pvd: %s", v->conn->name, strerror(-rc));
+                uint32_t op = pv_msg_op(&m);
+                if (op == PV_OP_NONE) {
+                        char text[256];
+                        int diag = pv_msg_diag(&m);
+                        pv_msg_close_fds(&m);
+                        if (pv_msg_get_str(&m, PV_K_MSG, text, sizeof(text)) == 0)
+                                return pvc_error(diag < 0 ? diag : -ECONNRESET, "%s", text);
+                        return gone(v);
+                }
+                if (op == VUMEM_OP_LANE) {
+                        pthread_mutex_lock(&v->lock);
+                        lane_add(v, &m);
+                        pthread_mutex_unlock(&v->lock);
+                }
+                if (op != VUMEM_OP_REQUEST) {
+                        pv_msg_close_fds(&m); /* a wake-up, or a lane (mapped) */
+                        continue;
+                }
+                if (v->credit)
+                        v->credit--;
+                rc = fill_req(v, &m, req);
+                pv_msg_close_fds(&m);
+                return rc < 0 ? rc : 1;
+        }
+}
+
 static int receive_locked(VumemServer *v, VumemReq *req, int timeout_ms)
 {
         if (v->credit < CREDIT_ASK / 2) {
@@ -186,40 +447,64 @@ static int receive_locked(VumemServer *v, VumemReq *req, int timeout_ms)
                         return pvc_error(rc, "%s: cannot send to pvd: %s", v->conn->name, strerror(-rc));
                 v->credit = CREDIT_ASK;
         }
-        for (;;) {
-                struct pollfd pf = { .fd = v->conn->fd, .events = POLLIN };
-                int n = poll(&pf, 1, timeout_ms);
-                if (n < 0 && errno == EINTR)
-                        return pvc_error(-EINTR, "%s: interrupted by a signal", v->conn->name);
-                if (n < 0)
-                        return pvc_error(-errno, "%s: poll: %s", v->conn->name, strerror(errno));
-                if (n == 0)
-                        return pvc_error(-ETIMEDOUT, "%s: no request within %d ms", v->conn->name, timeout_ms);
-                struct pv_msg m;
-                int rc = pv_msg_recv(v->conn->fd, &m, v->buf, sizeof(v->buf), MSG_DONTWAIT);
-                if (rc == -EAGAIN || rc == -EINTR)
-                        continue;
-                if (rc == -ECONNRESET)
-                        return gone(v);
-                if (rc < 0)
-                        return pvc_error(rc, "%s: bad message from pvd: %s", v->conn->name, strerror(-rc));
-                if (pv_msg_op(&m) == PV_OP_NONE) {
-                        char text[256];
-                        int diag = pv_msg_diag(&m);
-                        pv_msg_close_fds(&m);
-                        if (pv_msg_get_str(&m, PV_K_MSG, text, sizeof(text)) == 0)
-                                return pvc_error(diag < 0 ? diag : -ECONNRESET, "%s", text);
-                        return gone(v);
+        uint64_t now = pvc_now_ns();
+        uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : now + (uint64_t)timeout_ms * 1000000u;
+        uint64_t spin_until = now + v->spin_ns;
+        for (unsigned iter = 0;; iter++) {
+                if (iter % 64 == 0) {
+                        int rc = sock_take(v, req);
+                        if (rc != 0)
+                                return rc < 0 ? rc : 0;
                 }
-                if (pv_msg_op(&m) != VUMEM_OP_REQUEST) {
-                        pv_msg_close_fds(&m);
+                pthread_mutex_lock(&v->lock);
+                int got = v->nact ? lane_scan(v, req) : 0;
+                bool lanes = v->nact != 0;
+                pthread_mutex_unlock(&v->lock);
+                if (got)
+                        return 0;
+                if (lanes && iter % 64 != 63) {
+                        pvc_cpu_relax();
                         continue;
                 }
-                if (v->credit)
-                        v->credit--;
-                rc = fill_req(v, &m, req);
-                pv_msg_close_fds(&m);
-                return rc;
+                now = pvc_now_ns();
+                if (lanes && now < spin_until && now < deadline)
+                        continue;
+                /* Sleep: say so on every lane, then look once more (a
+                 * client that posted before seeing it kicks no one). */
+                pthread_mutex_lock(&v->lock);
+                lanes_sleep(v, 1);
+                ring_full_fence();
+                got = v->nact ? lane_scan(v, req) : 0;
+                pthread_mutex_unlock(&v->lock);
+                if (!got) {
+                        int wait = deadline == UINT64_MAX ? -1
+                                   : now >= deadline      ? 0
+                                                          : (int)((deadline - now + 999999) / 1000000);
+                        struct pollfd pf = { .fd = v->conn->fd, .events = POLLIN };
+                        int n = poll(&pf, 1, wait);
+                        int e = errno;
+                        pthread_mutex_lock(&v->lock);
+                        lanes_sleep(v, 0);
+                        pthread_mutex_unlock(&v->lock);
+                        if (n < 0 && e == EINTR)
+                                return pvc_error(-EINTR, "%s: interrupted by a signal", v->conn->name);
+                        if (n < 0)
+                                return pvc_error(-e, "%s: poll: %s", v->conn->name, strerror(e));
+                        if (n == 0)
+                                return pvc_error(-ETIMEDOUT, "%s: no request within %d ms", v->conn->name,
+                                                 timeout_ms);
+                        int rc = sock_take(v, req);
+                        if (rc != 0)
+                                return rc < 0 ? rc : 0;
+                        now = pvc_now_ns();
+                        spin_until = now + v->spin_ns;
+                        iter = 0;
+                        continue;
+                }
+                pthread_mutex_lock(&v->lock);
+                lanes_sleep(v, 0);
+                pthread_mutex_unlock(&v->lock);
+                return 0;
         }
 }
 
@@ -261,6 +546,76 @@ static int send_respond(VumemServer *v, struct pv_msg *m)
         return 0;
 }
 
+/* pvd has read the registration of key (it reads its socket in order). */
+static bool registered(VumemServer *v, uint32_t key)
+{
+        for (int i = 0; i < 200000; i++) {
+                if ((int32_t)(ring_load_acquire(&v->shm->reg_done) - key) >= 0)
+                        return true;
+                if (i > 1000)
+                        usleep(10);
+        }
+        return false;
+}
+
+/* The answer to a lane request: the log entry for pvd first, then the
+ * answer on the lane (under lock). */
+static int respond_lane(VumemServer *v, const struct srv_out *o, VumemResp *resp)
+{
+        struct vumem_lane_ans a;
+        memset(&a, 0, sizeof(a));
+        a.seq = o->seq;
+        a.status = VUMEM_LANE_DONE;
+        int rc = 0;
+        const void *vaddr = resp->bufferAlloc.vaddr;
+        size_t size = resp->bufferAlloc.size;
+        struct srv_mem *mem = NULL;
+        if (resp->diag > 0 || resp->diag < -4095) {
+                a.diag = -EINVAL;
+                snprintf(a.msg, sizeof(a.msg), "the server program answered with an invalid diag");
+                rc = pvc_error(-EINVAL, "vumemRespond: diag %d is not 0 or a negative errno", resp->diag);
+        } else if (resp->diag < 0) {
+                a.diag = resp->diag;
+        } else if (!size || resp->bufferAlloc.allocSize > VUMEM_ALLOC_MAX) {
+                a.diag = -EINVAL;
+                snprintf(a.msg, sizeof(a.msg), "the server answered with size %zu and allocSize %u (size must be > "
+                         "0, allocSize <= %d)", size, resp->bufferAlloc.allocSize, VUMEM_ALLOC_MAX);
+                rc = pvc_error(-EINVAL, "vumemRespond: %s", a.msg);
+        } else if (!(mem = mem_containing(v, vaddr, size))) {
+                a.diag = -EFAULT;
+                snprintf(a.msg, sizeof(a.msg), "the server answered with memory VUMEM cannot share: %p (%zu bytes) "
+                         "is not inside memory of vumemServerMemAlloc or vumemServerFdRegister (malloc or stack "
+                         "memory cannot be shared)", vaddr, size);
+                rc = pvc_error(-EFAULT, "vumemRespond: %s", a.msg);
+        } else if (!mem->key || !registered(v, mem->key)) {
+                a.diag = -EIO;
+                snprintf(a.msg, sizeof(a.msg), "pvd did not take the server's memory registration");
+                rc = pvc_error(-EIO, "vumemRespond: %s", a.msg);
+        }
+        struct vumem_srv_log e = { .session = o->sid, .id = o->resv.id, .handle = o->resv.handle, .diag = a.diag };
+        if (a.diag == 0) {
+                e.key = mem->key;
+                e.offset = (uint64_t)((const uint8_t *)vaddr - mem->vaddr);
+                e.size = size;
+                e.vaddr = (uint64_t)(uintptr_t)vaddr;
+                a.handle = o->resv.handle;
+                a.id = o->resv.id;
+                a.key = mem->key;
+                a.offset = e.offset;
+                a.size = size;
+                a.alloc_size = resp->bufferAlloc.allocSize;
+                memcpy(a.alloc, resp->bufferAlloc.alloc, a.alloc_size);
+        }
+        memcpy(&v->shm->log[v->log_prod % VUMEM_LOG_RING], &e, sizeof(e));
+        ring_store_release(&v->shm->log_prod, ++v->log_prod);
+        struct srv_lane *l = v->lanes[o->slot];
+        if (l && l->gen == o->gen) {
+                l->busy = false;
+                lane_answer(v, l, &a);
+        }
+        return rc;
+}
+
 int vumemRespond(VumemServer *v, VumemResp *resp)
 {
         pvc_error_clear();
@@ -281,6 +636,11 @@ int vumemRespond(VumemServer *v, VumemResp *resp)
                 goto out;
         }
         uint32_t cmd = o->cmd;
+        if (o->lane) {
+                rc = respond_lane(v, o, resp);
+                free(o);
+                goto out;
+        }
         free(o);
         if (cmd == VUMEM_CMD_BUFFER_FREE)
                 goto out; /* nobody waits for it */
@@ -358,6 +718,17 @@ static int mem_add(VumemServer *v, int fd, size_t size, void **vaddr)
         m->map_len = len;
         m->fd = fd;
         pthread_mutex_lock(&v->lock);
+        if (v->shm) {
+                /* Once, so that lane answers name it by key. */
+                struct pv_msg r;
+                pv_msg_init(&r, VUMEM_OP_REGISTER);
+                pv_msg_set_u(&r, PV_K_VALUE, v->next_key + 1);
+                pv_msg_set_u(&r, PV_K_SIZE, size);
+                pv_msg_add_fd(&r, fd);
+                pv_msg_set_u(&r, PV_K_SEQ, new_seq(v->conn));
+                if (pv_msg_send(v->conn->fd, &r) == 0)
+                        m->key = ++v->next_key;
+        }
         m->next = v->mems;
         v->mems = m;
         pthread_mutex_unlock(&v->lock);
@@ -424,6 +795,12 @@ int vumemServerMemFree(VumemServer *v, void *vaddr)
                         *pp = m->next;
                         break;
                 }
+        if (m && m->key) {
+                struct pv_msg r;
+                pv_msg_init(&r, VUMEM_OP_UNREGISTER);
+                pv_msg_set_u(&r, PV_K_VALUE, m->key);
+                post(v, &r);
+        }
         pthread_mutex_unlock(&v->lock);
         if (!m)
                 return pvc_error(-EINVAL, "vumemServerMemFree: %p is not memory of vumemServerMemAlloc or "

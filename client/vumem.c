@@ -1,8 +1,18 @@
 /* libpvclient, VUMEM client side (<pv/vumem.h>): sessions are connections
  * to the client VM's pvd; a buffer handle holds the fd of the memory the
- * server VM granted, and mapping it is a plain mmap of that fd. */
+ * server VM granted, and mapping it is a plain mmap of that fd.
+ *
+ * Allocations go on the session's lane when it has one (vumem-proto.h):
+ * the request is written on the lane page, the answer polled for up to
+ * PVCLIENT_VUMEM_SPIN_US, then waited for on the connection (the server
+ * library kicks through the pvds). The answer is read once and checked
+ * against the memory object it names, whose fd is fetched from pvd once per
+ * session. An answer "ask pvd" (the lane has no reservation left, a master
+ * session exists) sends the request through pvd as without a lane.
+ * PVCLIENT_VUMEM_LANE=0 never uses lanes. */
 #include <errno.h>
 #include <linux/dma-buf.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -10,13 +20,24 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "conn.h"
 #include "pv/vumem.h"
+#include "pvc-spin.h"
 #include "vumem-proto.h"
 
 #define ANSWER_CAP 8192
+#define LANE_SPIN_US 50
+#define OBJ_CACHE 64        /* memory objects whose fd a session keeps */
+
+struct lane_obj {
+        uint64_t key;
+        uint64_t size;
+        int fd;
+        bool dmabuf;
+};
 
 typedef struct VumemBuffer VumemBuffer;
 
@@ -26,6 +47,14 @@ struct VumemSession {
         bool master;
         atomic_bool reset;
         struct VumemBuffer *bufs;
+        /* the lane */
+        struct vumem_lane *lane;
+        bool lane_broken;           /* a corrupt answer: through pvd from now on */
+        pthread_mutex_t lane_lock;  /* one request on it at a time */
+        uint32_t lane_seq;
+        uint64_t spin_ns;
+        struct lane_obj objs[OBJ_CACHE]; /* under lock */
+        unsigned nobjs, obj_next;
 };
 
 struct VumemBuffer {
@@ -76,12 +105,25 @@ static int session_create(const char *dev, bool master, VumemSession **out)
         pv_msg_set_u(&req, PV_K_FLAGS, master ? VUMEM_SESSION_MASTER : 0);
         resp.nfds = 0;
         rc = pvc_conn_call(s->conn, &req, &resp, buf, sizeof(buf));
-        if (rc == 0 && resp.nfds)
+        if (rc == 0 && resp.nfds > 1)
                 rc = pvc_error(-EPROTO, "%s: unexpected fds in pvd's answer", s->conn->name);
+        pthread_mutex_init(&s->lane_lock, NULL);
+        const char *use = getenv("PVCLIENT_VUMEM_LANE");
+        if (rc == 0 && resp.nfds == 1 && !(use && strcmp(use, "0") == 0)) {
+                void *p = mmap(NULL, VUMEM_LANE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, resp.fds[0], 0);
+                if (p != MAP_FAILED && ring_load_acquire(&((struct vumem_lane *)p)->magic) == VUMEM_LANE_MAGIC)
+                        s->lane = p;
+                else if (p != MAP_FAILED)
+                        munmap(p, VUMEM_LANE_SIZE);
+        }
+        s->spin_ns = pvc_spin_ns("PVCLIENT_VUMEM_SPIN_US", LANE_SPIN_US);
+        if (rc == 0)
+                pv_msg_close_fds(&resp);
         if (rc < 0) {
                 pv_msg_close_fds(&resp);
                 pvc_conn_close(s->conn);
                 pthread_mutex_destroy(&s->lock);
+                pthread_mutex_destroy(&s->lane_lock);
                 free(s);
                 return rc;
         }
@@ -124,9 +166,25 @@ int vumemSessionDestroy(VumemSession *s)
                                      s->conn->name)
                          : 0;
         pvc_conn_close(s->conn);
+        for (unsigned i = 0; i < s->nobjs; i++)
+                close(s->objs[i].fd);
+        if (s->lane)
+                munmap(s->lane, VUMEM_LANE_SIZE);
         pthread_mutex_destroy(&s->lock);
+        pthread_mutex_destroy(&s->lane_lock);
         free(s);
         return rc;
+}
+
+static void buffer_link(VumemSession *s, VumemBuffer *b)
+{
+        pthread_mutex_lock(&s->lock);
+        b->next = s->bufs;
+        if (s->bufs)
+                s->bufs->pprev = &b->next;
+        b->pprev = &s->bufs;
+        s->bufs = b;
+        pthread_mutex_unlock(&s->lock);
 }
 
 /* A buffer answer from pvd (ALLOC or ACCESS) into a new handle. */
@@ -157,13 +215,226 @@ static int buffer_from(VumemSession *s, struct pv_msg *resp, VumemBufferHd *out)
         b->dmabuf = flags & VUMEM_BUF_DMABUF;
         b->fd = resp->fds[0];
         resp->fds[0] = -1;
+        buffer_link(s, b);
+        *out = b;
+        return 0;
+}
+
+/* ---- the lane --------------------------------------------------------------------- */
+
+static int lane_reset(VumemSession *s, const char *why)
+{
+        atomic_store(&s->reset, true);
+        return pvc_error(-ECONNRESET, "%s: %s", s->conn->name,
+                         why ? why : "the VUMEM server program went away; this session is over (mapped buffers "
+                                     "stay valid until unmapped)");
+}
+
+/* Read what pvd sent while we wait: wake-ups, or the end of the session.
+ * 0, or -ECONNRESET. */
+static int lane_read_conn(VumemSession *s)
+{
+        if (pthread_mutex_trylock(&s->conn->lock) != 0) {
+                /* A call of another thread reads it (and skips wake-ups). */
+                usleep(100);
+                return 0;
+        }
+        int rc = 0;
+        for (;;) {
+                struct pv_msg m;
+                char buf[1024];
+                int n = pv_msg_recv(s->conn->fd, &m, buf, sizeof(buf), MSG_DONTWAIT);
+                if (n == -EAGAIN)
+                        break;
+                if (n == -EINTR)
+                        continue;
+                if (n < 0) {
+                        rc = lane_reset(s, n == -ECONNRESET ? NULL : "bad message from pvd");
+                        break;
+                }
+                pv_msg_close_fds(&m);
+                if (pv_msg_op(&m) == PV_OP_NONE || (pv_msg_op(&m) == VUMEM_OP_WAKE && pv_msg_diag(&m) < 0)) {
+                        char text[256];
+                        rc = lane_reset(s, pv_msg_get_str(&m, PV_K_MSG, text, sizeof(text)) == 0 ? text : NULL);
+                        break;
+                }
+        }
+        pthread_mutex_unlock(&s->conn->lock);
+        return rc;
+}
+
+/* Wait for the lane's answer to seq: poll, then sleep on the connection. */
+static int lane_wait(VumemSession *s, uint32_t seq)
+{
+        struct vumem_lane *lane = s->lane;
+        uint64_t spin_until = pvc_now_ns() + s->spin_ns;
+        for (unsigned iter = 1;; iter++) {
+                if (ring_load_acquire(&lane->ans_seq) == seq)
+                        return 0;
+                if (ring_load_relaxed(&lane->dead) || atomic_load(&s->reset))
+                        return lane_reset(s, NULL);
+                if (iter % 64 || pvc_now_ns() < spin_until) {
+                        pvc_cpu_relax();
+                        continue;
+                }
+                ring_store_relaxed(&lane->clt_sleep, 1);
+                ring_full_fence();
+                if (ring_load_acquire(&lane->ans_seq) != seq) {
+                        struct pollfd pf = { .fd = s->conn->fd, .events = POLLIN };
+                        int n = poll(&pf, 1, 100);
+                        if (n > 0 && (pf.revents & (POLLHUP | POLLERR)) && !(pf.revents & POLLIN)) {
+                                ring_store_relaxed(&lane->clt_sleep, 0);
+                                return lane_reset(s, NULL);
+                        }
+                        if (n > 0) {
+                                int rc = lane_read_conn(s);
+                                if (rc < 0) {
+                                        ring_store_relaxed(&lane->clt_sleep, 0);
+                                        return rc;
+                                }
+                        }
+                }
+                ring_store_relaxed(&lane->clt_sleep, 0);
+                spin_until = pvc_now_ns() + s->spin_ns;
+        }
+}
+
+/* The fd of memory object key, fetched once (under nothing; takes lock). */
+static int lane_obj(VumemSession *s, uint64_t key, struct lane_obj *out)
+{
         pthread_mutex_lock(&s->lock);
-        b->next = s->bufs;
-        if (s->bufs)
-                s->bufs->pprev = &b->next;
-        b->pprev = &s->bufs;
-        s->bufs = b;
+        for (unsigned i = 0; i < s->nobjs; i++)
+                if (s->objs[i].key == key) {
+                        *out = s->objs[i];
+                        pthread_mutex_unlock(&s->lock);
+                        return 0;
+                }
         pthread_mutex_unlock(&s->lock);
+        struct pv_msg req, resp;
+        char buf[ANSWER_CAP];
+        pv_msg_init(&req, VUMEM_OP_OBJECT);
+        pv_msg_set_u(&req, PV_K_VALUE, key);
+        int rc = call(s, &req, &resp, buf);
+        if (rc < 0)
+                return rc;
+        uint64_t size = 0, flags = 0, real = 0;
+        int kind = resp.nfds == 1 ? vumem_mem_check(resp.fds[0], &real) : -EINVAL;
+        if (pv_msg_get_u(&resp, PV_K_SIZE, &size) < 0 || kind < 0 || size > real ||
+            (pv_msg_has(&resp, PV_K_FLAGS) && pv_msg_get_u(&resp, PV_K_FLAGS, &flags) < 0)) {
+                pv_msg_close_fds(&resp);
+                return pvc_error(-EPROTO, "%s: malformed memory object answer from pvd", s->conn->name);
+        }
+        struct lane_obj o = { .key = key, .size = size, .fd = resp.fds[0], .dmabuf = kind == VUMEM_MEM_DMABUF };
+        pthread_mutex_lock(&s->lock);
+        if (s->nobjs < OBJ_CACHE) {
+                s->objs[s->nobjs++] = o;
+        } else {
+                /* The oldest goes (its buffers hold their own fds). */
+                close(s->objs[s->obj_next].fd);
+                s->objs[s->obj_next] = o;
+                s->obj_next = (s->obj_next + 1) % OBJ_CACHE;
+        }
+        pthread_mutex_unlock(&s->lock);
+        *out = o;
+        return 0;
+}
+
+static void lane_note_free(VumemSession *s, uint32_t handle, uint64_t size, bool keep)
+{
+        struct pv_msg m;
+        pv_msg_init(&m, VUMEM_OP_NOTE);
+        pv_msg_set_u(&m, PV_K_ID, handle);
+        pv_msg_set_u(&m, PV_K_SIZE, size);
+        if (pvc_conn_post(s->conn, &m) == -ECONNRESET)
+                atomic_store(&s->reset, true);
+        if (keep)
+                return;
+        pv_msg_init(&m, VUMEM_OP_FREE);
+        pv_msg_set_u(&m, PV_K_ID, handle);
+        pv_msg_set_u(&m, PV_K_FLAGS, VUMEM_FREE_NOREPLY);
+        pvc_conn_post(s->conn, &m);
+}
+
+/* An ALLOC on the lane: 1 if it must go through pvd, else 0 or -errno. */
+static int lane_alloc(VumemSession *s, void *alloc, size_t allocSize, VumemBufferHd *out)
+{
+        if (!s->lane || s->lane_broken || atomic_load(&s->reset) || pthread_mutex_trylock(&s->lane_lock) != 0)
+                return 1;
+        struct vumem_lane *lane = s->lane;
+        uint32_t seq = ++s->lane_seq;
+        if (!seq)
+                seq = ++s->lane_seq;
+        if (allocSize)
+                memcpy(lane->req.alloc, alloc, allocSize);
+        ring_store_relaxed(&lane->req.alloc_size, (uint32_t)allocSize);
+        ring_store_release(&lane->req_seq, seq);
+        ring_full_fence();
+        if (ring_load_relaxed(&lane->srv_sleep)) {
+                struct pv_msg m;
+                pv_msg_init(&m, VUMEM_OP_KICK);
+                if (pvc_conn_post(s->conn, &m) == -ECONNRESET)
+                        atomic_store(&s->reset, true);
+        }
+        int rc = lane_wait(s, seq);
+        struct vumem_lane_ans a;
+        if (rc == 0)
+                memcpy(&a, (const void *)&lane->ans, sizeof(a)); /* once: the server VM may rewrite it */
+        pthread_mutex_unlock(&s->lane_lock);
+        if (rc < 0)
+                return rc;
+        if (a.seq != seq || a.status > VUMEM_LANE_SLOW) {
+                s->lane_broken = true;
+                return pvc_error(-EPROTO, "%s: corrupt answer on the session's lane (request %u, answer %u); "
+                                 "the session's allocations go through pvd from now on", s->conn->name, seq, a.seq);
+        }
+        if (a.status == VUMEM_LANE_SLOW)
+                return 1;
+        if (a.diag > 0 || a.diag < -4095)
+                return pvc_error(-EPROTO, "%s: the server VM answered with a bad diag %d", s->conn->name, a.diag);
+        if (a.diag < 0) {
+                char text[VUMEM_MSG_TEXT];
+                vumem_text_copy(text, sizeof(text), a.msg, sizeof(a.msg));
+                return pvc_error(a.diag, "%s: the server program refused the allocation: %s", s->conn->name,
+                                 text[0] ? text : strerror(-a.diag));
+        }
+        if (!a.handle || !a.size || a.alloc_size > VUMEM_ALLOC_MAX || a.size > (1ull << 48))
+                return pvc_error(-EPROTO, "%s: malformed lane answer (handle %u, size %llu)", s->conn->name,
+                                 a.handle, (unsigned long long)a.size);
+        struct lane_obj o = { .fd = -1 };
+        rc = lane_obj(s, a.key, &o);
+        if (rc == -ENOENT)
+                rc = pvc_error(-EPROTO, "%s: the lane answer names memory object %llu, which the server VM does "
+                               "not know", s->conn->name, (unsigned long long)a.key);
+        size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+        uint64_t map_off = a.offset / pg * pg, pgoff = a.offset - map_off;
+        uint64_t map_len = (pgoff + a.size + pg - 1) / pg * pg;
+        if (rc == 0 && (map_off > o.size || map_len > o.size - map_off || map_len > SIZE_MAX))
+                rc = pvc_error(-EPROTO, "%s: the lane answer names bytes [%llu, +%llu) outside its memory object "
+                               "(%llu bytes)", s->conn->name, (unsigned long long)a.offset,
+                               (unsigned long long)a.size, (unsigned long long)o.size);
+        VumemBuffer *b = rc == 0 ? calloc(1, sizeof(*b)) : NULL;
+        if (rc == 0 && !b)
+                rc = pvc_error(-ENOMEM, "out of memory");
+        if (b && (b->fd = fcntl(o.fd, F_DUPFD_CLOEXEC, 0)) < 0) {
+                rc = pvc_error(-errno, "%s: dup: %s", s->conn->name, strerror(errno));
+                free(b);
+        }
+        if (rc < 0) {
+                lane_note_free(s, a.handle, a.size, false); /* what pvd made of it goes */
+                return rc;
+        }
+        b->s = s;
+        b->handle = a.handle;
+        b->id = a.id;
+        b->size = a.size;
+        b->off = map_off;
+        b->len = map_len;
+        b->pgoff = pgoff;
+        b->dmabuf = o.dmabuf;
+        if (allocSize)
+                memcpy(alloc, a.alloc, a.alloc_size < allocSize ? a.alloc_size : allocSize);
+        lane_note_free(s, a.handle, a.size, true);
+        buffer_link(s, b);
         *out = b;
         return 0;
 }
@@ -176,11 +447,14 @@ int vumemBufferAlloc(VumemSession *s, void *alloc, size_t allocSize, VumemBuffer
         if (allocSize > VUMEM_ALLOC_MAX)
                 return pvc_error(-EINVAL, "vumemBufferAlloc: allocSize %zu is over VUMEM_ALLOC_MAX (%d)", allocSize,
                                  VUMEM_ALLOC_MAX);
+        int rc = lane_alloc(s, alloc, allocSize, bufferHd);
+        if (rc <= 0)
+                return rc;
         struct pv_msg req, resp;
         char buf[ANSWER_CAP];
         pv_msg_init(&req, VUMEM_OP_ALLOC);
         pv_msg_set_b(&req, PV_K_DATA, allocSize ? alloc : "", (uint32_t)allocSize);
-        int rc = call(s, &req, &resp, buf);
+        rc = call(s, &req, &resp, buf);
         if (rc < 0)
                 return rc;
         const void *data;

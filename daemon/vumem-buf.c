@@ -46,6 +46,8 @@ void vs_buf_release(struct vs_buf *b)
 {
         reg_del(b);
         vs_queue_free(b->owner, b->id, b->vaddr, b->size);
+        if (b->obj)
+                vs_obj_put(b->obj);
         close(b->fd);
         free(b);
 }
@@ -54,7 +56,8 @@ void vs_export_release(struct vs_export *x)
 {
         struct vs_link *L = x->link;
         struct vs_buf *b = x->buf;
-        pvd_grant_revoke(L->vl, x->gref);
+        if (!x->obj_grant)
+                pvd_grant_revoke(L->vl, x->gref);
         vs_cells_free(L, x->cell, VUMEM_BUF_CELLS);
         L->nexports--;
         L->export_bytes -= b->size;
@@ -115,6 +118,27 @@ int vs_export_get(struct vs_link *L, struct vs_buf *b, uint32_t cell, struct vs_
         return 0;
 }
 
+int vs_export_lane(struct vs_link *L, struct vs_buf *b, uint32_t cell, uint32_t gref, struct vs_export **out)
+{
+        struct vs_export *x = calloc(1, sizeof(*x));
+        if (!x) {
+                vs_cells_free(L, cell, VUMEM_BUF_CELLS);
+                return -ENOMEM;
+        }
+        x->buf = b;
+        x->link = L;
+        x->cell = cell;
+        x->gref = gref;
+        x->obj_grant = true;
+        pdev_write(L, b, cell, gref);
+        x->next = b->exports;
+        b->exports = x;
+        L->nexports++;
+        L->export_bytes += b->size;
+        *out = x;
+        return 0;
+}
+
 static struct vs_handle **handle_slot(struct vs_link *L, uint32_t id)
 {
         return &L->hb[id % VS_HBUCKETS];
@@ -128,14 +152,17 @@ struct vs_handle *vs_handle_find(struct vs_link *L, uint32_t id)
         return NULL;
 }
 
-int vs_handle_new(struct vs_link *L, struct vs_session *s, struct vs_export *x, struct vs_handle **out)
+int vs_handle_new(struct vs_link *L, struct vs_session *s, struct vs_export *x, uint32_t id,
+                  struct vs_handle **out)
 {
+        if (id && vs_handle_find(L, id))
+                return -EEXIST;
         struct vs_handle *h = calloc(1, sizeof(*h));
         if (!h)
                 return -ENOMEM;
-        do {
+        h->id = id;
+        while (!h->id || vs_handle_find(L, h->id) || vs_lane_handle_reserved(L, h->id))
                 h->id = L->next_handle++;
-        } while (!h->id || vs_handle_find(L, h->id));
         h->s = s;
         h->x = x;
         h->hnext = *handle_slot(L, h->id);

@@ -221,6 +221,65 @@ static int op_free(struct vc_link *L, struct pvd_conn *c, struct pv_msg *m)
         return 0;
 }
 
+static int hent_add(struct vc_session *s, uint32_t handle, uint64_t size)
+{
+        if (s->nh == s->caph) {
+                unsigned cap = s->caph ? s->caph * 2 : 16;
+                struct vc_hent *h = realloc(s->h, cap * sizeof(*h));
+                if (!h)
+                        return -ENOMEM;
+                s->h = h;
+                s->caph = cap;
+        }
+        s->h[s->nh++] = (struct vc_hent){ .handle = handle, .size = size };
+        s->bytes += size;
+        return 0;
+}
+
+/* A buffer the session's lane gave: known here so that its FREE goes
+ * through as any other (the server VM checks the handle). */
+static int op_note(struct vc_link *L, struct pvd_conn *c, struct pv_msg *m)
+{
+        uint32_t handle;
+        uint64_t size;
+        struct vc_session *s = session_of(c);
+        if (m->nfds || pv_msg_get_u32(m, PV_K_ID, &handle) < 0 || pv_msg_get_u(m, PV_K_SIZE, &size) < 0 || !handle)
+                return -EPROTO;
+        if (!s || !s->open || hent_find(s, handle) || s->nh >= VUMEM_HANDLES_MAX)
+                return 0; /* nothing to answer: its FREE will fail if it is not real */
+        if (hent_add(s, handle, size) == 0)
+                L->served++;
+        return 0;
+}
+
+/* The program waits on its lane, or posted to a sleeping server library. */
+static int op_kick(struct vc_link *L, struct pvd_conn *c, struct pv_msg *m)
+{
+        struct vc_session *s = session_of(c);
+        if (m->nfds)
+                return -EPROTO;
+        if (s && s->open && L->vl->state == PV_VLINK_ON) {
+                struct vumem_m_kick k = { .session = s->cid };
+                pvd_vlink_send(L->vl, PV_DRV_VUMEM, VUMEM_MSG_KICK, &k, sizeof(k));
+        }
+        return 0;
+}
+
+static int op_object(struct vc_link *L, struct pvd_conn *c, struct pv_msg *m)
+{
+        uint64_t key;
+        if (m->nfds || pv_msg_get_u(m, PV_K_VALUE, &key) < 0)
+                return -EPROTO;
+        struct vc_session *s = open_session(L, c, m);
+        if (!s)
+                return 0;
+        struct vumem_m_object msg;
+        memset(&msg, 0, sizeof(msg));
+        msg.session = s->cid;
+        msg.key = key;
+        return forward(L, c, m, VUMEM_MSG_OBJECT, 0, &msg, sizeof(msg));
+}
+
 static int op_access(struct vc_link *L, struct pvd_conn *c, struct pv_msg *m)
 {
         uint64_t id;
@@ -249,6 +308,12 @@ int vc_conn_msg(struct vc_link *L, struct pvd_conn *c, struct pv_msg *m)
                 return op_free(L, c, m);
         case VUMEM_OP_ACCESS:
                 return op_access(L, c, m);
+        case VUMEM_OP_OBJECT:
+                return op_object(L, c, m);
+        case VUMEM_OP_NOTE:
+                return op_note(L, c, m);
+        case VUMEM_OP_KICK:
+                return op_kick(L, c, m);
         default:
                 return -EPROTO;
         }
@@ -338,19 +403,11 @@ static void on_buffer(struct vc_link *L, struct vc_pending *p, struct vc_session
                            node_name(L), L->vl->peer_vm, r->alloc_size > VUMEM_ALLOC_MAX ? "alloc too large" : why);
                 return;
         }
-        if (s->nh == s->caph) {
-                unsigned cap = s->caph ? s->caph * 2 : 16;
-                struct vc_hent *h = realloc(s->h, cap * sizeof(*h));
-                if (!h) {
-                        give_back(L, s->cid, r->handle);
-                        answer_err(L, p, -ENOMEM, "%s: out of memory in pvd", node_name(L));
-                        return;
-                }
-                s->h = h;
-                s->caph = cap;
+        if (hent_add(s, r->handle, r->size) < 0) {
+                give_back(L, s->cid, r->handle);
+                answer_err(L, p, -ENOMEM, "%s: out of memory in pvd", node_name(L));
+                return;
         }
-        s->h[s->nh++] = (struct vc_hent){ .handle = r->handle, .size = r->size };
-        s->bytes += r->size;
         L->served++;
         struct pv_msg a;
         answer_init(&a, p, 0);
@@ -366,6 +423,57 @@ static void on_buffer(struct vc_link *L, struct vc_pending *p, struct vc_session
         pv_msg_add_fd(&a, b.fd);
         pvd_conn_send(p->c, &a);
         pvd_hot(L->vl->pvd); /* a program that allocates often asks again soon */
+}
+
+/* The session's lane, if the server VM made one that is what it must be. */
+static int lane_fd(struct vc_link *L, uint32_t gref)
+{
+        int fd;
+        uint64_t goff, gsize, size = 0;
+        if (!gref)
+                return -1;
+        if (pvd_grant_get(L->vl, gref, &fd, &goff, &gsize) < 0 || goff || gsize != VUMEM_LANE_SIZE ||
+            vumem_mem_check(fd, &size) != VUMEM_MEM_MEMFD || size < VUMEM_LANE_SIZE) {
+                pv_warn("%s: the session lane %s granted is not a sealed memfd page; the session goes through pvd",
+                        node_name(L), L->vl->peer_vm);
+                return -1;
+        }
+        return fd;
+}
+
+/* A memory object a lane answer named: the grant is checked as any. */
+static void on_object(struct vc_link *L, struct vc_pending *p, const struct vumem_m_reply *r)
+{
+        int fd;
+        uint64_t goff, gsize, objsize = 0;
+        int kind = -EINVAL;
+        if (pvd_grant_get(L->vl, r->rec_cell, &fd, &goff, &gsize) == 0 && goff == 0)
+                kind = vumem_mem_check(fd, &objsize);
+        if (kind < 0 || gsize > objsize || !gsize || (kind == VUMEM_MEM_DMABUF) != !!(r->flags & VUMEM_BUF_DMABUF)) {
+                answer_err(L, p, -EPROTO, "%s: the server VM %s named memory that is not a whole sealed memfd or "
+                           "dma-buf", node_name(L), L->vl->peer_vm);
+                return;
+        }
+        L->served++;
+        struct pv_msg a;
+        answer_init(&a, p, 0);
+        pv_msg_set_u(&a, PV_K_SIZE, gsize);
+        pv_msg_set_u(&a, PV_K_FLAGS, kind == VUMEM_MEM_DMABUF ? VUMEM_BUF_DMABUF : 0);
+        pv_msg_add_fd(&a, fd);
+        pvd_conn_send(p->c, &a);
+}
+
+static void on_wake(struct vc_link *L, const struct vumem_m_kick *m)
+{
+        for (struct vc_session *s = L->sessions; s; s = s->next)
+                if (s->cid == m->session && s->c && s->open) {
+                        struct pv_msg w;
+                        pv_msg_init(&w, VUMEM_OP_WAKE);
+                        pv_msg_set_u(&w, PV_K_SEQ, 0);
+                        pv_msg_set_i(&w, PV_K_DIAG, 0);
+                        pvd_conn_send(s->c, &w);
+                        return;
+                }
 }
 
 static void on_reply(struct vc_link *L, const struct vumem_m_reply *r)
@@ -412,9 +520,15 @@ static void on_reply(struct vc_link *L, const struct vumem_m_reply *r)
                 struct pv_msg a;
                 answer_init(&a, p, 0);
                 pv_msg_set_u(&a, PV_K_TOKEN, s->sid);
+                int fd = lane_fd(L, r->lane_gref);
+                if (fd >= 0)
+                        pv_msg_add_fd(&a, fd);
                 pvd_conn_send(p->c, &a);
                 break;
         }
+        case VUMEM_MSG_OBJECT:
+                on_object(L, p, r);
+                break;
         case VUMEM_MSG_ALLOC:
         case VUMEM_MSG_ACCESS:
                 on_buffer(L, p, s, r);
@@ -460,6 +574,12 @@ void vc_msg(struct vc_link *L, uint32_t type, const void *msg, uint32_t len)
                 struct vumem_m_reply r;
                 memcpy(&r, msg, sizeof(r));
                 on_reply(L, &r);
+                return;
+        }
+        if (type == VUMEM_MSG_WAKE && len == sizeof(struct vumem_m_kick)) {
+                struct vumem_m_kick m;
+                memcpy(&m, msg, sizeof(m));
+                on_wake(L, &m);
                 return;
         }
         if (type == VUMEM_MSG_SESSION_RESET && len == sizeof(struct vumem_m_session_reset)) {

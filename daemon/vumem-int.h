@@ -28,6 +28,7 @@ struct vs_buf {
         int fd;                     /* pvd's reference to the memory */
         struct vs_link *owner;      /* whose server program gets the FREE; NULL once it is gone */
         const char *compat;         /* vdev (compatible) it belongs to */
+        struct vs_obj *obj;         /* allocated on a lane: the registered object */
         unsigned refs;              /* handles, on every vlink */
         struct vs_export *exports;  /* one per vlink where it is held */
         struct vs_buf *hnext;
@@ -39,6 +40,7 @@ struct vs_export {
         struct vs_link *link;
         uint32_t gref;
         uint32_t cell;              /* record cell; extents follow */
+        bool obj_grant;             /* gref is the object's (lane buffers): not revoked here */
         unsigned handles;
         struct vs_export *next;     /* in buf->exports */
 };
@@ -63,7 +65,36 @@ struct vs_session {
         struct vs_handle *handles;
         unsigned nhandles;
         uint64_t bytes;
+        /* the lane (see vumem-proto.h) */
+        struct vumem_lane *lane;
+        int lane_fd;
+        uint32_t lane_gref;
+        uint32_t slot, gen;
         struct vs_session *next;
+};
+
+/* Memory a server program registered for lane answers. Lives while the
+ * server program has it registered or a lane buffer in it is exported. */
+struct vs_obj {
+        uint32_t key;
+        struct vs_link *link;       /* NULL once its vlink is gone */
+        bool gone;                  /* unregistered, or its server program ended */
+        int fd;
+        uint64_t size;
+        uint32_t flags;             /* VUMEM_BUF_DMABUF */
+        uint32_t gref;              /* granted to the vlink (0: not yet) */
+        unsigned users;             /* lane buffers made in it */
+        struct vs_obj *next;
+};
+
+/* Cells, a buffer id and a handle reserved for one lane answer. */
+struct vs_resv {
+        uint64_t id;
+        uint32_t handle;
+        uint32_t cell;
+        uint32_t ring;              /* its index in the ring */
+        bool used;
+        bool stale;                 /* from before the vlink went down (no cells) */
 };
 
 /* A request for the server program. */
@@ -114,6 +145,16 @@ struct vs_link {
         unsigned nexports;
         uint64_t export_bytes;
         uint64_t served, failed;
+        /* lanes: the server library's page, objects, reservations */
+        struct vumem_srv_shm *shm;
+        int shm_fd;
+        bool lanes_off;             /* the library broke the page: lanes answer "ask pvd" */
+        uint32_t log_cons, resv_prod;
+        struct vs_resv resv[VUMEM_RESV_RING];
+        struct vs_obj *objs;
+        struct vs_session *slot_s[VUMEM_SESSIONS_MAX];
+        uint32_t slot_gen[VUMEM_SESSIONS_MAX];
+        uint64_t lane_allocs;
 };
 
 /* A request of a local program, waiting for the server VM. */
@@ -182,9 +223,12 @@ void vs_buf_add(struct vs_buf *b);
 void vs_buf_release(struct vs_buf *b);
 void vs_bufs_orphan(struct vs_link *owner);
 int vs_export_get(struct vs_link *L, struct vs_buf *b, uint32_t cell, struct vs_export **out);
+/* The same for a lane buffer on its own vlink: the object's grant. */
+int vs_export_lane(struct vs_link *L, struct vs_buf *b, uint32_t cell, uint32_t gref, struct vs_export **out);
 void vs_export_release(struct vs_export *x);
 struct vs_handle *vs_handle_find(struct vs_link *L, uint32_t id);
-int vs_handle_new(struct vs_link *L, struct vs_session *s, struct vs_export *x, struct vs_handle **out);
+/* id 0: a new one. */
+int vs_handle_new(struct vs_link *L, struct vs_session *s, struct vs_export *x, uint32_t id, struct vs_handle **out);
 void vs_handle_release(struct vs_link *L, struct vs_handle *h);
 
 /* vumem-srv.c */
@@ -196,6 +240,30 @@ void vs_msg(struct vs_link *L, uint32_t type, const void *msg, uint32_t len);
 int vs_conn_msg(struct vs_link *L, struct pvd_conn *c, struct pv_msg *m);
 void vs_conn_close(struct vs_link *L, struct pvd_conn *c);
 void vs_stat(struct vs_link *L, msgpack_packer *pk);
+struct vs_session *vs_session_by_sid(struct vs_link *L, uint64_t sid);
+void vs_session_kill(struct vs_link *L, struct vs_session *s);
+struct vs_session *vs_master_of(struct vs_link *L);
+void vs_bounce(struct vs_link *L, uint64_t id, uint64_t vaddr, uint64_t size);
+
+/* vumem-lane.c (server end) */
+int vs_lane_server_open(struct vs_link *L, struct pv_msg *reply);
+void vs_lane_server_close(struct vs_link *L);
+void vs_lane_session_open(struct vs_link *L, struct vs_session *s);
+void vs_lane_session_end(struct vs_link *L, struct vs_session *s);
+void vs_lane_rules(struct vs_link *L);
+void vs_lane_drain(struct vs_link *L);
+void vs_lane_drain_all(struct pvd *pvd);
+bool vs_lane_reclaim(struct vs_link *L);
+bool vs_lane_handle_reserved(const struct vs_link *L, uint32_t id);
+unsigned vs_lane_resv_cells(const struct vs_link *L);
+void vs_obj_put(struct vs_obj *o);
+void vs_lane_detach(struct vs_link *L);
+void vs_lane_down(struct vs_link *L);
+void vs_lane_up(struct vs_link *L);
+void vs_reply(struct vs_link *L, struct vumem_m_reply *r);
+int vs_lane_conn_op(struct vs_link *L, struct pvd_conn *c, struct pv_msg *m);
+void vs_lane_object(struct vs_link *L, const struct vumem_m_object *m);
+void vs_lane_kick(struct vs_link *L, const struct vumem_m_kick *m);
 
 /* vumem-clt.c */
 void vc_up(struct vc_link *L);

@@ -33,7 +33,7 @@ static const char *node_name(const struct vs_link *L)
 
 /* ---- messages to the client end -------------------------------------------- */
 
-static void send_reply(struct vs_link *L, struct vumem_m_reply *r)
+void vs_reply(struct vs_link *L, struct vumem_m_reply *r)
 {
         if (r->diag < 0)
                 L->failed++;
@@ -55,7 +55,7 @@ static void reply_err(struct vs_link *L, uint32_t req, int diag, const char *fmt
         vsnprintf(r.msg, sizeof(r.msg), fmt, ap);
         va_end(ap);
         pv_debug("%s: request %u fails: %s", node_name(L), req, r.msg);
-        send_reply(L, &r);
+        vs_reply(L, &r);
 }
 
 /* ---- the server program's queue ---------------------------------------------- */
@@ -123,8 +123,8 @@ static void free_timer_cb(uv_timer_t *t)
 static void enqueue(struct vs_link *L, struct vs_req *q)
 {
         q->id = L->next_req++;
-        if (!L->next_req)
-                L->next_req = 1;
+        if (!L->next_req || L->next_req >= VUMEM_LANE_REQ_BIT)
+                L->next_req = 1; /* lane requests are numbered above */
         q->next = NULL;
         if (L->queue_tail)
                 L->queue_tail->next = q;
@@ -165,7 +165,15 @@ static struct vs_session *session_find(struct vs_link *L, uint64_t cid)
         return NULL;
 }
 
-static struct vs_session *master_of(struct vs_link *L)
+struct vs_session *vs_session_by_sid(struct vs_link *L, uint64_t sid)
+{
+        for (struct vs_session *s = L->sessions; s; s = s->next)
+                if (s->sid == sid)
+                        return s;
+        return NULL;
+}
+
+struct vs_session *vs_master_of(struct vs_link *L)
 {
         for (struct vs_session *s = L->sessions; s; s = s->next)
                 if (s->master)
@@ -176,6 +184,7 @@ static struct vs_session *master_of(struct vs_link *L)
 /* The session ends: its handles go, its requests are answered by nobody. */
 static void session_end(struct vs_link *L, struct vs_session *s)
 {
+        vs_lane_session_end(L, s);
         while (s->handles)
                 vs_handle_release(L, s->handles);
         for (struct vs_req **pp = &L->queue; *pp;) {
@@ -200,14 +209,17 @@ static void session_end(struct vs_link *L, struct vs_session *s)
                         break;
                 }
         L->nsessions--;
+        bool master = s->master;
         free(s);
+        if (master)
+                vs_lane_rules(L); /* the others may allocate again */
 }
 
 static void session_accept(struct vs_link *L, const struct vumem_m_session_open *m)
 {
         static uint64_t next_sid;
         bool master = m->flags & VUMEM_SESSION_MASTER;
-        struct vs_session *ms = master_of(L);
+        struct vs_session *ms = vs_master_of(L);
         if (master && ms) {
                 reply_err(L, m->req, -EBUSY,
                           "%s: a master session already exists (pid %u, %s, in %s); only one at a time",
@@ -227,11 +239,15 @@ static void session_accept(struct vs_link *L, const struct vumem_m_session_open 
         s->next = L->sessions;
         L->sessions = s;
         L->nsessions++;
+        vs_lane_session_open(L, s);
+        if (master)
+                vs_lane_rules(L); /* before the answer: from now on only it allocates */
         struct vumem_m_reply r;
         memset(&r, 0, sizeof(r));
         r.req = m->req;
         r.session_id = s->sid;
-        send_reply(L, &r);
+        r.lane_gref = s->lane ? s->lane_gref : 0;
+        vs_reply(L, &r);
         pv_info("%s: %s session of %s[%u] in %s opened", node_name(L), master ? "master" : "standard", s->comm,
                 s->pid, L->vl->peer_vm);
 }
@@ -362,7 +378,7 @@ static void on_alloc(struct vs_link *L, const struct vumem_m_alloc *m)
                           VUMEM_ALLOC_MAX);
                 return;
         }
-        struct vs_session *ms = master_of(L);
+        struct vs_session *ms = vs_master_of(L);
         if (ms && ms != s) {
                 reply_err(L, m->req, -EPERM,
                           "%s: a master session (pid %u, %s, in %s) exists: only it may allocate; a standard "
@@ -373,7 +389,8 @@ static void on_alloc(struct vs_link *L, const struct vumem_m_alloc *m)
         if (handles_full(L, m->req))
                 return;
         uint32_t cell;
-        if (vs_cells_alloc(L, VUMEM_BUF_CELLS, &cell) < 0) {
+        if (vs_cells_alloc(L, VUMEM_BUF_CELLS, &cell) < 0 &&
+            (!vs_lane_reclaim(L) || vs_cells_alloc(L, VUMEM_BUF_CELLS, &cell) < 0)) {
                 reply_pdev_full(L, m->req);
                 return;
         }
@@ -408,7 +425,7 @@ static void reply_buffer(struct vs_link *L, uint32_t req, struct vs_handle *h, c
                 r.alloc_size = q->alloc_size;
                 memcpy(r.alloc, q->alloc, q->alloc_size);
         }
-        send_reply(L, &r);
+        vs_reply(L, &r);
 }
 
 /* req 0: the client end answered its program itself; no reply. */
@@ -432,7 +449,7 @@ static void on_free(struct vs_link *L, const struct vumem_m_free *m)
         struct vumem_m_reply r;
         memset(&r, 0, sizeof(r));
         r.req = m->req;
-        send_reply(L, &r);
+        vs_reply(L, &r);
 }
 
 static void on_access(struct vs_link *L, const struct vumem_m_access *m)
@@ -441,6 +458,11 @@ static void on_access(struct vs_link *L, const struct vumem_m_access *m)
         if (!s)
                 return;
         struct vs_buf *b = vs_buf_find(m->id);
+        if (!b) {
+                /* Perhaps a lane answer of another vlink not read yet. */
+                vs_lane_drain_all(L->vl->pvd);
+                b = vs_buf_find(m->id);
+        }
         if (!b || strcmp(b->compat, L->vl->cfg->compatible) != 0) {
                 reply_err(L, m->req, -ENOENT, "%s: no buffer with id 0x%016llx (never allocated, or freed)",
                           node_name(L), (unsigned long long)m->id);
@@ -450,6 +472,8 @@ static void on_access(struct vs_link *L, const struct vumem_m_access *m)
                 return;
         struct vs_export *x;
         int rc = vs_export_get(L, b, UINT32_MAX, &x);
+        if (rc == -ENOSPC && vs_lane_reclaim(L))
+                rc = vs_export_get(L, b, UINT32_MAX, &x);
         if (rc == -ENOSPC) {
                 reply_pdev_full(L, m->req);
                 return;
@@ -460,7 +484,7 @@ static void on_access(struct vs_link *L, const struct vumem_m_access *m)
                 return;
         }
         struct vs_handle *h;
-        rc = vs_handle_new(L, s, x, &h);
+        rc = vs_handle_new(L, s, x, 0, &h);
         if (rc < 0) {
                 if (!x->handles)
                         vs_export_release(x);
@@ -472,8 +496,26 @@ static void on_access(struct vs_link *L, const struct vumem_m_access *m)
 
 void vs_msg(struct vs_link *L, uint32_t type, const void *msg, uint32_t len)
 {
+        /* What the lanes answered comes first: a request may name it. */
+        vs_lane_drain(L);
         /* Copies in locals: msg is the core's buffer, already a private copy. */
         switch (type) {
+        case VUMEM_MSG_OBJECT: {
+                struct vumem_m_object m;
+                if (len != sizeof(m))
+                        break;
+                memcpy(&m, msg, sizeof(m));
+                vs_lane_object(L, &m);
+                return;
+        }
+        case VUMEM_MSG_KICK: {
+                struct vumem_m_kick m;
+                if (len != sizeof(m))
+                        return;
+                memcpy(&m, msg, sizeof(m));
+                vs_lane_kick(L, &m);
+                return;
+        }
         case VUMEM_MSG_SESSION_OPEN: {
                 struct vumem_m_session_open m;
                 if (len != sizeof(m))
@@ -544,6 +586,12 @@ static int on_server_open(struct vs_link *L, struct pvd_conn *c, struct pv_msg *
         struct pv_msg r;
         pv_msg_init_reply(&r, m, 0);
         pv_msg_set_str(&r, PV_K_NAME, node_name(L));
+        uint64_t flags = 0;
+        pv_msg_get_u(m, PV_K_FLAGS, &flags);
+        if (flags & VUMEM_SERVER_LANES)
+                vs_lane_server_open(L, &r); /* its page with pvd, if it can be made */
+        else
+                vs_lane_server_close(L);
         pvd_conn_send(c, &r);
         parked_accept_all(L);
         return 0;
@@ -560,9 +608,14 @@ static int on_next(struct vs_link *L, struct pvd_conn *c, struct pv_msg *m)
 }
 
 /* A successful answer that will not become a buffer: hand it back. */
+void vs_bounce(struct vs_link *L, uint64_t id, uint64_t vaddr, uint64_t size)
+{
+        vs_queue_free(L, id, vaddr, size);
+}
+
 static void bounce(struct vs_link *L, uint64_t vaddr, uint64_t size)
 {
-        vs_queue_free(L, 0, vaddr, size);
+        vs_bounce(L, 0, vaddr, size);
 }
 
 static int on_respond(struct vs_link *L, struct pvd_conn *c, struct pv_msg *m)
@@ -666,7 +719,7 @@ static int on_respond(struct vs_link *L, struct pvd_conn *c, struct pv_msg *m)
         int rc = vs_export_get(L, b, q->cell, &x);
         struct vs_handle *h = NULL;
         if (rc == 0) {
-                rc = vs_handle_new(L, s, x, &h);
+                rc = vs_handle_new(L, s, x, 0, &h);
                 if (rc < 0 && !x->handles)
                         vs_export_release(x);
         }
@@ -684,7 +737,14 @@ static int on_respond(struct vs_link *L, struct pvd_conn *c, struct pv_msg *m)
 
 int vs_conn_msg(struct vs_link *L, struct pvd_conn *c, struct pv_msg *m)
 {
+        if (c == L->server)
+                vs_lane_drain(L);
         switch (pv_msg_op(m)) {
+        case VUMEM_OP_REGISTER:
+        case VUMEM_OP_UNREGISTER:
+        case VUMEM_OP_NUDGE:
+        case VUMEM_OP_KICK:
+                return vs_lane_conn_op(L, c, m);
         case VUMEM_OP_SERVER_OPEN:
                 if (m->nfds)
                         return -EPROTO;
@@ -706,6 +766,7 @@ void vs_conn_close(struct vs_link *L, struct pvd_conn *c)
 {
         if (c != L->server)
                 return;
+        vs_lane_drain(L); /* what its lanes answered becomes buffers, as any answer */
         pv_notice("%s: server program %s[%d] gone; resetting %u session(s) of %s", node_name(L), c->comm,
                   (int)c->cred.pid, L->nsessions, L->vl->peer_vm);
         L->server = NULL;
@@ -739,16 +800,19 @@ void vs_conn_close(struct vs_link *L, struct pvd_conn *c)
                         pvd_vlink_send(L->vl, PV_DRV_VUMEM, VUMEM_MSG_SESSION_RESET, &r, sizeof(r));
                 session_end(L, s);
         }
+        vs_lane_server_close(L);
 }
 
 void vs_up(struct vs_link *L)
 {
+        vs_lane_up(L);
 }
 
 /* The client VM is gone: its sessions end (the server program gets the
  * FREEs of what they held), pending allocations are cancelled. */
 void vs_down(struct vs_link *L)
 {
+        vs_lane_drain(L);
         while (L->parked) {
                 struct vs_park *p = L->parked;
                 L->parked = p->next;
@@ -757,6 +821,7 @@ void vs_down(struct vs_link *L)
         uv_timer_stop(L->wait_timer);
         while (L->sessions)
                 session_end(L, L->sessions);
+        vs_lane_down(L);
 }
 
 void vs_detach(struct vs_link *L)
@@ -776,14 +841,16 @@ void vs_detach(struct vs_link *L)
         }
         /* Buffers still held elsewhere forget their owner. */
         vs_bufs_orphan(L);
+        vs_lane_detach(L);
 }
 
 void vs_stat(struct vs_link *L, msgpack_packer *pk)
 {
+        vs_lane_drain(L);
         size_t pdev = L->vl->region[PV_REGION_VUMEM].size;
         if (!pdev)
                 pdev = L->vl->cfg->vumem_pdev;
-        msgpack_pack_map(pk, 13);
+        msgpack_pack_map(pk, 14);
         pvd_pack_kv_str(pk, "node", node_name(L));
         pvd_pack_kv_str(pk, "side", "server");
         pvd_pack_str(pk, "server");
@@ -812,10 +879,13 @@ void vs_stat(struct vs_link *L, msgpack_packer *pk)
         pvd_pack_kv_u64(pk, "buffers", L->nexports);
         pvd_pack_kv_u64(pk, "bytes", L->export_bytes);
         pvd_pack_kv_u64(pk, "handles", L->nhandles);
-        pvd_pack_kv_u64(pk, "pdev_used", L->used_cells ? VUMEM_PDEV_HDR + (uint64_t)L->used_cells * VUMEM_CELL : 0);
+        /* In use: records; cells reserved for lane answers are not. */
+        uint32_t used = L->used_cells - vs_lane_resv_cells(L);
+        pvd_pack_kv_u64(pk, "pdev_used", used ? VUMEM_PDEV_HDR + (uint64_t)used * VUMEM_CELL : 0);
         pvd_pack_kv_u64(pk, "pdev_size", pdev);
         pvd_pack_kv_u64(pk, "requests_served", L->served);
         pvd_pack_kv_u64(pk, "requests_failed", L->failed);
+        pvd_pack_kv_u64(pk, "lane_allocs", L->lane_allocs);
         unsigned pending = 0;
         for (struct vs_req *q = L->queue; q; q = q->next)
                 pending++;

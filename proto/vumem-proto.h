@@ -52,11 +52,24 @@ enum vumem_op {
         VUMEM_OP_ALLOC,        /* DATA alloc -> BUFFER reply + DATA rewritten alloc */
         VUMEM_OP_FREE,         /* ID handle, FLAGS (VUMEM_FREE_NOREPLY: answer only a failure) */
         VUMEM_OP_ACCESS,       /* VALUE buffer id -> BUFFER reply */
+        VUMEM_OP_OBJECT,       /* VALUE object key -> SIZE object bytes, FLAGS, one fd (lane answers) */
+        VUMEM_OP_NOTE,         /* ID handle, SIZE bytes: a buffer the lane gave (no answer) */
         /* server node */
-        VUMEM_OP_SERVER_OPEN = PV_OP_VUMEM_FIRST + 0x40, /* -> the node's name in NAME */
+        VUMEM_OP_SERVER_OPEN = PV_OP_VUMEM_FIRST + 0x40, /* FLAGS (VUMEM_SERVER_LANES) -> the node's name
+                                                            in NAME, and with lanes the library's page */
         VUMEM_OP_NEXT,         /* COUNT: push me that many more requests (no answer) */
         VUMEM_OP_RESPOND,      /* ID req, DIAG, ... (no answer: failures come back as FREE) */
         VUMEM_OP_REQUEST,      /* pvd -> server program: a request (SEQ 0) */
+        VUMEM_OP_REGISTER,     /* VALUE key, SIZE bytes, one fd: shareable memory (no answer) */
+        VUMEM_OP_UNREGISTER,   /* VALUE key (no answer) */
+        VUMEM_OP_LANE,         /* pvd -> server program: a session's lane (SEQ 0): ID slot, GEN,
+                                  TOKEN session, STATE master, NAME client VM, one fd */
+        VUMEM_OP_NUDGE,        /* server program -> pvd: read the log, refill reservations (no answer) */
+        /* both nodes */
+        VUMEM_OP_KICK = PV_OP_VUMEM_FIRST + 0x80, /* program -> pvd: wake the lane's other side
+                                                     (server node: TOKEN session) (no answer) */
+        VUMEM_OP_WAKE,         /* pvd -> program (SEQ 0): look at your lanes; DIAG < 0: the session is
+                                  over (MSG why) */
         VUMEM_OP_END = PV_OP_VUMEM_FIRST + 0xff,
 };
 
@@ -71,6 +84,7 @@ enum vumem_op {
  * offset, one fd (success). */
 
 #define VUMEM_SESSION_MASTER 1u
+#define VUMEM_SERVER_LANES   1u  /* SERVER_OPEN: the server program serves lanes */
 #define VUMEM_BUF_DMABUF     1u
 
 /* Commands a server program receives (VumemReqHeader.cmd). */
@@ -87,6 +101,20 @@ enum vumem_msg_type {
         VUMEM_MSG_ACCESS,           /* c2s, REPLY */
         VUMEM_MSG_REPLY,            /* s2c */
         VUMEM_MSG_SESSION_RESET,    /* s2c: the session's server program is gone */
+        VUMEM_MSG_OBJECT,           /* c2s, REPLY (rec_cell: the object's grant, size: its bytes) */
+        VUMEM_MSG_KICK,             /* c2s: the client waits on the lane, or posted to a sleeping server */
+        VUMEM_MSG_WAKE,             /* s2c: the server library answered a sleeping client */
+};
+
+struct vumem_m_object {
+        uint32_t req;
+        uint32_t reserved;
+        uint64_t session;
+        uint64_t key;
+};
+
+struct vumem_m_kick {
+        uint64_t session;           /* the client end's name */
 };
 
 struct vumem_m_session_open {
@@ -134,6 +162,8 @@ struct vumem_m_reply {
         uint64_t session_id;        /* SESSION_OPEN: the server VM's name for it */
         uint32_t alloc_size;
         uint32_t flags;
+        uint32_t lane_gref;         /* SESSION_OPEN: the session's lane (0: none) */
+        uint32_t reserved;
         uint8_t alloc[VUMEM_ALLOC_MAX];
         char msg[VUMEM_MSG_TEXT];   /* failure: a sentence (not trusted: sanitized) */
 };
@@ -144,6 +174,123 @@ struct vumem_m_session_reset {
         uint32_t reserved;
         char msg[VUMEM_MSG_TEXT];
 };
+
+/* ---- the lane: a session's allocations without pvd -------------------------
+ *
+ * An ALLOC through pvd crosses four processes (client program, both pvds,
+ * server program) and sleeps at each: six wake-ups. The lane lets the
+ * client library and the server library meet directly, each polling a
+ * little before it sleeps, while pvd keeps every rule and the bookkeeping:
+ *
+ *   - one page per session (struct vumem_lane), made by the server VM's pvd
+ *     when the session opens, granted to the client VM and handed to the
+ *     server program (VUMEM_OP_LANE). One request at a time: the client
+ *     writes req, then req_seq; the server library answers ans, then
+ *     ans_seq. Both sides read what the other wrote once into a local and
+ *     check it. A side that stops polling sets its sleep word; the other,
+ *     seeing it after its own publication (full fence between), asks its
+ *     pvd to carry a wake-up (VUMEM_OP_KICK). pvd writes `dead` when the
+ *     server program goes.
+ *   - the server library's page with pvd (struct vumem_srv_shm, never seen
+ *     by another VM): pvd reserves pdev cells, a buffer id and a handle for
+ *     each allocation the lane may answer (resv ring; an empty ring means
+ *     "ask pvd", status VUMEM_LANE_SLOW), says per session whether it may
+ *     allocate (slots: the master rule), and reads back the log of what the
+ *     server program answered. The library writes the log entry before it
+ *     publishes the answer, and pvd reads the log before it handles anything
+ *     of that vlink (a FREE, an ACCESS, a close, pvctl stat), so a buffer is
+ *     always known by the time anyone can name it.
+ *   - memory objects are registered once (VUMEM_OP_REGISTER, keys chosen by
+ *     the library, acknowledged in reg_done); a lane answer names key and
+ *     offset, and the client library fetches each object's fd once
+ *     (VUMEM_OP_OBJECT through both pvds, which check it as for any grant).
+ */
+
+#define VUMEM_LANE_MAGIC   0x454e414cu /* "LANE" */
+#define VUMEM_LANE_VERSION 1u
+#define VUMEM_LANE_SIZE    4096u
+#define VUMEM_LANE_DONE    0u          /* answered: diag, and the buffer if 0 */
+#define VUMEM_LANE_SLOW    1u          /* not given to the server program: ask pvd */
+
+struct vumem_lane_req {
+        uint32_t alloc_size;
+        uint32_t reserved;
+        uint8_t alloc[VUMEM_ALLOC_MAX];
+};
+
+struct vumem_lane_ans {
+        uint32_t seq;               /* the request's */
+        uint32_t status;            /* VUMEM_LANE_DONE, VUMEM_LANE_SLOW */
+        int32_t diag;
+        uint32_t handle;            /* the session's handle (as from pvd) */
+        uint64_t id;                /* buffer id */
+        uint64_t key;               /* memory object */
+        uint64_t offset;            /* of the buffer's first byte in the object */
+        uint64_t size;
+        uint32_t alloc_size;
+        uint32_t reserved;
+        uint8_t alloc[VUMEM_ALLOC_MAX];
+        char msg[VUMEM_MSG_TEXT];   /* failure: a sentence */
+};
+
+struct vumem_lane {
+        uint32_t magic;             /* written once by pvd */
+        uint32_t version;
+        uint32_t req_seq;           /* client library */
+        uint32_t ans_seq;           /* server library */
+        uint32_t srv_sleep;         /* server library: 1 while asleep */
+        uint32_t clt_sleep;         /* client library: 1 while asleep */
+        uint32_t dead;              /* server VM's pvd: the session is over */
+        uint32_t reserved;
+        struct vumem_lane_req req;
+        struct vumem_lane_ans ans;
+};
+
+_Static_assert(sizeof(struct vumem_lane) <= VUMEM_LANE_SIZE, "lane size");
+
+#define VUMEM_SHM_MAGIC   0x4d485356u  /* "VSHM" */
+#define VUMEM_RESV_RING   16u          /* allocations the lane may answer before pvd looks */
+#define VUMEM_LOG_RING    64u          /* >= VUMEM_RESV_RING: the log never overflows */
+#define VUMEM_SLOT_FREE   0u
+#define VUMEM_SLOT_ALLOC  1u           /* the session may allocate on its lane */
+#define VUMEM_SLOT_SLOW   2u           /* it must ask pvd (a master session exists) */
+#define VUMEM_SLOT_WORD(gen, state) (((gen) << 2) | (state))
+
+struct vumem_srv_resv {
+        uint64_t id;
+        uint32_t handle;
+        uint32_t reserved;
+};
+
+struct vumem_srv_log {
+        uint64_t session;           /* VumemReqHeader.sessionId */
+        uint64_t id;                /* from the reservation */
+        uint64_t key;
+        uint64_t offset;
+        uint64_t size;
+        uint64_t vaddr;             /* the server program's address (for its FREE) */
+        uint32_t handle;            /* from the reservation */
+        int32_t diag;               /* < 0: refused; the reservation comes back */
+};
+
+struct vumem_srv_shm {
+        uint32_t magic;
+        uint32_t version;
+        uint32_t resv_prod;         /* pvd */
+        uint32_t resv_cons;         /* library and pvd (CAS: pvd takes back what is left) */
+        uint32_t log_prod;          /* library */
+        uint32_t log_cons;          /* pvd */
+        uint32_t reg_done;          /* pvd: the last memory key it has registered */
+        uint32_t reserved;
+        uint32_t slots[VUMEM_SESSIONS_MAX]; /* pvd: VUMEM_SLOT_WORD(gen, state) */
+        struct vumem_srv_resv resv[VUMEM_RESV_RING];
+        struct vumem_srv_log log[VUMEM_LOG_RING];
+};
+
+#define VUMEM_SHM_SIZE ((sizeof(struct vumem_srv_shm) + 4095u) / 4096u * 4096u)
+
+/* A lane request's id in VumemReqHeader.reqId (pvd's ids stay below). */
+#define VUMEM_LANE_REQ_BIT 0x80000000u
 
 /* ---- the pdev region ------------------------------------------------------ */
 

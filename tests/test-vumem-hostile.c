@@ -526,7 +526,17 @@ static void *scribbler(void *arg)
 }
 
 /* vm2's pdev memfd of the vogl vlink, opened through /proc. */
+static int open_memfd(pid_t pvd, const char *want);
+
 static int open_pdev(pid_t pvd)
+{
+        char want[96];
+        snprintf(want, sizeof(want), "pvd-%s-r%d", LINK, PV_REGION_VUMEM);
+        return open_memfd(pvd, want);
+}
+
+/* A memfd of pvd's whose name holds want, opened through /proc. */
+static int open_memfd(pid_t pvd, const char *want)
 {
         char dir[64], path[128], target[256];
         snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pvd);
@@ -535,8 +545,6 @@ static int open_pdev(pid_t pvd)
                 return -errno;
         int fd = -ENOENT;
         struct dirent *e;
-        char want[96];
-        snprintf(want, sizeof(want), "pvd-%s-r%d", LINK, PV_REGION_VUMEM);
         while ((e = readdir(d))) {
                 snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
                 ssize_t n = readlink(path, target, sizeof(target) - 1);
@@ -567,7 +575,11 @@ static void test_pdev_scribbler(void)
         CU_ASSERT_FATAL(pdev != MAP_FAILED);
         pvt_use_vm(&plat, "vm3");
         VumemSession *s;
+        /* Allocations through pvd: those read the pdev (the lane's are in
+         * test_lane_scribbler). */
+        setenv("PVCLIENT_VUMEM_LANE", "0", 1);
         CU_ASSERT_EQUAL_FATAL(vumemSessionCreate(CLT, &s), 0);
+        unsetenv("PVCLIENT_VUMEM_LANE");
         atomic_store(&scribbling, true);
         pthread_t th;
         pthread_create(&th, NULL, scribbler, pdev);
@@ -614,6 +626,83 @@ static void test_pdev_scribbler(void)
         CU_ASSERT_EQUAL(frees, allocs);
         munmap(pdev, pdev_size);
         close(pfd);
+        CU_ASSERT(pvd_alive("vm2"));
+        CU_ASSERT(pvd_alive("vm3"));
+        tsrv_kill(srv);
+}
+
+/* ---- a third mapping of a session's lane ------------------------------------------------- */
+
+static void *lane_scribbler(void *arg)
+{
+        uint8_t *ans = (uint8_t *)arg + offsetof(struct vumem_lane, ans);
+        for (unsigned v = 1; atomic_load(&scribbling); v++)
+                memset(ans, (int)(v * 37), sizeof(struct vumem_lane_ans));
+        return NULL;
+}
+
+/* Something else in a VM writes over the answers on a lane: each answer
+ * the client library takes is either the real buffer or -EPROTO (then the
+ * session goes through pvd); nothing the server answered is lost. */
+static void test_lane_scribbler(void)
+{
+        int diag;
+        tev_flush();
+        pid_t srv = tsrv_start(&plat, "vm2", SRV, 0, &diag);
+        CU_ASSERT_FATAL(srv > 0 && diag == 0);
+        pvt_use_vm(&plat, "vm3");
+        VumemSession *s;
+        CU_ASSERT_EQUAL_FATAL(vumemSessionCreate(CLT, &s), 0);
+        int lfd = -ENOENT;
+        for (int i = 0; i < 100 && lfd < 0; i++) {
+                lfd = open_memfd(pvt_vm(&plat, "vm2")->pid, "pvd-vumem-lane");
+                if (lfd < 0)
+                        usleep(10000);
+        }
+        CU_ASSERT_FATAL(lfd >= 0);
+        uint8_t *lane = mmap(NULL, VUMEM_LANE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, lfd, 0);
+        CU_ASSERT_FATAL(lane != MAP_FAILED);
+        /* First a clean one: the lane serves. */
+        struct talloc t = { .op = TA_POOL, .size = 4096, .fill = 0x61 };
+        VumemBufferHd b;
+        uint8_t *p;
+        CU_ASSERT_EQUAL(vumemBufferAlloc(s, &t, sizeof(t), &b), 0);
+        CU_ASSERT(vumemBufferFree(b) == 0);
+        uint32_t seq0 = ((struct vumem_lane *)lane)->ans_seq;
+        CU_ASSERT(seq0 > 0);
+        atomic_store(&scribbling, true);
+        pthread_t th;
+        pthread_create(&th, NULL, lane_scribbler, lane);
+        int ok = 0, eproto = 0, other = 0;
+        for (int i = 0; i < 200; i++) {
+                t = (struct talloc){ .op = TA_POOL, .size = 4096, .fill = 0x61 };
+                int rc = vumemBufferAlloc(s, &t, sizeof(t), &b);
+                if (rc == 0) {
+                        ok++;
+                        CU_ASSERT(vumemBufferMap(b, (void **)&p) == 0 && p[0] == 0x61 && p[4095] == 0x61);
+                        vumemBufferFree(b);
+                } else if (rc == -EPROTO) {
+                        eproto++;
+                        CU_ASSERT_PTR_NOT_NULL(strstr(pvLastError(), "lane"));
+                } else {
+                        other++;
+                }
+        }
+        atomic_store(&scribbling, false);
+        pthread_join(th, NULL);
+        printf("\n    (scribbled lane: %d allocations passed the checks, %d failed with EPROTO) ", ok, eproto);
+        CU_ASSERT(eproto > 0);
+        CU_ASSERT_EQUAL(other, 0);
+        CU_ASSERT_EQUAL(ok + eproto, 200);
+        CU_ASSERT_EQUAL(vumemSessionDestroy(s), 0);
+        /* Every buffer the server answered came back once, also those
+         * whose answer the client could not read. */
+        int allocs = tev_count(TEV_ALLOC, 0, 300);
+        int frees = tev_count(TEV_FREE, 0, 1000);
+        CU_ASSERT_EQUAL(allocs, ok + eproto + 1);
+        CU_ASSERT_EQUAL(frees, allocs);
+        munmap(lane, VUMEM_LANE_SIZE);
+        close(lfd);
         CU_ASSERT(pvd_alive("vm2"));
         CU_ASSERT(pvd_alive("vm3"));
         tsrv_kill(srv);
@@ -823,6 +912,7 @@ int main(void)
         CU_pSuite s = CU_add_suite("vumem-hostile", suite_init, suite_fini);
         CU_add_test(s, "fake client VM: bad requests fail alone", test_fake_client);
         CU_add_test(s, "raw server program: memory that cannot be shared", test_raw_server);
+        CU_add_test(s, "third mapping scribbles on a session's lane", test_lane_scribbler);
         CU_add_test(s, "third mapping scribbles in the pdev", test_pdev_scribbler);
         CU_add_test(s, "fake server VM: corrupt records and answers", test_fake_server);
         CU_basic_set_mode(CU_BRM_VERBOSE);

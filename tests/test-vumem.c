@@ -701,6 +701,102 @@ static void test_stat(void)
         tev_flush();
 }
 
+/* ---- the lane ----------------------------------------------------------------------------- */
+
+/* lane_allocs of vm2's vogl0 node (pvctl stat vumem --json), -1 if unseen. */
+static long lane_allocs(void)
+{
+        char out[16384], err[4096];
+        const char *argv[] = { getenv("PVCTL_BIN"), "stat", "vumem", "--json", NULL };
+        if (pvt_run(&plat, "vm2", argv, out, sizeof(out), err, sizeof(err), 5000) != 0)
+                return -1;
+        const char *n = strstr(out, "\"vumem-srv-vogl0\"");
+        const char *k = n ? strstr(n, "\"lane_allocs\": ") : NULL;
+        const char *next = n ? strstr(n + 1, "\"vumem-srv-") : NULL;
+        if (!k || (next && next < k))
+                return -1;
+        return strtol(k + strlen("\"lane_allocs\": "), NULL, 10);
+}
+
+/* Allocations on the session's lane: pvd counts each, keeps the master
+ * rule, knows the buffer at once (another session accesses it), and a
+ * session with the lane off goes through pvd with the same results. */
+static void test_lane(void)
+{
+        pvt_use_vm(&plat, "vm3");
+        tev_flush();
+        VumemSession *s, *p, *m, *q;
+        VumemBufferHd b[8], x;
+        uint8_t *v;
+        long l0 = lane_allocs();
+        CU_ASSERT_FATAL(l0 >= 0);
+        CU_ASSERT_EQUAL_FATAL(vumemSessionCreate(CLT0, &s), 0);
+        CU_ASSERT_EQUAL_FATAL(vumemSessionCreate(CLT0, &p), 0);
+        for (int i = 0; i < 8; i++)
+                CU_ASSERT_EQUAL(alloc(s, TA_POOL, 4096, 0x30 + (uint32_t)i, &b[i]), 0);
+        CU_ASSERT_EQUAL(lane_allocs(), l0 + 8);
+        /* Named at once from another session: pvd knows it. */
+        nku64_f id;
+        CU_ASSERT_EQUAL(vumemBufferIdGet(b[3], &id), 0);
+        CU_ASSERT_EQUAL(vumemBufferAccess(p, id, &x), 0);
+        CU_ASSERT_EQUAL(vumemBufferMap(x, (void **)&v), 0);
+        CU_ASSERT(all_bytes(v, 4096, 0x33));
+        CU_ASSERT_EQUAL(vumemBufferFree(x), 0);
+
+        /* The master rule holds on the lane too. */
+        CU_ASSERT_EQUAL_FATAL(vumemSessionMasterCreate(CLT0, &m), 0);
+        CU_ASSERT_EQUAL(alloc(s, TA_POOL, 4096, 0, &x), -EPERM);
+        CU_ASSERT_PTR_NOT_NULL(strstr(pvLastError(), "master"));
+        CU_ASSERT_EQUAL(alloc(m, TA_POOL, 4096, 0x41, &x), 0);
+        CU_ASSERT_EQUAL(lane_allocs(), l0 + 9);
+        CU_ASSERT_EQUAL(vumemBufferFree(x), 0);
+        CU_ASSERT_EQUAL(vumemSessionDestroy(m), 0);
+        CU_ASSERT_EQUAL(alloc(s, TA_POOL, 4096, 0x42, &x), 0);
+        CU_ASSERT_EQUAL(lane_allocs(), l0 + 10);
+        CU_ASSERT_EQUAL(vumemBufferFree(x), 0);
+
+        /* Lane off: through pvd, same buffer, not counted as a lane's. */
+        setenv("PVCLIENT_VUMEM_LANE", "0", 1);
+        int rc = vumemSessionCreate(CLT0, &q);
+        unsetenv("PVCLIENT_VUMEM_LANE");
+        CU_ASSERT_EQUAL_FATAL(rc, 0);
+        CU_ASSERT_EQUAL(alloc(q, TA_POOL, 4096, 0x43, &x), 0);
+        CU_ASSERT_EQUAL(vumemBufferMap(x, (void **)&v), 0);
+        CU_ASSERT(all_bytes(v, 4096, 0x43));
+        CU_ASSERT_EQUAL(lane_allocs(), l0 + 10);
+        CU_ASSERT_EQUAL(vumemSessionDestroy(q), 0);
+        for (int i = 0; i < 8; i++)
+                CU_ASSERT_EQUAL(vumemBufferFree(b[i]), 0);
+        CU_ASSERT_EQUAL(vumemSessionDestroy(p), 0);
+        CU_ASSERT_EQUAL(vumemSessionDestroy(s), 0);
+        /* Every allocation came back to the server once. */
+        CU_ASSERT_EQUAL(tev_count(TEV_ALLOC, 0, 300), 11);
+        CU_ASSERT_EQUAL(tev_count(TEV_FREE, 0, 1000), 11);
+
+        /* Neither side polls: every request and answer wakes the other
+         * through the pvds, and still goes on the lane. */
+        tsrv_kill(srv[0]);
+        setenv("PVCLIENT_VUMEM_SPIN_US", "0", 1);
+        int diag;
+        srv[0] = tsrv_start(&plat, "vm2", SRV0, 0, &diag);
+        CU_ASSERT_FATAL(srv[0] > 0 && diag == 0);
+        rc = vumemSessionCreate(CLT0, &s);
+        unsetenv("PVCLIENT_VUMEM_SPIN_US");
+        CU_ASSERT_EQUAL_FATAL(rc, 0);
+        l0 = lane_allocs();
+        for (int i = 0; i < 20; i++) {
+                CU_ASSERT_EQUAL(alloc(s, TA_POOL, 4096, 0x50 + (uint32_t)i, &x), 0);
+                CU_ASSERT(vumemBufferMap(x, (void **)&v) == 0 && all_bytes(v, 4096, (uint8_t)(0x50 + i)));
+                CU_ASSERT_EQUAL(vumemBufferFree(x), 0);
+                if (i % 5 == 4)
+                        usleep(20000); /* the server library is asleep by now */
+        }
+        CU_ASSERT_EQUAL(lane_allocs(), l0 + 20);
+        CU_ASSERT_EQUAL(vumemSessionDestroy(s), 0);
+        CU_ASSERT_EQUAL(tev_count(TEV_FREE, 0, 1000), 20);
+        tev_flush();
+}
+
 /* ---- the examples ------------------------------------------------------------------------- */
 
 static const char *example_server, *example_client;
@@ -823,6 +919,7 @@ int main(int argc, char **argv)
         CU_add_test(s, "server death and restart", test_server_death);
         CU_add_test(s, "client VM death", test_client_vm_death);
         CU_add_test(s, "pvctl stat vumem", test_stat);
+        CU_add_test(s, "allocations on the session's lane", test_lane);
         CU_add_test(s, "the seed's walkthrough: examples across VMs", test_examples);
         CU_add_test(s, "server VM death and return", test_server_vm_death);
         CU_basic_set_mode(CU_BRM_VERBOSE);

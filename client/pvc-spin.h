@@ -1,0 +1,43 @@
+/* libpvclient: polling a little before sleeping (internal). */
+#ifndef PVC_SPIN_H
+#define PVC_SPIN_H
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+static inline uint64_t pvc_now_ns(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static inline void pvc_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#elif defined(__aarch64__)
+        __asm__ __volatile__("yield");
+#endif
+}
+
+/* Nanoseconds to poll: the environment variable's microseconds (at most one
+ * second), else def_us; never on one CPU (the other side could not run). */
+static inline uint64_t pvc_spin_ns(const char *env, unsigned long def_us)
+{
+        unsigned long us = def_us;
+        const char *e = getenv(env);
+        if (e && *e) {
+                char *end;
+                unsigned long v = strtoul(e, &end, 10);
+                if (!*end && v <= 1000000)
+                        us = v;
+        }
+        if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
+                us = 0;
+        return (uint64_t)us * 1000u;
+}
+
+#endif
