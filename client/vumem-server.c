@@ -32,6 +32,7 @@
 #include "vumem-proto.h"
 
 #define LANE_SPIN_US 50     /* PVCLIENT_VUMEM_SPIN_US: polling the lanes before sleeping */
+#define LANE_IDLE_MS 100    /* no lane request for this long: sleep without polling */
 
 struct srv_mem {
         uint32_t key;               /* registered with pvd for lane answers (0: not) */
@@ -76,6 +77,7 @@ struct VumemServer {
         uint16_t act[VUMEM_SESSIONS_MAX]; /* slots with a lane */
         unsigned nact, next_scan;
         uint32_t log_prod, next_key, lane_req;
+        uint64_t lane_seen_ns;      /* when a lane last brought a request */
         uint64_t spin_ns;
         char buf[8192];             /* under rx */
 };
@@ -450,6 +452,9 @@ static int receive_locked(VumemServer *v, VumemReq *req, int timeout_ms)
         uint64_t now = pvc_now_ns();
         uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : now + (uint64_t)timeout_ms * 1000000u;
         uint64_t spin_until = now + v->spin_ns;
+        /* Poll only while the lanes are in use: a server whose clients go
+         * through pvd sleeps on the connection at once. */
+        bool busy = now - v->lane_seen_ns < LANE_IDLE_MS * 1000000ull;
         for (unsigned iter = 0;; iter++) {
                 if (iter % 64 == 0) {
                         int rc = sock_take(v, req);
@@ -458,10 +463,12 @@ static int receive_locked(VumemServer *v, VumemReq *req, int timeout_ms)
                 }
                 pthread_mutex_lock(&v->lock);
                 int got = v->nact ? lane_scan(v, req) : 0;
-                bool lanes = v->nact != 0;
+                bool lanes = v->nact != 0 && busy;
                 pthread_mutex_unlock(&v->lock);
-                if (got)
+                if (got) {
+                        v->lane_seen_ns = pvc_now_ns();
                         return 0;
+                }
                 if (lanes && iter % 64 != 63) {
                         pvc_cpu_relax();
                         continue;
@@ -498,12 +505,14 @@ static int receive_locked(VumemServer *v, VumemReq *req, int timeout_ms)
                                 return rc < 0 ? rc : 0;
                         now = pvc_now_ns();
                         spin_until = now + v->spin_ns;
+                        busy = now - v->lane_seen_ns < LANE_IDLE_MS * 1000000ull;
                         iter = 0;
                         continue;
                 }
                 pthread_mutex_lock(&v->lock);
                 lanes_sleep(v, 0);
                 pthread_mutex_unlock(&v->lock);
+                v->lane_seen_ns = pvc_now_ns();
                 return 0;
         }
 }
