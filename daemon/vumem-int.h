@@ -255,6 +255,7 @@ void vs_lane_drain(struct vs_link *L);
 void vs_lane_drain_all(struct pvd *pvd);
 bool vs_lane_reclaim(struct vs_link *L);
 bool vs_lane_handle_reserved(const struct vs_link *L, uint32_t id);
+void vs_pdev_hdr_update(struct vs_link *L);
 unsigned vs_lane_resv_cells(const struct vs_link *L);
 void vs_obj_put(struct vs_obj *o);
 void vs_lane_detach(struct vs_link *L);

@@ -72,8 +72,8 @@ unsigned vs_lane_resv_cells(const struct vs_link *L)
 
 static void resv_drop(struct vs_link *L, struct vs_resv *r)
 {
-        vs_cells_free(L, r->cell, VUMEM_BUF_CELLS);
         r->used = false;
+        vs_cells_free(L, r->cell, VUMEM_BUF_CELLS);
 }
 
 static void lanes_off(struct vs_link *L, const char *why)
@@ -129,6 +129,7 @@ static void refill(struct vs_link *L)
                 ring_store_relaxed(&e->handle, h);
                 L->resv_prod++;
                 ring_store_release(&L->shm->resv_prod, L->resv_prod);
+                vs_pdev_hdr_update(L);
         }
 }
 
@@ -368,6 +369,8 @@ void vs_lane_drain(struct vs_link *L)
         if (any)
                 ring_store_release(&L->shm->log_cons, L->log_cons);
         refill(L);
+        if (any)
+                vs_pdev_hdr_update(L);
 }
 
 void vs_lane_drain_all(struct pvd *pvd)

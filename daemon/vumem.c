@@ -58,12 +58,15 @@ static void cell_set(struct vs_link *L, uint32_t i, bool on)
                 L->bitmap[i / 8] &= (uint8_t)~(1u << (i % 8));
 }
 
-static void pdev_hdr_update(struct vs_link *L)
+/* The header's figures (display only): cells reserved for lane answers
+ * are not in use. */
+void vs_pdev_hdr_update(struct vs_link *L)
 {
         struct vumem_pdev_hdr *h = L->vl->region[PV_REGION_VUMEM].base;
         if (!h)
                 return;
-        ring_store_relaxed(&h->cells_used, L->used_cells);
+        uint32_t resv = vs_lane_resv_cells(L);
+        ring_store_relaxed(&h->cells_used, L->used_cells > resv ? L->used_cells - resv : 0);
         ring_store_relaxed(&h->records, L->nexports);
 }
 
@@ -87,7 +90,7 @@ int vs_cells_alloc(struct vs_link *L, uint32_t n, uint32_t *first)
                                 L->used_cells += n;
                                 L->hint = i + 1 < L->ncells ? i + 1 : 0;
                                 *first = f;
-                                pdev_hdr_update(L);
+                                vs_pdev_hdr_update(L);
                                 return 0;
                         }
                 }
@@ -108,7 +111,7 @@ void vs_cells_free(struct vs_link *L, uint32_t first, uint32_t n)
         void *p = vs_cell_ptr(L, first);
         if (p)
                 memset(p, 0, (size_t)n * VUMEM_CELL);
-        pdev_hdr_update(L);
+        vs_pdev_hdr_update(L);
 }
 
 void *vs_cell_ptr(struct vs_link *L, uint32_t cell)
