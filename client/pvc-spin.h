@@ -2,6 +2,7 @@
 #ifndef PVC_SPIN_H
 #define PVC_SPIN_H
 
+#include <sched.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <time.h>
@@ -21,6 +22,18 @@ static inline void pvc_cpu_relax(void)
 #elif defined(__aarch64__)
         __asm__ __volatile__("yield");
 #endif
+}
+
+/* Between bursts of polling, spun_ns into it: once the other side is late,
+ * let another task of this CPU run. The side we wait for may be queued
+ * behind us (wake-ups tend to put the two ends of a pair on one CPU); an
+ * answer that comes in time costs no system call. */
+#define PVC_SPIN_YIELD_NS 8000u
+
+static inline void pvc_spin_yield(uint64_t spun_ns)
+{
+        if (spun_ns >= PVC_SPIN_YIELD_NS)
+                sched_yield();
 }
 
 /* Nanoseconds to poll: the environment variable's microseconds (at most one

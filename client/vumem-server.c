@@ -474,8 +474,10 @@ static int receive_locked(VumemServer *v, VumemReq *req, int timeout_ms)
                         continue;
                 }
                 now = pvc_now_ns();
-                if (lanes && now < spin_until && now < deadline)
+                if (lanes && now < spin_until && now < deadline) {
+                        pvc_spin_yield(now + v->spin_ns - spin_until);
                         continue;
+                }
                 /* Sleep: say so on every lane, then look once more (a
                  * client that posted before seeing it kicks no one). */
                 pthread_mutex_lock(&v->lock);

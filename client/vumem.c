@@ -267,14 +267,19 @@ static int lane_read_conn(VumemSession *s)
 static int lane_wait(VumemSession *s, uint32_t seq)
 {
         struct vumem_lane *lane = s->lane;
-        uint64_t spin_until = pvc_now_ns() + s->spin_ns;
+        uint64_t t0 = pvc_now_ns(), spin_until = t0 + s->spin_ns;
         for (unsigned iter = 1;; iter++) {
                 if (ring_load_acquire(&lane->ans_seq) == seq)
                         return 0;
                 if (ring_load_relaxed(&lane->dead) || atomic_load(&s->reset))
                         return lane_reset(s, NULL);
-                if (iter % 64 || pvc_now_ns() < spin_until) {
+                if (iter % 64) {
                         pvc_cpu_relax();
+                        continue;
+                }
+                uint64_t now = pvc_now_ns();
+                if (now < spin_until) {
+                        pvc_spin_yield(now - t0);
                         continue;
                 }
                 ring_store_relaxed(&lane->clt_sleep, 1);
@@ -295,7 +300,8 @@ static int lane_wait(VumemSession *s, uint32_t seq)
                         }
                 }
                 ring_store_relaxed(&lane->clt_sleep, 0);
-                spin_until = pvc_now_ns() + s->spin_ns;
+                t0 = pvc_now_ns();
+                spin_until = t0 + s->spin_ns;
         }
 }
 
