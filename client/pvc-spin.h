@@ -36,6 +36,24 @@ static inline void pvc_spin_yield(uint64_t spun_ns)
                 sched_yield();
 }
 
+/* This thread's CPU plus one, for a peer's hint (0: unknown). */
+static inline uint32_t pvc_cpu_hint(void)
+{
+        int c = sched_getcpu();
+        return c < 0 ? 0u : (uint32_t)c + 1u;
+}
+
+/* Between bursts of polling for a peer whose last CPU (plus one) is
+ * peer_cpu: yield at once when it is ours (the peer cannot answer while we
+ * poll), else as pvc_spin_yield. */
+static inline void pvc_spin_yield_to(uint64_t spun_ns, uint32_t peer_cpu)
+{
+        if (peer_cpu != 0 && peer_cpu == pvc_cpu_hint())
+                sched_yield();
+        else
+                pvc_spin_yield(spun_ns);
+}
+
 /* Nanoseconds to poll: the environment variable's microseconds (at most one
  * second), else def_us; never on one CPU (the other side could not run). */
 static inline uint64_t pvc_spin_ns(const char *env, unsigned long def_us)

@@ -78,6 +78,7 @@ struct VumemServer {
         unsigned nact, next_scan;
         uint32_t log_prod, next_key, lane_req;
         uint64_t lane_seen_ns;      /* when a lane last brought a request */
+        int last_slot;              /* the lane that did (-1: none yet) */
         uint64_t spin_ns;
         char buf[8192];             /* under rx */
 };
@@ -105,6 +106,7 @@ int vumemServerCreate(const char *dev, VumemServer **server)
         VumemServer *v = calloc(1, sizeof(*v));
         if (!v)
                 return pvc_error(-ENOMEM, "out of memory");
+        v->last_slot = -1;
         int rc = pvc_conn_open(dev, &v->conn);
         if (rc < 0) {
                 free(v);
@@ -278,6 +280,8 @@ static void lane_answer(VumemServer *v, struct srv_lane *l, const struct vumem_l
 {
         struct vumem_lane *lane = l->lane;
         memcpy(&lane->ans, a, sizeof(*a));
+        if (ring_load_relaxed(&lane->one_kernel))
+                ring_store_relaxed(&lane->srv_cpu, pvc_cpu_hint());
         ring_store_release(&lane->ans_seq, a->seq);
         ring_full_fence();
         if (ring_load_relaxed(&lane->clt_sleep)) {
@@ -301,7 +305,8 @@ static void lane_refuse(VumemServer *v, struct srv_lane *l, uint32_t seq, uint32
         lane_answer(v, l, &a);
 }
 
-/* Take one reservation of pvd's; nudge pvd when a quarter is left. */
+/* Take one reservation of pvd's; nudge pvd when half is left (pvd may be slow to run
+ * when the programs of both sides keep the CPUs busy). */
 static bool resv_take(VumemServer *v, struct vumem_srv_resv *out)
 {
         struct vumem_srv_shm *shm = v->shm;
@@ -316,7 +321,7 @@ static bool resv_take(VumemServer *v, struct vumem_srv_resv *out)
                 if (!ring_cas(&shm->resv_cons, cons, cons + 1))
                         continue;
                 *out = r;
-                if (prod - cons - 1 != VUMEM_RESV_RING / 4)
+                if (prod - cons - 1 != VUMEM_RESV_RING / 2)
                         return true;
                 struct pv_msg m;
                 pv_msg_init(&m, VUMEM_OP_NUDGE);
@@ -383,9 +388,21 @@ static int lane_scan(VumemServer *v, VumemReq *req)
                 v->out = o;
                 l->busy = true;
                 v->next_scan = k + 1;
+                v->last_slot = (int)l->slot;
                 return 1;
         }
         return 0;
+}
+
+/* The CPU hint of the client whose lane last brought a request, ours
+ * published on it in return (under lock; 0: unknown). */
+static uint32_t lane_peer_cpu(VumemServer *v)
+{
+        struct srv_lane *l = v->last_slot >= 0 ? v->lanes[v->last_slot] : NULL;
+        if (!l || !ring_load_relaxed(&l->lane->one_kernel))
+                return 0;
+        ring_store_relaxed(&l->lane->srv_cpu, pvc_cpu_hint());
+        return ring_load_relaxed(&l->lane->clt_cpu);
 }
 
 static void lanes_sleep(VumemServer *v, uint32_t on)
@@ -461,21 +478,25 @@ static int receive_locked(VumemServer *v, VumemReq *req, int timeout_ms)
                         if (rc != 0)
                                 return rc < 0 ? rc : 0;
                 }
+                bool burst = iter % 64 == 63 || iter == 0;
+                uint32_t peer_cpu = 0;
                 pthread_mutex_lock(&v->lock);
                 int got = v->nact ? lane_scan(v, req) : 0;
                 bool lanes = v->nact != 0 && busy;
+                if (!got && lanes && burst)
+                        peer_cpu = lane_peer_cpu(v);
                 pthread_mutex_unlock(&v->lock);
                 if (got) {
                         v->lane_seen_ns = pvc_now_ns();
                         return 0;
                 }
-                if (lanes && iter % 64 != 63) {
+                if (lanes && !burst) {
                         pvc_cpu_relax();
                         continue;
                 }
                 now = pvc_now_ns();
                 if (lanes && now < spin_until && now < deadline) {
-                        pvc_spin_yield(now + v->spin_ns - spin_until);
+                        pvc_spin_yield_to(now + v->spin_ns - spin_until, peer_cpu);
                         continue;
                 }
                 /* Sleep: say so on every lane, then look once more (a

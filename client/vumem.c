@@ -50,6 +50,7 @@ struct VumemSession {
         /* the lane */
         struct vumem_lane *lane;
         bool lane_broken;           /* a corrupt answer: through pvd from now on */
+        bool one_kernel;            /* the lane's CPU hints compare */
         pthread_mutex_t lane_lock;  /* one request on it at a time */
         uint32_t lane_seq;
         uint64_t spin_ns;
@@ -111,9 +112,10 @@ static int session_create(const char *dev, bool master, VumemSession **out)
         const char *use = getenv("PVCLIENT_VUMEM_LANE");
         if (rc == 0 && resp.nfds == 1 && !(use && strcmp(use, "0") == 0)) {
                 void *p = mmap(NULL, VUMEM_LANE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, resp.fds[0], 0);
-                if (p != MAP_FAILED && ring_load_acquire(&((struct vumem_lane *)p)->magic) == VUMEM_LANE_MAGIC)
+                if (p != MAP_FAILED && ring_load_acquire(&((struct vumem_lane *)p)->magic) == VUMEM_LANE_MAGIC) {
                         s->lane = p;
-                else if (p != MAP_FAILED)
+                        s->one_kernel = ring_load_relaxed(&((struct vumem_lane *)p)->one_kernel) != 0;
+                } else if (p != MAP_FAILED)
                         munmap(p, VUMEM_LANE_SIZE);
         }
         s->spin_ns = pvc_spin_ns("PVCLIENT_VUMEM_SPIN_US", LANE_SPIN_US);
@@ -268,7 +270,7 @@ static int lane_wait(VumemSession *s, uint32_t seq)
 {
         struct vumem_lane *lane = s->lane;
         uint64_t t0 = pvc_now_ns(), spin_until = t0 + s->spin_ns;
-        for (unsigned iter = 1;; iter++) {
+        for (unsigned iter = 0;; iter++) {
                 if (ring_load_acquire(&lane->ans_seq) == seq)
                         return 0;
                 if (ring_load_relaxed(&lane->dead) || atomic_load(&s->reset))
@@ -279,7 +281,12 @@ static int lane_wait(VumemSession *s, uint32_t seq)
                 }
                 uint64_t now = pvc_now_ns();
                 if (now < spin_until) {
-                        pvc_spin_yield(now - t0);
+                        uint32_t peer_cpu = 0;
+                        if (s->one_kernel) {
+                                ring_store_relaxed(&lane->clt_cpu, pvc_cpu_hint());
+                                peer_cpu = ring_load_relaxed(&lane->srv_cpu);
+                        }
+                        pvc_spin_yield_to(now - t0, peer_cpu);
                         continue;
                 }
                 ring_store_relaxed(&lane->clt_sleep, 1);

@@ -780,6 +780,7 @@ static void emu_status(struct pvd_vlink *vl, void *pkv)
 
 const struct hv_backend hv_emu = {
         .name = "emu",
+        .one_kernel = 1,
         .start = emu_start,
         .stop = emu_stop,
         .reset = emu_reset,

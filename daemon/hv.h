@@ -24,6 +24,9 @@ struct pvd_vlink;
 
 struct hv_backend {
         const char *name;
+        /* 1 if the programs of both sides run on the CPUs of one kernel (a
+         * CPU number means the same CPU on either side). */
+        int one_kernel;
         /* Start running the vlink (listen for / connect to the peer). */
         int (*start)(struct pvd_vlink *vl);
         /* Tear it down (pvd stopping): the peer sees OFF. */

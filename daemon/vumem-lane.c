@@ -16,6 +16,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "hv.h"
 #include "vumem-int.h"
 
 static const char *node_name(const struct vs_link *L)
@@ -483,6 +484,7 @@ void vs_lane_session_open(struct vs_link *L, struct vs_session *s)
         }
         struct vumem_lane *lane = p;
         lane->version = VUMEM_LANE_VERSION;
+        lane->one_kernel = L->vl->pvd->hv->one_kernel ? 1u : 0u;
         ring_store_release(&lane->magic, VUMEM_LANE_MAGIC);
         uint32_t gref;
         int rc = pvd_grant(L->vl, fd, 0, VUMEM_LANE_SIZE, &gref);

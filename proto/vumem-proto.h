@@ -207,7 +207,7 @@ struct vumem_m_session_reset {
  */
 
 #define VUMEM_LANE_MAGIC   0x454e414cu /* "LANE" */
-#define VUMEM_LANE_VERSION 1u
+#define VUMEM_LANE_VERSION 2u
 #define VUMEM_LANE_SIZE    4096u
 #define VUMEM_LANE_DONE    0u          /* answered: diag, and the buffer if 0 */
 #define VUMEM_LANE_SLOW    1u          /* not given to the server program: ask pvd */
@@ -241,16 +241,23 @@ struct vumem_lane {
         uint32_t srv_sleep;         /* server library: 1 while asleep */
         uint32_t clt_sleep;         /* client library: 1 while asleep */
         uint32_t dead;              /* server VM's pvd: the session is over */
-        uint32_t reserved;
+        uint32_t one_kernel;        /* pvd: 1 when both sides' programs run on one
+                                     * kernel's CPUs, so clt_cpu and srv_cpu compare */
         struct vumem_lane_req req;
         struct vumem_lane_ans ans;
+        /* Hints, never trusted for more than a choice between polling and
+         * yielding: the CPU each library last ran on, plus one (0: unknown).
+         * A side waiting for one that last ran on its own CPU yields at once,
+         * since polling would only keep the other from running. */
+        uint32_t clt_cpu;
+        uint32_t srv_cpu;
 };
 
 _Static_assert(sizeof(struct vumem_lane) <= VUMEM_LANE_SIZE, "lane size");
 
 #define VUMEM_SHM_MAGIC   0x4d485356u  /* "VSHM" */
-#define VUMEM_RESV_RING   16u          /* allocations the lane may answer before pvd looks */
-#define VUMEM_LOG_RING    64u          /* >= VUMEM_RESV_RING: the log never overflows */
+#define VUMEM_RESV_RING   64u          /* allocations the lane may answer before pvd looks */
+#define VUMEM_LOG_RING    128u         /* >= VUMEM_RESV_RING: the log never overflows */
 #define VUMEM_SLOT_FREE   0u
 #define VUMEM_SLOT_ALLOC  1u           /* the session may allocate on its lane */
 #define VUMEM_SLOT_SLOW   2u           /* it must ask pvd (a master session exists) */
