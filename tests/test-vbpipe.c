@@ -554,6 +554,7 @@ static int poll_a(void)
         CK(sel(fd, &r, &w) == 1 && !r && w);
         CK(ep_events(ep, 10000) == EPOLLOUT);
         CK(vbt_hear(10000));
+        vbt_tell(); /* B closes only now: its close would add EPOLLIN/HUP */
         /* B closed: EOF and hang-up. */
         CK(vbt_wait_ev(fd, POLLHUP, 10000) & POLLHUP);
         CK(ep_events(ep, 10000) & (EPOLLIN | EPOLLRDHUP | EPOLLHUP));
@@ -594,6 +595,7 @@ static int poll_b(void)
                 got += want;
         }
         vbt_tell();
+        CK(vbt_hear(10000));
         close(ep);
         close(fd);
         return 0;
