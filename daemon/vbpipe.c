@@ -546,10 +546,13 @@ void vbp_tx_pump(struct vbp_pipe *p)
                         continue;
                 if (r < 0 && errno == EAGAIN)
                         return;
-                /* EOF: the program closed its end or shut its writing. */
-                vbp_tx_finish(e);
+                /* EOF: the program closed its end or shut its writing.
+                 * Closed, it reads no more either: its STOP goes before
+                 * the FIN, so the peer's program cannot see the EOF and
+                 * then write as if someone still read. */
                 if (p->on && end_hung_up(e))
                         end_gone(e);
+                vbp_tx_finish(e);
                 return;
         }
 }
