@@ -43,12 +43,12 @@ static inline uint32_t pvc_cpu_hint(void)
         return c < 0 ? 0u : (uint32_t)c + 1u;
 }
 
-/* Between bursts of polling for a peer whose last CPU (plus one) is
- * peer_cpu: yield at once when it is ours (the peer cannot answer while we
- * poll), else as pvc_spin_yield. */
-static inline void pvc_spin_yield_to(uint64_t spun_ns, uint32_t peer_cpu)
+/* Between bursts of polling for a peer whose last CPU hint is peer_cpu
+ * (ours: my_cpu; 0: unknown): yield at once when the two are one CPU (the
+ * peer cannot answer while we poll), else as pvc_spin_yield. */
+static inline void pvc_spin_yield_to(uint64_t spun_ns, uint32_t my_cpu, uint32_t peer_cpu)
 {
-        if (peer_cpu != 0 && peer_cpu == pvc_cpu_hint())
+        if (my_cpu != 0 && peer_cpu == my_cpu)
                 sched_yield();
         else
                 pvc_spin_yield(spun_ns);

@@ -61,6 +61,7 @@ struct srv_lane {
         bool master;
         char vm[36];
         uint32_t seen;              /* the last request seq taken */
+        bool one_kernel;            /* the CPU hints compare (read once) */
         bool busy;                  /* a request of it awaits vumemRespond */
 };
 
@@ -270,6 +271,7 @@ static void lane_add(VumemServer *v, struct pv_msg *m)
         l->gen = (uint32_t)gen;
         l->sid = sid;
         l->master = master != 0;
+        l->one_kernel = ring_load_relaxed(&l->lane->one_kernel) != 0;
         if (pv_msg_get_b(m, PV_K_NAME, &name, &nlen) == 0)
                 vumem_text_copy(l->vm, sizeof(l->vm), name, nlen);
         v->lanes[slot] = l;
@@ -280,7 +282,7 @@ static void lane_answer(VumemServer *v, struct srv_lane *l, const struct vumem_l
 {
         struct vumem_lane *lane = l->lane;
         memcpy(&lane->ans, a, sizeof(*a));
-        if (ring_load_relaxed(&lane->one_kernel))
+        if (l->one_kernel)
                 ring_store_relaxed(&lane->srv_cpu, pvc_cpu_hint());
         ring_store_release(&lane->ans_seq, a->seq);
         ring_full_fence();
@@ -394,14 +396,15 @@ static int lane_scan(VumemServer *v, VumemReq *req)
         return 0;
 }
 
-/* The CPU hint of the client whose lane last brought a request, ours
- * published on it in return (under lock; 0: unknown). */
-static uint32_t lane_peer_cpu(VumemServer *v)
+/* On the lane that last brought a request: publish our CPU hint, *mine,
+ * and return the client's (under lock; 0: unknown). */
+static uint32_t lane_peer_cpu(VumemServer *v, uint32_t *mine)
 {
         struct srv_lane *l = v->last_slot >= 0 ? v->lanes[v->last_slot] : NULL;
-        if (!l || !ring_load_relaxed(&l->lane->one_kernel))
+        if (!l || !l->one_kernel)
                 return 0;
-        ring_store_relaxed(&l->lane->srv_cpu, pvc_cpu_hint());
+        *mine = pvc_cpu_hint();
+        ring_store_relaxed(&l->lane->srv_cpu, *mine);
         return ring_load_relaxed(&l->lane->clt_cpu);
 }
 
@@ -479,12 +482,12 @@ static int receive_locked(VumemServer *v, VumemReq *req, int timeout_ms)
                                 return rc < 0 ? rc : 0;
                 }
                 bool burst = iter % 64 == 63 || iter == 0;
-                uint32_t peer_cpu = 0;
+                uint32_t my_cpu = 0, peer_cpu = 0;
                 pthread_mutex_lock(&v->lock);
                 int got = v->nact ? lane_scan(v, req) : 0;
                 bool lanes = v->nact != 0 && busy;
                 if (!got && lanes && burst)
-                        peer_cpu = lane_peer_cpu(v);
+                        peer_cpu = lane_peer_cpu(v, &my_cpu);
                 pthread_mutex_unlock(&v->lock);
                 if (got) {
                         v->lane_seen_ns = pvc_now_ns();
@@ -496,7 +499,7 @@ static int receive_locked(VumemServer *v, VumemReq *req, int timeout_ms)
                 }
                 now = pvc_now_ns();
                 if (lanes && now < spin_until && now < deadline) {
-                        pvc_spin_yield_to(now + v->spin_ns - spin_until, peer_cpu);
+                        pvc_spin_yield_to(now + v->spin_ns - spin_until, my_cpu, peer_cpu);
                         continue;
                 }
                 /* Sleep: say so on every lane, then look once more (a

@@ -281,12 +281,13 @@ static int lane_wait(VumemSession *s, uint32_t seq)
                 }
                 uint64_t now = pvc_now_ns();
                 if (now < spin_until) {
-                        uint32_t peer_cpu = 0;
+                        uint32_t my_cpu = 0, peer_cpu = 0;
                         if (s->one_kernel) {
-                                ring_store_relaxed(&lane->clt_cpu, pvc_cpu_hint());
+                                my_cpu = pvc_cpu_hint();
+                                ring_store_relaxed(&lane->clt_cpu, my_cpu);
                                 peer_cpu = ring_load_relaxed(&lane->srv_cpu);
                         }
-                        pvc_spin_yield_to(now - t0, peer_cpu);
+                        pvc_spin_yield_to(now - t0, my_cpu, peer_cpu);
                         continue;
                 }
                 ring_store_relaxed(&lane->clt_sleep, 1);
