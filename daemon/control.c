@@ -6,7 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "hv.h"
+#include "hv/hv.h"
 #include "pv-config.h"
 #include "node.h"
 #include "pvd.h"

@@ -21,7 +21,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "hv.h"
+#include "hv/hv.h"
 #include "node.h"
 #include "pvd-core.h"
 #include "pvd.h"

@@ -1,5 +1,5 @@
 /* Vlinks: state machine, control rings between the two pvds, and the
- * hypervisor services drivers use. The backend (hv-emu) brings the peer and
+ * hypervisor services drivers use. The backend (hv/) brings the peer and
  * the memory; this file moves driver messages and tells drivers when the
  * vlink comes and goes.
  */
@@ -10,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "hv.h"
+#include "hv/hv.h"
 #include "pvd.h"
 
 /* A control message waiting for room in the ring. */

@@ -1,5 +1,5 @@
 /* A hostile peer VM: this test speaks the emulated hypervisor's link
- * protocol (proto/pv-emu.h) itself, as a fake client or server pvd, and
+ * protocol (daemon/hv/emu-proto.h) itself, as a fake client or server pvd, and
  * sends what an honest pvd never would: garbage, lies about identity and
  * memory, and a corrupt control ring. The real pvd must log, drop the
  * peer, keep serving, and take an honest peer afterwards. */
@@ -19,7 +19,7 @@
 
 #include <CUnit/Basic.h>
 
-#include "pv-emu.h"
+#include "hv/emu-proto.h"
 #include "pvtest.h"
 
 static struct pvt_platform plat;

@@ -29,7 +29,7 @@
 #include <CUnit/Basic.h>
 
 #include "pv-bytering.h"
-#include "pv-emu.h"
+#include "hv/emu-proto.h"
 #include "pv-ring.h"
 #include "pvtest.h"
 #include "vbpipe-proto.h"

@@ -6,7 +6,7 @@
 
 #include <CUnit/Basic.h>
 
-#include "vrpq-int.h"
+#include "vrpq/vrpq-int.h"
 
 static void test_split_merge(void)
 {

@@ -1,4 +1,4 @@
-/* Unit tests of VRPQ's queues (client/vrpq-queue.h) in one process: ring
+/* Unit tests of VRPQ's queues (client/vrpq/vrpq-queue.h) in one process: ring
  * order and wrap, the port's FIFO allocation (wrap, reuse from 0, full,
  * too big), completion, hostile indices and descriptors, and two threads
  * pushing a million requests through a small port. */
@@ -10,7 +10,7 @@
 
 #include <CUnit/Basic.h>
 
-#include "vrpq-queue.h"
+#include "vrpq/vrpq-queue.h"
 
 #define CAP       16u
 #define PORT      4096u

@@ -32,7 +32,7 @@
 #include <CUnit/Basic.h>
 
 #include "conn.h"
-#include "pv-emu.h"
+#include "hv/emu-proto.h"
 #include "pv-msg.h"
 #include "pv-ring.h"
 #include "pv-vlink.h"

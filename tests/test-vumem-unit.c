@@ -13,7 +13,7 @@
 
 #include "pv/vumem-server.h"
 #include "pv/vumem.h"
-#include "vumem-int.h"
+#include "vumem/vumem-int.h"
 
 static void test_mem_check(void)
 {

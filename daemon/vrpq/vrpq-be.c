@@ -1,4 +1,5 @@
-/* VRPQ, the server end of a vlink (the VM whose programs accept sessions).
+/* VRPQ back end: this VM is the vlink's server VM (its programs accept
+ * sessions).
  * It owns the vlink's VRPQ region: channels get their rings from the slot
  * pool and their ports from PMEM here, and their xIRQs. Sessions and
  * channels the client end opens wait in queues until a program accepts

@@ -16,7 +16,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "hv.h"
+#include "hv/hv.h"
 #include "vumem-int.h"
 
 static const char *node_name(const struct vs_link *L)

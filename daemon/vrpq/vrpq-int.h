@@ -1,5 +1,5 @@
 /* VRPQ inside pvd: what vrpq.c (the driver's entry points, statistics),
- * vrpq-srv.c (the server end), vrpq-clt.c (the client end) and
+ * vrpq-be.c (the server end), vrpq-fe.c (the client end) and
  * vrpq-alloc.c (the buddy allocator of slots and PMEM) share.
  *
  * pvd is never on the path of a request: it sets up sessions and channels,

@@ -1,7 +1,7 @@
 /* VUMEM: buffers a server program of one VM allocates and programs of
  * client VMs map without copies (seed 3.2). This file holds the driver's
  * entry points, the pdev region's header and cells, and dispatches to the
- * server end (vumem-srv.c) and the client end (vumem-clt.c).
+ * server end (vumem-be.c) and the client end (vumem-fe.c).
  *
  * The path of a request: client program -> its pvd (vumem-clt-X) ->
  * control ring -> server VM's pvd (vumem-srv-X) -> server program, and the

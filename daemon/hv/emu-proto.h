@@ -1,4 +1,4 @@
-/* The emulated hypervisor's link protocol (hv-emu): what two pvds say over
+/* The emulated hypervisor's link protocol (hv/emu.c): what two pvds say over
  * the UNIX socket of one vlink in the platform directory. It carries only
  * what a hypervisor gives: vlink memory (memfds), xIRQs (eventfds), grants of
  * memory (memfd or dma-buf fds) and, by the socket's life, peer state.

@@ -1,6 +1,6 @@
 /* The hypervisor layer: what pvd needs from "the hypervisor" to run a
  * vlink, behind one small interface with one implementation per platform:
- *   hv-emu.c   VMs as processes on one Linux host (memfd, eventfd, a UNIX
+ *   emu.c      VMs as processes on one Linux host (memfd, eventfd, a UNIX
  *              socket per vlink in the platform directory)
  * Between VMs travels only what a hypervisor gives: memory regions, xIRQs,
  * grants of memory, and peer state. Driver messages go through the rings in

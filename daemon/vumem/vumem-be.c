@@ -1,4 +1,4 @@
-/* VUMEM, server end of a vlink (vumem-srv-X in the server VM): the server
+/* VUMEM back end: this VM is the vlink's server VM (node vumem-srv-X). The server
  * program's connection, the client VM's sessions, the buffers the server
  * program hands out (VM-wide registry, reference counted across vlinks),
  * their grants and pdev records.

@@ -40,7 +40,7 @@
 #include "conn.h"
 #include "pv-config.h"
 #include "pv/vbpipe.h"
-#include "vbpipe-direct.h"
+#include "vbpipe/vbpipe-direct.h"
 
 #define PR_EXPORT __attribute__((visibility("default")))
 

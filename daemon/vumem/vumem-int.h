@@ -1,7 +1,7 @@
 /* VUMEM inside pvd: the state of each end of a vlink, shared by vumem.c
- * (driver entry points, pdev cells, statistics), vumem-srv.c (the server
+ * (driver entry points, pdev cells, statistics), vumem-be.c (the server
  * end: server program, sessions, buffers, grants, pdev records) and
- * vumem-clt.c (the client end: sessions of local programs, checks of what
+ * vumem-fe.c (the client end: sessions of local programs, checks of what
  * the server VM sends). */
 #ifndef PVD_VUMEM_INT_H
 #define PVD_VUMEM_INT_H
@@ -231,7 +231,7 @@ struct vs_handle *vs_handle_find(struct vs_link *L, uint32_t id);
 int vs_handle_new(struct vs_link *L, struct vs_session *s, struct vs_export *x, uint32_t id, struct vs_handle **out);
 void vs_handle_release(struct vs_link *L, struct vs_handle *h);
 
-/* vumem-srv.c */
+/* vumem-be.c */
 void vs_queue_free(struct vs_link *owner, uint64_t id, uint64_t vaddr, uint64_t size);
 void vs_up(struct vs_link *L);
 void vs_down(struct vs_link *L);
@@ -266,7 +266,7 @@ int vs_lane_conn_op(struct vs_link *L, struct pvd_conn *c, struct pv_msg *m);
 void vs_lane_object(struct vs_link *L, const struct vumem_m_object *m);
 void vs_lane_kick(struct vs_link *L, const struct vumem_m_kick *m);
 
-/* vumem-clt.c */
+/* vumem-fe.c */
 void vc_up(struct vc_link *L);
 void vc_down(struct vc_link *L);
 void vc_msg(struct vc_link *L, uint32_t type, const void *msg, uint32_t len);

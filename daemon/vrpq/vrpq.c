@@ -1,7 +1,7 @@
 /* VRPQ: remote procedure queues (daemon side). The driver's entry points,
- * what both ends share, and `pvctl stat vrpq`. The server end (vrpq-srv.c)
+ * what both ends share, and `pvctl stat vrpq`. The server end (vrpq-be.c)
  * owns the vlink's VRPQ region: it carves rings and ports for channels and
- * allocates their xIRQs; the client end (vrpq-clt.c) relays its programs'
+ * allocates their xIRQs; the client end (vrpq-fe.c) relays its programs'
  * sessions and channels. See vrpq-int.h and proto/vrpq-proto.h.
  */
 #include <errno.h>

@@ -1,4 +1,5 @@
-/* VRPQ, the client end of a vlink (the VM whose programs create sessions).
+/* VRPQ front end: this VM is the vlink's client VM (its programs create
+ * sessions).
  * It relays its programs' sessions and channels to the server end, hands
  * them the region and the channel's xIRQs once the server end has carved
  * the channel, and tells the server end when a program lets go of a

@@ -1,4 +1,4 @@
-/* VUMEM, client end of a vlink (vumem-clt-X in a client VM): one session
+/* VUMEM front end: this VM is the vlink's client VM (node vumem-clt-X). One session
  * per program connection, forwarded to the server VM's pvd; the answers
  * come back with a pdev record that names the grant holding the buffer.
  * The server VM is not trusted: each record is read once, checked against

@@ -1,9 +1,9 @@
-/* hv-emu: the emulated hypervisor. Each VM is a pvd process on one Linux
+/* hv/emu.c: the emulated hypervisor. Each VM is a pvd process on one Linux
  * host; each vlink is a UNIX socket "<platform dir>/<link name>.sock" that
  * the server end listens on and the client end connects to (retrying until
  * the server is there). The server end creates the vlink's memory (sealed
  * memfds) and control xIRQs (eventfds) afresh for every connection and hands
- * them over; the socket closing is the peer VM going away. See pv-emu.h for
+ * them over; the socket closing is the peer VM going away. See emu-proto.h for
  * the messages.
  */
 #include <errno.h>
@@ -19,8 +19,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "hv.h"
-#include "pv-emu.h"
+#include "hv/hv.h"
+#include "emu-proto.h"
 #include "pvd.h"
 #include "watch.h"
 
