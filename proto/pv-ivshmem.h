@@ -1,0 +1,124 @@
+/* The ivshmem backend's vlink memory: one shared memory per vlink, served
+ * by pvhv through QEMU's ivshmem server protocol, the same bytes whether a
+ * pvd maps it as a host process (the fd pvhv hands out) or inside a guest
+ * (BAR2 of the ivshmem-doorbell PCI device).
+ *
+ *   0                      struct pv_ivshm_hdr     written by pvhv only
+ *   hdr.side[s]            one area per side       written by side s's pvd
+ *                          (s = PV_SERVER, PV_CLIENT)
+ *   hdr.region[r]          the vlink's regions (PV_REGION_*), sized as pvd
+ *                          sizes them from the platform device tree
+ *   hdr.heap[s]            grantable memory of side s: its pvd carves the
+ *                          memory it grants to the other side from here
+ *
+ * Every offset and size is a multiple of PV_IVSHM_PAGE, and the whole is a
+ * power of two (QEMU refuses any other BAR size); what rounding adds goes
+ * to the two heaps in equal parts. pv_ivshm_layout() computes the layout
+ * from the region sizes and the heap size: pvhv writes what it computes,
+ * and pvd checks the header against its own computation.
+ *
+ * Peers: pvhv serves one socket per side of a vlink and gives side s the
+ * ivshmem peer id PV_IVSHM_PEER_ID(s), always the same, so that a VM that
+ * comes back is the same peer. Each side gets PV_IVSHM_VECTORS doorbell
+ * vectors: PV_IVSHM_VEC_LINK (pvhv rings it after it changed the other
+ * side's presence; the other pvd rings it for the control ring and link
+ * state) and PV_IVSHM_VEC_XIRQ (program xIRQs, multiplexed).
+ *
+ * Trust: both VMs can write every byte at any time (a guest writes its
+ * BAR). pvhv only writes this memory, never reads it; it keeps its own copy
+ * of everything it wrote. pvd reads each field once into a local and checks
+ * it before use (DESIGN section 5).
+ */
+#ifndef PV_IVSHMEM_H
+#define PV_IVSHMEM_H
+
+#include <stdint.h>
+
+#include "pv-vlink.h"
+
+#define PV_IVSHM_MAGIC     0x56495650u /* "PVIV" */
+#define PV_IVSHM_VERSION   1u
+#define PV_IVSHM_PAGE      4096u
+#define PV_IVSHM_VECTORS   2u
+#define PV_IVSHM_VEC_LINK  0u
+#define PV_IVSHM_VEC_XIRQ  1u
+/* The peer id pvhv gives side s (PV_SERVER 0, PV_CLIENT 1). */
+#define PV_IVSHM_PEER_ID(s) ((uint32_t)(s) + 1u)
+/* Bytes of each side's area (its layout belongs to pvd's ivshmem backend). */
+#define PV_IVSHM_SIDE_SIZE (128u * 1024)
+/* Default grantable memory per side (info key hv-heap overrides it). */
+#define PV_IVSHM_HEAP_DEFAULT (8ull << 20)
+/* Smallest shared memory pvhv creates. */
+#define PV_IVSHM_MIN_SIZE  (1ull << 20)
+
+struct pv_ivshm_span {
+        uint64_t offset;
+        uint64_t size;          /* 0: absent */
+};
+
+/* pvhv's view of one side, updated while the vlink lives. */
+struct pv_ivshm_presence {
+        uint32_t present;       /* 1 while that side's VM is connected to pvhv */
+        uint32_t peer_id;       /* PV_IVSHM_PEER_ID(side) */
+        uint32_t conn_gen;      /* incremented each time that side connects */
+        uint32_t reserved;
+};
+
+struct pv_ivshm_hdr {
+        uint32_t magic;
+        uint32_t version;
+        uint64_t size;                              /* of the whole memory */
+        uint32_t vectors;                           /* PV_IVSHM_VECTORS */
+        uint32_t reserved0;
+        char link_name[128];                        /* NUL-terminated */
+        char vm[2][64];                             /* [PV_SERVER], [PV_CLIENT] */
+        struct pv_ivshm_span side[2];
+        struct pv_ivshm_span region[PV_REGION_COUNT];
+        struct pv_ivshm_span heap[2];
+        uint8_t reserved1[64];
+        /* Live: rewritten by pvhv when a side connects or goes. On a cache
+         * line of its own. */
+        struct pv_ivshm_presence presence[2] __attribute__((aligned(64)));
+};
+
+/* The layout of a vlink's memory: region sizes (page multiples, 0 for
+ * absent regions) and each side's heap size in, offsets and the total
+ * size out. 0, or -1 if it does not fit in 64 bits. */
+static inline int pv_ivshm_layout(const uint64_t region_size[PV_REGION_COUNT], uint64_t heap_size,
+                                  struct pv_ivshm_hdr *h)
+{
+        const uint64_t pg = PV_IVSHM_PAGE;
+        uint64_t off = pg; /* the header's page */
+        for (int s = 0; s < 2; s++) {
+                h->side[s].offset = off;
+                h->side[s].size = PV_IVSHM_SIDE_SIZE;
+                off += PV_IVSHM_SIDE_SIZE;
+        }
+        for (int r = 0; r < PV_REGION_COUNT; r++) {
+                uint64_t sz = (region_size[r] + pg - 1) / pg * pg;
+                if (sz < region_size[r] || off + sz < off)
+                        return -1;
+                h->region[r].offset = sz ? off : 0;
+                h->region[r].size = sz;
+                off += sz;
+        }
+        heap_size = (heap_size + pg - 1) / pg * pg;
+        if (heap_size > (UINT64_C(1) << 60) || off + 2 * heap_size < off)
+                return -1;
+        uint64_t need = off + 2 * heap_size, total = 1;
+        while (total < need || total < PV_IVSHM_MIN_SIZE) {
+                if (total >> 62)
+                        return -1;
+                total <<= 1;
+        }
+        heap_size += (total - need) / 2 / pg * pg;
+        for (int s = 0; s < 2; s++) {
+                h->heap[s].offset = off;
+                h->heap[s].size = heap_size;
+                off += heap_size;
+        }
+        h->size = total;
+        return 0;
+}
+
+#endif
