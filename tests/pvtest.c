@@ -219,6 +219,13 @@ int pvt_pvd_start(struct pvt_platform *p, const char *vm, const char *const *ext
 
 int pvt_wait(pid_t pid, int timeout_ms)
 {
+        /* A failed fork's -1 would wait for any child and, on timeout,
+         * kill(-1) would kill every process we may signal: the whole
+         * machine as root. 0 would be our own process group. */
+        if (pid <= 0) {
+                fprintf(stderr, "pvtest: pvt_wait(%d): not a child (a failed fork?)\n", (int)pid);
+                return -ECHILD;
+        }
         long long deadline = pvt_now_ms() + timeout_ms;
         for (;;) {
                 int st;
@@ -236,10 +243,19 @@ int pvt_wait(pid_t pid, int timeout_ms)
         }
 }
 
+int pvt_kill(pid_t pid, int sig)
+{
+        if (pid <= 0) {
+                fprintf(stderr, "pvtest: not signalling pid %d (a failed fork?)\n", (int)pid);
+                return -ESRCH;
+        }
+        return kill(pid, sig) < 0 ? -errno : 0;
+}
+
 int pvt_pvd_stop(struct pvt_platform *p, const char *vm, int sig)
 {
         struct pvt_vm *v = pvt_vm(p, vm);
-        if (!v || !v->pid)
+        if (!v || v->pid <= 0)
                 return -1;
         kill(v->pid, sig);
         long long deadline = pvt_now_ms() + 5000;
@@ -410,6 +426,14 @@ int pvt_run(struct pvt_platform *p, const char *vm, const char *const *argv, cha
                 return -errno;
         }
         pid_t pid = fork();
+        if (pid < 0) {
+                int e = errno;
+                for (int i = 0; i < 2; i++) {
+                        close(po[i]);
+                        close(pe[i]);
+                }
+                return -e;
+        }
         if (pid == 0) {
                 dup2(po[1], 1);
                 dup2(pe[1], 2);
@@ -456,6 +480,10 @@ pid_t pvt_spawn(struct pvt_platform *p, const char *vm, int (*fn)(void *), void 
 {
         fflush(NULL);
         pid_t pid = fork();
+        if (pid < 0) {
+                fprintf(stderr, "pvtest: cannot fork a program for %s: %s\n", vm ? vm : "the test", strerror(errno));
+                return -errno;
+        }
         if (pid == 0) {
                 if (vm)
                         setenv("PVD_RUNTIME_DIR", pvt_vm(p, vm)->rt, 1);

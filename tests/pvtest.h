@@ -64,11 +64,16 @@ int pvt_run(struct pvt_platform *p, const char *vm, const char *const *argv, cha
             char *err, size_t errcap, int timeout_ms);
 
 /* Fork a "program" in vm: the child sets PVD_RUNTIME_DIR and returns
- * fn(arg) as its exit status. */
+ * fn(arg) as its exit status. -errno when fork fails. */
 pid_t pvt_spawn(struct pvt_platform *p, const char *vm, int (*fn)(void *), void *arg);
 /* Wait for a child (timeout_ms; then SIGKILL and -ETIMEDOUT). Returns its
- * exit status, 128+signal, or -errno. */
+ * exit status, 128+signal, or -errno; -ECHILD for a pid <= 0 (a failed
+ * fork), which is never waited for nor signalled. */
 int pvt_wait(pid_t pid, int timeout_ms);
+
+/* kill(pid, sig) for a child pvt_spawn gave: refuses a pid <= 0 (kill(-1)
+ * signals every process we may signal). 0 or -errno. */
+int pvt_kill(pid_t pid, int sig);
 
 /* Entries in /proc/self/fd. */
 int pvt_fd_count(void);

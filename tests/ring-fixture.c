@@ -1,5 +1,4 @@
 /* Shared fixture of the ring unit tests (see ring-fixture.h). */
-#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -7,20 +6,6 @@
 #include <unistd.h>
 
 #include "ring-fixture.h"
-
-int count_fds(void)
-{
-        DIR *d = opendir("/proc/self/fd");
-        if (!d)
-                return -1;
-        int n = 0;
-        struct dirent *e;
-        while ((e = readdir(d)))
-                if (e->d_name[0] != '.')
-                        n++;
-        closedir(d);
-        return n;       /* includes the fd of d itself, the same every time */
-}
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 
@@ -135,15 +120,4 @@ bool in_data(const struct gring *g, const void *p, size_t len)
 {
         const uint8_t *b = p;
         return b >= g->data && len <= g->size && b + len <= g->data + g->size;
-}
-
-int fixture_add_suite(const char *name, const struct fixture_test *tests, size_t n)
-{
-        CU_pSuite suite = CU_add_suite(name, NULL, NULL);
-        if (!suite)
-                return -1;
-        for (size_t i = 0; i < n; i++)
-                if (!CU_add_test(suite, tests[i].name, tests[i].fn))
-                        return -1;
-        return 0;
 }

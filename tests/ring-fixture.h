@@ -1,5 +1,6 @@
 /* Shared fixture of the ring unit tests: a ring in a memfd between guard
- * pages, a hostile peer's view of it, fd counting and a reproducible PRNG. */
+ * pages, a hostile peer's view of it, and a reproducible PRNG. (The runner,
+ * pvt-run.h, checks after each test that it closed and unmapped them.) */
 #ifndef RING_FIXTURE_H
 #define RING_FIXTURE_H
 
@@ -10,12 +11,7 @@
 #include <CUnit/CUnit.h>
 
 #include "pv-ring.h"
-
-int count_fds(void);
-
-/* Each test checks that it leaves no fd behind. */
-#define FD_BEGIN() int fds_at_start_ = count_fds()
-#define FD_END() CU_ASSERT_EQUAL(count_fds(), fds_at_start_)
+#include "pvt-run.h"
 
 uint64_t rnd(void);
 uint32_t rnd_below(uint32_t n);
@@ -55,16 +51,9 @@ void peer_put32(struct gring *g, uint32_t pos, uint32_t v);
 /* True if [p, p + len) lies in the data area. */
 bool in_data(const struct gring *g, const void *p, size_t len);
 
-struct fixture_test {
-        const char *name;
-        CU_TestFunc fn;
-};
-
-int fixture_add_suite(const char *name, const struct fixture_test *tests, size_t n);
-
-/* The suites, one per file. */
-int ring_suite_add(void);
-int ring_hostile_suite_add(void);
-int bytering_suite_add(void);
+/* The suites' tests, one list per file. */
+extern const struct pvt_test ring_tests[];
+extern const struct pvt_test ring_hostile_tests[];
+extern const struct pvt_test bytering_tests[];
 
 #endif

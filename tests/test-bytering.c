@@ -20,7 +20,6 @@ static bool spans_ok(const struct gring *g, const struct iovec *iov, int n, int6
 
 static void test_bytering_spans(void)
 {
-        FD_BEGIN();
         struct gring g;
         CU_ASSERT_FATAL(gring_open(&g, 4096) == 0);
         struct iovec iov[2];
@@ -62,14 +61,12 @@ static void test_bytering_spans(void)
                 }
         }
         gring_close(&g);
-        FD_END();
 }
 
 /* A stream through a small ring in random pieces, written and read through
  * the spans, arrives whole and in order. */
 static void test_bytering_stream(void)
 {
-        FD_BEGIN();
         struct gring g;
         CU_ASSERT_FATAL(gring_open(&g, 4096) == 0);
         struct iovec iov[2];
@@ -115,12 +112,10 @@ static void test_bytering_stream(void)
         CU_ASSERT_EQUAL(g.prod.stats.msgs, total);
         CU_ASSERT_EQUAL(g.cons.stats.msgs, total);
         gring_close(&g);
-        FD_END();
 }
 
 static void test_bytering_notify(void)
 {
-        FD_BEGIN();
         struct gring g;
         CU_ASSERT_FATAL(gring_open(&g, 4096) == 0);
         struct iovec iov[2];
@@ -139,12 +134,10 @@ static void test_bytering_notify(void)
         pv_bytering_consume(&g.cons, 1);
         CU_ASSERT_FALSE(pv_ring_cons_notify(&g.cons));
         gring_close(&g);
-        FD_END();
 }
 
 static void test_bytering_hostile(void)
 {
-        FD_BEGIN();
         struct gring g;
         CU_ASSERT_FATAL(gring_open(&g, 4096) == 0);
         struct iovec iov[2];
@@ -198,16 +191,12 @@ static void test_bytering_hostile(void)
                         memset(iov[i].iov_base, 0x5a, iov[i].iov_len);
         }
         gring_close(&g);
-        FD_END();
 }
 
-int bytering_suite_add(void)
-{
-        static const struct fixture_test tests[] = {
+const struct pvt_test bytering_tests[] = {
                 { "spans at wrap", test_bytering_spans },
                 { "stream in random pieces", test_bytering_stream },
                 { "notify", test_bytering_notify },
                 { "corrupt indices", test_bytering_hostile },
-        };
-        return fixture_add_suite("pv_bytering", tests, sizeof(tests) / sizeof(tests[0]));
-}
+        { NULL, NULL },
+};

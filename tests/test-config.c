@@ -10,10 +10,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <CUnit/Basic.h>
+#include <CUnit/CUnit.h>
 #include <libfdt.h>
 
 #include "config.h"
+#include "pvt-run.h"
 
 static const char *fixtures;  /* build directory holding config-<name>.dtb */
 static const char *demo_dtb;
@@ -21,18 +22,6 @@ static const char *two_dtb;   /* test-2clients.dtb */
 static struct pv_platform *plat; /* far too large for the stack */
 static char err[1024];
 static char tmpdir[] = "/tmp/pvd-test-config-XXXXXX";
-
-static int count_fds(void)
-{
-        DIR *d = opendir("/proc/self/fd");
-        int n = 0;
-        if (!d)
-                return -1;
-        while (readdir(d))
-                n++;
-        closedir(d);
-        return n;
-}
 
 static int suite_init(void)
 {
@@ -50,10 +39,10 @@ static int suite_clean(void)
  * message is one line. */
 static int load(const char *path)
 {
-        int before = count_fds();
+        int before = pvt_run_fd_count();
         snprintf(err, sizeof(err), "(untouched)");
         int rc = pv_config_load_file(path, plat, err, sizeof(err));
-        CU_ASSERT_EQUAL(count_fds(), before);
+        CU_ASSERT_EQUAL(pvt_run_fd_count(), before);
         CU_ASSERT_PTR_NULL(strchr(err, '\n'));
         if (rc < 0) {
                 CU_ASSERT_EQUAL(plat->nvms, 0);
@@ -721,12 +710,7 @@ static void test_info_raw_truncated(void)
         CU_ASSERT_EQUAL(strncmp(info.raw, strs[0], strlen(strs[0])), 0);
 }
 
-int main(void)
-{
-        static const struct {
-                const char *name;
-                CU_TestFunc fn;
-        } tests[] = {
+static const struct pvt_test tests[] = {
                 { "demo platform", test_demo },
                 { "two clients of one server", test_two_clients },
                 { "access properties and pipe names", test_access_and_names },
@@ -769,7 +753,16 @@ int main(void)
                 { "pv_info_parse VDEV form", test_info_vdev },
                 { "pv_info_parse vbpipe form", test_info_vbpipe },
                 { "pv_info_parse raw text", test_info_raw_truncated },
-        };
+        { NULL, NULL },
+};
+
+static const struct pvt_suite suites[] = {
+        { "config", suite_init, suite_clean, tests, 0 },
+        { NULL, NULL, NULL, NULL, 0 },
+};
+
+int main(int argc, char **argv)
+{
         fixtures = getenv("PV_TEST_FIXTURES");
         demo_dtb = getenv("PV_TEST_DEMO_DTB");
         two_dtb = getenv("PV_TEST_2CLIENTS_DTB");
@@ -777,26 +770,10 @@ int main(void)
                 fprintf(stderr, "PV_TEST_FIXTURES, PV_TEST_DEMO_DTB, PV_TEST_2CLIENTS_DTB unset; run via meson test\n");
                 return 77;
         }
-        int fds_before = count_fds();
-        if (CU_initialize_registry() != CUE_SUCCESS)
-                return 1;
-        CU_pSuite suite = CU_add_suite("config", suite_init, suite_clean);
-        if (!suite)
-                return 1;
-        for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++)
-                if (!CU_add_test(suite, tests[i].name, tests[i].fn))
-                        return 1;
-        CU_basic_set_mode(CU_BRM_VERBOSE);
-        CU_basic_run_tests();
-        unsigned failed = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
-        CU_cleanup_registry();
-        if (count_fds() != fds_before) {
-                fprintf(stderr, "fd leak: %d open before, %d after\n", fds_before, count_fds());
-                failed++;
-        }
+        int rc = pvt_main(argc, argv, suites);
         if (access(tmpdir, F_OK) == 0) {
                 fprintf(stderr, "%s left behind\n", tmpdir);
-                failed++;
+                rc = 1;
         }
-        return failed ? 1 : 0;
+        return rc;
 }

@@ -17,24 +17,23 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include <CUnit/Basic.h>
+#include <CUnit/CUnit.h>
 
 #include "hv/emu-proto.h"
+#include "pvt-run.h"
 #include "pvtest.h"
 
 static struct pvt_platform plat;
-static int fds_before;
 
 static int suite_init(void)
 {
-        fds_before = pvt_fd_count();
         return pvt_platform_init(&plat, "demo") < 0 ? -1 : 0;
 }
 
 static int suite_fini(void)
 {
         int left = pvt_platform_fini(&plat);
-        return left || pvt_fd_count() != fds_before ? -1 : 0;
+        return left ? -1 : 0;
 }
 
 static void link_path(const char *link, char *buf, size_t len)
@@ -354,17 +353,19 @@ static void test_fake_server_lies(void)
         CU_ASSERT_EQUAL(pvt_wait_vlink(&plat, "vm4", "vm2-vm4-vbpipe0", "ON", 5000), 0);
 }
 
-int main(void)
+static const struct pvt_test tests[] = {
+        { "fake client: garbage and lies", test_fake_client_lies },
+        { "fake client: corrupt control ring", test_fake_client_corrupts_ring },
+        { "fake server: lies in HELLO", test_fake_server_lies },
+        { NULL, NULL },
+};
+
+static const struct pvt_suite suites[] = {
+        { "hostile peer", suite_init, suite_fini, tests, 0 },
+        { NULL, NULL, NULL, NULL, 0 },
+};
+
+int main(int argc, char **argv)
 {
-        if (CU_initialize_registry() != CUE_SUCCESS)
-                return 1;
-        CU_pSuite s = CU_add_suite("hostile peer", suite_init, suite_fini);
-        CU_add_test(s, "fake client: garbage and lies", test_fake_client_lies);
-        CU_add_test(s, "fake client: corrupt control ring", test_fake_client_corrupts_ring);
-        CU_add_test(s, "fake server: lies in HELLO", test_fake_server_lies);
-        CU_basic_set_mode(CU_BRM_VERBOSE);
-        CU_basic_run_tests();
-        unsigned fails = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
-        CU_cleanup_registry();
-        return fails ? 1 : 0;
+        return pvt_main(argc, argv, suites);
 }

@@ -358,7 +358,7 @@ static void test_fuzz_mutations(void)
         run("mutations", fuzz_mutations);
 }
 
-const struct test_case fuzz_tests[] = {
+const struct pvt_test fuzz_tests[] = {
         { "random byte strings", test_fuzz_random },
         { "mutated messages", test_fuzz_mutations },
         { NULL, NULL },

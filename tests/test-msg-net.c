@@ -102,23 +102,23 @@ static void send_recv_fds(unsigned nfds)
         close_pair(sv);
 }
 
-FD_TEST(test_no_fd)
+static void test_no_fd(void)
 {
         send_recv_fds(0);
 }
 
-FD_TEST(test_one_fd)
+static void test_one_fd(void)
 {
         send_recv_fds(1);
 }
 
-FD_TEST(test_max_fds)
+static void test_max_fds(void)
 {
         send_recv_fds(PV_MSG_MAX_FDS);
 }
 
 /* Whatever NFDS the caller left in the message, the real count travels. */
-FD_TEST(test_nfds_set_by_sender)
+static void test_nfds_set_by_sender(void)
 {
         struct pv_msg m, d;
         uint64_t v;
@@ -177,7 +177,7 @@ static int recv_declared(int declared, unsigned attached, size_t cap)
         return r;
 }
 
-FD_TEST(test_fd_count_mismatch)
+static void test_fd_count_mismatch(void)
 {
         CU_ASSERT_EQUAL(recv_declared(2, 2, PV_MSG_MAX), 0);
         CU_ASSERT_EQUAL(recv_declared(0, 0, PV_MSG_MAX), 0);
@@ -195,7 +195,7 @@ FD_TEST(test_fd_count_mismatch)
         CU_ASSERT_EQUAL(recv_declared(-1, 0, 8), -EPROTO);
 }
 
-FD_TEST(test_bad_encoding_with_fds)
+static void test_bad_encoding_with_fds(void)
 {
         static const uint8_t junk[] = { 0x83, 0x00, 0x01, 0x01, 0x02, 0x03, 0xc1 };
         struct pv_msg d;
@@ -213,7 +213,7 @@ FD_TEST(test_bad_encoding_with_fds)
         close_pair(sv);
 }
 
-FD_TEST(test_credentials_refused)
+static void test_credentials_refused(void)
 {
         struct pv_msg m, d;
         int sv[2], on = 1;
@@ -231,7 +231,7 @@ FD_TEST(test_credentials_refused)
         close_pair(sv);
 }
 
-FD_TEST(test_eof_eagain_epipe)
+static void test_eof_eagain_epipe(void)
 {
         struct pv_msg m, d;
         int sv[2];
@@ -250,7 +250,7 @@ FD_TEST(test_eof_eagain_epipe)
         CU_ASSERT_EQUAL(pv_msg_send(sv[1], &m), -EBADF);
 }
 
-FD_TEST(test_datagram_limits)
+static void test_datagram_limits(void)
 {
         size_t doc_len = PV_MSG_DOC_MAX - 32;
         uint8_t *big = malloc(PV_MSG_DOC_MAX + 1);
@@ -296,7 +296,7 @@ FD_TEST(test_datagram_limits)
         free(big);
 }
 
-const struct test_case net_tests[] = {
+const struct pvt_test net_tests[] = {
         { "no fd", test_no_fd },
         { "one fd", test_one_fd },
         { "PV_MSG_MAX_FDS fds", test_max_fds },

@@ -3,31 +3,15 @@
  * input per error class of the hostile decoder. main() also runs the fuzz
  * loop (test-msg-fuzz.c) and the transport tests (test-msg-net.c).
  */
-#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <CUnit/Basic.h>
+#include <CUnit/CUnit.h>
 #include <msgpack.h>
 
 #include "test-msg.h"
-
-int count_fds(void)
-{
-        DIR *d = opendir("/proc/self/fd");
-        struct dirent *de;
-        int n = 0;
-
-        if (d == NULL)
-                return -1;
-        while ((de = readdir(d)) != NULL)
-                if (de->d_name[0] != '.')
-                        n++;
-        closedir(d);
-        return n;
-}
 
 bool key_known(unsigned k)
 {
@@ -544,7 +528,7 @@ static void test_decode_truncated(void)
         }
 }
 
-static const struct test_case codec_tests[] = {
+static const struct pvt_test codec_tests[] = {
         { "wire format", test_wire_format },
         { "round trip of every key", test_round_trip_every_key },
         { "integer boundaries", test_integer_boundaries },
@@ -559,44 +543,14 @@ static const struct test_case codec_tests[] = {
         { NULL, NULL },
 };
 
-static int add_suite(const char *name, const struct test_case *tests)
+static const struct pvt_suite suites[] = {
+        { "msg codec", NULL, NULL, codec_tests, 0 },
+        { "msg fuzz", NULL, NULL, fuzz_tests, 0 },
+        { "msg transport", NULL, NULL, net_tests, 0 },
+        { NULL, NULL, NULL, NULL, 0 },
+};
+
+int main(int argc, char **argv)
 {
-        CU_pSuite s = CU_add_suite(name, NULL, NULL);
-
-        if (s == NULL)
-                return -1;
-        for (; tests->name != NULL; tests++)
-                if (CU_add_test(s, tests->name, tests->fn) == NULL)
-                        return -1;
-        return 0;
-}
-
-int main(void)
-{
-        unsigned failed;
-        int before;
-
-        if (count_fds() < 0) {
-                fprintf(stderr, "test-msg: /proc/self/fd unreadable, cannot check for fd leaks\n");
-                return 77;
-        }
-        if (CU_initialize_registry() != CUE_SUCCESS)
-                return 1;
-        if (add_suite("msg codec", codec_tests) < 0 ||
-            add_suite("msg fuzz", fuzz_tests) < 0 ||
-            add_suite("msg transport", net_tests) < 0) {
-                CU_cleanup_registry();
-                return 1;
-        }
-        before = count_fds();
-        CU_basic_set_mode(CU_BRM_VERBOSE);
-        CU_basic_run_tests();
-        failed = CU_get_number_of_tests_failed();
-        CU_cleanup_registry();
-        if (count_fds() != before) {
-                fprintf(stderr, "test-msg: %d fds open before the tests, %d after\n",
-                        before, count_fds());
-                failed++;
-        }
-        return failed == 0 ? 0 : 1;
+        return pvt_main(argc, argv, suites);
 }

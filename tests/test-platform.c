@@ -17,22 +17,21 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <CUnit/Basic.h>
+#include <CUnit/CUnit.h>
 
 #include "conn.h"
 #include "pv-msg.h"
 #include "pv/pvclient.h"
+#include "pvt-run.h"
 #include "pvtest.h"
 
 #define LINK_VOGL   "vm2-vm3-vogl0"
 #define LINK_VBPIPE "vm2-vm4-vbpipe0"
 
 static struct pvt_platform plat;
-static int fds_before;
 
 static int suite_init(void)
 {
-        fds_before = pvt_fd_count();
         if (pvt_platform_init(&plat, "demo") < 0)
                 return -1;
         return 0;
@@ -41,12 +40,7 @@ static int suite_init(void)
 static int suite_fini(void)
 {
         int left = pvt_platform_fini(&plat);
-        int fds_after = pvt_fd_count();
-        if (left || fds_after != fds_before) {
-                fprintf(stderr, "leftovers: %d, fds before %d after %d\n", left, fds_before, fds_after);
-                return -1;
-        }
-        return 0;
+        return left ? -1 : 0;
 }
 
 static bool is_socket(const char *dir, const char *name)
@@ -365,6 +359,7 @@ static void test_sd_notify(void)
                       "--platform-dir", platdir, (char *)NULL);
                 _exit(127);
         }
+        CU_ASSERT_FATAL(pid > 0);
         char buf[256];
         struct pollfd pf = { .fd = ns, .events = POLLIN };
         CU_ASSERT_EQUAL(poll(&pf, 1, 5000), 1);
@@ -375,7 +370,7 @@ static void test_sd_notify(void)
         /* Ready means the device nodes exist. */
         CU_ASSERT(is_socket(rt, "vbpipe0"));
         CU_ASSERT(is_socket(rt, "control"));
-        kill(pid, SIGTERM);
+        pvt_kill(pid, SIGTERM);
         CU_ASSERT_EQUAL(poll(&pf, 1, 5000), 1);
         n = recv(ns, buf, sizeof(buf) - 1, 0);
         CU_ASSERT(n > 0);
@@ -491,26 +486,28 @@ static void test_threads_share_a_connection(void)
         unsetenv("PVD_RUNTIME_DIR");
 }
 
-int main(void)
+static const struct pvt_test tests[] = {
+        { "client VM first, then servers", test_client_first },
+        { "device nodes exist and accept", test_device_nodes },
+        { "pvctl status table and JSON", test_pvctl_status },
+        { "client pvd killed and restarted", test_client_death_and_return },
+        { "server pvd killed and restarted", test_server_death_and_return },
+        { "second pvd for a VM refused", test_second_pvd_refused },
+        { "malformed control messages", test_malformed_messages },
+        { "threads share a connection", test_threads_share_a_connection },
+        { "SIGTERM and SIGINT stop cleanly", test_sigterm_clean },
+        { "READY=1 and STOPPING=1", test_sd_notify },
+        { "bad configuration creates nothing", test_bad_config_creates_nothing },
+        { "no daemon: clear errors", test_no_daemon },
+        { NULL, NULL },
+};
+
+static const struct pvt_suite suites[] = {
+        { "platform", suite_init, suite_fini, tests, 0 },
+        { NULL, NULL, NULL, NULL, 0 },
+};
+
+int main(int argc, char **argv)
 {
-        if (CU_initialize_registry() != CUE_SUCCESS)
-                return 1;
-        CU_pSuite s = CU_add_suite("platform", suite_init, suite_fini);
-        CU_add_test(s, "client VM first, then servers", test_client_first);
-        CU_add_test(s, "device nodes exist and accept", test_device_nodes);
-        CU_add_test(s, "pvctl status table and JSON", test_pvctl_status);
-        CU_add_test(s, "client pvd killed and restarted", test_client_death_and_return);
-        CU_add_test(s, "server pvd killed and restarted", test_server_death_and_return);
-        CU_add_test(s, "second pvd for a VM refused", test_second_pvd_refused);
-        CU_add_test(s, "malformed control messages", test_malformed_messages);
-        CU_add_test(s, "threads share a connection", test_threads_share_a_connection);
-        CU_add_test(s, "SIGTERM and SIGINT stop cleanly", test_sigterm_clean);
-        CU_add_test(s, "READY=1 and STOPPING=1", test_sd_notify);
-        CU_add_test(s, "bad configuration creates nothing", test_bad_config_creates_nothing);
-        CU_add_test(s, "no daemon: clear errors", test_no_daemon);
-        CU_basic_set_mode(CU_BRM_VERBOSE);
-        CU_basic_run_tests();
-        unsigned fails = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
-        CU_cleanup_registry();
-        return fails ? 1 : 0;
+        return pvt_main(argc, argv, suites);
 }

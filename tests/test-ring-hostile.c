@@ -42,7 +42,6 @@ static void cons_at(struct gring *g, uint32_t at)
 
 static void test_hostile_prod_index(void)
 {
-        FD_BEGIN();
         struct gring g;
         CU_ASSERT_FATAL(gring_open(&g, 4096) == 0);
         const uint32_t bad[] = {
@@ -82,12 +81,10 @@ static void test_hostile_prod_index(void)
                 free(big);
         }
         gring_close(&g);
-        FD_END();
 }
 
 static void test_hostile_record(void)
 {
-        FD_BEGIN();
         struct gring g;
         CU_ASSERT_FATAL(gring_open(&g, 4096) == 0);
         const uint32_t size = 4096;
@@ -144,7 +141,6 @@ static void test_hostile_record(void)
         ring_store_release(&g.peer_hdr->prod, g.cons.cons + 4096);
         expect_cons_broken(&g);
         gring_close(&g);
-        FD_END();
 }
 
 static void expect_prod_broken(struct gring *g)
@@ -167,7 +163,6 @@ static void expect_prod_broken(struct gring *g)
 
 static void test_hostile_cons_index(void)
 {
-        FD_BEGIN();
         struct gring g;
         CU_ASSERT_FATAL(gring_open(&g, 4096) == 0);
         const int32_t bad[] = {
@@ -189,7 +184,6 @@ static void test_hostile_cons_index(void)
                 }
         }
         gring_close(&g);
-        FD_END();
 }
 
 /* Random garbage from both peers: every result is 0, -EAGAIN or -EPROTO,
@@ -197,7 +191,6 @@ static void test_hostile_cons_index(void)
  * A stray access would hit a guard page. */
 static void test_hostile_fuzz(void)
 {
-        FD_BEGIN();
         struct gring g;
         CU_ASSERT_FATAL(gring_open(&g, 4096) == 0);
         uint8_t buf[4096 + 64];
@@ -258,16 +251,12 @@ static void test_hostile_fuzz(void)
         CU_ASSERT(broken > 1000);
         CU_ASSERT(ok > 1000);
         gring_close(&g);
-        FD_END();
 }
 
-int ring_hostile_suite_add(void)
-{
-        static const struct fixture_test tests[] = {
+const struct pvt_test ring_hostile_tests[] = {
                 { "corrupt prod", test_hostile_prod_index },
                 { "corrupt record", test_hostile_record },
                 { "corrupt cons", test_hostile_cons_index },
                 { "random corruption", test_hostile_fuzz },
-        };
-        return fixture_add_suite("pv_ring hostile peer", tests, sizeof(tests) / sizeof(tests[0]));
-}
+        { NULL, NULL },
+};

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <CUnit/Basic.h>
+#include <CUnit/CUnit.h>
 
 #include "pv-ring.h"
 #include "ring-fixture.h"
@@ -28,7 +28,6 @@ static void test_init_sizes(void)
 
 static void test_roundtrip(void)
 {
-        FD_BEGIN();
         struct gring g;
         CU_ASSERT_FATAL(gring_open(&g, 4096) == 0);
         uint8_t in[1024], out[1024 + 16];
@@ -71,7 +70,6 @@ static void test_roundtrip(void)
         CU_ASSERT_EQUAL(tag, 7);
         CU_ASSERT_EQUAL(len, 0);
         gring_close(&g);
-        FD_END();
 }
 
 /* Every start position, and every payload length around the tail, so that
@@ -133,16 +131,13 @@ static void wrap_at_every_position(uint32_t size)
 
 static void test_wrap_pads(void)
 {
-        FD_BEGIN();
         wrap_at_every_position(64);
         wrap_at_every_position(512);
         wrap_at_every_position(4096);
-        FD_END();
 }
 
 static void test_full_and_recovery(void)
 {
-        FD_BEGIN();
         struct gring g;
         CU_ASSERT_FATAL(gring_open(&g, 4096) == 0);
         uint8_t in[100], out[100];
@@ -187,7 +182,6 @@ static void test_full_and_recovery(void)
         CU_ASSERT_EQUAL(pv_ring_prod_free(&g.prod), 4096);
         CU_ASSERT_FALSE(g.prod.broken || g.cons.broken);
         gring_close(&g);
-        FD_END();
 }
 
 /* The largest message needs the whole, empty ring at position 0. From any
@@ -195,7 +189,6 @@ static void test_full_and_recovery(void)
  * then fits. */
 static void test_max_msg(void)
 {
-        FD_BEGIN();
         struct gring g;
         CU_ASSERT_FATAL(gring_open(&g, 4096) == 0);
         uint32_t max = pv_ring_max_msg(&g.prod), tag, len;
@@ -246,12 +239,10 @@ static void test_max_msg(void)
         free(in);
         free(out);
         gring_close(&g);
-        FD_END();
 }
 
 static void test_emsgsize(void)
 {
-        FD_BEGIN();
         struct gring g;
         CU_ASSERT_FATAL(gring_open(&g, 4096) == 0);
         uint8_t buf[16] = { 0 };
@@ -268,12 +259,10 @@ static void test_emsgsize(void)
         CU_ASSERT_EQUAL(tag, 5);
         CU_ASSERT_FALSE(g.prod.broken);
         gring_close(&g);
-        FD_END();
 }
 
 static void test_recv_cap(void)
 {
-        FD_BEGIN();
         struct gring g;
         CU_ASSERT_FATAL(gring_open(&g, 4096) == 0);
         uint8_t in[100], out[128];
@@ -290,12 +279,10 @@ static void test_recv_cap(void)
         CU_ASSERT_TRUE(pv_ring_cons_pending(&g.cons));
         CU_ASSERT_FALSE(pv_ring_cons_prepare_sleep(&g.cons));
         gring_close(&g);
-        FD_END();
 }
 
 static void test_notify_consumer(void)
 {
-        FD_BEGIN();
         struct gring g;
         CU_ASSERT_FATAL(gring_open(&g, 4096) == 0);
         uint8_t buf[32] = { 0 };
@@ -329,12 +316,10 @@ static void test_notify_consumer(void)
                         ;
         }
         gring_close(&g);
-        FD_END();
 }
 
 static void test_notify_producer(void)
 {
-        FD_BEGIN();
         struct gring g;
         CU_ASSERT_FATAL(gring_open(&g, 4096) == 0);
         uint8_t buf[120] = { 0 };
@@ -364,12 +349,10 @@ static void test_notify_producer(void)
                         CU_ASSERT_EQUAL(pv_ring_send(&g.prod, 0, buf, 120), 0);
         }
         gring_close(&g);
-        FD_END();
 }
 
 static void test_stats(void)
 {
-        FD_BEGIN();
         struct gring g;
         CU_ASSERT_FATAL(gring_open(&g, 4096) == 0);
         uint8_t buf[64] = { 0 };
@@ -401,12 +384,9 @@ static void test_stats(void)
         CU_ASSERT_EQUAL(g.prod.stats.msgs, 11);
         CU_ASSERT_EQUAL(g.cons.stats.msgs, 11);
         gring_close(&g);
-        FD_END();
 }
 
-int ring_suite_add(void)
-{
-        static const struct fixture_test tests[] = {
+const struct pvt_test ring_tests[] = {
                 { "init rejects bad sizes", test_init_sizes },
                 { "send/recv round trips", test_roundtrip },
                 { "wrap with pads at every alignment", test_wrap_pads },
@@ -417,27 +397,17 @@ int ring_suite_add(void)
                 { "notify: consumer sleep", test_notify_consumer },
                 { "notify: producer sleep", test_notify_producer },
                 { "stats", test_stats },
-        };
-        return fixture_add_suite("pv_ring", tests, sizeof(tests) / sizeof(tests[0]));
-}
+        { NULL, NULL },
+};
 
-int main(void)
+static const struct pvt_suite suites[] = {
+        { "pv_ring", NULL, NULL, ring_tests, 0 },
+        { "pv_ring hostile peer", NULL, NULL, ring_hostile_tests, 0 },
+        { "pv_bytering", NULL, NULL, bytering_tests, 0 },
+        { NULL, NULL, NULL, NULL, 0 },
+};
+
+int main(int argc, char **argv)
 {
-        int fds = count_fds();
-        if (CU_initialize_registry() != CUE_SUCCESS)
-                return 1;
-        if (ring_suite_add() < 0 || ring_hostile_suite_add() < 0 || bytering_suite_add() < 0) {
-                fprintf(stderr, "test-ring: %s\n", CU_get_error_msg());
-                CU_cleanup_registry();
-                return 1;
-        }
-        CU_basic_set_mode(CU_BRM_VERBOSE);
-        CU_basic_run_tests();
-        unsigned failed = CU_get_number_of_failures();
-        CU_cleanup_registry();
-        if (count_fds() != fds) {
-                fprintf(stderr, "test-ring: %d fds open at start, %d at end\n", fds, count_fds());
-                return 1;
-        }
-        return failed ? 1 : 0;
+        return pvt_main(argc, argv, suites);
 }

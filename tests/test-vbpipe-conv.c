@@ -133,7 +133,7 @@ void test_abandoned(void)
                 CU_ASSERT_EQUAL(pvt_wait(a, 40000), 0);
                 a = vbt_spawn(vm, abandon_block);
                 CU_ASSERT(vbt_wait_state(vm, P0, "local", "waiting", 10000));
-                kill(a, SIGKILL);
+                pvt_kill(a, SIGKILL);
                 CU_ASSERT_EQUAL(pvt_wait(a, 40000), 128 + SIGKILL);
                 CU_ASSERT(vbt_idle());
                 pid_t b = vbt_spawn(other, late_reader);

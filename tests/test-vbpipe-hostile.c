@@ -26,11 +26,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <CUnit/Basic.h>
+#include <CUnit/CUnit.h>
 
 #include "pv-bytering.h"
 #include "hv/emu-proto.h"
 #include "pv-ring.h"
+#include "pvt-run.h"
 #include "pvtest.h"
 #include "vbpipe-proto.h"
 #include "vbpipe-stream.h"
@@ -433,23 +434,22 @@ static int suite_fini(void)
         return vbt_suite_fini("test-vbpipe-hostile");
 }
 
-int main(void)
+static const struct pvt_test tests[] = {
+        { "impossible ring indices from a third mapping: reset, EOF and EPIPE, no garbage", test_bad_indices },
+        { "a FIN beyond the bytes produced: reset, the bytes, then EOF", test_fin_ahead },
+        { "a FIN behind the bytes produced: reset, the bytes, then EOF", test_fin_behind },
+        { "impossible control messages reset the vlink", test_bad_messages },
+        { NULL, NULL },
+};
+
+/* Each test twice: programs using read and write, then direct access. */
+static const struct pvt_suite suites[] = {
+        { "vbpipe-hostile (read and write)", suite_init, suite_fini, tests, 0 },
+        { "vbpipe-hostile (direct access)", suite_init_direct, suite_fini, tests, 0 },
+        { NULL, NULL, NULL, NULL, 0 },
+};
+
+int main(int argc, char **argv)
 {
-        if (CU_initialize_registry() != CUE_SUCCESS)
-                return 1;
-        /* Each test twice: programs using read and write, then direct access. */
-        for (int direct = 0; direct < 2; direct++) {
-                CU_pSuite s = CU_add_suite(direct ? "vbpipe-hostile (direct access)" : "vbpipe-hostile",
-                                           direct ? suite_init_direct : suite_init, suite_fini);
-                CU_add_test(s, "impossible ring indices from a third mapping: reset, EOF and EPIPE, no garbage",
-                            test_bad_indices);
-                CU_add_test(s, "a FIN beyond the bytes produced: reset, the bytes, then EOF", test_fin_ahead);
-                CU_add_test(s, "a FIN behind the bytes produced: reset, the bytes, then EOF", test_fin_behind);
-                CU_add_test(s, "impossible control messages reset the vlink", test_bad_messages);
-        }
-        CU_basic_set_mode(CU_BRM_VERBOSE);
-        CU_basic_run_tests();
-        unsigned fails = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
-        CU_cleanup_registry();
-        return fails ? 1 : 0;
+        return pvt_main(argc, argv, suites);
 }

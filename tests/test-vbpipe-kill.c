@@ -16,8 +16,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <CUnit/Basic.h>
+#include <CUnit/CUnit.h>
 
+#include "pvt-run.h"
 #include "pvtest.h"
 #include "vbpipe-test.h"
 
@@ -27,14 +28,14 @@ static void test_program_killed(void)
 {
         pid_t a, b;
         vbt_start_streams(&a, &b);
-        kill(a, SIGKILL);
+        pvt_kill(a, SIGKILL);
         CU_ASSERT_EQUAL(pvt_wait(a, VBT_PROMPT_MS), 128 + SIGKILL);
         vbt_check_survivor(b, 1, "vm4's program after vm2's was killed", false);
         vbt_conversation();
 
         /* The other way round. */
         vbt_start_streams(&a, &b);
-        kill(b, SIGKILL);
+        pvt_kill(b, SIGKILL);
         CU_ASSERT_EQUAL(pvt_wait(b, VBT_PROMPT_MS), 128 + SIGKILL);
         vbt_check_survivor(a, 0, "vm2's program after vm4's was killed", false);
         vbt_conversation();
@@ -92,7 +93,7 @@ static void test_local_pvd_killed(void)
         CU_ASSERT_EQUAL(vbt_pg[0].rerr, 0);
         CU_ASSERT_EQUAL(vbt_pg[0].rerr2, 0);
         CU_ASSERT_EQUAL(vbt_pg[0].werr2, EPIPE);
-        kill(b, SIGKILL);
+        pvt_kill(b, SIGKILL);
         pvt_wait(b, VBT_PROMPT_MS);
         CU_ASSERT_EQUAL_FATAL(pvt_pvd_start(&plat, "vm2", NULL), 0);
         CU_ASSERT_EQUAL(pvt_wait_vlink(&plat, "vm4", NULL, "ON", 10000), 0);
@@ -105,24 +106,24 @@ static void test_opener_killed(void)
         pid_t a = vbt_run(0, "vm2", VBT_HOLD, false);
         usleep(200 * 1000);
         CU_ASSERT_EQUAL(vbt_pg[0].opened, 0);   /* blocked: no peer */
-        kill(a, SIGKILL);
+        pvt_kill(a, SIGKILL);
         CU_ASSERT_EQUAL(pvt_wait(a, VBT_PROMPT_MS), 128 + SIGKILL);
         vbt_conversation();
 
         pid_t b = vbt_run(1, "vm4", VBT_HOLD, true);
         CU_ASSERT(VBT_WAIT_FOR(vbt_pg[1].opened, 5000));   /* non-blocking: at once */
-        kill(b, SIGKILL);
+        pvt_kill(b, SIGKILL);
         CU_ASSERT_EQUAL(pvt_wait(b, VBT_PROMPT_MS), 128 + SIGKILL);
         vbt_conversation();
 
         /* Dying on both sides, one after the other, before any pairing. */
         a = vbt_run(0, "vm2", VBT_HOLD, true);
         CU_ASSERT(VBT_WAIT_FOR(vbt_pg[0].opened, 5000));
-        kill(a, SIGKILL);
+        pvt_kill(a, SIGKILL);
         pvt_wait(a, VBT_PROMPT_MS);
         b = vbt_run(1, "vm4", VBT_HOLD, false);
         usleep(100 * 1000);
-        kill(b, SIGKILL);
+        pvt_kill(b, SIGKILL);
         pvt_wait(b, VBT_PROMPT_MS);
         vbt_conversation();
 }
@@ -144,35 +145,23 @@ static int suite_fini(void)
         return vbt_suite_fini("test-vbpipe-kill");
 }
 
-static const struct {
-        const char *name;
-        void (*fn)(void);
-} tests[] = {
+static const struct pvt_test tests[] = {
         { "a program killed mid-stream: EOF and EPIPE for the other, then a new conversation", test_program_killed },
         { "the peer's pvd killed mid-stream: EOF and EPIPE; an open waits for its return", test_peer_pvd_killed },
         { "the local pvd killed under its program: EOF and EPIPE", test_local_pvd_killed },
         { "a program killed before the peer opened: the next open works", test_opener_killed },
+        { NULL, NULL },
 };
 
-/* test-vbpipe-kill [WORD [direct|plain]]: only the tests whose name has
- * WORD, with programs of that kind. */
+/* Each test twice: programs using read and write, then direct access
+ * (-s direct or -s "read and write" picks one). */
+static const struct pvt_suite suites[] = {
+        { "vbpipe-kill (read and write)", suite_init, suite_fini, tests, 0 },
+        { "vbpipe-kill (direct access)", suite_init_direct, suite_fini, tests, 0 },
+        { NULL, NULL, NULL, NULL, 0 },
+};
+
 int main(int argc, char **argv)
 {
-        if (CU_initialize_registry() != CUE_SUCCESS)
-                return 1;
-        /* Each test twice: programs using read and write, then direct access. */
-        for (int direct = 0; direct < 2; direct++) {
-                if (argc > 2 && strcmp(argv[2], direct ? "direct" : "plain"))
-                        continue;
-                CU_pSuite s = CU_add_suite(direct ? "vbpipe-kill (direct access)" : "vbpipe-kill",
-                                           direct ? suite_init_direct : suite_init, suite_fini);
-                for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++)
-                        if (argc < 2 || strstr(tests[i].name, argv[1]))
-                                CU_add_test(s, tests[i].name, tests[i].fn);
-        }
-        CU_basic_set_mode(CU_BRM_VERBOSE);
-        CU_basic_run_tests();
-        unsigned fails = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
-        CU_cleanup_registry();
-        return fails ? 1 : 0;
+        return pvt_main(argc, argv, suites);
 }

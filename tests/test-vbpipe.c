@@ -15,9 +15,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <CUnit/Basic.h>
+#include <CUnit/CUnit.h>
 
 #include "pv/vbpipe.h"
+#include "pvt-run.h"
 #include "vbpipe-sem.h"
 
 static uint8_t big[1 << 20];
@@ -607,10 +608,7 @@ static void test_poll(void)
         CU_ASSERT(vbt_idle());
 }
 
-static const struct {
-        const char *name;
-        void (*fn)(void);
-} tests[] = {
+static const struct pvt_test tests[] = {
         { "open is a rendezvous; /dev/NAME and NAME", test_rendezvous },
         { "unknown name: ENOENT", test_unknown_name },
         { "O_NONBLOCK open: writable when the peer arrives", test_nonblock_open },
@@ -633,20 +631,15 @@ static const struct {
         { "direct: the rest, then EOF; EPIPE", test_direct_eof },
         { "direct: poll and FIONREAD see the bytes; the socket's come first", test_direct_seen },
         { "direct: impossible indices in the direct page: no more direct access, or a reset", test_direct_liar },
+        { NULL, NULL },
 };
 
-/* test-vbpipe [WORD]: only the tests whose name has WORD. */
+static const struct pvt_suite suites[] = {
+        { "vbpipe", vbt_suite_init, vbt_suite_fini, tests, 0 },
+        { NULL, NULL, NULL, NULL, 0 },
+};
+
 int main(int argc, char **argv)
 {
-        if (CU_initialize_registry() != CUE_SUCCESS)
-                return 1;
-        CU_pSuite s = CU_add_suite("vbpipe", vbt_suite_init, vbt_suite_fini);
-        for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++)
-                if (argc < 2 || strstr(tests[i].name, argv[1]))
-                        CU_add_test(s, tests[i].name, tests[i].fn);
-        CU_basic_set_mode(CU_BRM_VERBOSE);
-        CU_basic_run_tests();
-        unsigned failed = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
-        CU_cleanup_registry();
-        return failed ? 1 : 0;
+        return pvt_main(argc, argv, suites);
 }

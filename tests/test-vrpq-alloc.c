@@ -4,8 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <CUnit/Basic.h>
+#include <CUnit/CUnit.h>
 
+#include "pvt-run.h"
 #include "vrpq/vrpq-int.h"
 
 static void test_split_merge(void)
@@ -98,17 +99,19 @@ static void test_fallback(void)
         vrpq_buddy_fini(&b);
 }
 
-int main(void)
+static const struct pvt_test tests[] = {
+        { "split and merge", test_split_merge },
+        { "a range that is not a power of two", test_not_pow2 },
+        { "falling back to smaller blocks", test_fallback },
+        { NULL, NULL },
+};
+
+static const struct pvt_suite suites[] = {
+        { "vrpq-alloc", NULL, NULL, tests, 0 },
+        { NULL, NULL, NULL, NULL, 0 },
+};
+
+int main(int argc, char **argv)
 {
-        if (CU_initialize_registry() != CUE_SUCCESS)
-                return 1;
-        CU_pSuite s = CU_add_suite("vrpq-alloc", NULL, NULL);
-        CU_add_test(s, "split and merge", test_split_merge);
-        CU_add_test(s, "a range that is not a power of two", test_not_pow2);
-        CU_add_test(s, "falling back to smaller blocks", test_fallback);
-        CU_basic_set_mode(CU_BRM_VERBOSE);
-        CU_basic_run_tests();
-        unsigned fails = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
-        CU_cleanup_registry();
-        return fails ? 1 : 0;
+        return pvt_main(argc, argv, suites);
 }

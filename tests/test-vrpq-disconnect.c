@@ -11,8 +11,9 @@
 #include <string.h>
 #include <sys/wait.h>
 
-#include <CUnit/Basic.h>
+#include <CUnit/CUnit.h>
 
+#include "pvt-run.h"
 #include "vrpq-test.h"
 
 #define SRV "vrpq-srv-vogl0"
@@ -24,7 +25,7 @@
 #define PROMPT_MS 2000          /* "promptly" */
 
 static struct pvt_platform plat;
-static int fds_before, fds_vm2, fds_vm3;
+static int fds_vm2, fds_vm3;
 static struct vt_shared *sh;
 
 /* Shared slots. */
@@ -50,7 +51,6 @@ static int start_vm(const char *vm)
 
 static int suite_init(void)
 {
-        fds_before = pvt_fd_count();
         sh = vt_shared_new();
         if (!sh || pvt_platform_init(&plat, "test-2clients") < 0 || start_vm("vm2") < 0 || start_vm("vm3") < 0 ||
             pvt_wait_vlink(&plat, "vm3", NULL, "ON", 5000) < 0)
@@ -69,7 +69,7 @@ static int suite_fini(void)
 {
         int left = pvt_platform_fini(&plat);
         munmap((void *)sh, sizeof(*sh));
-        return left || pvt_fd_count() != fds_before ? -1 : 0;
+        return left ? -1 : 0;
 }
 
 static void reset(void)
@@ -193,7 +193,7 @@ static void test_client_program_killed(void)
         CU_ASSERT_EQUAL_FATAL(vt_wait_flag(&sh->flag[F_READY], 1, 5000), 0);
         vt_sleep_ms(100);
         long long t0 = pvt_now_ms();
-        kill(cp, SIGKILL);
+        pvt_kill(cp, SIGKILL);
         CU_ASSERT_EQUAL(pvt_wait(cp, 5000), 128 + SIGKILL);
         CU_ASSERT_EQUAL(pvt_wait(sp, 5000), 0);
         assert_prompt(V_RC, V_T, t0);
@@ -293,7 +293,7 @@ static void test_server_program_killed(void)
         CU_ASSERT_EQUAL_FATAL(vt_wait_flag(&sh->flag[F_READY], 1, 5000), 0);
         vt_sleep_ms(100);
         long long t0 = pvt_now_ms();
-        kill(sp, SIGKILL);
+        pvt_kill(sp, SIGKILL);
         CU_ASSERT_EQUAL(pvt_wait(sp, 5000), 128 + SIGKILL);
         CU_ASSERT_EQUAL(pvt_wait(cp, 5000), 0);
         assert_prompt(V_RC, V_T, t0);
@@ -464,28 +464,30 @@ static void test_server_pvd_killed(void)
         CU_ASSERT_EQUAL(vrpqSessionCreate(CLT, NULL, 0, &s), -ENOTCONN);
         CU_ASSERT_PTR_NOT_NULL(strstr(pvLastError(), "vm2"));
         unsetenv("PVD_RUNTIME_DIR");
-        kill(sp, SIGKILL);
-        kill(sp3, SIGKILL);
+        pvt_kill(sp, SIGKILL);
+        pvt_kill(sp3, SIGKILL);
         pvt_wait(sp, 5000);
         pvt_wait(sp3, 5000);
         restart("vm2");
         assert_freed();
 }
 
-int main(void)
+static const struct pvt_test tests[] = {
+        { "client program killed", test_client_program_killed },
+        { "server program killed", test_server_program_killed },
+        { "server destroys channel, then session", test_server_destroys },
+        { "client destroys session", test_client_destroys_session },
+        { "client pvd killed", test_client_pvd_killed },
+        { "server pvd killed", test_server_pvd_killed },
+        { NULL, NULL },
+};
+
+static const struct pvt_suite suites[] = {
+        { "vrpq-disconnect", suite_init, suite_fini, tests, 0 },
+        { NULL, NULL, NULL, NULL, 0 },
+};
+
+int main(int argc, char **argv)
 {
-        if (CU_initialize_registry() != CUE_SUCCESS)
-                return 1;
-        CU_pSuite s = CU_add_suite("vrpq-disconnect", suite_init, suite_fini);
-        CU_add_test(s, "client program killed", test_client_program_killed);
-        CU_add_test(s, "server program killed", test_server_program_killed);
-        CU_add_test(s, "server destroys channel, then session", test_server_destroys);
-        CU_add_test(s, "client destroys session", test_client_destroys_session);
-        CU_add_test(s, "client pvd killed", test_client_pvd_killed);
-        CU_add_test(s, "server pvd killed", test_server_pvd_killed);
-        CU_basic_set_mode(CU_BRM_VERBOSE);
-        CU_basic_run_tests();
-        unsigned fails = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
-        CU_cleanup_registry();
-        return fails ? 1 : 0;
+        return pvt_main(argc, argv, suites);
 }

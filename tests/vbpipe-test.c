@@ -202,11 +202,8 @@ void vbt_conversation(void)
         }
 }
 
-static int suite_fds;
-
 int vbt_suite_init(struct pvt_platform *plat)
 {
-        suite_fds = pvt_fd_count();
         if (vbt_init(plat) < 0 || pvt_platform_init(plat, "test-2clients") < 0)
                 goto fail;
         /* VBT_DEBUG=1: pvd logs at debug level (PVT_SHOW_LOGS=1 shows it). */
@@ -225,8 +222,7 @@ int vbt_suite_fini(const char *test)
 {
         int left = pvt_platform_fini(vbt_plat);
         vbt_fini();
-        int fds = pvt_fd_count();
-        if (left || fds != suite_fds)
-                fprintf(stderr, "%s: %d leftovers, fds %d -> %d\n", test, left, suite_fds, fds);
-        return left || fds != suite_fds ? -1 : 0;
+        if (left)
+                fprintf(stderr, "%s: %d leftovers\n", test, left);
+        return left ? -1 : 0;
 }

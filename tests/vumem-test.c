@@ -227,7 +227,7 @@ void tsrv_kill(pid_t pid)
 {
         if (pid <= 0)
                 return;
-        kill(pid, SIGKILL);
+        pvt_kill(pid, SIGKILL);
         pvt_wait(pid, 5000);
 }
 
