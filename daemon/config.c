@@ -18,6 +18,7 @@
 
 #include "config.h"
 #include "info.h"
+#include "policy.h"
 
 /* Far above any real platform; keeps a wrong --config (a disk image, a
  * device) from being read whole into memory. */
@@ -297,6 +298,10 @@ static int load_vms(struct loader *ld)
                         return fail(ld, path, NULL, "more than %d VMs", PV_MAX_VMS);
                 unsigned vm = plat->nvms++;
                 memcpy(plat->vms[vm].name, name, (size_t)len + 1);
+                const char *prop = NULL;
+                char why[256];
+                if (pv_vm_policy_load(fdt, off, &plat->vms[vm].policy, &prop, why, sizeof(why)) < 0)
+                        return fail(ld, path, prop, "%s", why);
 
                 int vdevs = fdt_subnode_offset(fdt, off, "vdevs");
                 if (vdevs == -FDT_ERR_NOTFOUND)

@@ -74,8 +74,19 @@ struct pv_access {
         uint32_t mode;           /* default 0660 */
 };
 
+/* pvd's own policy for one VM: properties of its node in /vms (see
+ * policy.c). Zero everywhere means pvd's defaults. */
+struct pv_vm_policy {
+        char control_group[PV_NAME_MAX]; /* pvd,control-group: root and this group see every
+                                          * program ("" = pvd's own group) */
+        bool status_group_only;          /* pvd,status = "group": only they may read status */
+        uint32_t conns_per_user;         /* pvd,limits connections=N: one uid's connections */
+        uint32_t node_conns_per_user;    /* pvd,limits node-connections=N: ... to one node */
+};
+
 struct pv_vm_cfg {
         char name[PV_NAME_MAX];
+        struct pv_vm_policy policy;
 };
 
 struct pv_vlink_cfg {

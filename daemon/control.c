@@ -9,6 +9,7 @@
 #include "hv/hv.h"
 #include "pv-config.h"
 #include "node.h"
+#include "pvd-limits.h"
 #include "pvd.h"
 
 void pvd_pack_str(msgpack_packer *pk, const char *s)
@@ -69,11 +70,14 @@ static void pack_vlink_head(msgpack_packer *pk, const struct pvd_vlink *vl)
 static void pack_status(struct pvd *pvd, msgpack_packer *pk)
 {
         uint64_t now = uv_now(pvd->loop);
-        unsigned nprog = 0;
+        unsigned nprog = 0, nconns = 0;
         for (unsigned i = 0; i < pvd->nnodes; i++)
-                nprog += pvd->nodes[i].nconns;
+                for (struct pvd_conn *c = pvd->nodes[i].conns; c; c = c->next) {
+                        nprog += pvd_viewer_sees(pvd, c->cred.uid);
+                        nconns++;
+                }
 
-        msgpack_pack_map(pk, 10);
+        msgpack_pack_map(pk, 12);
         pvd_pack_kv_str(pk, "vm", pvd->vm_name);
         pvd_pack_kv_u64(pk, "pid", (uint64_t)getpid());
         pvd_pack_kv_str(pk, "version", PV_VERSION);
@@ -129,10 +133,17 @@ static void pack_status(struct pvd *pvd, msgpack_packer *pk)
                 pvd_pack_kv_u64(pk, "refused", n->refused);
         }
 
+        pvd_pack_str(pk, "limits");
+        pvd_limits_pack(pvd, pk);
+        /* Other users' programs are shown only to root and the control
+         * group (pvd,control-group): their pids, uids and names are theirs. */
+        pvd_pack_kv_u64(pk, "programs_hidden", nconns - nprog);
         pvd_pack_str(pk, "programs");
         msgpack_pack_array(pk, nprog);
         for (unsigned i = 0; i < pvd->nnodes; i++) {
                 for (struct pvd_conn *c = pvd->nodes[i].conns; c; c = c->next) {
+                        if (!pvd_viewer_sees(pvd, c->cred.uid))
+                                continue;
                         msgpack_pack_map(pk, 4);
                         pvd_pack_kv_str(pk, "node", pvd->nodes[i].name);
                         pvd_pack_kv_u64(pk, "pid", (uint64_t)c->cred.pid);
@@ -167,6 +178,34 @@ static int pack_stat(struct pvd *pvd, const struct pvd_driver *drv, msgpack_pack
         return 0;
 }
 
+/* Pack the answer to m into pk: 1, or 0 when a refusal was sent instead,
+ * or -EPROTO. */
+static int control_answer(struct pvd *pvd, struct pvd_conn *c, struct pv_msg *m, msgpack_packer *pk)
+{
+        switch (pv_msg_op(m)) {
+        case PV_OP_STATUS:
+                pack_status(pvd, pk);
+                return 1;
+        case PV_OP_STAT: {
+                char name[PV_NAME_MAX];
+                const struct pvd_driver *drv = NULL;
+                if (pv_msg_get_str(m, PV_K_NAME, name, sizeof(name)) < 0)
+                        return -EPROTO;
+                for (int d = 0; d < PV_DRV_COUNT; d++)
+                        if (pvd_drivers[d] && strcmp(pvd_drivers[d]->name, name) == 0)
+                                drv = pvd_drivers[d];
+                if (!drv) {
+                        pvd_conn_reply_err(c, m, -ENOENT, "no driver called %s (vrpq, vumem, vbpipe)", name);
+                        return 0;
+                }
+                pack_stat(pvd, drv, pk);
+                return 1;
+        }
+        default:
+                return -EPROTO;
+        }
+}
+
 int pvd_control_msg(struct pvd_conn *c, struct pv_msg *m)
 {
         struct pvd *pvd = c->node->pvd;
@@ -176,32 +215,13 @@ int pvd_control_msg(struct pvd_conn *c, struct pv_msg *m)
         msgpack_packer pk;
         msgpack_sbuffer_init(&sb);
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-
-        switch (pv_msg_op(m)) {
-        case PV_OP_STATUS:
-                pack_status(pvd, &pk);
-                break;
-        case PV_OP_STAT: {
-                char name[PV_NAME_MAX];
-                const struct pvd_driver *drv = NULL;
-                if (pv_msg_get_str(m, PV_K_NAME, name, sizeof(name)) < 0) {
-                        msgpack_sbuffer_destroy(&sb);
-                        return -EPROTO;
-                }
-                for (int d = 0; d < PV_DRV_COUNT; d++)
-                        if (pvd_drivers[d] && strcmp(pvd_drivers[d]->name, name) == 0)
-                                drv = pvd_drivers[d];
-                if (!drv) {
-                        msgpack_sbuffer_destroy(&sb);
-                        pvd_conn_reply_err(c, m, -ENOENT, "no driver called %s (vrpq, vumem, vbpipe)", name);
-                        return 0;
-                }
-                pack_stat(pvd, drv, &pk);
-                break;
-        }
-        default:
+        /* What is packed depends on who asks (pvd_viewer_sees). */
+        pvd->viewer = c;
+        int rc = control_answer(pvd, c, m, &pk);
+        pvd->viewer = NULL;
+        if (rc != 1) {
                 msgpack_sbuffer_destroy(&sb);
-                return -EPROTO;
+                return rc;
         }
 
         struct pv_msg r;

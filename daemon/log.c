@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
 
@@ -50,20 +51,18 @@ static const char *level_name(int level)
         return "log";
 }
 
-void pv_log(int level, const char *fmt, ...)
+__attribute__((format(printf, 2, 0)))
+static void log_line(int level, const char *fmt, va_list ap, const char *tail)
 {
-        if (level > log_level)
-                return;
         char line[1024];
         int n = 0;
         if (log_journal)
                 n = snprintf(line, sizeof(line), "<%d>%s: ", level, log_ident);
         else
                 n = snprintf(line, sizeof(line), "%s: %s: ", log_ident, level_name(level));
-        va_list ap;
-        va_start(ap, fmt);
         vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
-        va_end(ap);
+        if (tail)
+                snprintf(line + strlen(line), sizeof(line) - strlen(line), "%s", tail);
         /* One write per line, so lines of concurrent pvds do not interleave. */
         size_t len = strlen(line);
         if (len + 1 < sizeof(line)) {
@@ -74,4 +73,37 @@ void pv_log(int level, const char *fmt, ...)
         }
         fwrite(line, 1, len, stderr);
         fflush(stderr);
+}
+
+void pv_log(int level, const char *fmt, ...)
+{
+        if (level > log_level)
+                return;
+        va_list ap;
+        va_start(ap, fmt);
+        log_line(level, fmt, ap, NULL);
+        va_end(ap);
+}
+
+void pv_log_limited(struct pv_log_limit *l, int level, const char *fmt, ...)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t now = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+        if (now < l->next_ms) {
+                l->suppressed++;
+                return;
+        }
+        l->next_ms = now + 1000;
+        char tail[64] = "";
+        if (l->suppressed)
+                snprintf(tail, sizeof(tail), " (and %llu more like it in the last second)",
+                         (unsigned long long)l->suppressed);
+        l->suppressed = 0;
+        if (level > log_level)
+                return;
+        va_list ap;
+        va_start(ap, fmt);
+        log_line(level, fmt, ap, tail);
+        va_end(ap);
 }

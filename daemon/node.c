@@ -14,22 +14,42 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "pvd-limits.h"
 #include "node.h"
 #include "pvd.h"
 
 #define NODE_BACKLOG 64
 #define CONN_SNDBUF  (1 << 20)
 #define NODE_REFUSED_MAX 16
+#define NODE_ACCEPTS_PER_WAKE 64
 
 static void conn_poll_cb(uv_poll_t *h, int status, int events);
 
-static void conn_send_refusal(struct pvd_conn *c, int diag, const char *msg)
+void pvd_send_refusal(int fd, int diag, const char *text)
 {
         struct pv_msg m;
         pv_msg_init(&m, PV_OP_NONE);
         pv_msg_set_i(&m, PV_K_DIAG, diag);
-        pv_msg_set_str(&m, PV_K_MSG, msg);
-        pv_msg_send(c->fd, &m);
+        pv_msg_set_str(&m, PV_K_MSG, text);
+        pv_msg_send(fd, &m);
+}
+
+void pvd_refuse_now(int fd, int diag, const char *text)
+{
+        static uint8_t buf[PV_MSG_MAX];
+        pvd_send_refusal(fd, diag, text);
+        /* A request already here is read first: closing a socket with
+         * unread data makes the program's next read ECONNRESET, before it
+         * can read the reason. */
+        for (int i = 0; i < 4; i++) {
+                struct pv_msg m;
+                int rc = pv_msg_recv(fd, &m, buf, sizeof(buf), MSG_DONTWAIT);
+                if (rc == 0)
+                        pv_msg_close_fds(&m);
+                else if (rc == -EAGAIN || rc == -ECONNRESET)
+                        break;
+        }
+        close(fd);
 }
 
 /* Like /dev permissions: root always; else the owner, group or other bits
@@ -74,8 +94,10 @@ static void read_comm(pid_t pid, char *buf, size_t len)
 static void conn_free_cb(uv_handle_t *h)
 {
         struct pvd_conn *c = h->data;
+        struct pvd *pvd = c->node->pvd;
         close(c->fd);
         free(c);
+        pvd_limits_fd_freed(pvd);
 }
 
 void pvd_conn_close(struct pvd_conn *c, const char *why)
@@ -95,6 +117,8 @@ void pvd_conn_close(struct pvd_conn *c, const char *why)
                 if (c->next)
                         c->next->pprev = c->pprev;
                 n->nconns--;
+                if (c->counted)
+                        pvd_limits_release(n, c->cred.uid);
         } else {
                 n->refused_pending--;
         }
@@ -146,13 +170,12 @@ static void conn_dispatch(struct pvd_conn *c)
                 if (rc == -EAGAIN || rc == -EINTR)
                         return;
                 if (c->refused) {
-                        /* The request is read first, so that closing with it
+                        /* The refusal went out when it connected; its request
+                         * is read before the close, so that closing with it
                          * unread does not turn the program's next read into
                          * ECONNRESET before it sees why. */
                         if (rc == 0)
                                 pv_msg_close_fds(&m);
-                        if (rc != -ECONNRESET)
-                                conn_send_refusal(c, -EACCES, c->refusal);
                         pvd_conn_close(c, NULL);
                         return;
                 }
@@ -195,51 +218,78 @@ static void conn_poll_cb(uv_poll_t *h, int status, int events)
                 pvd_conn_close(c, NULL);
 }
 
+/* Refuse a connection with a reason, said at once. Until its first request
+ * comes it stays open (few at a time), so that the close does not reach the
+ * program as ECONNRESET before the reason. */
+static void node_refuse(struct pvd_node *n, int fd, const struct ucred *cr, const char *comm, int diag,
+                        const char *why)
+{
+        struct pvd_conn *c = n->refused_pending < NODE_REFUSED_MAX ? calloc(1, sizeof(*c)) : NULL;
+        if (!c) {
+                pvd_refuse_now(fd, diag, why);
+                return;
+        }
+        pvd_send_refusal(fd, diag, why);
+        c->node = n;
+        c->fd = fd;
+        c->cred = *cr;
+        c->refused = true;
+        snprintf(c->comm, sizeof(c->comm), "%s", comm);
+        n->refused_pending++;
+        uv_poll_init(n->pvd->loop, &c->poll, fd);
+        c->poll.data = c;
+        uv_poll_start(&c->poll, UV_READABLE | UV_DISCONNECT, conn_poll_cb);
+}
+
 static void node_accept(struct pvd_node *n)
 {
-        for (;;) {
+        /* Bounded work per wake-up: a flood of connections to one node
+         * cannot keep pvd from its other work. */
+        for (int k = 0; k < NODE_ACCEPTS_PER_WAKE; k++) {
                 int fd = accept4(n->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
                 if (fd < 0) {
-                        if (errno == EMFILE || errno == ENFILE)
-                                pv_warn("%s: out of file descriptors; connection waits", n->name);
+                        if ((errno == EMFILE || errno == ENFILE) && pvd_limits_fd_exhausted(n))
+                                continue;
                         return;
+                }
+                struct ucred cr;
+                socklen_t len = sizeof(cr);
+                if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0) {
+                        close(fd);
+                        continue;
+                }
+                char comm[32], why[320];
+                read_comm(cr.pid, comm, sizeof(comm));
+                if (!node_access_ok(n, fd, &cr)) {
+                        n->refused++;
+                        pv_log_limited(&n->log_refused, PV_LOG_NOTICE,
+                                       "%s: refused %s[%d] uid %u: not allowed by owner %u, group %u, mode %04o",
+                                       n->name, comm, (int)cr.pid, (unsigned)cr.uid, (unsigned)n->uid,
+                                       (unsigned)n->gid, (unsigned)n->mode);
+                        snprintf(why, sizeof(why),
+                                 "%s: permission denied for uid %u (node owner %u, group %u, mode %04o)", n->name,
+                                 (unsigned)cr.uid, (unsigned)n->uid, (unsigned)n->gid, (unsigned)n->mode);
+                        node_refuse(n, fd, &cr, comm, -EACCES, why);
+                        continue;
+                }
+                int rc = pvd_limits_admit(n, fd, &cr, why, sizeof(why));
+                if (rc < 0) {
+                        n->refused++;
+                        node_refuse(n, fd, &cr, comm, rc, why);
+                        continue;
                 }
                 struct pvd_conn *c = calloc(1, sizeof(*c));
                 if (!c) {
-                        close(fd);
+                        pvd_limits_release(n, cr.uid);
+                        pvd_refuse_now(fd, -ENOMEM, "pvd is out of memory");
                         continue;
                 }
                 c->node = n;
                 c->fd = fd;
-                socklen_t len = sizeof(c->cred);
-                if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->cred, &len) < 0) {
-                        close(fd);
-                        free(c);
-                        continue;
-                }
-                read_comm(c->cred.pid, c->comm, sizeof(c->comm));
-                if (!node_access_ok(n, fd, &c->cred)) {
-                        n->refused++;
-                        pv_notice("%s: refused %s[%d] uid %u: not allowed by owner %u, group %u, mode %04o",
-                                  n->name, c->comm, (int)c->cred.pid, (unsigned)c->cred.uid, (unsigned)n->uid,
-                                  (unsigned)n->gid, (unsigned)n->mode);
-                        /* Answer its first request with the refusal; few of
-                         * those wait at a time. */
-                        if (n->refused_pending >= NODE_REFUSED_MAX) {
-                                close(fd);
-                                free(c);
-                                continue;
-                        }
-                        snprintf(c->refusal, sizeof(c->refusal),
-                                 "%s: permission denied for uid %u (node owner %u, group %u, mode %04o)", n->name,
-                                 (unsigned)c->cred.uid, (unsigned)n->uid, (unsigned)n->gid, (unsigned)n->mode);
-                        c->refused = true;
-                        n->refused_pending++;
-                        uv_poll_init(n->pvd->loop, &c->poll, fd);
-                        c->poll.data = c;
-                        uv_poll_start(&c->poll, UV_READABLE | UV_DISCONNECT, conn_poll_cb);
-                        continue;
-                }
+                c->cred = cr;
+                c->counted = true;
+                c->sees_all = pvd_limits_sees_all(n->pvd, fd, &cr);
+                memcpy(c->comm, comm, sizeof(c->comm));
                 int sndbuf = CONN_SNDBUF;
                 setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
                 c->id = ++n->pvd->next_conn_id;
@@ -265,6 +315,11 @@ static void node_poll_cb(uv_poll_t *h, int status, int events)
 {
         if (status == 0)
                 node_accept(h->data);
+}
+
+void pvd_node_listen(struct pvd_node *n)
+{
+        uv_poll_start(&n->poll, UV_READABLE, node_poll_cb);
 }
 
 int pvd_node_open(struct pvd *pvd, struct pvd_node *n)
@@ -302,7 +357,7 @@ int pvd_node_open(struct pvd *pvd, struct pvd_node *n)
         n->pvd = pvd;
         uv_poll_init(pvd->loop, &n->poll, fd);
         n->poll.data = n;
-        uv_poll_start(&n->poll, UV_READABLE, node_poll_cb);
+        pvd_node_listen(n);
         return 0;
 fail_unlink:;
         int e = errno;

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "hv/hv.h"
+#include "pvd-limits.h"
 #include "node.h"
 #include "pvd-core.h"
 #include "pvd.h"
@@ -208,7 +209,7 @@ static int pvd_plan(struct pvd *pvd)
         snprintf(ctl->name, sizeof(ctl->name), "control");
         ctl->uid = geteuid();
         ctl->gid = getegid();
-        ctl->mode = 0666; /* status is for everyone, like ip link */
+        ctl->mode = 0666; /* status is for everyone, like ip link, unless pvd,status says "group" */
         ctl->fd = -1;
         ctl->pvd = pvd;
         return 0;
@@ -370,6 +371,10 @@ int pvd_run(const struct pvd_options *opt)
         pvd->loop = uv_default_loop();
         pvd->start_ms = uv_now(pvd->loop);
         hot_init(pvd);
+        if (pvd_limits_init(pvd) < 0)
+                goto out_stop;
+        struct pvd_node *ctl = &pvd->nodes[pvd->nnodes - 1];
+        pvd_limits_control_access(pvd, &ctl->gid, &ctl->mode);
         for (unsigned i = 0; i < pvd->nvlinks; i++) {
                 struct pvd_vlink *vl = &pvd->vlinks[i];
                 for (int d = 0; d < PV_DRV_COUNT; d++) {
@@ -419,6 +424,7 @@ out_close:
         uv_walk(pvd->loop, walk_close, NULL);
         uv_run(pvd->loop, UV_RUN_DEFAULT);
         uv_loop_close(pvd->loop);
+        pvd_limits_fini(pvd);
         snprintf(path, sizeof(path), "%s/%s.lock", pvd->platform_dir, pvd->vm_name);
         unlink(path);
         close(lock2);

@@ -112,6 +112,7 @@ struct pvd_node {
         unsigned nconns;
         unsigned refused_pending;           /* refused, waiting to read their refusal */
         uint64_t accepted, refused;
+        struct pv_log_limit log_refused;
 };
 
 struct pvd_conn {
@@ -125,7 +126,8 @@ struct pvd_conn {
         struct pvd_conn *next, **pprev;     /* pprev NULL: refused, not in the node's list */
         bool closing;
         bool refused;
-        char refusal[160];
+        bool counted;                       /* in its user's connection count (pvd-pvd-limits.c) */
+        bool sees_all;                      /* root or the control group: sees every program */
 };
 
 /* Send a message (and its fds) to the program. A program that does not
@@ -216,7 +218,16 @@ struct pvd {
         uint64_t hot_ns;                     /* PVD_SPIN_US, 0 on one CPU */
         uint64_t hot_until_ns;
         uint64_t hot_spells;
+        struct pvd_limits *limits;           /* per-user limits, fd budget (pvd-pvd-limits.c) */
+        const struct pvd_conn *viewer;       /* while answering pvctl: who asks */
 };
+
+/* Whether the program asking pvctl status or stat (pvd->viewer) may see a
+ * program of user owner: root and the control group see all, others their
+ * own. PVD_UID_PEER: a program of the peer VM. Drivers leave out the pid
+ * and name of programs the viewer may not see. */
+#define PVD_UID_PEER ((uid_t)-1)
+bool pvd_viewer_sees(const struct pvd *pvd, uid_t owner);
 
 /* Keep the loop polling without sleeping for the next PVD_SPIN_US: called
  * when an answer is due soon (a request was passed on and its answer will

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -185,6 +186,10 @@ int pvt_pvd_start(struct pvt_platform *p, const char *vm, const char *const *ext
                         dup2(fd, 1);
                 }
                 setenv("NOTIFY_SOCKET", npath, 1);
+                if (p->nofile) {
+                        struct rlimit rl = { p->nofile, p->nofile };
+                        setrlimit(RLIMIT_NOFILE, &rl);
+                }
                 execv(bin, (char *const *)argv);
                 _exit(127);
         }
@@ -352,18 +357,18 @@ int pvt_stat(struct pvt_platform *p, const char *vm, const char *driver, msgpack
         return fetch_doc(p, vm, PV_OP_STAT, driver, zone, doc);
 }
 
-static bool str_eq(const msgpack_object *o, const char *s)
+bool pvt_str_eq(const msgpack_object *o, const char *s)
 {
         return o && o->type == MSGPACK_OBJECT_STR && o->via.str.size == strlen(s) &&
                memcmp(o->via.str.ptr, s, o->via.str.size) == 0;
 }
 
-static const msgpack_object *map_get(const msgpack_object *m, const char *key)
+const msgpack_object *pvt_get(const msgpack_object *m, const char *key)
 {
         if (!m || m->type != MSGPACK_OBJECT_MAP)
                 return NULL;
         for (uint32_t i = 0; i < m->via.map.size; i++)
-                if (str_eq(&m->via.map.ptr[i].key, key))
+                if (pvt_str_eq(&m->via.map.ptr[i].key, key))
                         return &m->via.map.ptr[i].val;
         return NULL;
 }
@@ -377,16 +382,16 @@ int pvt_wait_vlink(struct pvt_platform *p, const char *vm, const char *link, con
                 msgpack_zone_init(&zone, 4096);
                 bool ok = false;
                 if (pvt_status(p, vm, &zone, &doc) == 0) {
-                        const msgpack_object *vls = map_get(&doc, "vlinks");
+                        const msgpack_object *vls = pvt_get(&doc, "vlinks");
                         if (vls && vls->type == MSGPACK_OBJECT_ARRAY) {
                                 ok = true;
                                 bool found = false;
                                 for (uint32_t i = 0; i < vls->via.array.size; i++) {
                                         const msgpack_object *vl = &vls->via.array.ptr[i];
-                                        if (link && !str_eq(map_get(vl, "name"), link))
+                                        if (link && !pvt_str_eq(pvt_get(vl, "name"), link))
                                                 continue;
                                         found = true;
-                                        ok &= str_eq(map_get(vl, "state"), state);
+                                        ok &= pvt_str_eq(pvt_get(vl, "state"), state);
                                 }
                                 ok &= found;
                         }

@@ -29,6 +29,7 @@ struct pvt_platform {
         char dtb[512];
         struct pvt_vm vms[PVT_MAX_VMS];
         unsigned nvms;
+        unsigned nofile;           /* non-zero: pvds start with this RLIMIT_NOFILE */
 };
 
 /* Make a temporary platform for conf/<dtb_name>.dtb ("demo"). 0 or -errno. */
@@ -53,6 +54,10 @@ void pvt_use_vm(struct pvt_platform *p, const char *vm);
 int pvt_status(struct pvt_platform *p, const char *vm, msgpack_zone *zone, msgpack_object *doc);
 /* Same for "pvctl stat DRIVER". */
 int pvt_stat(struct pvt_platform *p, const char *vm, const char *driver, msgpack_zone *zone, msgpack_object *doc);
+/* The value of key in the msgpack map m (NULL: none, or m is no map). */
+const msgpack_object *pvt_get(const msgpack_object *m, const char *key);
+/* o is the string s. */
+bool pvt_str_eq(const msgpack_object *o, const char *s);
 /* The state ("OFF", "RESET", "ON") of vm's vlink link (NULL: any vlink
  * must match) -- wait up to timeout_ms for it. 0 or -ETIMEDOUT. */
 int pvt_wait_vlink(struct pvt_platform *p, const char *vm, const char *link, const char *state, int timeout_ms);

@@ -59,14 +59,29 @@ int pvctl_status_print(const msgpack_object *doc, const struct pvctl_opts *o, FI
                         doc_u64(&nodes[i], "group"), doc_u64(&nodes[i], "connections"));
         }
 
+        const msgpack_object *lim = doc_get(doc, "limits");
+        const msgpack_object *acc = doc_get(lim, "accepting");
+        bool accepting = !acc || acc->type != MSGPACK_OBJECT_BOOLEAN || acc->via.boolean;
+        if (lim)
+                fprintf(f, "\nlimits: %" PRIu64 " connections per user, %" PRIu64 " to one node; %" PRIu64
+                        " file descriptors, %" PRIu64 " kept for the vlinks; refused: %" PRIu64 " for a user's limit, %"
+                        PRIu64 " for lack of descriptors%s\n",
+                        doc_u64(lim, "connections_per_user"), doc_u64(lim, "node_connections_per_user"),
+                        doc_u64(lim, "fd_limit"), doc_u64(lim, "fd_reserve"), doc_u64(lim, "refused_user_limit"),
+                        doc_u64(lim, "refused_no_fd"), accepting ? "" : "; NOT ACCEPTING (no fd)");
+
         const msgpack_object *progs = doc_array(doc, "programs", &n);
+        uint64_t hidden = doc_u64(doc, "programs_hidden");
         fprintf(f, "\n%-8s %-6s %-16s %s\n", "PID", "UID", "PROGRAM", "DEVICE NODE");
-        if (!n)
+        if (!n && !hidden)
                 fprintf(f, "(no program connected)\n");
         for (uint32_t i = 0; i < n; i++) {
                 char comm[32], node[64];
                 fprintf(f, "%-8" PRIu64 " %-6" PRIu64 " %-16s %s\n", doc_u64(&progs[i], "pid"), doc_u64(&progs[i], "uid"),
                         doc_str(&progs[i], "comm", comm, sizeof(comm)), doc_str(&progs[i], "node", node, sizeof(node)));
         }
+        if (hidden)
+                fprintf(f, "(and %" PRIu64 " connections of other users, shown to root and pvd's control group)\n",
+                        hidden);
         return 0;
 }

@@ -32,6 +32,7 @@ struct vbp_end {
         uint64_t seq;              /* ... to request seq */
         uint32_t filler;           /* bytes written through the program's end (O_NONBLOCK) */
         pid_t pid;
+        uid_t uid;                 /* who may see it in pvctl stat (pvd_viewer_sees) */
         char comm[32];
         uint64_t since_ms;
         uint32_t peer_gen;

@@ -63,8 +63,9 @@ void vbpipe_stat(struct pvd_vlink *vl, msgpack_packer *pk)
         msgpack_pack_map(pk, 6);
         pvd_pack_kv_str(pk, "state", vbp_end_state_name(e));
         pvd_pack_kv_u64(pk, "end", e ? e->gen : 0);
-        pvd_pack_kv_u64(pk, "pid", e ? (uint64_t)e->pid : 0);
-        pvd_pack_kv_str(pk, "program", e ? e->comm : "");
+        bool see = e && pvd_viewer_sees(vl->pvd, e->uid);
+        pvd_pack_kv_u64(pk, "pid", see ? (uint64_t)e->pid : 0);
+        pvd_pack_kv_str(pk, "program", see ? e->comm : "");
         pvd_pack_kv_u64(pk, "since_ms", e ? now - e->since_ms : 0);
         pvd_pack_kv_bool(pk, "queued_open", p->next != NULL);
         pvd_pack_str(pk, "peer");

@@ -840,6 +840,7 @@ static int vbpipe_conn_msg(struct pvd_conn *c, struct pv_msg *m)
         e->st = VBP_WAIT;
         e->prog_fd = -1;
         e->pid = c->cred.pid;
+        e->uid = c->cred.uid;
         snprintf(e->comm, sizeof(e->comm), "%s", c->comm);
         e->since_ms = uv_now(p->vl->pvd->loop);
         *slot = e;

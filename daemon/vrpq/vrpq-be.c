@@ -206,6 +206,7 @@ static void bind_session(struct vrpq_vlink *v, struct vrpq_sess *s, struct vrpq_
         if (s->peer_dead)
                 vrpq_conn_hangup(w); /* it gets the channels and requests left */
         s->local_pid = (uint32_t)w->c->cred.pid;
+        s->local_uid = w->c->cred.uid;
         snprintf(s->local_comm, sizeof(s->local_comm), "%s", w->c->comm);
         w->kind = VC_SESS;
         w->s = s;

@@ -77,6 +77,7 @@ static int session_create(struct vrpq_conn *vc, struct pv_msg *m)
         s->conn = vc;
         s->info_len = len;
         s->local_pid = (uint32_t)vc->c->cred.pid;
+        s->local_uid = vc->c->cred.uid;
         snprintf(s->local_comm, sizeof(s->local_comm), "%s", vc->c->comm);
         o->sid = s->sid;
         o->pid = s->local_pid;

@@ -108,6 +108,7 @@ struct vrpq_sess {
         uint32_t peer_pid;
         char peer_comm[VRPQ_COMM_MAX + 1];
         uint32_t local_pid;
+        uid_t local_uid;                /* who may see it in pvctl stat (pvd_viewer_sees) */
         char local_comm[32];
 };
 

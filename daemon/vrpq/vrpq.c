@@ -442,8 +442,10 @@ static void vrpq_stat(struct pvd_vlink *vl, msgpack_packer *pk)
                 msgpack_pack_map(pk, 6);
                 pvd_pack_kv_u64(pk, "id", s->sid);
                 pvd_pack_kv_str(pk, "state", sess_state(v, s));
-                pvd_pack_kv_str(pk, "program", s->local_pid ? local : "");
-                pvd_pack_kv_str(pk, "peer_program", s->peer_pid ? peer : "");
+                bool see = pvd_viewer_sees(v->vl->pvd, s->local_uid);
+                bool see_peer = pvd_viewer_sees(v->vl->pvd, PVD_UID_PEER);
+                pvd_pack_kv_str(pk, "program", s->local_pid && see ? local : "");
+                pvd_pack_kv_str(pk, "peer_program", s->peer_pid && see_peer ? peer : "");
                 pvd_pack_kv_u64(pk, "info_bytes", s->info_len);
                 pvd_pack_str(pk, "channels");
                 msgpack_pack_array(pk, n);

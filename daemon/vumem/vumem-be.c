@@ -857,8 +857,9 @@ void vs_stat(struct vs_link *L, msgpack_packer *pk)
         if (L->server) {
                 msgpack_pack_map(pk, 3);
                 pvd_pack_kv_bool(pk, "running", true);
-                pvd_pack_kv_u64(pk, "pid", (uint64_t)L->server->cred.pid);
-                pvd_pack_kv_str(pk, "comm", L->server->comm);
+                bool see = pvd_viewer_sees(L->vl->pvd, L->server->cred.uid);
+                pvd_pack_kv_u64(pk, "pid", see ? (uint64_t)L->server->cred.pid : 0);
+                pvd_pack_kv_str(pk, "comm", see ? L->server->comm : "");
         } else {
                 msgpack_pack_map(pk, 1);
                 pvd_pack_kv_bool(pk, "running", false);
@@ -871,8 +872,9 @@ void vs_stat(struct vs_link *L, msgpack_packer *pk)
                 pvd_pack_kv_u64(pk, "id", s->sid);
                 pvd_pack_kv_str(pk, "kind", s->master ? "master" : "standard");
                 pvd_pack_kv_str(pk, "vm", L->vl->peer_vm);
-                pvd_pack_kv_u64(pk, "pid", s->pid);
-                pvd_pack_kv_str(pk, "comm", s->comm);
+                bool see = pvd_viewer_sees(L->vl->pvd, PVD_UID_PEER);
+                pvd_pack_kv_u64(pk, "pid", see ? s->pid : 0);
+                pvd_pack_kv_str(pk, "comm", see ? s->comm : "");
                 pvd_pack_kv_u64(pk, "buffers", s->nhandles);
                 pvd_pack_kv_u64(pk, "bytes", s->bytes);
         }

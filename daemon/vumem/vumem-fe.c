@@ -703,8 +703,9 @@ void vc_stat(struct vc_link *L, msgpack_packer *pk)
                 pvd_pack_kv_u64(pk, "id", s->sid);
                 pvd_pack_kv_str(pk, "kind", s->master ? "master" : "standard");
                 pvd_pack_kv_str(pk, "vm", L->vl->pvd->vm_name);
-                pvd_pack_kv_u64(pk, "pid", s->c ? (uint64_t)s->c->cred.pid : 0);
-                pvd_pack_kv_str(pk, "comm", s->c ? s->c->comm : "");
+                bool see = s->c && pvd_viewer_sees(L->vl->pvd, s->c->cred.uid);
+                pvd_pack_kv_u64(pk, "pid", see ? (uint64_t)s->c->cred.pid : 0);
+                pvd_pack_kv_str(pk, "comm", see ? s->c->comm : "");
                 pvd_pack_kv_u64(pk, "buffers", s->nh);
                 pvd_pack_kv_u64(pk, "bytes", s->bytes);
         }
