@@ -225,6 +225,7 @@ static int gone(VumemServer *v)
 }
 
 #define CREDIT_ASK  32  /* credit asked for when it runs low */
+#define REG_WAIT_MS 2000 /* how long pvd may take to read a memory registration */
 
 /* ---- lanes ----------------------------------------------------------------- */
 
@@ -581,16 +582,27 @@ static int send_respond(VumemServer *v, struct pv_msg *m)
         return 0;
 }
 
-/* pvd has read the registration of key (it reads its socket in order). */
-static bool registered(VumemServer *v, uint32_t key)
+/* pvd has read the registration of key (it reads its socket in order): 0,
+ * or -ECONNRESET when pvd is gone (its count then never moves: the
+ * program must see that at once, not wait), -ETIMEDOUT after REG_WAIT_MS. */
+static int registered(VumemServer *v, uint32_t key)
 {
-        for (int i = 0; i < 200000; i++) {
+        uint64_t end = 0;
+        for (unsigned i = 0;; i++) {
                 if ((int32_t)(ring_load_acquire(&v->shm->reg_done) - key) >= 0)
-                        return true;
-                if (i > 1000)
-                        usleep(10);
+                        return 0;
+                if (i < 1000)
+                        continue;
+                struct pollfd pf = { .fd = v->conn->fd, .events = 0 };
+                if (poll(&pf, 1, 0) == 1 && (pf.revents & (POLLHUP | POLLERR | POLLNVAL)))
+                        return -ECONNRESET;
+                uint64_t now = pvc_now_ns();
+                if (!end)
+                        end = now + REG_WAIT_MS * 1000000ull;
+                else if (now > end)
+                        return -ETIMEDOUT;
+                usleep(10);
         }
-        return false;
 }
 
 /* The answer to a lane request: the log entry for pvd first, then the
@@ -622,10 +634,17 @@ static int respond_lane(VumemServer *v, const struct srv_out *o, VumemResp *resp
                          "is not inside memory of vumemServerMemAlloc or vumemServerFdRegister (malloc or stack "
                          "memory cannot be shared)", vaddr, size);
                 rc = pvc_error(-EFAULT, "vumemRespond: %s", a.msg);
-        } else if (!mem->key || !registered(v, mem->key)) {
-                a.diag = -EIO;
-                snprintf(a.msg, sizeof(a.msg), "pvd did not take the server's memory registration");
-                rc = pvc_error(-EIO, "vumemRespond: %s", a.msg);
+        } else if (!mem->key || (rc = registered(v, mem->key)) < 0) {
+                if (rc == -ECONNRESET) {
+                        a.diag = -ECONNRESET;
+                        snprintf(a.msg, sizeof(a.msg), "the server VM's pvd went away");
+                        rc = gone(v);
+                } else {
+                        a.diag = -EIO;
+                        snprintf(a.msg, sizeof(a.msg), "pvd did not take the server's memory registration within "
+                                 "%d ms", REG_WAIT_MS);
+                        rc = pvc_error(-EIO, "vumemRespond: %s", a.msg);
+                }
         }
         struct vumem_srv_log e = { .session = o->sid, .id = o->resv.id, .handle = o->resv.handle, .diag = a.diag };
         if (a.diag == 0) {
