@@ -315,6 +315,25 @@ int cp_res(pid_t pid, struct cp_res *r)
         return 0;
 }
 
+void cp_show_fds(pid_t pid)
+{
+        char path[64];
+        snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+        DIR *d = opendir(path);
+        struct dirent *e;
+        while (d && (e = readdir(d))) {
+                if (e->d_name[0] == '.')
+                        continue;
+                char lp[96], target[256];
+                snprintf(lp, sizeof(lp), "%s/%s", path, e->d_name);
+                ssize_t n = readlink(lp, target, sizeof(target) - 1);
+                target[n > 0 ? n : 0] = 0;
+                fprintf(stderr, "    pvd %d: fd %s -> %s\n", (int)pid, e->d_name, target);
+        }
+        if (d)
+                closedir(d);
+}
+
 int cp_res_settle(struct cp *cp, const char *vm, const struct cp_res *base, int timeout_ms, struct cp_res *now)
 {
         long long end = pvt_now_ms() + timeout_ms;

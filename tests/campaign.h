@@ -103,6 +103,8 @@ struct cp_res {
         long rss_kb;
 };
 int cp_res(pid_t pid, struct cp_res *r);
+/* Print what pid's fds are (after a leak), on stderr. */
+void cp_show_fds(pid_t pid);
 /* Wait (timeout_ms) until vm's pvd holds no more fds and memfds than base
  * (connections close asynchronously); its resources then. */
 int cp_res_settle(struct cp *cp, const char *vm, const struct cp_res *base, int timeout_ms, struct cp_res *now);

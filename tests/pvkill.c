@@ -167,7 +167,10 @@ int main(int argc, char **argv)
                 cp_res_settle(&cp, cp_vms[i], &base[i], 5000, &now);
                 printf("pvd %s: fds %d -> %d, memfds %d -> %d; RSS %ld KiB at the start, %ld KiB at the end\n",
                        cp_vms[i], base[i].fds, now.fds, base[i].memfds, now.memfds, first[i].rss_kb, end[i].rss_kb);
-                leaks += now.fds != base[i].fds || now.memfds != base[i].memfds;
+                if (now.fds != base[i].fds || now.memfds != base[i].memfds) {
+                        cp_show_fds(pvt_vm(&cp.plat, cp_vms[i])->pid);
+                        leaks++;
+                }
         }
         double dmed = cp_median(detect_ms, ndetect), dmax = cp_max(detect_ms, ndetect);
         double rmed = cp_median(recover_ms, nrecover), rmax = cp_max(recover_ms, nrecover);

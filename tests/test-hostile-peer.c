@@ -138,6 +138,41 @@ static void test_fake_client_lies(void)
         CU_ASSERT(pvd_alive("vm2"));
 }
 
+/* An empty datagram that carries fds (which pvd once left open, as it
+ * looked at the length first): pvd drops the peer and keeps none. */
+static void test_empty_datagram_with_fds(void)
+{
+        pid_t pvd = pvt_vm(&plat, "vm2")->pid;
+        usleep(100000);
+        int before = pvt_fd_count_of(pvd);
+        for (int round = 0; round < 5; round++) {
+                int fd = connect_link("vm2-vm3-vogl0");
+                CU_ASSERT_FATAL(fd >= 0);
+                int mfd = memfd_create("hostile", MFD_CLOEXEC), efd = eventfd(0, EFD_CLOEXEC);
+                int fds[2] = { mfd, efd };
+                union {
+                        char b[CMSG_SPACE(sizeof(fds))];
+                        struct cmsghdr a;
+                } u;
+                struct iovec iov = { .iov_base = "", .iov_len = 0 };
+                struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.b,
+                                     .msg_controllen = sizeof(u.b) };
+                struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+                c->cmsg_level = SOL_SOCKET;
+                c->cmsg_type = SCM_RIGHTS;
+                c->cmsg_len = CMSG_LEN(sizeof(fds));
+                memcpy(CMSG_DATA(c), fds, sizeof(fds));
+                CU_ASSERT_EQUAL(sendmsg(fd, &mh, 0), 0);
+                close(mfd);
+                close(efd);
+                CU_ASSERT(dropped(fd, 2000));
+                close(fd);
+        }
+        usleep(100000);
+        CU_ASSERT_EQUAL(pvt_fd_count_of(pvd), before);
+        CU_ASSERT(pvd_alive("vm2"));
+}
+
 /* A fake client that joins properly, then corrupts the control ring the
  * server reads: the server resets the vlink (drops us) and goes on. */
 static void test_fake_client_corrupts_ring(void)
@@ -355,6 +390,7 @@ static void test_fake_server_lies(void)
 
 static const struct pvt_test tests[] = {
         { "fake client: garbage and lies", test_fake_client_lies },
+        { "fake client: an empty datagram with fds", test_empty_datagram_with_fds },
         { "fake client: corrupt control ring", test_fake_client_corrupts_ring },
         { "fake server: lies in HELLO", test_fake_server_lies },
         { NULL, NULL },

@@ -183,9 +183,9 @@ static int emu_recv(struct emu_link *l, struct pv_emu_msg *m, int *fds, unsigned
         while (n < 0 && errno == EINTR);
         if (n < 0)
                 return errno == EAGAIN ? 0 : -ECONNRESET;
-        if (n == 0)
-                return -ECONNRESET;
-        int rc = 1;
+        /* Every fd that came is taken before anything else is looked at:
+         * even an empty datagram (n == 0) can carry some. */
+        int rc = n == 0 ? -ECONNRESET : 1;
         for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
                 if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) {
                         rc = -EPROTO;
@@ -201,8 +201,8 @@ static int emu_recv(struct emu_link *l, struct pv_emu_msg *m, int *fds, unsigned
                                 close(fd);
                 }
         }
-        if ((mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || n != (ssize_t)sizeof(*m) ||
-            m->magic != PV_EMU_MAGIC || m->version != PV_EMU_VERSION)
+        if (rc > 0 && ((mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || n != (ssize_t)sizeof(*m) ||
+                       m->magic != PV_EMU_MAGIC || m->version != PV_EMU_VERSION))
                 rc = -EPROTO;
         if (rc < 0) {
                 for (unsigned i = 0; i < *nfds; i++)
