@@ -110,7 +110,7 @@ static int vrpq_client(struct cp_shared *sh, struct cp_slot *s)
                 int rc = vrpqSessionCreate("vrpq-clt-vogl0", "campaign", 8, &se);
                 if (!rc)
                         rc = vrpqChanCreate(se, NULL, 0, &ch);
-                while (!rc && !sh->stop) {
+                for (unsigned done = 0; !rc && !sh->stop && (!sh->churn || done < sh->churn); done++) {
                         void *in, *out;
                         nku32_f a = n * 2654435761u, b = ~n;
                         rc = vrpqParamAlloc(ch, 8, 8, &in);
@@ -140,11 +140,11 @@ static int vrpq_client(struct cp_shared *sh, struct cp_slot *s)
 
 /* ---- VUMEM ------------------------------------------------------------------------------- */
 
-static int vumem_server(struct cp_shared *sh, struct cp_slot *s)
+int cp_vumem_serve(struct cp_shared *sh, struct cp_slot *s, const char *node)
 {
         while (!sh->stop) {
                 VumemServer *srv;
-                int rc = vumemServerCreate("vumem-srv-vogl0", &srv);
+                int rc = vumemServerCreate(node, &srv);
                 if (rc) {
                         /* -EBUSY: pvd has not yet seen the last one go. */
                         failed(s, rc, "VUMEM server start");
@@ -205,7 +205,7 @@ static int vumem_client(struct cp_shared *sh, struct cp_slot *s)
                         pause_ms(RETRY_MS);
                         continue;
                 }
-                while (!rc && !sh->stop) {
+                for (unsigned done = 0; !rc && !sh->stop && (!sh->churn || done < sh->churn / 8 + 1); done++) {
                         struct talloc t = { .seed = seed, .size = 4096u << (seed % 5) };
                         VumemBufferHd b;
                         uint8_t *p;
@@ -279,6 +279,35 @@ static bool pipe_io(int fd, void *buf, size_t n, bool rd)
         return true;
 }
 
+/* One exchange: the client sends a counter, the server sends it back plus
+ * one. 1 done, 0 nothing yet (server, within a wait), -1 the conversation
+ * is over. */
+static int pipe_step(struct cp_shared *sh, struct cp_slot *s, int fd, bool server, uint64_t *n)
+{
+        uint64_t m[2];
+        if (server) {
+                /* Wait for a counter without blocking past a stop. */
+                struct pollfd pf = { .fd = fd, .events = POLLIN };
+                if (!sh->stop && poll(&pf, 1, WAIT_MS) == 0)
+                        return 0;
+                if (sh->stop || !pipe_io(fd, m, sizeof(m), true))
+                        return -1;
+                if (m[1] != ~m[0])
+                        s->corrupt++;
+                m[0]++;
+                m[1] = ~m[0];
+                return pipe_io(fd, m, sizeof(m), false) ? 1 : -1;
+        }
+        m[0] = *n;
+        m[1] = ~*n;
+        if (sh->stop || !pipe_io(fd, m, sizeof(m), false) || !pipe_io(fd, m, sizeof(m), true))
+                return -1;
+        if (m[0] != *n + 1 || m[1] != ~m[0])
+                s->corrupt++;
+        (*n)++;
+        return 1;
+}
+
 static int pipe_prog(struct cp_shared *sh, struct cp_slot *s, bool server)
 {
         uint64_t n = 1;
@@ -286,35 +315,16 @@ static int pipe_prog(struct cp_shared *sh, struct cp_slot *s, bool server)
                 int fd = pipe_open(sh, s);
                 if (fd < 0)
                         break;
-                for (;;) {
-                        uint64_t m[2];
-                        if (server) {
-                                /* Wait for a counter without blocking past a stop. */
-                                struct pollfd pf = { .fd = fd, .events = POLLIN };
-                                if (!sh->stop && poll(&pf, 1, WAIT_MS) == 0)
-                                        continue;
-                                if (sh->stop || !pipe_io(fd, m, sizeof(m), true))
-                                        break;
-                                if (m[1] != ~m[0])
-                                        s->corrupt++;
-                                m[0]++;
-                                m[1] = ~m[0];
-                                if (!pipe_io(fd, m, sizeof(m), false))
-                                        break;
-                        } else {
-                                if (sh->stop)
-                                        break;
-                                m[0] = n;
-                                m[1] = ~n;
-                                if (!pipe_io(fd, m, sizeof(m), false) || !pipe_io(fd, m, sizeof(m), true))
-                                        break;
-                                if (m[0] != n + 1 || m[1] != ~m[0])
-                                        s->corrupt++;
-                                n++;
+                int rc = 0;
+                /* With churn, the client closes and opens a new conversation. */
+                for (unsigned done = 0; rc >= 0 && (server || !sh->churn || done < sh->churn);) {
+                        rc = pipe_step(sh, s, fd, server, &n);
+                        if (rc > 0) {
+                                done_op(s);
+                                done++;
                         }
-                        done_op(s);
                 }
-                if (!sh->stop)
+                if (rc < 0 && !sh->stop)
                         failed(s, -errno ? -errno : -EPIPE, server ? "vbpipe server" : "vbpipe client");
                 vbpipeClose(fd);
         }
@@ -331,7 +341,7 @@ int cp_prog_main(struct cp_shared *sh, enum cp_prog k)
         case CP_VRPQ_CLT:
                 return vrpq_client(sh, s);
         case CP_VUMEM_SRV:
-                return vumem_server(sh, s);
+                return cp_vumem_serve(sh, s, "vumem-srv-vogl0");
         case CP_VUMEM_CLT:
                 return vumem_client(sh, s);
         case CP_PIPE_SRV:

@@ -13,6 +13,7 @@
  *   CP_PIPE_CLT   vm4  vbpipe0: writes counters, checks each answer
  * A failure (the peer or a pvd gone) is recorded with its time, and the
  * program starts over; data that is not what was sent is counted corrupt.
+ * With churn set, the clients also start over on purpose now and then.
  */
 #ifndef CAMPAIGN_H
 #define CAMPAIGN_H
@@ -48,6 +49,8 @@ struct cp_slot {
 struct cp_shared {
         struct cp_slot slot[CP_NPROGS];
         volatile int stop;              /* the programs finish what they do and exit 0 */
+        volatile unsigned churn;        /* non-zero: clients end their session (pipe: conversation)
+                                         * after that many operations and open a new one */
 };
 
 struct cp_options {
@@ -117,5 +120,7 @@ uint64_t cp_rand(uint64_t *state);
 
 /* The honest program k (campaign-progs.c), in a child. */
 int cp_prog_main(struct cp_shared *sh, enum cp_prog k);
+/* The VUMEM server program on another node, reporting in s. */
+int cp_vumem_serve(struct cp_shared *sh, struct cp_slot *s, const char *node);
 
 #endif

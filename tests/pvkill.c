@@ -87,8 +87,13 @@ int main(int argc, char **argv)
                 const int *obs;
                 const char *what;
                 int64_t seen[CP_NPROGS];
-                for (int k = 0; k < CP_NPROGS; k++)
+                bool working[CP_NPROGS];
+                for (int k = 0; k < CP_NPROGS; k++) {
                         seen[k] = cp.sh->slot[k].fail_ns;
+                        /* A peer that is between sessions (waiting for a
+                         * server, say) was not talking to the victim. */
+                        working[k] = cp.sh->slot[k].ok_ns > seen[k];
+                }
                 int64_t t_kill = cp_now_ns();
                 if (victim < CP_NPROGS) {
                         what = cp_prog_name((enum cp_prog)victim);
@@ -107,6 +112,8 @@ int main(int argc, char **argv)
                 double worst = 0;
                 for (int j = 0; j < 4 && obs[j] >= 0; j++) {
                         const struct cp_slot *s = &cp.sh->slot[obs[j]];
+                        if (!working[obs[j]])
+                                continue;
                         long long until = pvt_now_ms() + DETECT_WAIT_MS;
                         while (s->fail_ns == seen[obs[j]] && pvt_now_ms() < until)
                                 usleep(500);

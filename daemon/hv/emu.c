@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +26,7 @@
 #include "watch.h"
 
 #define EMU_RETRY_MS        100
+#define EMU_SEND_WAIT_MS    100
 #define EMU_MAX_PEER_XIRQS  4096
 #define EMU_MAX_PEER_GRANTS 65536
 
@@ -48,7 +50,7 @@ struct emu_link {
         struct pvd_watch *sock;     /* the peer's connection */
         struct pvd_watch *xirq_rx;  /* the peer signals us */
         int xirq_tx;                /* we signal the peer */
-        uv_timer_t retry;           /* client end: reconnect */
+        uv_timer_t retry;           /* client end: reconnect; either: reset after a send failed */
         bool joined;                /* server: JOIN accepted */
         struct emu_table own_xirq, peer_xirq, own_grant, peer_grant;
         uint32_t next_xirq, next_grant;
@@ -136,6 +138,13 @@ static void emu_msg_init(struct pv_emu_msg *m, uint32_t type)
         m->type = type;
 }
 
+static void emu_fail_cb(uv_timer_t *t)
+{
+        struct emu_link *l = t->data;
+        if (l->sock)
+                pvd_vlink_fail(l->vl, "the peer did not read its link socket for %d ms", EMU_SEND_WAIT_MS);
+}
+
 static int emu_send(struct emu_link *l, const struct pv_emu_msg *m, const int *fds, unsigned nfds)
 {
         if (!l->sock)
@@ -156,10 +165,26 @@ static int emu_send(struct emu_link *l, const struct pv_emu_msg *m, const int *f
                 c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
                 memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
         }
+        int fd = pvd_watch_fd(l->sock);
         ssize_t n;
         do
-                n = sendmsg(pvd_watch_fd(l->sock), &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+                n = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
         while (n < 0 && errno == EINTR);
+        /* A full socket: the peer's pvd reads it in a moment. Waiting for
+         * that loses no announcement (a lost GRANT_REVOKE left the peer
+         * holding the memory) and keeps their order; a peer that does not
+         * read for EMU_SEND_WAIT_MS is broken and the link is reset (later:
+         * a driver may be in the middle of something). */
+        uint64_t end = uv_hrtime() + EMU_SEND_WAIT_MS * 1000000ull;
+        while (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+                uint64_t now = uv_hrtime();
+                struct pollfd pf = { .fd = fd, .events = POLLOUT };
+                if (now >= end || poll(&pf, 1, (int)((end - now) / 1000000u) + 1) == 0) {
+                        uv_timer_start(&l->retry, emu_fail_cb, 0, 0);
+                        return -ENOBUFS;
+                }
+                n = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        }
         if (n < 0)
                 return -errno;
         return n == (ssize_t)sizeof(*m) ? 0 : -EIO;
