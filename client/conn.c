@@ -11,6 +11,7 @@
 
 #include "conn.h"
 #include "pv-config.h"
+#include "pv/pvclient.h"
 
 static const char *runtime_dir(void)
 {
@@ -109,29 +110,62 @@ void pvc_conn_close(struct pv_conn *c)
 }
 
 /* pvd's last word before it closes a connection: a message with no
- * operation, whose diag and text say why. */
+ * operation, whose diag and text say why. Kept for later calls. */
 static int refusal_of(struct pv_conn *c, struct pv_msg *m)
 {
         int diag = pv_msg_diag(m);
-        char text[256];
         pv_msg_close_fds(m);
         if (diag >= 0)
                 diag = -ECONNRESET;
-        if (pv_msg_get_str(m, PV_K_MSG, text, sizeof(text)) == 0)
-                return pvc_error(diag, "%s", text);
-        return pvc_error(diag, "%s: refused by pvd (%s)", c->name, strerror(-diag));
+        if (pv_msg_get_str(m, PV_K_MSG, c->last_word, sizeof(c->last_word)) == 0)
+                return pvc_error(diag, "%s", c->last_word);
+        snprintf(c->last_word, sizeof(c->last_word), "%s: refused by pvd (%s)", c->name, strerror(-diag));
+        return pvc_error(diag, "%s", c->last_word);
 }
 
-/* pvd closed the connection under us: it may have said why. */
+/* pvd hung up without a word: did pvd itself stop? */
+static int closed_silently(struct pv_conn *c)
+{
+        char ctl[PVC_PATH_MAX + 16];
+        int fd;
+        snprintf(ctl, sizeof(ctl), "%s/control", runtime_dir());
+        if (connect_path(ctl, &fd) < 0)
+                return pvc_error(-ECONNRESET, "%s: pvd stopped (it no longer answers on %s); the objects of this "
+                                 "connection are gone", c->name, ctl);
+        close(fd);
+        return pvc_error(-ECONNRESET, "%s: pvd closed the connection (pvd restarted, or the object or its peer is "
+                         "gone)", c->name);
+}
+
+/* pvd closed the connection under us: it may have said why. Under c->lock. */
 static int closed_reason(struct pv_conn *c, struct pv_msg *resp, void *buf, size_t cap)
 {
-        int rc = pv_msg_recv(c->fd, resp, buf, cap, MSG_DONTWAIT);
-        if (rc == 0 && pv_msg_op(resp) == PV_OP_NONE)
-                return refusal_of(c, resp);
-        if (rc == 0)
-                pv_msg_close_fds(resp);
-        return pvc_error(-ECONNRESET, "%s: pvd closed the connection (pvd stopped, or the object or its peer is gone)",
-                         c->name);
+        if (c->last_word[0])
+                return pvc_error(-ECONNRESET, "%s", c->last_word);
+        for (int i = 0; i < 64; i++) {
+                int rc = pv_msg_recv(c->fd, resp, buf, cap, MSG_DONTWAIT);
+                if (rc == 0 && pv_msg_op(resp) == PV_OP_NONE)
+                        return refusal_of(c, resp);
+                if (rc < 0)
+                        break;
+                pv_msg_close_fds(resp); /* an answer nobody waits for any more */
+        }
+        return closed_silently(c);
+}
+
+int pvc_conn_ended(struct pv_conn *c, const char *what)
+{
+        static __thread char buf[PV_MSG_MAX];
+        struct pv_msg m;
+        pthread_mutex_lock(&c->lock);
+        int rc = closed_reason(c, &m, buf, sizeof(buf));
+        pthread_mutex_unlock(&c->lock);
+        if (what) {
+                char text[512];
+                snprintf(text, sizeof(text), "%s", pvLastError());
+                pvc_error(rc, "%s: %s", what, text);
+        }
+        return rc;
 }
 
 int pvc_conn_post(struct pv_conn *c, struct pv_msg *req)
@@ -142,10 +176,11 @@ int pvc_conn_post(struct pv_conn *c, struct pv_msg *req)
                 seq = ++c->seq;
         pv_msg_set_u(req, PV_K_SEQ, seq);
         int rc = pv_msg_send(c->fd, req);
-        if (rc == -EPIPE || rc == -ECONNRESET)
-                rc = pvc_error(-ECONNRESET, "%s: pvd closed the connection (pvd stopped, or the object or its peer "
-                               "is gone)", c->name);
-        else if (rc < 0)
+        if (rc == -EPIPE || rc == -ECONNRESET) {
+                static __thread char buf[PV_MSG_MAX];
+                struct pv_msg m;
+                rc = closed_reason(c, &m, buf, sizeof(buf));
+        } else if (rc < 0)
                 rc = pvc_error(rc, "%s: cannot send to pvd: %s", c->name, strerror(-rc));
         pthread_mutex_unlock(&c->lock);
         return rc;
@@ -173,9 +208,7 @@ int pvc_conn_call(struct pv_conn *c, struct pv_msg *req, struct pv_msg *resp, vo
                 if (rc == -EINTR)
                         continue;
                 if (rc == -ECONNRESET) {
-                        rc = pvc_error(-ECONNRESET,
-                                       "%s: pvd closed the connection (pvd stopped, or the object or its peer is gone)",
-                                       c->name);
+                        rc = closed_reason(c, resp, buf, cap);
                         goto out;
                 }
                 if (rc < 0) {

@@ -18,6 +18,7 @@ struct pv_conn {
         uint32_t seq;
         char name[PVC_NAME_MAX];
         char path[PVC_PATH_MAX];
+        char last_word[256];    /* why pvd ended this connection, if it said so */
 };
 
 /* "/dev/NAME" or "NAME" -> $PVD_RUNTIME_DIR/NAME. -EINVAL, -ENAMETOOLONG. */
@@ -43,6 +44,12 @@ int pvc_conn_post(struct pv_conn *c, struct pv_msg *req);
  * Returns diag, for "return pvc_error(-EINVAL, ...)". */
 int pvc_error(int diag, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void pvc_error_clear(void);
+
+/* What ended a connection pvd hung up: the reason pvd sent before the
+ * end (read once, then kept), else whether pvd itself stopped. Sets
+ * pvLastError() to "<what>: <reason>" and returns -ECONNRESET (or the
+ * diag pvd gave). */
+int pvc_conn_ended(struct pv_conn *c, const char *what);
 
 /* Wait until fd is readable or the connection's socket hangs up; timeout_ms
  * < 0 waits forever. 1 readable, 0 timeout, -ECONNRESET hang-up, -EINTR. */

@@ -46,7 +46,9 @@ const char *pvStrError(int diag)
         case -ENOENT:
                 return "no such device node or object (is this driver configured for this VM?)";
         case -ECONNREFUSED:
-                return "pvd is not running (or PVD_RUNTIME_DIR points elsewhere)";
+                /* Two causes share it; pvLastError() names the one. */
+                return "nobody serves this: pvd is not running here (or PVD_RUNTIME_DIR points elsewhere), or no "
+                       "server program serves the node";
         case -EACCES:
                 return "permission denied by the device node's owner and mode";
         case -ECONNRESET:
@@ -59,6 +61,14 @@ const char *pvStrError(int diag)
                 return "larger than the configured memory can hold";
         case -ENOTCONN:
                 return "the vlink to the peer VM is down";
+        case -EMFILE:
+                return "too many: a limit of this user in pvd (pvd,limits) or of the vlink (sessions, channels)";
+        case -ENFILE:
+                return "pvd has no file descriptor to spare; try again later (or raise pvd's LimitNOFILE)";
+        case -EUSERS:
+                return "too many sessions on this vlink";
+        case -EFAULT:
+                return "memory that VUMEM cannot share (not from vumemServerMemAlloc or vumemServerFdRegister)";
         case -EPERM:
                 return "operation not permitted";
         case -EBUSY:

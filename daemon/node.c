@@ -91,10 +91,27 @@ static void read_comm(pid_t pid, char *buf, size_t len)
         buf[strcspn(buf, "\n")] = 0;
 }
 
+/* Read what the program sent and nobody will read: closing a socket with
+ * unread data makes the program's next read ECONNRESET, before it can read
+ * pvd's last word. */
+static void conn_drain(int fd)
+{
+        static uint8_t buf[PV_MSG_MAX];
+        for (int i = 0; i < 64; i++) {
+                struct pv_msg m;
+                int rc = pv_msg_recv(fd, &m, buf, sizeof(buf), MSG_DONTWAIT);
+                if (rc == 0)
+                        pv_msg_close_fds(&m);
+                else if (rc != -EPROTO)
+                        return;
+        }
+}
+
 static void conn_free_cb(uv_handle_t *h)
 {
         struct pvd_conn *c = h->data;
         struct pvd *pvd = c->node->pvd;
+        conn_drain(c->fd);
         close(c->fd);
         free(c);
         pvd_limits_fd_freed(pvd);
@@ -127,6 +144,20 @@ void pvd_conn_close(struct pvd_conn *c, const char *why)
         shutdown(c->fd, SHUT_RDWR);
         uv_poll_stop(&c->poll);
         uv_close((uv_handle_t *)&c->poll, conn_free_cb);
+}
+
+void pvd_conn_drop(struct pvd_conn *c, int diag, const char *fmt, ...)
+{
+        char why[200], text[300];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(why, sizeof(why), fmt, ap);
+        va_end(ap);
+        if (!c->closing) {
+                snprintf(text, sizeof(text), "%s: pvd dropped this connection: %s", c->node->name, why);
+                pvd_send_refusal(c->fd, diag, text);
+        }
+        pvd_conn_close(c, why);
 }
 
 int pvd_conn_send(struct pvd_conn *c, const struct pv_msg *m)
@@ -184,7 +215,7 @@ static void conn_dispatch(struct pvd_conn *c)
                         return;
                 }
                 if (rc < 0) {
-                        pvd_conn_close(c, "malformed control message");
+                        pvd_conn_drop(c, -EPROTO, "malformed control message (%s)", strerror(-rc));
                         return;
                 }
                 if (n->drv)
@@ -194,10 +225,8 @@ static void conn_dispatch(struct pvd_conn *c)
                 /* fds a handler kept are set to -1; the rest are closed. */
                 pv_msg_close_fds(&m);
                 if (rc < 0) {
-                        char why[96];
-                        snprintf(why, sizeof(why), "protocol error in operation 0x%x (%s)", pv_msg_op(&m),
-                                 strerror(-rc));
-                        pvd_conn_close(c, why);
+                        pvd_conn_drop(c, -EPROTO, "protocol error in operation 0x%x (%s)", pv_msg_op(&m),
+                                      strerror(-rc));
                         return;
                 }
         }

@@ -140,6 +140,9 @@ int pvd_conn_reply_err(struct pvd_conn *c, const struct pv_msg *req, int diag,
 /* Drop a connection: the driver's conn_close runs once, the fd closes, the
  * object is freed later (safe inside any callback). */
 void pvd_conn_close(struct pvd_conn *c, const char *why);
+/* The same, telling the program first why (diag and a sentence that
+ * becomes its pvLastError()). */
+void pvd_conn_drop(struct pvd_conn *c, int diag, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* ---- drivers ------------------------------------------------------------- */
 

@@ -295,12 +295,21 @@ static void test_malformed_messages(void)
                                 for (int k = 0; k < nfd; k++)
                                         close(p[k]);
                         }
-                        /* pvd closes this connection (control answers unknown ops by closing too). */
-                        struct pollfd pf = { .fd = fd, .events = POLLIN };
-                        CU_ASSERT_EQUAL(poll(&pf, 1, 2000), 1);
-                        char buf[PV_MSG_MAX];
+                        /* pvd closes this connection (control answers unknown ops
+                         * by closing too), saying why first: -EPROTO and a
+                         * sentence, then the end. */
+                        struct timeval tv = { .tv_sec = 2 };
+                        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+                        static char buf[PV_MSG_MAX];
+                        struct pv_msg last;
+                        CU_ASSERT_EQUAL(pv_msg_recv(fd, &last, buf, sizeof(buf), 0), 0);
+                        CU_ASSERT_EQUAL(pv_msg_op(&last), PV_OP_NONE);
+                        CU_ASSERT_EQUAL(pv_msg_diag(&last), -EPROTO);
+                        char why[256] = "";
+                        pv_msg_get_str(&last, PV_K_MSG, why, sizeof(why));
+                        CU_ASSERT_PTR_NOT_NULL(strstr(why, "pvd dropped this connection"));
                         ssize_t r;
-                        while ((r = recv(fd, buf, sizeof(buf), MSG_DONTWAIT)) > 0)
+                        while ((r = recv(fd, buf, sizeof(buf), 0)) > 0)
                                 ;
                         CU_ASSERT_EQUAL(r, 0);
                         close(fd);

@@ -191,10 +191,14 @@ int pvc_vrpq_wait(VrpqChan *c, uint32_t *flag, uint32_t *flag2, int (*ready)(Vrp
 
 /* ---- common -------------------------------------------------------------------- */
 
+/* The channel ended: pvd says why on the channel's connection right after
+ * it marks the channel closed (the peer program destroyed it or went away,
+ * the vlink went down), unless pvd itself died. */
 static int chan_dead(VrpqChan *c, const char *what)
 {
-        return pvc_error(-ECONNRESET, "%s: the channel ended: its peer destroyed it or went away (program, pvd "
-                         "or vlink)", what);
+        struct pollfd pf = { .fd = c->conn->fd, .events = POLLIN | POLLRDHUP };
+        poll(&pf, 1, 100);
+        return pvc_conn_ended(c->conn, what);
 }
 
 static int chan_broken(VrpqChan *c, const char *what)

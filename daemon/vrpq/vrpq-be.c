@@ -132,7 +132,7 @@ static void chan_end_local(struct vrpq_vlink *v, struct vrpq_chan *ch)
         }
         if (!ch->accepted)
                 ch->local_released = true;
-        vrpq_conn_hangup(ch->conn);
+        vrpq_conn_hangup(ch->conn, "this program's channel or session was destroyed");
 }
 
 /* Requests wait in the channel's ring (read once; a lie only keeps the
@@ -151,7 +151,7 @@ static void chan_end_peer(struct vrpq_vlink *v, struct vrpq_chan *ch)
         ch->peer_dead = true;
         ch->local_dead = true; /* nothing to tell the client any more */
         vrpq_chan_mark_closed(v, ch);
-        vrpq_conn_hangup(ch->conn);
+        vrpq_conn_hangup(ch->conn, "the client program destroyed the channel or its session, or went away");
 }
 
 static void fail_chan_waiters(struct vrpq_sess *s, const char *why)
@@ -160,7 +160,7 @@ static void fail_chan_waiters(struct vrpq_sess *s, const char *why)
                 struct vrpq_conn *w = s->chan_waiters;
                 s->chan_waiters = w->next;
                 vrpq_conn_reply_err(w, -ECONNRESET, "%s: %s", vrpq_node_name(w), why);
-                vrpq_conn_detach(w);
+                vrpq_conn_detach(w, NULL);
         }
 }
 
@@ -185,7 +185,7 @@ static void sess_end_local(struct vrpq_vlink *v, struct vrpq_sess *s)
         fail_chan_waiters(s, "the session was destroyed");
         if (!s->peer_dead)
                 vrpq_send_id(v, VRPQ_M_SESS_CLOSE, s->sid, 0);
-        vrpq_conn_hangup(s->conn);
+        vrpq_conn_hangup(s->conn, "this program's session was destroyed");
 }
 
 /* ---- binding waiting programs ---------------------------------------------------------- */
@@ -203,8 +203,8 @@ static void bind_session(struct vrpq_vlink *v, struct vrpq_sess *s, struct vrpq_
                 return; /* the program is gone: its close comes next */
         s->accepted = true;
         s->conn = w;
-        if (s->peer_dead)
-                vrpq_conn_hangup(w); /* it gets the channels and requests left */
+        if (s->peer_dead) /* it gets the channels and requests left */
+                vrpq_conn_hangup(w, "the client program destroyed the session or went away");
         s->local_pid = (uint32_t)w->c->cred.pid;
         s->local_uid = w->c->cred.uid;
         snprintf(s->local_comm, sizeof(s->local_comm), "%s", w->c->comm);
@@ -230,8 +230,8 @@ static void bind_chan(struct vrpq_vlink *v, struct vrpq_chan *ch, struct vrpq_co
                 return;
         ch->accepted = true;
         ch->conn = w;
-        if (ch->peer_dead)
-                vrpq_conn_hangup(w); /* it receives what is left, then -ECONNRESET */
+        if (ch->peer_dead) /* it receives what is left, then -ECONNRESET */
+                vrpq_conn_hangup(w, "the client program destroyed the channel or its session, or went away");
         w->kind = VC_CHAN;
         w->ch = ch;
         free(ch->info);
@@ -528,7 +528,7 @@ void vrpq_srv_msg(struct vrpq_vlink *v, uint32_t type, const void *msg, uint32_t
                         if (!ch->peer_dead)
                                 chan_end_peer(v, ch);
                 fail_chan_waiters(s, "the client destroyed the session or went away");
-                vrpq_conn_hangup(s->conn);
+                vrpq_conn_hangup(s->conn, "the client program destroyed the session or went away");
                 sess_reap(v, s);
                 sess_try_free(s);
                 return;
@@ -570,19 +570,21 @@ void vrpq_srv_up(struct vrpq_vlink *v)
  * session accepts stay: sessions come again when the vlink does. */
 void vrpq_srv_down(struct vrpq_vlink *v)
 {
+        char down[128];
+        snprintf(down, sizeof(down), "the vlink to %s went down (its pvd stopped or restarted)", v->vl->peer_vm);
         while (v->sessions) {
                 struct vrpq_sess *s = v->sessions;
                 while (s->chans) {
                         struct vrpq_chan *ch = s->chans;
                         vrpq_chan_mark_closed(v, ch);
                         ch->fd_req = ch->fd_ans = -1; /* the backend closes them */
-                        vrpq_conn_detach(ch->conn);
+                        vrpq_conn_detach(ch->conn, down);
                         s->chans = ch->next;
                         free(ch->info);
                         free(ch);
                 }
                 fail_chan_waiters(s, "the vlink to the client VM went down");
-                vrpq_conn_detach(s->conn);
+                vrpq_conn_detach(s->conn, down);
                 v->sessions = s->next;
                 free(s->info);
                 free(s);

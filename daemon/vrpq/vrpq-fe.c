@@ -198,7 +198,7 @@ static void sess_end_local(struct vrpq_vlink *v, struct vrpq_sess *s)
                 if (!ch->peer_dead)
                         vrpq_send_id(v, VRPQ_M_CHAN_CLOSE, s->sid, ch->cid);
                 vrpq_chan_mark_closed(v, ch);
-                vrpq_conn_hangup(ch->conn);
+                vrpq_conn_hangup(ch->conn, "this program's session was destroyed");
         }
         if (!s->peer_dead)
                 vrpq_send_id(v, VRPQ_M_SESS_CLOSE, s->sid, 0);
@@ -360,7 +360,7 @@ void vrpq_clt_msg(struct vrpq_vlink *v, uint32_t type, const void *msg, uint32_t
                         return;
                 ch->peer_dead = true;
                 vrpq_chan_mark_closed(v, ch);
-                vrpq_conn_hangup(ch->conn);
+                vrpq_conn_hangup(ch->conn, "the server program destroyed the channel or its session, or went away");
                 return;
         case VRPQ_M_SESS_CLOSE:
                 if (len != sizeof(*id))
@@ -374,9 +374,9 @@ void vrpq_clt_msg(struct vrpq_vlink *v, uint32_t type, const void *msg, uint32_t
                                 continue;
                         ch->peer_dead = true;
                         vrpq_chan_mark_closed(v, ch);
-                        vrpq_conn_hangup(ch->conn);
+                        vrpq_conn_hangup(ch->conn, "the server program destroyed the session or went away");
                 }
-                vrpq_conn_hangup(s->conn);
+                vrpq_conn_hangup(s->conn, "the server program destroyed the session or went away");
                 return;
         default:
                 break;
@@ -388,6 +388,8 @@ void vrpq_clt_msg(struct vrpq_vlink *v, uint32_t type, const void *msg, uint32_t
  * learn it at once (header, xIRQs, hang-up). */
 void vrpq_clt_down(struct vrpq_vlink *v)
 {
+        char down[128];
+        snprintf(down, sizeof(down), "the vlink to %s went down (its pvd stopped or restarted)", v->vl->peer_vm);
         while (v->sessions) {
                 struct vrpq_sess *s = v->sessions;
                 while (s->chans) {
@@ -396,14 +398,14 @@ void vrpq_clt_down(struct vrpq_vlink *v)
                         if (ch->conn && ch->waiting)
                                 vrpq_conn_reply_err(ch->conn, -ECONNRESET, "%s: the vlink to %s went down",
                                                     vrpq_node_name(ch->conn), v->vl->peer_vm);
-                        vrpq_conn_detach(ch->conn);
+                        vrpq_conn_detach(ch->conn, down);
                         s->chans = ch->next;
                         free(ch);
                 }
                 if (s->conn && s->waiting)
                         vrpq_conn_reply_err(s->conn, -ECONNRESET, "%s: the vlink to %s went down",
                                             vrpq_node_name(s->conn), v->vl->peer_vm);
-                vrpq_conn_detach(s->conn);
+                vrpq_conn_detach(s->conn, down);
                 v->sessions = s->next;
                 free(s);
         }

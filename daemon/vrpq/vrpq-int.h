@@ -69,6 +69,7 @@ struct vrpq_conn {
         uint32_t op;            /* the waiting request, to answer it later */
         uint64_t seq;
         struct vrpq_conn *next; /* in a list of waiting accepts */
+        bool hung_up;           /* the program has seen the end */
 };
 
 struct vrpq_chan {
@@ -138,10 +139,12 @@ struct vrpq_chan_hdr *vrpq_hdr(struct vrpq_vlink *v, const struct vrpq_chan *ch)
 void vrpq_chan_mark_closed(struct vrpq_vlink *v, struct vrpq_chan *ch);
 /* The object of vc ended: half-close the connection so that the program
  * sees EOF; pvd keeps it (and its link to the object) until the program
- * closes it, which is when the program lets go of the memory. */
-void vrpq_conn_hangup(struct vrpq_conn *vc);
+ * closes it, which is when the program lets go of the memory. why (may be
+ * NULL) is said first, the last word the library makes its error: what
+ * ended the object, in the program's words. */
+void vrpq_conn_hangup(struct vrpq_conn *vc, const char *why);
 /* The same, and forget the object (freed now): the close will do nothing. */
-void vrpq_conn_detach(struct vrpq_conn *vc);
+void vrpq_conn_detach(struct vrpq_conn *vc, const char *why);
 /* Answer the request waiting on vc with diag and a sentence, or with m. */
 void vrpq_conn_reply_err(struct vrpq_conn *vc, int diag, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void vrpq_reply_init(struct pv_msg *m, const struct vrpq_conn *vc);

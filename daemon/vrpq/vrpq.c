@@ -166,17 +166,28 @@ void vrpq_chan_mark_closed(struct vrpq_vlink *v, struct vrpq_chan *ch)
         kick(ch->fd_ans);
 }
 
-void vrpq_conn_hangup(struct vrpq_conn *vc)
+void vrpq_conn_hangup(struct vrpq_conn *vc, const char *why)
 {
-        if (vc)
-                shutdown(vc->c->fd, SHUT_WR);
+        if (!vc || vc->hung_up)
+                return;
+        vc->hung_up = true;
+        if (why) {
+                struct pv_msg m;
+                char text[256];
+                snprintf(text, sizeof(text), "%s: %s", vrpq_node_name(vc), why);
+                pv_msg_init(&m, PV_OP_NONE);
+                pv_msg_set_i(&m, PV_K_DIAG, -ECONNRESET);
+                pv_msg_set_str(&m, PV_K_MSG, text);
+                pvd_conn_send(vc->c, &m);
+        }
+        shutdown(vc->c->fd, SHUT_WR);
 }
 
-void vrpq_conn_detach(struct vrpq_conn *vc)
+void vrpq_conn_detach(struct vrpq_conn *vc, const char *why)
 {
         if (!vc)
                 return;
-        vrpq_conn_hangup(vc);
+        vrpq_conn_hangup(vc, why);
         vc->kind = VC_DEAD;
         vc->s = NULL;
         vc->ch = NULL;
