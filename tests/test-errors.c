@@ -59,10 +59,16 @@ static void check(int diag, int want, const char *const *needles, const char *co
         if (diag != want)
                 fprintf(stderr, "\n    got %d (%s), want %d ", diag, e, want);
         CU_ASSERT_EQUAL(diag, want);
-        for (int i = 0; needles && needles[i]; i++) {
-                if (!strstr(e, needles[i]))
-                        fprintf(stderr, "\n    \"%s\" does not say \"%s\" ", e, needles[i]);
-                CU_ASSERT_PTR_NOT_NULL(strstr(e, needles[i]));
+        for (const char *const *n = needles; n && *n; n++) {
+                bool said = strstr(e, *n) != NULL;
+                if (!said) {
+                        fputs("\n    \"", stderr);
+                        fputs(e, stderr);
+                        fputs("\" does not say \"", stderr);
+                        fputs(*n, stderr);
+                        fputs("\" ", stderr);
+                }
+                CU_ASSERT(said);
         }
         for (int i = 0; wrong && wrong[i]; i++)
                 CU_ASSERT_PTR_NULL(strstr(e, wrong[i]));

@@ -51,7 +51,12 @@ static struct pvt_platform plat;
 static int suite_init(void)
 {
         tev_init();
-        return pvt_platform_init(&plat, "demo") < 0 ? -1 : 0;
+        if (pvt_platform_init(&plat, "demo") == 0)
+                return 0;
+        /* CUnit does not run the teardown of a suite whose set-up failed. */
+        tev_fini();
+        pvt_platform_fini(&plat);
+        return -1;
 }
 
 static int suite_fini(void)

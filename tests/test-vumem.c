@@ -31,7 +31,7 @@
 static struct pvt_platform plat;
 static pid_t srv[3];
 
-static int suite_init(void)
+static int suite_setup(void)
 {
         if (pvt_platform_init(&plat, "test-2clients") < 0)
                 return -1;
@@ -59,6 +59,15 @@ static int suite_fini(void)
         tev_fini();
         int left = pvt_platform_fini(&plat);
         return left ? -1 : 0;
+}
+
+static int suite_init(void)
+{
+        if (suite_setup() == 0)
+                return 0;
+        /* CUnit does not run the teardown of a suite whose set-up failed. */
+        suite_fini();
+        return -1;
 }
 
 static int alloc(VumemSession *s, uint32_t op, uint32_t size, uint32_t fill, VumemBufferHd *b)
