@@ -51,6 +51,11 @@ void pvc_error_clear(void);
  * diag pvd gave). */
 int pvc_conn_ended(struct pv_conn *c, const char *what);
 
+/* Map len bytes of shared memory at offset of fd (pvd hands memory out as
+ * fd, offset, length), read/write, after checking that the memory holds
+ * them (so that no access can fault). 0 with *out, or -errno. */
+int pvc_map(int fd, uint64_t offset, uint64_t len, void **out);
+
 /* Wait until fd is readable or the connection's socket hangs up; timeout_ms
  * < 0 waits forever. 1 readable, 0 timeout, -ECONNRESET hang-up, -EINTR. */
 int pvc_wait_fd(int fd, int conn_fd, int timeout_ms);

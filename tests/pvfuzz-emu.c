@@ -3,9 +3,11 @@
  * the way a pvd joins, then sends mutations of valid link messages with
  * random fds, until the server's pvd drops it; then again.
  *
- * The wire format is daemon/hv/emu-proto.h. Every message is built by the
- * small helpers below (emu_valid, emu_mutate, emu_send), so that a change
- * of that format changes them only.
+ * The wire format is daemon/hv/emu-proto.h: the socket carries JOIN, HELLO,
+ * READY and the fds of announcements (FD); the announcements themselves go
+ * on the control ring, which the hostile-peer tests corrupt. Every message
+ * is built by the small helpers below (emu_valid, emu_mutate, emu_send),
+ * so that a change of that format changes them only.
  */
 #include <errno.h>
 #include <poll.h>
@@ -38,7 +40,7 @@ static void emu_valid(struct pv_emu_msg *m, uint32_t type)
 /* The fds a valid message of type carries (the rest get random ones). */
 static unsigned emu_fds_of(uint32_t type)
 {
-        return type == PV_EMU_XIRQ_NEW || type == PV_EMU_GRANT_NEW ? 1 : 0;
+        return type == PV_EMU_FD ? 1 : 0;
 }
 
 /* A mutation of a valid message: fields set to interesting values, rarely
@@ -52,10 +54,10 @@ static size_t emu_mutate(struct fz_rng *r, struct pv_emu_msg *m)
                         m->id = (uint32_t)fz_interesting(r);
                         break;
                 case 1:
-                        m->offset = fz_interesting(r);
+                        m->kind = (uint32_t)fz_below(r, 5);
                         break;
                 case 2:
-                        m->size = fz_interesting(r);
+                        m->region_offset[fz_below(r, PV_REGION_COUNT)] = fz_interesting(r);
                         break;
                 case 3:
                         m->gen = (uint32_t)fz_interesting(r);
@@ -67,7 +69,7 @@ static size_t emu_mutate(struct fz_rng *r, struct pv_emu_msg *m)
                         m->region_size[fz_below(r, PV_REGION_COUNT)] = fz_interesting(r);
                         break;
                 case 6:
-                        m->type = (uint32_t)fz_below(r, 10);
+                        m->type = (uint32_t)fz_below(r, 8);
                         break;
                 case 7:
                         if (fz_below(r, 4) == 0)
@@ -84,6 +86,7 @@ static size_t emu_mutate(struct fz_rng *r, struct pv_emu_msg *m)
                         fz_bytes(r, m->client_vm, sizeof(m->client_vm)); /* unterminated */
                         break;
                 default:
+                        m->reserved = (uint32_t)fz_next(r);
                         break;
                 }
         }
@@ -157,11 +160,11 @@ void fz_emu_session(struct fz_worker *w, volatile uint64_t *inputs)
                 alive = emu_send(fd, &m, sizeof(m), NULL, 0) == 0;
         }
         for (unsigned i = 0; alive && i < 64; i++) {
-                static const uint32_t types[] = { PV_EMU_XIRQ_NEW, PV_EMU_XIRQ_FREE, PV_EMU_GRANT_NEW,
-                                                  PV_EMU_GRANT_REVOKE, PV_EMU_READY, PV_EMU_JOIN, PV_EMU_HELLO };
+                static const uint32_t types[] = { PV_EMU_FD, PV_EMU_FD, PV_EMU_FD, PV_EMU_READY, PV_EMU_JOIN,
+                                                  PV_EMU_HELLO };
                 emu_valid(&m, types[fz_below(&w->rng, sizeof(types) / sizeof(types[0]))]);
                 m.id = 1 + (uint32_t)fz_below(&w->rng, 8);
-                m.size = 4096;
+                m.kind = fz_below(&w->rng, 2) ? PV_EMU_KIND_XIRQ : PV_EMU_KIND_GRANT;
                 size_t len = fz_below(&w->rng, 3) ? emu_mutate(&w->rng, &m) : sizeof(m);
                 int fds[FZ_FDS_MAX];
                 unsigned nfds = fz_below(&w->rng, 3) ? emu_fds_of(m.type) : fz_below(&w->rng, FZ_FDS_MAX + 1);
