@@ -15,6 +15,12 @@
 #include "campaign.h"
 
 const char *const cp_vms[3] = { "vm2", "vm3", "vm4" };
+volatile int cp_interrupted;
+
+static void on_interrupt(int sig)
+{
+        cp_interrupted = sig;
+}
 
 static const struct {
         const char *name, *vm;
@@ -128,6 +134,11 @@ int cp_options(int argc, char **argv, struct cp_options *o, double default_durat
                 fprintf(stderr, "unexpected argument %s\n%s", argv[optind], usage);
                 return 2;
         }
+        /* A long run stopped by hand still stops its pvds and programs and
+         * reports what it ran (children restore the default). */
+        struct sigaction sa = { .sa_handler = on_interrupt };
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
         return 0;
 }
 
@@ -145,6 +156,8 @@ pid_t cp_spawn(struct cp *cp, enum cp_prog k)
         fflush(NULL);
         pid_t pid = fork();
         if (pid == 0) {
+                signal(SIGINT, SIG_DFL);
+                signal(SIGTERM, SIG_DFL);
                 setenv("PVD_RUNTIME_DIR", pvt_vm(&cp->plat, progs[k].vm)->rt, 1);
                 _exit(cp_prog_main(cp->sh, k));
         }

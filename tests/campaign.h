@@ -74,6 +74,10 @@ const char *cp_prog_name(enum cp_prog k);
 /* The VMs of the platform, in start order. */
 extern const char *const cp_vms[3];
 
+/* Set by SIGINT or SIGTERM (cp_options installs the handler): the tool
+ * ends its run early, cleans up and reports what it ran. */
+extern volatile int cp_interrupted;
+
 /* "--duration S --seed N --workers N --only WORD --keep-logs -v" (the
  * tool's usage in usage):
  * 0, or 2 after printing the usage (or 1 on --help... then exit 0). */

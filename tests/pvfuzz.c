@@ -432,11 +432,14 @@ int main(int argc, char **argv)
         for (unsigned i = 0; ntargets && i < o.workers; i++) {
                 fflush(NULL);
                 pids[i] = fork();
-                if (pids[i] == 0)
+                if (pids[i] == 0) {
+                        signal(SIGINT, SIG_IGN); /* the run stops them */
+                        signal(SIGTERM, SIG_DFL);
                         _exit(worker(st, i, o.seed, cp.plat.platform_dir, until));
+                }
         }
         const char *died = NULL;
-        while (cp_now_ns() < until && !died) {
+        while (cp_now_ns() < until && !died && !cp_interrupted) {
                 usleep(200000);
                 died = cp_pvd_died(&cp);
                 if (!died)

@@ -79,7 +79,7 @@ int main(int argc, char **argv)
         unsigned rounds = 0, prog_kills = 0, pvd_kills = 0, late = 0, stuck = 0;
         const char *died = NULL;
         int64_t stop_ns = cp_now_ns() + (int64_t)(o.duration_s * 1e9);
-        while (cp_now_ns() < stop_ns && !died) {
+        while (cp_now_ns() < stop_ns && !died && !cp_interrupted) {
                 int victim = (int)(cp_rand(&rng) % (CP_NPROGS + 3));
                 const char *vname = victim < CP_NPROGS ? cp_prog_name((enum cp_prog)victim) : cp_vms[victim - CP_NPROGS];
                 if (o.only && !strstr(vname, o.only))

@@ -238,6 +238,8 @@ int main(int argc, char **argv)
                                         -1, 0);
         pid_t srv = fork();
         if (srv == 0) {
+                signal(SIGINT, SIG_DFL);
+                signal(SIGTERM, SIG_DFL);
                 setenv("PVD_RUNTIME_DIR", pvt_vm(&cp.plat, "vm2")->rt, 1);
                 _exit(cp_vumem_serve(cp.sh, srv_slot, "vumem-srv-vsmall0"));
         }
@@ -261,7 +263,7 @@ int main(int argc, char **argv)
                                "dropped after %u requests\n",
                                rounds, conns, vsess, nchan, usess, nbuf, deaf);
                 rounds++;
-        } while (cp_now_ns() < until && !bad);
+        } while (cp_now_ns() < until && !bad && !cp_interrupted);
 
         const char *died = cp_pvd_died(&cp);
         pvc_conn_close(watch);

@@ -77,7 +77,7 @@ int main(int argc, char **argv)
                         fflush(stdout);
                         next += (int64_t)(interval * 1e9);
                 }
-                if (now >= until)
+                if (now >= until || cp_interrupted)
                         break;
                 usleep(100000);
                 died = cp_pvd_died(&cp);
