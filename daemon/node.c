@@ -138,6 +138,11 @@ void pvd_conn_close(struct pvd_conn *c, const char *why)
                         pvd_limits_release(n, c->cred.uid);
         } else {
                 n->refused_pending--;
+                for (struct pvd_conn **pp = &n->refused_conns; *pp; pp = &(*pp)->rnext)
+                        if (*pp == c) {
+                                *pp = c->rnext;
+                                break;
+                        }
         }
         /* The program must see the end at once, even if the close of the
          * handle completes later. */
@@ -265,6 +270,8 @@ static void node_refuse(struct pvd_node *n, int fd, const struct ucred *cr, cons
         c->refused = true;
         snprintf(c->comm, sizeof(c->comm), "%s", comm);
         n->refused_pending++;
+        c->rnext = n->refused_conns;
+        n->refused_conns = c;
         uv_poll_init(n->pvd->loop, &c->poll, fd);
         c->poll.data = c;
         uv_poll_start(&c->poll, UV_READABLE | UV_DISCONNECT, conn_poll_cb);
@@ -410,6 +417,10 @@ void pvd_node_close(struct pvd_node *n)
 {
         while (n->conns)
                 pvd_conn_close(n->conns, NULL);
+        /* Refused connections waiting to read why: their polls would keep
+         * the loop, and so pvd, from stopping. */
+        while (n->refused_conns)
+                pvd_conn_close(n->refused_conns, NULL);
         if (n->fd < 0)
                 return;
         unlink(n->path);

@@ -126,6 +126,7 @@ struct pvd_node {
         struct pvd_conn *conns;             /* list */
         unsigned nconns;
         unsigned refused_pending;           /* refused, waiting to read their refusal */
+        struct pvd_conn *refused_conns;     /* ... those (list by rnext) */
         uint64_t accepted, refused;
         struct pv_log_limit log_refused;
 };
@@ -139,6 +140,7 @@ struct pvd_conn {
         uint64_t id;                        /* unique in this pvd */
         void *priv;                         /* the driver's per-connection state */
         struct pvd_conn *next, **pprev;     /* pprev NULL: refused, not in the node's list */
+        struct pvd_conn *rnext;             /* refused: in node->refused_conns */
         bool closing;
         bool refused;
         bool counted;                       /* in its user's connection count (pvd-pvd-limits.c) */

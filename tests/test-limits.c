@@ -495,12 +495,38 @@ static void test_who_sees_what(void)
         munmap(seen, sizeof(*seen));
 }
 
+/* Refused connections that never send their request wait for it in pvd
+ * (so that they read why): they must not keep pvd from stopping. */
+static void test_stop_with_refused_waiting(void)
+{
+        int fds[8], n = 0;
+        for (int i = 0; i < 8; i++) {
+                struct sockaddr_un sa = { .sun_family = AF_UNIX };
+                snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/vrpq-srv-vlim0", pvt_vm(&plat, "vm2")->rt);
+                fds[n] = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+                if (fds[n] >= 0 && connect(fds[n], (struct sockaddr *)&sa, sizeof(sa)) == 0)
+                        n++;
+                else if (fds[n] >= 0)
+                        close(fds[n]);
+        }
+        CU_ASSERT_EQUAL(n, 8); /* 4 held, 4 refused and waiting */
+        usleep(100000);
+        long long t0 = pvt_now_ms();
+        int st = pvt_pvd_stop(&plat, "vm2", SIGTERM);
+        CU_ASSERT(st == 0);
+        CU_ASSERT(pvt_now_ms() - t0 < 2000);
+        for (int i = 0; i < n; i++)
+                close(fds[i]);
+        CU_ASSERT_EQUAL(pvt_pvd_start(&plat, "vm2", NULL), 0);
+}
+
 static const struct pvt_test tests[] = {
         { "one user's limits: -EMFILE with the reason, others go on", test_user_limits },
         { "near the end of pvd's descriptors: refused with a reason, served, logged once a second",
           test_out_of_fds },
         { "accept fails with EMFILE: refused with a reason, no spinning", test_emfile },
         { "other users' programs are hidden; the control group and root see all", test_who_sees_what },
+        { "pvd stops with refused connections waiting", test_stop_with_refused_waiting },
         { NULL, NULL },
 };
 
