@@ -84,12 +84,13 @@ int cp_options(int argc, char **argv, struct cp_options *o, double default_durat
                 { "duration", required_argument, NULL, 'd' }, { "seed", required_argument, NULL, 's' },
                 { "workers", required_argument, NULL, 'w' },  { "help", no_argument, NULL, 'h' },
                 { "only", required_argument, NULL, 'o' },     { "keep-logs", no_argument, NULL, 'k' },
+                { "all", no_argument, NULL, 'a' },
                 { NULL, 0, NULL, 0 },
         };
         *o = (struct cp_options){ .duration_s = default_duration, .seed = (uint64_t)cp_now_ns(), .workers = 2 };
         int c;
         char *end;
-        while ((c = getopt_long(argc, argv, "d:s:w:o:kvh", longopts, NULL)) != -1) {
+        while ((c = getopt_long(argc, argv, "d:s:w:o:kavh", longopts, NULL)) != -1) {
                 switch (c) {
                 case 'd':
                         o->duration_s = strtod(optarg, &end);
@@ -117,6 +118,9 @@ int cp_options(int argc, char **argv, struct cp_options *o, double default_durat
                         break;
                 case 'o':
                         o->only = optarg;
+                        break;
+                case 'a':
+                        o->all = true;
                         break;
                 case 'k':
                         o->keep_logs = true;

@@ -59,6 +59,7 @@ struct cp_options {
         unsigned workers;               /* --workers (pvfuzz, pvload) */
         const char *only;               /* --only WORD: the victims or targets whose name has it */
         bool keep_logs;                 /* --keep-logs: print pvd's logs at the end */
+        bool all;                       /* --all (pvfuzz): every node, no honest programs */
         bool verbose;                   /* -v */
 };
 

@@ -9,9 +9,10 @@
  * and saw no corrupt data, every pvd is back to its descriptors and
  * memfds, and its memory did not grow without bound.
  *
- *   pvfuzz [--duration SECONDS] [--seed N] [--workers N] [--only WORD] [-v]
+ *   pvfuzz [--duration SECONDS] [--seed N] [--workers N] [--only WORD] [--all] [-v]
  * (default 10 s, 2 workers; --only: the targets whose name has WORD, e.g.
- * "control", "vrpq", "emu")
+ * "control", "vrpq", "emu"; --all: the honest programs' nodes too, and no
+ * honest program)
  */
 #include <dirent.h>
 #include <errno.h>
@@ -38,8 +39,9 @@
 #define RSS_GROWTH_MAX_KB (32 * 1024)
 
 static const char usage[] =
-        "usage: pvfuzz [--duration SECONDS] [--seed N] [--workers N] [--only WORD] [--keep-logs] [-v]\n"
-        "Fuzz the device nodes and a vlink's emulated-hypervisor socket of live pvds.\n";
+        "usage: pvfuzz [--duration SECONDS] [--seed N] [--workers N] [--only WORD] [--all] [--keep-logs] [-v]\n"
+        "Fuzz the device nodes and a vlink's emulated-hypervisor socket of live pvds. --all: every node,\n"
+        "those of the honest programs too (then none runs).\n";
 
 struct target {
         char path[200];
@@ -170,8 +172,9 @@ static const uint32_t ops_vbpipe[] = { 0x300 };
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 
-/* Every node of the platform but those the honest programs use. */
-static void targets_find(struct cp *cp, const char *only)
+/* Every node of the platform but those the honest programs use (all:
+ * every node). */
+static void targets_find(struct cp *cp, const char *only, bool all)
 {
         for (int i = 0; i < 3; i++) {
                 const char *rt = pvt_vm(&cp->plat, cp_vms[i])->rt;
@@ -179,7 +182,8 @@ static void targets_find(struct cp *cp, const char *only)
                 struct dirent *e;
                 while (d && (e = readdir(d)) && ntargets < TARGETS_MAX) {
                         const char *n = e->d_name;
-                        if (n[0] == '.' || strstr(n, "vogl0") || !strcmp(n, "vbpipe0") || strstr(n, ".lock"))
+                        if (n[0] == '.' || strstr(n, ".lock") ||
+                            (!all && (strstr(n, "vogl0") || !strcmp(n, "vbpipe0"))))
                                 continue;
                         struct target *t = &targets[ntargets];
                         snprintf(t->name, sizeof(t->name), "%s/%s", cp_vms[i], n);
@@ -411,10 +415,10 @@ int main(int argc, char **argv)
         for (int i = 0; i < 3; i++)
                 cp_res(pvt_vm(&cp.plat, cp_vms[i])->pid, &base[i]);
         int64_t t0 = cp_now_ns();
-        for (int k = 0; k < CP_NPROGS; k++)
+        for (int k = 0; !o.all && k < CP_NPROGS; k++)
                 cp_spawn(&cp, (enum cp_prog)k);
-        int failures = cp_all_flowing(&cp, t0, 15000) < 0;
-        targets_find(&cp, o.only);
+        int failures = !o.all && cp_all_flowing(&cp, t0, 15000) < 0;
+        targets_find(&cp, o.only, o.all);
         printf("pvfuzz: seed %llu, %.0f s, %u workers, %u targets:", (unsigned long long)o.seed, o.duration_s,
                o.workers, ntargets);
         for (unsigned i = 0; i < ntargets; i++)
@@ -459,7 +463,7 @@ int main(int argc, char **argv)
                 cp_res(pvt_vm(&cp.plat, cp_vms[i])->pid, &last[i]);
         /* The honest programs worked through it, and still work. */
         uint64_t corrupt = 0;
-        for (int k = 0; k < CP_NPROGS; k++) {
+        for (int k = 0; !o.all && k < CP_NPROGS; k++) {
                 corrupt += cp.sh->slot[k].corrupt;
                 if (cp.sh->slot[k].ops == ops_before[k]) {
                         fprintf(stderr, "pvfuzz: the %s did no work during the fuzzing\n",
@@ -467,7 +471,7 @@ int main(int argc, char **argv)
                         failures++;
                 }
         }
-        if (!died && cp_all_flowing(&cp, cp_now_ns(), 5000) < 0)
+        if (!died && !o.all && cp_all_flowing(&cp, cp_now_ns(), 5000) < 0)
                 failures++;
         failures += cp_stop_programs(&cp);
         int leaks = 0, grown = 0;
