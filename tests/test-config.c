@@ -209,6 +209,30 @@ static void test_access_and_names(void)
         CU_ASSERT_EQUAL(plat->nvlinks, 3); /* the unused server makes no vlink */
 }
 
+static void test_policy(void)
+{
+        char file[512];
+        snprintf(file, sizeof(file), "%s/config-good-policy.dtb", fixtures);
+        CU_ASSERT_EQUAL_FATAL(load(file), 0);
+        const struct pv_vm_policy *p = &plat->vms[pv_config_vm_find(plat, "vm3")].policy;
+        CU_ASSERT_EQUAL(p->conns_per_user, 100);
+        CU_ASSERT_EQUAL(p->node_conns_per_user, 7);
+        CU_ASSERT_TRUE(p->status_group_only);
+        CU_ASSERT_STRING_EQUAL(p->control_group, "adm");
+        /* A VM that sets nothing gets pvd's defaults (zeros here). */
+        p = &plat->vms[pv_config_vm_find(plat, "vm2")].policy;
+        CU_ASSERT_EQUAL(p->conns_per_user, 0);
+        CU_ASSERT_FALSE(p->status_group_only);
+        CU_ASSERT_EQUAL(p->control_group[0], '\0');
+}
+
+static void test_bad_policy(void)
+{
+        fixture_error("bad-policy-status", "/vms/vm3", "pvd,status", "\"everyone\": expected \"public\"");
+        fixture_error("bad-policy-limits", "/vms/vm2", "pvd,limits", "\"connections=0\": expected a number");
+        fixture_error("bad-policy-key", "/vms/vm4", "pvd,limits", "unknown key \"sessions\"");
+}
+
 static void test_vm_find(void)
 {
         CU_ASSERT_EQUAL_FATAL(load(two_dtb), 0);
@@ -715,6 +739,8 @@ static const struct pvt_test tests[] = {
                 { "two clients of one server", test_two_clients },
                 { "access properties and pipe names", test_access_and_names },
                 { "pv_config_vm_find", test_vm_find },
+        { "VM policy: pvd,limits, pvd,status, pvd,control-group", test_policy },
+        { "bad VM policy", test_bad_policy },
                 { "peer-phandle to nothing", test_dangling },
                 { "client pointing at a client end", test_peer_client },
                 { "client pointing at a marked client", test_peer_marked_client },
