@@ -281,6 +281,9 @@ static void side_join(struct pvhv_side *s, int fd)
          * memory. */
         set_presence(s, true);
         s->joins++;
+        pv_notice("vlink %s: %s joined (pid %d, peer id %u, connection %u); %s is %s", link_name(s), s->vm,
+                  (int)pid, peer_id(s), s->link->hdr.presence[s->side].conn_gen, o->vm,
+                  o->conn ? "there" : "absent");
         int rc = handshake(s);
         if (rc < 0) {
                 char why[160];
@@ -288,9 +291,6 @@ static void side_join(struct pvhv_side *s, int fd)
                 side_leave(s, why);
                 return;
         }
-        pv_notice("vlink %s: %s joined (pid %d, peer id %u, connection %u); %s is %s", link_name(s), s->vm,
-                  (int)pid, peer_id(s), s->link->hdr.presence[s->side].conn_gen, o->vm,
-                  o->conn ? "there" : "absent");
         if (!o->conn)
                 return;
         rc = send_vectors(o, s);
