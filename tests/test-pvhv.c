@@ -138,8 +138,16 @@ static void check_hdr(const struct pv_ivshm_hdr *h, uint64_t mem_size)
         CU_ASSERT_EQUAL(memcmp(h->side, want.side, sizeof(want.side)), 0);
         CU_ASSERT_EQUAL(memcmp(h->region, want.region, sizeof(want.region)), 0);
         CU_ASSERT_EQUAL(memcmp(h->heap, want.heap, sizeof(want.heap)), 0);
-        CU_ASSERT_EQUAL(h->presence[PV_SERVER].peer_id, PV_IVSHM_PEER_ID(PV_SERVER));
-        CU_ASSERT_EQUAL(h->presence[PV_CLIENT].peer_id, PV_IVSHM_PEER_ID(PV_CLIENT));
+        for (int s = 0; s < 2; s++) {
+                uint32_t id = h->presence[s].peer_id;
+                CU_ASSERT(id <= PV_IVSHM_PEER_ID_MAX);
+                CU_ASSERT(id == 0 || PV_IVSHM_PEER_SIDE(id) == (uint32_t)s);
+        }
+}
+
+static uint32_t id_of(const struct ivsock *s)
+{
+        return (uint32_t)ivsock_own_id(s);
 }
 
 static void test_two_peers(void)
@@ -149,59 +157,70 @@ static void test_two_peers(void)
         START(&p);
         struct ivsock *a = join(&p, "vm2");
         CU_ASSERT_PTR_NOT_NULL_FATAL(a);
-        CU_ASSERT_EQUAL(ivsock_own_id(a), (int)PV_IVSHM_PEER_ID(PV_SERVER));
-        CU_ASSERT_FALSE(ivsock_peer_present(a, PV_IVSHM_PEER_ID(PV_CLIENT)));
+        CU_ASSERT_EQUAL(id_of(a), PV_IVSHM_PEER_ID_FIRST(PV_SERVER));
+        CU_ASSERT_EQUAL(ivsock_peers(a, NULL, 0), 0);
         struct pv_ivshm_hdr *ha = pvhvt_map_hdr(a);
         CU_ASSERT_PTR_NOT_NULL_FATAL(ha);
         CU_ASSERT_EQUAL(ha->presence[PV_SERVER].present, 1);
+        CU_ASSERT_EQUAL(ha->presence[PV_SERVER].peer_id, id_of(a));
         CU_ASSERT_EQUAL(ha->presence[PV_SERVER].conn_gen, 1);
         CU_ASSERT_EQUAL(ha->presence[PV_CLIENT].present, 0);
+        CU_ASSERT_EQUAL(ha->presence[PV_CLIENT].peer_id, 0);
 
         /* The other side joins: each has the other's vectors. */
         struct ivsock *b = join(&p, "vm3");
         CU_ASSERT_PTR_NOT_NULL_FATAL(b);
-        CU_ASSERT_EQUAL(ivsock_own_id(b), (int)PV_IVSHM_PEER_ID(PV_CLIENT));
-        CU_ASSERT_TRUE(ivsock_peer_present(b, PV_IVSHM_PEER_ID(PV_SERVER)));
+        CU_ASSERT_EQUAL(id_of(b), PV_IVSHM_PEER_ID_FIRST(PV_CLIENT));
+        CU_ASSERT_TRUE(ivsock_peer_present(b, id_of(a)));
         CU_ASSERT_EQUAL(pvhvt_wait_ev(a, IVSOCK_EV_PEER_JOINED, &ev, WAIT), 0);
-        CU_ASSERT_TRUE(ivsock_peer_present(a, PV_IVSHM_PEER_ID(PV_CLIENT)));
+        uint32_t ids[4];
+        CU_ASSERT_EQUAL(ivsock_peers(a, ids, 4), 1);
+        CU_ASSERT_EQUAL(ids[0], id_of(b));
         CU_ASSERT_EQUAL(pvhvt_wait_ring(ivsock_own_vector_fd(a, PV_IVSHM_VEC_LINK), WAIT), 1);
         struct pv_ivshm_hdr *hb = pvhvt_map_hdr(b);
         CU_ASSERT_PTR_NOT_NULL_FATAL(hb);
         check_hdr(hb, ivsock_mem_size(b));
         CU_ASSERT_EQUAL(hb->presence[PV_SERVER].present, 1);
         CU_ASSERT_EQUAL(hb->presence[PV_CLIENT].present, 1);
+        CU_ASSERT_EQUAL(hb->presence[PV_CLIENT].peer_id, id_of(b));
         CU_ASSERT_EQUAL(hb->presence[PV_CLIENT].conn_gen, 1);
         hb->reserved0 = 0x5a5a; /* one memory: a sees what b writes */
         CU_ASSERT_EQUAL(ha->reserved0, 0x5a5a);
 
         /* They ring each other. */
         for (int i = 0; i < 3; i++)
-                CU_ASSERT_EQUAL(ivsock_ring(a, PV_IVSHM_PEER_ID(PV_CLIENT), PV_IVSHM_VEC_XIRQ), 0);
+                CU_ASSERT_EQUAL(ivsock_ring(a, id_of(b), PV_IVSHM_VEC_XIRQ), 0);
         CU_ASSERT_EQUAL(pvhvt_counter(ivsock_own_vector_fd(b, PV_IVSHM_VEC_XIRQ)), 3);
         CU_ASSERT_EQUAL(pvhvt_counter(ivsock_own_vector_fd(b, PV_IVSHM_VEC_LINK)), 0);
-        CU_ASSERT_EQUAL(ivsock_ring(b, PV_IVSHM_PEER_ID(PV_SERVER), PV_IVSHM_VEC_LINK), 0);
+        CU_ASSERT_EQUAL(ivsock_ring(b, id_of(a), PV_IVSHM_VEC_LINK), 0);
         CU_ASSERT_EQUAL(pvhvt_counter(ivsock_own_vector_fd(a, PV_IVSHM_VEC_LINK)), 1);
 
         /* b leaves: a is told, rung, and the header says so. Keep a copy of
          * b's own vector to see that its next connection gets fresh ones. */
         int old_vec = dup(ivsock_own_vector_fd(b, PV_IVSHM_VEC_XIRQ));
+        uint32_t old_id = id_of(b);
         munmap(hb, PV_IVSHM_PAGE);
         ivsock_close(b);
         CU_ASSERT_EQUAL(pvhvt_wait_ev(a, IVSOCK_EV_PEER_LEFT, &ev, WAIT), 0);
-        CU_ASSERT_FALSE(ivsock_peer_present(a, PV_IVSHM_PEER_ID(PV_CLIENT)));
+        CU_ASSERT_FALSE(ivsock_peer_present(a, old_id));
+        CU_ASSERT_EQUAL(ivsock_peers(a, NULL, 0), 0);
         CU_ASSERT_EQUAL(ha->presence[PV_CLIENT].present, 0);
+        CU_ASSERT_EQUAL(ha->presence[PV_CLIENT].peer_id, old_id);
         CU_ASSERT_EQUAL(pvhvt_wait_ring(ivsock_own_vector_fd(a, PV_IVSHM_VEC_LINK), WAIT), 1);
         CU_ASSERT_EQUAL(pvhvt_wait_log(&p, "vm3 left", 1, WAIT), 0);
         CU_ASSERT_EQUAL(pvhvt_log_count(&p, "vm3 OFF, told the other side"), 1);
 
-        /* b comes back: same peer id, a new connection number, fresh eventfds. */
+        /* b comes back: the next id of its side (never one a saw leave), a
+         * new connection number, fresh eventfds. */
         b = join(&p, "vm3");
         CU_ASSERT_PTR_NOT_NULL_FATAL(b);
-        CU_ASSERT_EQUAL(ivsock_own_id(b), (int)PV_IVSHM_PEER_ID(PV_CLIENT));
+        CU_ASSERT_EQUAL(id_of(b), old_id + 2);
         CU_ASSERT_EQUAL(pvhvt_wait_ev(a, IVSOCK_EV_PEER_JOINED, &ev, WAIT), 0);
+        CU_ASSERT_TRUE(ivsock_peer_present(a, id_of(b)));
         CU_ASSERT_EQUAL(ha->presence[PV_CLIENT].present, 1);
+        CU_ASSERT_EQUAL(ha->presence[PV_CLIENT].peer_id, id_of(b));
         CU_ASSERT_EQUAL(ha->presence[PV_CLIENT].conn_gen, 2);
-        CU_ASSERT_EQUAL(ivsock_ring(a, PV_IVSHM_PEER_ID(PV_CLIENT), PV_IVSHM_VEC_XIRQ), 0);
+        CU_ASSERT_EQUAL(ivsock_ring(a, id_of(b), PV_IVSHM_VEC_XIRQ), 0);
         CU_ASSERT_EQUAL(pvhvt_counter(ivsock_own_vector_fd(b, PV_IVSHM_VEC_XIRQ)), 1);
         CU_ASSERT_EQUAL(pvhvt_counter(old_vec), 0);
         close(old_vec);
@@ -262,7 +281,7 @@ static void test_junk(void)
         struct ivsock *b = join(&p, "vm3");
         CU_ASSERT_PTR_NOT_NULL_FATAL(b);
         CU_ASSERT_EQUAL(pvhvt_wait_ev(a, IVSOCK_EV_PEER_JOINED, NULL, WAIT), 0);
-        CU_ASSERT_EQUAL(ivsock_ring(b, PV_IVSHM_PEER_ID(PV_SERVER), PV_IVSHM_VEC_XIRQ), 0);
+        CU_ASSERT_EQUAL(ivsock_ring(b, id_of(a), PV_IVSHM_VEC_XIRQ), 0);
         CU_ASSERT_EQUAL(pvhvt_wait_ring(ivsock_own_vector_fd(a, PV_IVSHM_VEC_XIRQ), WAIT), 1);
 
         /* A second peer for vm3 while b is there: refused at once; b and a
@@ -273,8 +292,8 @@ static void test_junk(void)
         CU_ASSERT_EQUAL(pvhvt_wait_log(&p, "a second peer for vm3", 1, WAIT), 0);
         CU_ASSERT_EQUAL(pvhvt_log_count(&p, "refused (one peer per side)"), 1);
         CU_ASSERT_EQUAL(pvhvt_pump(b), 0);
-        CU_ASSERT_TRUE(ivsock_peer_present(b, PV_IVSHM_PEER_ID(PV_SERVER)));
-        CU_ASSERT_EQUAL(ivsock_ring(a, PV_IVSHM_PEER_ID(PV_CLIENT), PV_IVSHM_VEC_XIRQ), 0);
+        CU_ASSERT_TRUE(ivsock_peer_present(b, id_of(a)));
+        CU_ASSERT_EQUAL(ivsock_ring(a, id_of(b), PV_IVSHM_VEC_XIRQ), 0);
         CU_ASSERT_EQUAL(pvhvt_wait_ring(ivsock_own_vector_fd(b, PV_IVSHM_VEC_XIRQ), WAIT), 1);
 
         ivsock_close(b);
@@ -357,7 +376,7 @@ static void test_storm(void)
         CU_ASSERT_EQUAL(pvhvt_log_count(&p, "vm3 left"), pvhvt_log_count(&p, "vm3 joined"));
         CU_ASSERT(pvhvt_log_count(&p, "vm3 joined") > 0);
         CU_ASSERT_EQUAL(pvhvt_pump(a) >= 0, true);
-        CU_ASSERT_FALSE(ivsock_peer_present(a, PV_IVSHM_PEER_ID(PV_CLIENT)));
+        CU_ASSERT_EQUAL(ivsock_peers(a, NULL, 0), 0);
         CU_ASSERT_EQUAL(h->presence[PV_CLIENT].present, 0);
         CU_ASSERT_EQUAL(h->presence[PV_CLIENT].conn_gen, (uint32_t)pvhvt_log_count(&p, "vm3 joined"));
         CU_ASSERT_EQUAL(wait_fds(&p, fds), fds);
@@ -365,7 +384,7 @@ static void test_storm(void)
         struct ivsock *b = join(&p, "vm3");
         CU_ASSERT_PTR_NOT_NULL_FATAL(b);
         CU_ASSERT_EQUAL(pvhvt_wait_ev(a, IVSOCK_EV_PEER_JOINED, NULL, WAIT), 0);
-        CU_ASSERT_EQUAL(ivsock_ring(a, PV_IVSHM_PEER_ID(PV_CLIENT), PV_IVSHM_VEC_XIRQ), 0);
+        CU_ASSERT_EQUAL(ivsock_ring(a, id_of(b), PV_IVSHM_VEC_XIRQ), 0);
         CU_ASSERT_EQUAL(pvhvt_wait_ring(ivsock_own_vector_fd(b, PV_IVSHM_VEC_XIRQ), WAIT), 1);
         munmap(h, PV_IVSHM_PAGE);
         ivsock_close(a);
@@ -425,7 +444,7 @@ static void test_scribble(void)
         CU_ASSERT_EQUAL(h->presence[PV_CLIENT].conn_gen, 1);
         CU_ASSERT_EQUAL(m[size - 1], 0xa5); /* the rest is the peers' business */
         CU_ASSERT_EQUAL(pvhvt_wait_ev(a, IVSOCK_EV_PEER_JOINED, NULL, WAIT), 0);
-        CU_ASSERT_EQUAL(ivsock_ring(b, PV_IVSHM_PEER_ID(PV_SERVER), PV_IVSHM_VEC_XIRQ), 0);
+        CU_ASSERT_EQUAL(ivsock_ring(b, id_of(a), PV_IVSHM_VEC_XIRQ), 0);
         CU_ASSERT_EQUAL(pvhvt_wait_ring(ivsock_own_vector_fd(a, PV_IVSHM_VEC_XIRQ), WAIT), 1);
         munmap(m, size);
         ivsock_close(a);
