@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "hv.h"
@@ -60,6 +61,8 @@ struct ivs_link {
         uv_timer_t timer;           /* connect retry, heartbeat, deferred work */
         uint8_t *mem;
         uint64_t mem_size;
+        dev_t mem_dev;              /* the memory's identity: a grant must be of it */
+        ino_t mem_ino;
         struct pv_ivshm_hdr lay;    /* what the memory must look like (our own computation) */
         struct pv_ivshm_side *own, *peer_area;
         uint32_t gen;               /* server: the generation it made; client: the one it joined */
@@ -228,8 +231,14 @@ static void evaluate(struct ivs_link *l)
                         go_down(l, present ? "the peer's pvd left the link" : "the peer VM left");
                 return;
         }
-        if (!alive)
+        if (!alive) {
+                /* A handshake the peer left half way. */
+                if (vl->state == PV_VLINK_RESET) {
+                        own_state(l, PV_IVSHM_OFF, l->gen);
+                        pvd_vlink_set_state(vl, PV_VLINK_OFF);
+                }
                 return;
+        }
         if (l->side == PV_SERVER) {
                 uint32_t mine = ring_load_relaxed(&l->own->state);
                 if (mine == PV_IVSHM_READY && p.state == PV_IVSHM_ON && p.gen == l->gen) {
@@ -246,8 +255,9 @@ static void evaluate(struct ivs_link *l)
                         make_ready(l);
                 return;
         }
-        /* client */
-        if (p.state != PV_IVSHM_READY || p.gen == l->gen)
+        /* client: a generation we have not joined (a restarted server
+         * counts generations from 1 again, under a new incarnation) */
+        if (p.state != PV_IVSHM_READY || (p.gen == l->gen && p.inc == l->peer_inc))
                 return;
         if (!regions_sane(l)) {
                 ivs_log_once(l, "the server's control region has a bad magic or version");
@@ -319,8 +329,15 @@ static int attach_memory(struct ivs_link *l)
                 ivs_log_once(l, "pvhv's memory header does not match this platform's layout for the vlink");
                 return -EPROTO;
         }
+        struct stat st;
+        if (fstat(ivsock_mem_fd(l->sock), &st) < 0) {
+                munmap(p, size);
+                return -errno;
+        }
         l->mem = p;
         l->mem_size = size;
+        l->mem_dev = st.st_dev;
+        l->mem_ino = st.st_ino;
         l->own = (struct pv_ivshm_side *)(l->mem + l->lay.side[l->side].offset);
         l->peer_area = (struct pv_ivshm_side *)(l->mem + l->lay.side[l->other].offset);
         int fd = ivsock_mem_fd(l->sock);
@@ -683,9 +700,12 @@ static bool in_span(const struct pv_ivshm_span *s, uint64_t off, uint64_t len)
 static int ivs_grant(struct pvd_vlink *vl, const struct hv_mem *m, uint64_t off, uint64_t len, uint32_t *gref)
 {
         struct ivs_link *l = ivs(vl);
-        /* Only our own heap of this vlink's memory can be granted. */
+        /* Only our own heap of this vlink's memory can be granted (another
+         * vlink's has the same layout: its fd tells them apart). */
+        struct stat st;
         if (m->flags & HV_MEM_FOREIGN || !in_span(&l->lay.heap[l->side], m->offset + off, len) ||
-            (m->offset + off) % PV_IVSHM_PAGE || len % PV_IVSHM_PAGE)
+            (m->offset + off) % PV_IVSHM_PAGE || len % PV_IVSHM_PAGE || fstat(m->fd, &st) < 0 ||
+            st.st_dev != l->mem_dev || st.st_ino != l->mem_ino)
                 return -EOPNOTSUPP;
         if (l->own_grant.n >= IVS_MAX_GRANTS)
                 return -ENOSPC;
