@@ -33,6 +33,8 @@ echo "==> tests (build)"
 meson test -C build --print-errorlogs --num-processes "$jobs"
 echo "==> tests (build, every hypervisor capability off: the drivers' fallbacks)"
 PVD_HV_CAPS_OFF=all meson test -C build --print-errorlogs --num-processes "$jobs" --suite integration --suite stress
+echo "==> tests (build, on the ivshmem backend: pvhv serves the platforms)"
+PVT_HV=ivshmem meson test -C build --print-errorlogs --num-processes "$jobs" --suite integration --suite stress
 
 echo "==> build with AddressSanitizer + UndefinedBehaviorSanitizer"
 configure build-san -Db_sanitize=address,undefined -Db_lundef=false -Dbench=false
@@ -42,6 +44,12 @@ echo "==> tests (build-san)"
 PV_STRESS_MSGS=${PV_STRESS_MSGS_SAN:-300000} PV_STRESS_BYTES=${PV_STRESS_BYTES_SAN:-33554432} \
 PV_FUZZ_ITERS=${PV_FUZZ_ITERS_SAN:-50000} \
     meson test -C build-san --print-errorlogs --num-processes "$jobs" --timeout-multiplier 3
+
+echo "==> tests (build-san, on the ivshmem backend)"
+PVT_HV=ivshmem PV_STRESS_MSGS=${PV_STRESS_MSGS_SAN:-300000} PV_STRESS_BYTES=${PV_STRESS_BYTES_SAN:-33554432} \
+PV_FUZZ_ITERS=${PV_FUZZ_ITERS_SAN:-50000} \
+    meson test -C build-san --print-errorlogs --num-processes "$jobs" --timeout-multiplier 3 --suite integration \
+    --suite stress
 
 echo "==> leftovers"
 left=0

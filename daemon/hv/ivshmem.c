@@ -79,6 +79,7 @@ struct ivs_link {
         struct pv_ivshm_hdr lay;    /* what the memory must look like (our own computation) */
         struct pv_ivshm_side *own, *peer_area;
         uint32_t gen;               /* server: the generation it made; client: the one it joined */
+        uint32_t incarnation;       /* ours, chosen when we attach */
         uint32_t peer_inc;          /* the peer's incarnation we are ON with */
         uint64_t peer_beat;
         uint64_t peer_beat_ms;
@@ -168,24 +169,31 @@ static int ring(struct ivs_link *l, unsigned vec)
         return ivsock_ring(l->sock, id, vec);
 }
 
-/* Too many doorbells from the peer: a storm, not traffic. */
-static bool storm(struct ivs_link *l)
+/* Too many doorbells from the peer (n rang since the last look): a storm,
+ * not traffic (which rings only a peer that sleeps). */
+static bool storm(struct ivs_link *l, uint64_t n)
 {
         uint64_t now = uv_now(l->vl->pvd->loop);
-        l->rings_recv++;
+        l->rings_recv += n;
         if (now - l->rings_window_ms >= 1000) {
                 l->rings_window_ms = now;
                 l->rings_in_window = 0;
         }
-        return ++l->rings_in_window > IVS_STORM_RINGS;
+        l->rings_in_window += n;
+        return l->rings_in_window > IVS_STORM_RINGS;
 }
 
 /* ---- link state ------------------------------------------------------------------------ */
 
 static void schedule(struct ivs_link *l, uint64_t ms);
 
+/* Our area is ours: each state we publish rewrites all we say there, so
+ * a scribble on it lasts until our next step. */
 static void own_state(struct ivs_link *l, uint32_t state, uint32_t gen)
 {
+        ring_store_relaxed(&l->own->magic, PV_IVSHM_SIDE_MAGIC);
+        ring_store_relaxed(&l->own->incarnation, l->incarnation);
+        ring_store_relaxed(&l->own->peer_id, (uint32_t)ivsock_own_id(l->sock));
         ring_store_relaxed(&l->own->gen, gen);
         ring_store_release(&l->own->state, state);
 }
@@ -218,6 +226,7 @@ static void go_down(struct ivs_link *l, const char *why)
                 pvd_vlink_set_state(vl, PV_VLINK_OFF);
         }
         forget(l);
+        l->rings_in_window = 0; /* a new generation starts with a clean count */
         if (l->own && ring(l, PV_IVSHM_VEC_LINK) < 0)
                 (void)0; /* the peer is not there: it finds OFF when it comes */
         schedule(l, 0);
@@ -400,9 +409,8 @@ static int attach_memory(struct ivs_link *l)
         /* A new incarnation, OFF: a peer that knew an earlier pvd of ours
          * starts over. */
         memset(l->own, 0, sizeof(*l->own));
-        ring_store_relaxed(&l->own->incarnation, (uint32_t)pvd_random64());
-        ring_store_relaxed(&l->own->peer_id, (uint32_t)ivsock_own_id(l->sock));
-        ring_store_release(&l->own->magic, PV_IVSHM_SIDE_MAGIC);
+        l->incarnation = (uint32_t)pvd_random64();
+        own_state(l, PV_IVSHM_OFF, 0);
         beat_set(l, &l->own->heartbeat);
         l->gen = 0;
         for (unsigned i = 0; i < PV_IVSHM_VECTORS; i++) {
@@ -509,7 +517,7 @@ static void vec_cb(struct pvd_watch *w, int status, int events, void *arg)
         uint64_t v;
         if (read(pvd_watch_fd(w), &v, sizeof(v)) < 0 || !l->own)
                 return;
-        if (storm(l)) {
+        if (storm(l, v)) {
                 pvd_vlink_fail(l->vl, "the peer rings its doorbells in a storm (over %d a second)", IVS_STORM_RINGS);
                 return;
         }
