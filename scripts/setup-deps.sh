@@ -4,7 +4,8 @@
 set -euo pipefail
 
 pkgs=(build-essential pkg-config meson ninja-build device-tree-compiler
-      libuv1-dev libfdt-dev libmsgpack-dev libcunit1-dev)
+      libuv1-dev libfdt-dev libmsgpack-dev libcunit1-dev
+      systemd python3 bsdutils bash-completion)
 
 missing=()
 for p in "${pkgs[@]}"; do

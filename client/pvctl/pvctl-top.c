@@ -337,7 +337,7 @@ int pvctl_top(const struct pvctl_opts *o)
                         char hl[600];
                         snprintf(hl, sizeof(hl), "%s  (every %gs, q quits)", head, interval);
                         fputs("\033[H", stdout);
-                        draw(stdout, hl, cur, have_prev ? prev : NULL, "\033[K\r\n", width);
+                        draw(stdout, hl, cur, have_prev ? prev : NULL, "\033[K\n", width);
                         fputs("\033[J", stdout);
                 } else {
                         char hl[600], ts[16];
