@@ -149,6 +149,22 @@ check "man pages: pvd(8), pvctl(1), pvrun(1), pvd-platform(5), pvclient(3), one 
              man3/vumemBufferAlloc.3 man3/vbpipeOpen.3 man3/pvLastError.3; do
         test -f \"\$m/\$p\" || { echo \"  no \$p\"; exit 1; }
     done"
+man_complete() {  # a page for every exported function; every SEE ALSO of ours names a page that exists
+    local m=$prefix/share/man f page sec missing=0
+    for f in $(nm -D --defined-only "$libdir/libpvclient.so" | awk '$2 == "T" { print $3 }' | sed 's/@.*//'); do
+        [ -f "$m/man3/$f.3" ] || { echo "  no man page for $f"; missing=1; }
+    done
+    for f in "$m"/man*/*; do
+        sed -n '/^\.SH SEE ALSO/,/^\.SH/p' "$f" | sed -n 's/^\.BR \([^ ]*\) (\([1-8]\)).*/\1 \2/p' |
+        while read -r page sec; do
+            page=${page//\\-/-}
+            case "$page" in dtc|ld.so|systemd.service|pw-top) continue ;; esac
+            [ -f "$m/man$sec/$page.$sec" ] || { echo "  $(basename "$f"): SEE ALSO $page($sec) is no page"; exit 1; }
+        done || missing=1
+    done
+    return $missing
+}
+check "man: a page for every exported function, every SEE ALSO names a page" man_complete
 check "bash completion for pvctl, pvd and pvrun" sh -c "
     for c in pvctl pvd pvrun; do test -f '$prefix/share/bash-completion/completions/'\$c || exit 1; done"
 
