@@ -65,9 +65,10 @@ mkdir "$dir/prog"
 cp "$SRC/examples/vrpq-client.c" "$SRC/examples/vrpq-server.c" "$SRC/tests/install-cxx.cc" "$dir/prog/"
 san=()
 [ "$SANITIZE" = none ] || san=("-fsanitize=$SANITIZE")
-check "pkg-config pvclient: cflags and libs without msgpack.pc" sh -c "
-    pkg-config --cflags --libs pvclient > '$dir/pc' && ! grep -q msgpack '$dir/pc' &&
-    pkg-config --static --libs pvclient | grep -q -- -lmsgpackc"
+check "pkg-config pvclient: cflags and libs, also --static, with no msgpack.pc" sh -c "
+    pkg-config --cflags --libs pvclient > '$dir/pc' && pkg-config --static --libs pvclient >> '$dir/pc' &&
+    ! grep -q msgpack '$dir/pc' && grep -q -- -lpvclient '$dir/pc' && grep -q -- -pthread '$dir/pc'"
+check "libpvclient.a needs nothing of libmsgpackc" sh -c "! nm -u '$libdir/libpvclient.a' | grep -q msgpack"
 build() {  # compiler, output, source, extra...
     local cc=$1 out=$2 src=$3; shift 3
     # shellcheck disable=SC2046
