@@ -53,6 +53,15 @@ int pvctl_status_print(const msgpack_object *doc, const struct pvctl_opts *o, FI
                 doc_str(doc, "vm", vm, sizeof(vm)), doc_str(doc, "version", ver, sizeof(ver)), doc_u64(doc, "pid"),
                 up / 1000, (up % 1000) / 100, doc_str(doc, "hv", hv, sizeof(hv)),
                 doc_str(doc, "runtime_dir", dir, sizeof(dir)));
+        /* What the backend says of itself, whatever its keys. */
+        char caps[256];
+        join_strings(doc_get(doc, "hv_caps"), caps, sizeof(caps));
+        const msgpack_object *hvi = doc_get(doc, "hv_info");
+        if (doc_get(doc, "hv_caps") || (hvi && hvi->type == MSGPACK_OBJECT_MAP && hvi->via.map.size)) {
+                fprintf(f, "hypervisor capabilities: %s\n", caps[0] ? caps : "none");
+                if (hvi && hvi->type == MSGPACK_OBJECT_MAP && hvi->via.map.size)
+                        doc_print_tree(f, hvi, 1);
+        }
 
         uint32_t n;
         const msgpack_object *vls = doc_array(doc, "vlinks", &n);
