@@ -37,7 +37,9 @@ trap cleanup EXIT
 if ! getent group pvd >/dev/null; then
     retry groupadd --system pvd; made_group=1
 fi
-retry useradd --no-create-home --no-user-group --gid nogroup --groups pvd --shell /usr/sbin/nologin "$user"
+primary=nogroup
+getent group nogroup >/dev/null || primary=pvd
+retry useradd --no-create-home --no-user-group --gid "$primary" --groups pvd --shell /usr/sbin/nologin "$user"
 made_user=1
 
 fails=0 passes=0
