@@ -221,11 +221,15 @@ static int run_wait(const struct pvctl_opts *o, char **names, int nnames)
                         break;
                 pvctl_sleep(0.05);
         }
+        char why[64];
+        if (stop_now)
+                snprintf(why, sizeof(why), "interrupted");
+        else
+                snprintf(why, sizeof(why), "gave up waiting after %g s", o->timeout);
         if (status != 0 && last_rc < 0)
-                fprintf(stderr, "pvctl: gave up waiting after %g s: %s\n", o->timeout,
-                        pvLastError()[0] ? pvLastError() : pvStrError(last_rc));
+                fprintf(stderr, "pvctl: %s: %s\n", why, pvLastError()[0] ? pvLastError() : pvStrError(last_rc));
         else if (status != 0)
-                fprintf(stderr, "pvctl: gave up waiting after %g s; not ON: %s\n", o->timeout, down);
+                fprintf(stderr, "pvctl: %s; not ON: %s\n", why, down);
         free(buf);
         return status;
 }
