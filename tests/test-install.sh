@@ -59,6 +59,10 @@ check "libpvclient.so: no internal symbol is exported" sh -c "
             grep -Ev '$public' | grep -v '^PVCLIENT_0\$' || true)
     [ -z \"\$left\" ] || { echo \"  exported: \$left\"; exit 1; }"
 
+check "debian/libpvclient0.symbols lists exactly the exported symbols" bash -c "
+    diff <(nm -D --defined-only '$libdir/libpvclient.so' | awk '{ print \$3 }' | sed 's/@.*//' | sort) \
+         <(tail -n +3 '$SRC/debian/libpvclient0.symbols' | awk '{ print \$1 }' | sed 's/@.*//' | sort)"
+
 # 3. Programs built outside the tree through pkg-config, seeing only the DESTDIR.
 export PKG_CONFIG_LIBDIR=$libdir/pkgconfig PKG_CONFIG_PATH= PKG_CONFIG_SYSROOT_DIR=$D
 mkdir "$dir/prog"
