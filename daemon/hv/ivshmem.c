@@ -14,12 +14,17 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "hv.h"
@@ -36,8 +41,16 @@
 #define IVS_MAX_GRANTS   65536
 #define IVS_DEFAULT_DIR  "/run/pvhv"
 
+/* The heartbeat is a thread of its own: it says "this pvd lives", which a
+ * loop that the scheduler keeps waiting (a busy host) must not silence. It
+ * only ever writes the heartbeat words of attached vlinks. */
 struct ivs_global {
         char dir[PVD_DIR_MAX];
+        pthread_t beat;
+        pthread_mutex_t lock;
+        pthread_cond_t cv;
+        bool beating, stop;
+        uint64_t *beats[256];       /* the heartbeat words of attached vlinks */
 };
 
 struct ivs_link;
@@ -82,6 +95,41 @@ struct ivs_link {
 static struct ivs_link *ivs(struct pvd_vlink *vl)
 {
         return vl->hv;
+}
+
+static void *beat_main(void *arg)
+{
+        struct ivs_global *g = arg;
+        /* A few stores four times a second, so that they come on time on a
+         * busy host: real-time where pvd may (root), else a better nice. */
+        struct sched_param sp = { .sched_priority = 1 };
+        if (pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) != 0)
+                setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), -10);
+        pthread_mutex_lock(&g->lock);
+        while (!g->stop) {
+                for (unsigned i = 0; i < sizeof(g->beats) / sizeof(g->beats[0]); i++)
+                        if (g->beats[i])
+                                shm_store64(g->beats[i], shm_read64(g->beats[i]) + 1);
+                struct timespec ts;
+                clock_gettime(CLOCK_MONOTONIC, &ts);
+                ts.tv_nsec += PV_IVSHM_BEAT_MS * 1000000L;
+                ts.tv_sec += ts.tv_nsec / 1000000000L;
+                ts.tv_nsec %= 1000000000L;
+                pthread_cond_timedwait(&g->cv, &g->lock, &ts);
+        }
+        pthread_mutex_unlock(&g->lock);
+        return NULL;
+}
+
+/* Beat for vlink index i (w NULL: stop, before its memory goes). */
+static void beat_set(struct ivs_link *l, uint64_t *w)
+{
+        struct ivs_global *g = l->vl->pvd->hv_priv;
+        if (l->vl->index >= sizeof(g->beats) / sizeof(g->beats[0]))
+                return;
+        pthread_mutex_lock(&g->lock);
+        g->beats[l->vl->index] = w;
+        pthread_mutex_unlock(&g->lock);
 }
 
 static void ivs_log_once(struct ivs_link *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -166,7 +214,7 @@ static void go_down(struct ivs_link *l, const char *why)
                 own_state(l, PV_IVSHM_OFF, l->gen);
         if (vl->state != PV_VLINK_OFF) {
                 if (why)
-                        pv_info("vlink %s: %s", vl->cfg->link_name, why);
+                        pv_notice("vlink %s: %s", vl->cfg->link_name, why);
                 pvd_vlink_set_state(vl, PV_VLINK_OFF);
         }
         forget(l);
@@ -289,6 +337,7 @@ static void disconnect(struct ivs_link *l)
         pvd_watch_close(l->sock_w);
         l->sock_w = NULL;
         if (l->mem) {
+                beat_set(l, NULL);
                 own_state(l, PV_IVSHM_OFF, l->gen);
                 munmap(l->mem, l->mem_size);
         }
@@ -354,6 +403,7 @@ static int attach_memory(struct ivs_link *l)
         ring_store_relaxed(&l->own->incarnation, (uint32_t)pvd_random64());
         ring_store_relaxed(&l->own->peer_id, (uint32_t)ivsock_own_id(l->sock));
         ring_store_release(&l->own->magic, PV_IVSHM_SIDE_MAGIC);
+        beat_set(l, &l->own->heartbeat);
         l->gen = 0;
         for (unsigned i = 0; i < PV_IVSHM_VECTORS; i++) {
                 int dfd = fcntl(ivsock_own_vector_fd(l->sock, (unsigned)i), F_DUPFD_CLOEXEC, 0);
@@ -403,8 +453,8 @@ static int try_connect(struct ivs_link *l)
         return 0;
 }
 
-/* Every PV_IVSHM_BEAT_MS: our heartbeat, the peer's, a connection to
- * make, a look at the state that was put off. */
+/* Every PV_IVSHM_BEAT_MS: the peer's heartbeat, a connection to make, a
+ * look at the state that was put off. */
 static void timer_cb(uv_timer_t *t)
 {
         struct ivs_link *l = t->data;
@@ -416,8 +466,6 @@ static void timer_cb(uv_timer_t *t)
                 return;
         }
         uint64_t now = uv_now(vl->pvd->loop);
-        if (l->own)
-                shm_store64(&l->own->heartbeat, shm_read64(&l->own->heartbeat) + 1);
         if (vl->state == PV_VLINK_ON) {
                 uint64_t beat = shm_read64(&l->peer_area->heartbeat);
                 if (beat != l->peer_beat) {
@@ -495,13 +543,37 @@ static int ivs_init(struct pvd *pvd, const char *const *values)
         if (!g)
                 return -ENOMEM;
         snprintf(g->dir, sizeof(g->dir), "%s", dir);
+        pthread_mutex_init(&g->lock, NULL);
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&g->cv, &ca);
+        pthread_condattr_destroy(&ca);
+        int rc = pthread_create(&g->beat, NULL, beat_main, g);
+        if (rc) {
+                pv_err("cannot start the heartbeat thread: %s", strerror(rc));
+                free(g);
+                return -rc;
+        }
+        g->beating = true;
         pvd->hv_priv = g;
         return 0;
 }
 
 static void ivs_fini(struct pvd *pvd)
 {
-        free(pvd->hv_priv);
+        struct ivs_global *g = pvd->hv_priv;
+        if (!g)
+                return;
+        pthread_mutex_lock(&g->lock);
+        g->stop = true;
+        pthread_cond_signal(&g->cv);
+        pthread_mutex_unlock(&g->lock);
+        if (g->beating)
+                pthread_join(g->beat, NULL);
+        pthread_mutex_destroy(&g->lock);
+        pthread_cond_destroy(&g->cv);
+        free(g);
         pvd->hv_priv = NULL;
 }
 
