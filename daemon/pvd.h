@@ -84,6 +84,9 @@ int pvd_vlink_notify(struct pvd_vlink *vl);
 /* Backend -> core. */
 /* Sizes of every region of this vlink (0: absent), page-rounded. */
 void pvd_vlink_region_sizes(const struct pvd_vlink *vl, size_t sizes[PV_REGION_COUNT]);
+/* The same from the configuration alone: what pvhv sizes a vlink's shared
+ * memory with, so that pvd and pvhv can never disagree. */
+void pv_vlink_cfg_region_sizes(const struct pv_vlink_cfg *cfg, size_t sizes[PV_REGION_COUNT]);
 /* Server end: fresh regions are mapped in vl->region[]; the control
  * header and each driver's region_init run before the peer sees them. */
 void pvd_vlink_regions_created(struct pvd_vlink *vl);
@@ -97,7 +100,7 @@ int pvd_vlink_send_hv(struct pvd_vlink *vl, uint32_t type, const void *msg, uint
 void pvd_vlink_rx_resume(struct pvd_vlink *vl);
 
 /* Hypervisor services for drivers (see hv/hv.h for the contract). */
-int pvd_xirq_alloc(struct pvd_vlink *vl, uint32_t *id, int *fd);
+int pvd_xirq_alloc(struct pvd_vlink *vl, unsigned dir, uint32_t *id, int *fd);
 int pvd_xirq_get(struct pvd_vlink *vl, uint32_t id, int *fd);
 void pvd_xirq_free(struct pvd_vlink *vl, uint32_t id);
 int pvd_mem_alloc(struct pvd_vlink *vl, uint64_t size, const char *name, struct hv_mem *out);

@@ -404,5 +404,6 @@ static const struct pvt_suite suites[] = {
 
 int main(int argc, char **argv)
 {
+        pvt_need_emu("it speaks the emu backend's link protocol as a fake peer pvd");
         return pvt_main(argc, argv, suites);
 }

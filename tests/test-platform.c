@@ -186,6 +186,40 @@ static void test_pvctl_status(void)
         CU_ASSERT_PTR_NOT_NULL(strstr(out, LINK_VOGL));
         CU_ASSERT_PTR_NOT_NULL(strstr(out, "vrpq,vumem"));
         CU_ASSERT_PTR_NOT_NULL(strstr(out, "vumem-srv-vogl0"));
+        /* The backend, its capabilities (less those turned off) and its
+         * facts. */
+        const char *off = getenv("PVD_HV_CAPS_OFF");
+        bool all_off = off && strstr(off, "all");
+        if (strcmp(pvt_hv(), "emu") == 0) {
+                CU_ASSERT_PTR_NOT_NULL(strstr(out, all_off ? "hypervisor emu: capabilities none; platform_dir="
+                                                           : "hypervisor emu: capabilities one_kernel,foreign_mem,"
+                                                             "slice; platform_dir="));
+        } else {
+                CU_ASSERT_PTR_NOT_NULL(strstr(out, "hypervisor ivshmem: capabilities none; ivshmem_dir="));
+                CU_ASSERT_PTR_NOT_NULL(strstr(out, "no per-program memory"));
+        }
+        CU_ASSERT_PTR_NOT_NULL(strstr(out, plat.platform_dir));
+}
+
+/* The backend is chosen at start; its options go with it only. */
+static void test_hv_choice(void)
+{
+        const char *pvd = getenv("PVD_BIN");
+        static char out[4096], err[4096];
+        const char *none[] = { pvd, "--config", plat.dtb, "--vm", "vm3", "--hv", "nonesuch", NULL };
+        CU_ASSERT_EQUAL(pvt_run(&plat, NULL, none, out, sizeof(out), err, sizeof(err), 5000), 2);
+        CU_ASSERT_PTR_NOT_NULL(strstr(err, "no hypervisor backend \"nonesuch\" (this pvd has: emu"));
+        const char *help[] = { pvd, "--help", NULL };
+        CU_ASSERT_EQUAL(pvt_run(&plat, NULL, help, out, sizeof(out), err, sizeof(err), 5000), 0);
+        CU_ASSERT_PTR_NOT_NULL(strstr(out, "--hv emu:"));
+        CU_ASSERT_PTR_NOT_NULL(strstr(out, "--platform-dir DIR"));
+        setenv("PVD_HV_CAPS_OFF", "one_kernel,nonesuch", 1);
+        const char *caps[] = { pvd, "--config", plat.dtb, "--vm", "vm3", "--runtime-dir", "/nonexistent-pvd-test",
+                               NULL };
+        int st = pvt_run(&plat, NULL, caps, out, sizeof(out), err, sizeof(err), 5000);
+        unsetenv("PVD_HV_CAPS_OFF");
+        CU_ASSERT_EQUAL(st, 1);
+        CU_ASSERT_PTR_NOT_NULL(strstr(err, "unknown capability \"nonesuch\""));
 }
 
 /* A peer pvd's death is seen at once; the vlink returns by itself. */
@@ -247,12 +281,33 @@ static void test_malformed_messages(void)
                 /* garbage, a truncated map, an unknown op, fds nobody
                  * announced, too many fds, a wrong type, an oversized
                  * datagram */
-                for (int kind = 0; kind < 7; kind++) {
+                for (int kind = 0; kind < 8; kind++) {
                         int fd = connect_raw(vm3->rt, nodes[n]);
                         CU_ASSERT_FATAL(fd >= 0);
                         uint8_t garbage[] = { 0xc1, 0xff, 0x00, 0x13 };
                         uint8_t trunc[] = { 0x83, 0x00, 0x01 };
-                        if (kind == 0) {
+                        if (kind == 7) {
+                                /* garbage, then an empty datagram with fds that
+                                 * pvd throws away unread when it drops us */
+                                CU_ASSERT(send(fd, garbage, sizeof(garbage), 0) > 0);
+                                int p[2];
+                                CU_ASSERT_FATAL(pipe(p) == 0);
+                                union {
+                                        char buf[CMSG_SPACE(2 * sizeof(int))];
+                                        struct cmsghdr a;
+                                } u;
+                                struct iovec iov = { .iov_base = garbage, .iov_len = 0 };
+                                struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+                                                     .msg_controllen = sizeof(u.buf) };
+                                struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+                                c->cmsg_level = SOL_SOCKET;
+                                c->cmsg_type = SCM_RIGHTS;
+                                c->cmsg_len = CMSG_LEN(2 * sizeof(int));
+                                memcpy(CMSG_DATA(c), p, sizeof(p));
+                                sendmsg(fd, &mh, 0); /* pvd may have dropped us already */
+                                close(p[0]);
+                                close(p[1]);
+                        } else if (kind == 0) {
                                 CU_ASSERT(send(fd, garbage, sizeof(garbage), 0) > 0);
                         } else if (kind == 1) {
                                 CU_ASSERT(send(fd, trunc, sizeof(trunc), 0) > 0);
@@ -499,6 +554,7 @@ static const struct pvt_test tests[] = {
         { "client VM first, then servers", test_client_first },
         { "device nodes exist and accept", test_device_nodes },
         { "pvctl status table and JSON", test_pvctl_status },
+        { "the hypervisor backend is chosen at start", test_hv_choice },
         { "client pvd killed and restarted", test_client_death_and_return },
         { "server pvd killed and restarted", test_server_death_and_return },
         { "second pvd for a VM refused", test_second_pvd_refused },

@@ -447,5 +447,7 @@ static const struct pvt_suite suites[] = {
 
 int main(int argc, char **argv)
 {
+        pvt_need_emu("its fake VM speaks the emu backend's link protocol and its third mappings open the emu "
+                     "backend's memfds (test-ivshmem-hostile does the same on ivshmem)");
         return pvt_main(argc, argv, suites);
 }

@@ -22,9 +22,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <CUnit/Basic.h>
+#include <CUnit/CUnit.h>
 
 #include "pv/vbpipe.h"
+#include "pvt-run.h"
 #include "pvtest.h"
 #include "vbpipe-stream.h"
 
@@ -317,19 +318,21 @@ static int suite_fini(void)
         return left ? -1 : 0;
 }
 
-int main(void)
+static const struct pvt_test tests[] = {
+        { "both ways at once on vbpipe0 (256 KiB rings), every byte checked", test_vbpipe0 },
+        { "both ways at once on vbpipe1 (flag a, 64 KiB rings), every byte checked", test_vbpipe1 },
+        { "direct access on both ends (vbpipe0), every byte checked", test_direct0 },
+        { "one end mixing direct calls and read/write, the other direct (vbpipe1)", test_mixed1 },
+        { "one end read/write, the other mixing (vbpipe0)", test_mixed0 },
+        { NULL, NULL },
+};
+
+static const struct pvt_suite suites[] = {
+        { "vbpipe-stress", suite_init, suite_fini, tests, 0 },
+        { NULL, NULL, NULL, NULL, 0 },
+};
+
+int main(int argc, char **argv)
 {
-        if (CU_initialize_registry() != CUE_SUCCESS)
-                return 1;
-        CU_pSuite s = CU_add_suite("vbpipe-stress", suite_init, suite_fini);
-        CU_add_test(s, "both ways at once on vbpipe0 (256 KiB rings), every byte checked", test_vbpipe0);
-        CU_add_test(s, "both ways at once on vbpipe1 (flag a, 64 KiB rings), every byte checked", test_vbpipe1);
-        CU_add_test(s, "direct access on both ends (vbpipe0), every byte checked", test_direct0);
-        CU_add_test(s, "one end mixing direct calls and read/write, the other direct (vbpipe1)", test_mixed1);
-        CU_add_test(s, "one end read/write, the other mixing (vbpipe0)", test_mixed0);
-        CU_basic_set_mode(CU_BRM_VERBOSE);
-        CU_basic_run_tests();
-        unsigned fails = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
-        CU_cleanup_registry();
-        return fails ? 1 : 0;
+        return pvt_main(argc, argv, suites);
 }

@@ -11,9 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <CUnit/Basic.h>
+#include <CUnit/CUnit.h>
 
 #include "vrpq-test.h"
+#include "pvt-run.h"
 
 #define CHANNELS 2
 #define P_DATA   VRPQ_PROC_ID(7, 1)     /* in: [seq u32][len u32] then bytes (seq + i) & 0xff */
@@ -240,15 +241,17 @@ static int suite_fini(void)
         return left ? -1 : 0;
 }
 
-int main(void)
+static const struct pvt_test tests[] = {
+        { "millions of requests through 2 MiB of PMEM", test_millions },
+        { NULL, NULL },
+};
+
+static const struct pvt_suite suites[] = {
+        { "vrpq-stress", suite_init, suite_fini, tests, 0 },
+        { NULL, NULL, NULL, NULL, 0 },
+};
+
+int main(int argc, char **argv)
 {
-        if (CU_initialize_registry() != CUE_SUCCESS)
-                return 1;
-        CU_pSuite s = CU_add_suite("vrpq-stress", suite_init, suite_fini);
-        CU_add_test(s, "millions of requests through 2 MiB of PMEM", test_millions);
-        CU_basic_set_mode(CU_BRM_VERBOSE);
-        CU_basic_run_tests();
-        unsigned fails = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
-        CU_cleanup_registry();
-        return fails ? 1 : 0;
+        return pvt_main(argc, argv, suites);
 }
