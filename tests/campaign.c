@@ -332,6 +332,21 @@ int cp_res(pid_t pid, struct cp_res *r)
         return 0;
 }
 
+bool cp_sanitized(pid_t pid)
+{
+        char path[64];
+        snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+        FILE *f = fopen(path, "re");
+        if (!f)
+                return false;
+        char line[512];
+        bool asan = false;
+        while (!asan && fgets(line, sizeof(line), f))
+                asan = strstr(line, "libasan") != NULL;
+        fclose(f);
+        return asan;
+}
+
 void cp_show_fds(pid_t pid)
 {
         char path[64];

@@ -111,6 +111,10 @@ struct cp_res {
         long rss_kb;
 };
 int cp_res(pid_t pid, struct cp_res *r);
+/* Whether pid runs with AddressSanitizer: its quarantine keeps freed
+ * memory, so RSS says nothing about growth there (its leak checker does,
+ * when the process exits). */
+bool cp_sanitized(pid_t pid);
 /* Print what pid's fds are (after a leak), on stderr. */
 void cp_show_fds(pid_t pid);
 /* Wait (timeout_ms) until vm's pvd holds no more fds and memfds than base

@@ -484,7 +484,11 @@ int main(int argc, char **argv)
                         cp_show_fds(pvt_vm(&cp.plat, cp_vms[i])->pid);
                         leaks++;
                 }
-                grown += last[i].rss_kb > first[i].rss_kb + RSS_GROWTH_MAX_KB;
+                if (cp_sanitized(pvt_vm(&cp.plat, cp_vms[i])->pid))
+                        printf("  (RSS not judged: this pvd runs under AddressSanitizer, whose quarantine keeps "
+                               "freed memory)\n");
+                else
+                        grown += last[i].rss_kb > first[i].rss_kb + RSS_GROWTH_MAX_KB;
         }
         printf("pvfuzz: %llu inputs in %.0f s (%.0f/s): %llu to the device nodes, %llu to the emulated "
                "hypervisor's socket (%llu joins, %llu dropped); %llu connections, %llu answers; %llu corrupt; "
