@@ -81,6 +81,9 @@ int pvd_vlink_notify(struct pvd_vlink *vl);
 /* Backend -> core. */
 /* Sizes of every region of this vlink (0: absent), page-rounded. */
 void pvd_vlink_region_sizes(const struct pvd_vlink *vl, size_t sizes[PV_REGION_COUNT]);
+/* The same from the configuration alone: what pvhv sizes a vlink's shared
+ * memory with, so that pvd and pvhv can never disagree. */
+void pv_vlink_cfg_region_sizes(const struct pv_vlink_cfg *cfg, size_t sizes[PV_REGION_COUNT]);
 /* Server end: fresh regions are mapped in vl->region[]; the control
  * header and each driver's region_init run before the peer sees them. */
 void pvd_vlink_regions_created(struct pvd_vlink *vl);

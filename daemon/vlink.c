@@ -43,15 +43,20 @@ static size_t page_round(size_t n)
         return (n + pg - 1) / pg * pg;
 }
 
-void pvd_vlink_region_sizes(const struct pvd_vlink *vl, size_t sizes[PV_REGION_COUNT])
+void pv_vlink_cfg_region_sizes(const struct pv_vlink_cfg *cfg, size_t sizes[PV_REGION_COUNT])
 {
         memset(sizes, 0, sizeof(size_t) * PV_REGION_COUNT);
         sizes[PV_REGION_CTL] = page_round(PV_CTL_REGION_SIZE);
         for (int d = 0; d < PV_DRV_COUNT; d++) {
                 const struct pvd_driver *drv = pvd_drivers[d];
                 if (drv && drv->region_size)
-                        sizes[drv->region] = page_round(drv->region_size(vl->cfg));
+                        sizes[drv->region] = page_round(drv->region_size(cfg));
         }
+}
+
+void pvd_vlink_region_sizes(const struct pvd_vlink *vl, size_t sizes[PV_REGION_COUNT])
+{
+        pv_vlink_cfg_region_sizes(vl->cfg, sizes);
 }
 
 void pvd_vlink_regions_created(struct pvd_vlink *vl)

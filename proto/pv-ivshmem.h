@@ -46,10 +46,22 @@
 #define PV_IVSHM_PEER_ID(s) ((uint32_t)(s) + 1u)
 /* Bytes of each side's area (its layout belongs to pvd's ivshmem backend). */
 #define PV_IVSHM_SIDE_SIZE (128u * 1024)
-/* Default grantable memory per side (info key hv-heap overrides it). */
+/* Default grantable memory per side (info key hv-heap overrides it): on
+ * vlinks with VUMEM, whose buffers come from it, and on the others. */
+#define PV_IVSHM_HEAP_VUMEM_DEFAULT (64ull << 20)
 #define PV_IVSHM_HEAP_DEFAULT (8ull << 20)
 /* Smallest shared memory pvhv creates. */
 #define PV_IVSHM_MIN_SIZE  (1ull << 20)
+
+/* QEMU's ivshmem server protocol (QEMU's docs/specs/ivshmem-spec.rst):
+ * one way, server to peer; each message is one little-endian int64,
+ * sometimes with one fd (SCM_RIGHTS). On connect: the version, the peer's
+ * own id, PV_IVSHM_MSG_SHM with the memory fd, then (id, eventfd) once per
+ * vector for every other peer there and then for the peer itself. Later:
+ * id with eventfds (a peer joined), id alone (it left). */
+#define PV_IVSHM_PROTO_VERSION 0
+#define PV_IVSHM_MSG_SHM       (-1)
+#define PV_IVSHM_PEER_ID_MAX   65535   /* the doorbell register has 16 bits */
 
 struct pv_ivshm_span {
         uint64_t offset;
