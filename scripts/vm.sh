@@ -332,9 +332,9 @@ if [ "$accel" = kvm ]; then qargs+=(-accel kvm -cpu host); else qargs+=(-accel t
 if [ -n "$hv_dir" ]; then
     pvhv=$build/daemon/pvhv/pvhv
     [ -x "$pvhv" ] || die "$pvhv: not built; pvhv gives the guest its ivshmem devices"
-    mapfile -t dev_args < <("$pvhv" --config "$config" --dir "$hv_dir" --qemu-args "$vm") ||
-        die "pvhv --qemu-args $vm failed"
-    qargs+=("${dev_args[@]}")
+    # One line per vlink, options separated by blanks (so no blank in DIR).
+    lines=$("$pvhv" --config "$config" --dir "$hv_dir" --qemu-args "$vm") || die "pvhv --qemu-args $vm failed"
+    while read -ra words; do qargs+=("${words[@]}"); done <<<"$lines"
 fi
 i=0
 for s in "${ivshmem[@]}"; do
@@ -378,9 +378,12 @@ wait "$filter_pid"
 set -e
 
 show_tail() {
-    echo "vm.sh: last console lines of $vm:" >&2
-    tail -n 40 "$log" | sed 's/^/  | /' >&2
+    if [ -s "$log" ]; then
+        echo "vm.sh: last console lines of $vm:" >&2
+        tail -n 40 "$log" | sed 's/^/  | /' >&2
+    fi
     if [ -s "$work/qemu.err" ]; then sed 's/^/  qemu: /' "$work/qemu.err" >&2; fi
+    return 0
 }
 if [ $qst -eq 124 ] || [ $qst -eq 137 ]; then
     echo "vm.sh: guest $vm did not finish within $timeout s: killed" >&2

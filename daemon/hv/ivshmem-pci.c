@@ -479,7 +479,7 @@ static int setup_device(struct ivpci *d, char *err, size_t errlen)
         }
 
         uint32_t pos = reg_read(d, IVPCI_REG_IVPOSITION);
-        if (pos > IVPCI_PEER_ID_MAX) {
+        if (pos > PV_IVSHM_PEER_ID_MAX) {
                 seterr(err, errlen, "ivshmem device %s: IVPosition %d: QEMU is not connected to an ivshmem "
                        "server (is pvhv running?)", d->bdf, (int32_t)pos);
                 return -ENOTCONN;
@@ -608,7 +608,7 @@ int ivpci_vector_fd(const struct ivpci *d, unsigned vec)
 
 int ivpci_ring(struct ivpci *d, uint32_t peer_id, unsigned vec)
 {
-        if (peer_id > IVPCI_PEER_ID_MAX || vec > 0xffff)
+        if (peer_id > PV_IVSHM_PEER_ID_MAX || vec > 0xffff)
                 return -EINVAL;
         uint32_t v = peer_id << 16 | vec;
         if (d->regs) {

@@ -33,8 +33,6 @@
 /* BAR0 registers (QEMU's docs/specs/ivshmem-spec.rst). */
 #define IVPCI_REG_IVPOSITION 8
 #define IVPCI_REG_DOORBELL   12
-/* The doorbell register holds a peer id in 16 bits. */
-#define IVPCI_PEER_ID_MAX    0xffffu
 
 struct ivpci;
 
