@@ -48,6 +48,10 @@ pat="^$(pwd)/build(-san)?/daemon/pvd "
 if pgrep -f "$pat" >/dev/null; then
     echo "pvd processes left behind:"; pgrep -af "$pat"; left=1
 fi
+# Guests booted by scripts/vm.sh have their initrd in this run's TMPDIR.
+if pgrep -f "qemu-system-x86_64 .*-initrd $TMPDIR/" >/dev/null; then
+    echo "QEMU guests left behind:"; pgrep -af "qemu-system-x86_64 .*-initrd $TMPDIR/"; left=1
+fi
 if [ -n "$(ls -A "$TMPDIR")" ]; then
     echo "left behind in $TMPDIR:"; ls -A "$TMPDIR"; left=1
 fi
