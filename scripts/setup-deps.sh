@@ -5,7 +5,7 @@ set -euo pipefail
 
 pkgs=(build-essential pkg-config meson ninja-build device-tree-compiler
       libuv1-dev libfdt-dev libmsgpack-dev libcunit1-dev
-      qemu-system-x86 busybox-static cpio)  # the last three: QEMU guests (scripts/vm.sh)
+      qemu-system-x86 busybox-static cpio)  # QEMU: pvhv's test, scripts/vm.sh's guests
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -43,14 +43,15 @@ PV_FUZZ_ITERS=${PV_FUZZ_ITERS_SAN:-50000} \
 
 echo "==> leftovers"
 left=0
-# The tests start pvd by its absolute path in this checkout.
-pat="^$(pwd)/build(-san)?/daemon/pvd "
+# The tests start pvd and pvhv by their absolute paths in this checkout.
+pat="^$(pwd)/build(-san)?/daemon/(pvd|pvhv/pvhv) "
 if pgrep -f "$pat" >/dev/null; then
     echo "pvd processes left behind:"; pgrep -af "$pat"; left=1
 fi
-# Guests booted by scripts/vm.sh have their initrd in this run's TMPDIR.
-if pgrep -f "qemu-system-x86_64 .*-initrd $TMPDIR/" >/dev/null; then
-    echo "QEMU guests left behind:"; pgrep -af "qemu-system-x86_64 .*-initrd $TMPDIR/"; left=1
+# QEMU started by pvhv's test (sockets) or scripts/vm.sh (initrd) in this
+# run's directory.
+if pgrep -f "qemu-system.*$TMPDIR" >/dev/null; then
+    echo "QEMU processes left behind:"; pgrep -af "qemu-system.*$TMPDIR"; left=1
 fi
 if [ -n "$(ls -A "$TMPDIR")" ]; then
     echo "left behind in $TMPDIR:"; ls -A "$TMPDIR"; left=1

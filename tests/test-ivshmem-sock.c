@@ -321,16 +321,16 @@ static void test_lies_handshake(void)
         int ev = eventfd(0, EFD_CLOEXEC);
         lie_msg(V0, 1, -1, "protocol version 1");
         lie_msg(V0, 0, ev, "version message came with an fd");
-        lie_msg(ID, IVSOCK_MAX_PEERS, -1, "own peer id 16 out of range");
+        lie_msg(ID, PV_IVSHM_PEER_ID_MAX + 1, -1, "own peer id 65536 out of range");
         lie_msg(ID, -3, -1, "own peer id -3 out of range");
         lie_msg(ID, OWN, ev, "peer id message came with an fd");
         lie_msg(SHM, PV_IVSHM_MSG_SHM, -1, "came without its fd");
         lie_msg(SHM, -2, ev, "message -2 is neither");
         lie_msg(SHM, 70000, -1, "message 70000 is neither");
-        lie_msg(SHM, 40, ev, "peer id 40 out of range");
         lie_msg(ALL, PV_IVSHM_MSG_SHM, ev, "a second shared memory");
         lie_msg(ALL, OWN, -1, "this side itself (peer 2) left");
         lie_msg(ALL, PEER, -1, "peer 1 left without having joined");
+        lie_msg(ALL, 70000, ev, "message 70000 is neither");
         close(ev);
 }
 
@@ -369,6 +369,23 @@ static void test_lies_vectors(void)
         CU_ASSERT_EQUAL(ivsock_read(f.s, &ev), 0);
         send_msg(&f, OWN, f.own_vec[0]);
         expect_proto(&f, "more than 2 vectors for peer 2 (this side)");
+        fake_close(&f);
+
+        /* More peers at once than a vlink has; a peer that leaves frees
+         * its place. */
+        fake_open(&f);
+        until(&f, ALL);
+        for (uint32_t id = 10; id < 10 + IVSOCK_MAX_PEERS; id++)
+                send_vectors(&f, id, f.peer_vec);
+        send_msg(&f, 10, -1);
+        send_vectors(&f, 500, f.peer_vec);
+        CU_ASSERT_EQUAL(ivsock_read(f.s, &ev), 0);
+        uint32_t ids[8];
+        CU_ASSERT_EQUAL(ivsock_peers(f.s, ids, 8), IVSOCK_MAX_PEERS);
+        CU_ASSERT_FALSE(ivsock_peer_present(f.s, 10));
+        CU_ASSERT_TRUE(ivsock_peer_present(f.s, 500));
+        send_msg(&f, 600, f.peer_vec[0]);
+        expect_proto(&f, "peer 600 joins while 3 others are there");
         fake_close(&f);
 
         /* A vector that is not an eventfd (a pipe could block a ring). */

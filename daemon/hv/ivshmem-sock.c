@@ -33,6 +33,7 @@
 enum ivsock_state { ST_VERSION, ST_OWN_ID, ST_RUN };
 
 struct ivsock_peer {
+        int id;                                    /* -1: a free slot */
         int vec[PV_IVSHM_VECTORS];
         unsigned nvec;
 };
@@ -43,7 +44,8 @@ struct ivsock {
         int own_id;
         int mem_fd;
         uint64_t mem_size;
-        struct ivsock_peer peer[IVSOCK_MAX_PEERS]; /* [own_id]: our own vectors */
+        struct ivsock_peer own;                    /* our own vectors */
+        struct ivsock_peer peer[IVSOCK_MAX_PEERS]; /* the others */
         uint8_t buf[8];                            /* the message being read */
         size_t have;
         int msg_fd;                                /* the fd that came with it, or -1 */
@@ -83,9 +85,12 @@ int ivsock_connect(const char *path, struct ivsock **out)
         s->own_id = -1;
         s->mem_fd = -1;
         s->msg_fd = -1;
-        for (int p = 0; p < IVSOCK_MAX_PEERS; p++)
+        for (int p = 0; p <= IVSOCK_MAX_PEERS; p++) {
+                struct ivsock_peer *pp = p ? &s->peer[p - 1] : &s->own;
+                pp->id = -1;
                 for (unsigned v = 0; v < PV_IVSHM_VECTORS; v++)
-                        s->peer[p].vec[v] = -1;
+                        pp->vec[v] = -1;
+        }
         s->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (s->fd < 0) {
                 int e = -errno;
@@ -109,7 +114,7 @@ int ivsock_fd(const struct ivsock *s)
 
 bool ivsock_ready(const struct ivsock *s)
 {
-        return s->st == ST_RUN && s->mem_fd >= 0 && s->peer[s->own_id].nvec == PV_IVSHM_VECTORS;
+        return s->st == ST_RUN && s->mem_fd >= 0 && s->own.nvec == PV_IVSHM_VECTORS;
 }
 
 int ivsock_own_id(const struct ivsock *s)
@@ -129,21 +134,50 @@ uint64_t ivsock_mem_size(const struct ivsock *s)
 
 int ivsock_own_vector_fd(const struct ivsock *s, unsigned vec)
 {
-        if (s->own_id < 0 || vec >= PV_IVSHM_VECTORS)
+        if (vec >= PV_IVSHM_VECTORS)
                 return -1;
-        return s->peer[s->own_id].vec[vec];
+        return s->own.vec[vec];
+}
+
+static struct ivsock_peer *find_peer(struct ivsock *s, long long id)
+{
+        for (int p = 0; p < IVSOCK_MAX_PEERS; p++)
+                if (s->peer[p].id == id)
+                        return &s->peer[p];
+        return NULL;
+}
+
+static const struct ivsock_peer *present(const struct ivsock *s, uint32_t id)
+{
+        for (int p = 0; p < IVSOCK_MAX_PEERS; p++)
+                if (s->peer[p].id >= 0 && (uint32_t)s->peer[p].id == id && s->peer[p].nvec == PV_IVSHM_VECTORS)
+                        return &s->peer[p];
+        return NULL;
 }
 
 bool ivsock_peer_present(const struct ivsock *s, uint32_t peer)
 {
-        return peer < IVSOCK_MAX_PEERS && (int)peer != s->own_id && s->peer[peer].nvec == PV_IVSHM_VECTORS;
+        return present(s, peer) != NULL;
+}
+
+unsigned ivsock_peers(const struct ivsock *s, uint32_t *ids, unsigned max)
+{
+        unsigned n = 0;
+        for (int p = 0; p < IVSOCK_MAX_PEERS; p++)
+                if (s->peer[p].id >= 0 && s->peer[p].nvec == PV_IVSHM_VECTORS) {
+                        if (n < max)
+                                ids[n] = (uint32_t)s->peer[p].id;
+                        n++;
+                }
+        return n;
 }
 
 int ivsock_peer_vector_fd(const struct ivsock *s, uint32_t peer, unsigned vec)
 {
-        if (!ivsock_peer_present(s, peer) || vec >= PV_IVSHM_VECTORS)
+        const struct ivsock_peer *p = present(s, peer);
+        if (!p || vec >= PV_IVSHM_VECTORS)
                 return -1;
-        return s->peer[peer].vec[vec];
+        return p->vec[vec];
 }
 
 int ivsock_ring(const struct ivsock *s, uint32_t peer, unsigned vec)
@@ -175,9 +209,11 @@ void ivsock_close(struct ivsock *s)
         close_fd(&s->fd);
         close_fd(&s->mem_fd);
         close_fd(&s->msg_fd);
-        for (int p = 0; p < IVSOCK_MAX_PEERS; p++)
-                for (unsigned v = 0; v < PV_IVSHM_VECTORS; v++)
+        for (unsigned v = 0; v < PV_IVSHM_VECTORS; v++) {
+                close_fd(&s->own.vec[v]);
+                for (int p = 0; p < IVSOCK_MAX_PEERS; p++)
                         close_fd(&s->peer[p].vec[v]);
+        }
         free(s);
 }
 
@@ -247,8 +283,8 @@ static int handle(struct ivsock *s, long long v, int *fd, unsigned *ev)
         case ST_OWN_ID:
                 if (*fd >= 0)
                         return proto_fail(s, "the peer id message came with an fd");
-                if (v < 0 || v >= IVSOCK_MAX_PEERS)
-                        return proto_fail(s, "own peer id %lld out of range (0 to %d)", v, IVSOCK_MAX_PEERS - 1);
+                if (v < 0 || v > PV_IVSHM_PEER_ID_MAX)
+                        return proto_fail(s, "own peer id %lld out of range (0 to %d)", v, PV_IVSHM_PEER_ID_MAX);
                 s->own_id = (int)v;
                 s->st = ST_RUN;
                 return 0;
@@ -266,10 +302,15 @@ static int handle(struct ivsock *s, long long v, int *fd, unsigned *ev)
                 *fd = -1;
         } else if (v < 0 || v > PV_IVSHM_PEER_ID_MAX) {
                 return proto_fail(s, "message %lld is neither a peer id nor the memory", v);
-        } else if (v >= IVSOCK_MAX_PEERS) {
-                return proto_fail(s, "peer id %lld out of range (0 to %d)", v, IVSOCK_MAX_PEERS - 1);
         } else if (*fd >= 0) {
-                struct ivsock_peer *p = &s->peer[v];
+                struct ivsock_peer *p = v == s->own_id ? &s->own : find_peer(s, v);
+                if (!p) {
+                        p = find_peer(s, -1);
+                        if (!p)
+                                return proto_fail(s, "peer %lld joins while %d others are there (at most %d)", v,
+                                                  IVSOCK_MAX_PEERS, IVSOCK_MAX_PEERS);
+                        p->id = (int)v;
+                }
                 if (p->nvec == PV_IVSHM_VECTORS)
                         return proto_fail(s, "more than %u vectors for peer %lld%s", PV_IVSHM_VECTORS, v,
                                           v == s->own_id ? " (this side)" : "");
@@ -280,14 +321,15 @@ static int handle(struct ivsock *s, long long v, int *fd, unsigned *ev)
                 if (p->nvec == PV_IVSHM_VECTORS && v != s->own_id)
                         *ev |= IVSOCK_EV_PEER_JOINED;
         } else {
-                struct ivsock_peer *p = &s->peer[v];
+                struct ivsock_peer *p = find_peer(s, v);
                 if (v == s->own_id)
                         return proto_fail(s, "told that this side itself (peer %lld) left", v);
-                if (p->nvec == 0)
+                if (!p)
                         return proto_fail(s, "peer %lld left without having joined", v);
                 for (unsigned i = 0; i < PV_IVSHM_VECTORS; i++)
                         close_fd(&p->vec[i]);
                 p->nvec = 0;
+                p->id = -1;
                 *ev |= IVSOCK_EV_PEER_LEFT;
         }
         if (!was_ready && ivsock_ready(s))

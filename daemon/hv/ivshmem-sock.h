@@ -5,7 +5,8 @@
  * The server is not trusted: anything malformed (a wrong version, an fd
  * where none belongs or none where one must be, more vectors than
  * PV_IVSHM_VECTORS, ids out of range, memory that is not a sealed
- * power-of-two memfd, an fd that is not an eventfd, truncated messages,
+ * power-of-two memfd, an fd that is not an eventfd, more peers at once than
+ * IVSOCK_MAX_PEERS, a peer leaving that never joined, truncated messages,
  * several fds with one message) fails with -EPROTO, closes every fd that
  * came with the bad message, and leaves the connection dead (every later
  * ivsock_read returns the same error; ivsock_close it). The fds it keeps
@@ -19,9 +20,9 @@
 
 #include "pv-ivshmem.h"
 
-/* Peer ids this module follows: pvhv gives PV_IVSHM_PEER_ID(side) (1, 2);
- * anything at or beyond this is a lie. */
-#define IVSOCK_MAX_PEERS 16
+/* Other peers known at once: on a vlink there is one (the other side),
+ * which pvhv always announces gone before a new one joins. */
+#define IVSOCK_MAX_PEERS 3
 
 /* What an ivsock_read call changed (bits in *events). */
 enum {
@@ -55,6 +56,8 @@ int ivsock_own_vector_fd(const struct ivsock *s, unsigned vec);
 int ivsock_peer_vector_fd(const struct ivsock *s, uint32_t peer, unsigned vec);
 /* All of that peer's vectors are here (it joined and has not left). */
 bool ivsock_peer_present(const struct ivsock *s, uint32_t peer);
+/* The ids of the peers present (at most max of them): how many there are. */
+unsigned ivsock_peers(const struct ivsock *s, uint32_t *ids, unsigned max);
 /* Ring vector vec of peer: 0, -ENOTCONN when that peer is not there. */
 int ivsock_ring(const struct ivsock *s, uint32_t peer, unsigned vec);
 /* Why the last -EPROTO, for a log line ("" when none). */

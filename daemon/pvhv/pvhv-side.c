@@ -39,7 +39,27 @@ static const char *link_name(const struct pvhv_side *s)
 
 static uint32_t peer_id(const struct pvhv_side *s)
 {
-        return PV_IVSHM_PEER_ID(s->side);
+        return s->id;
+}
+
+/* A new id for side s's newcomer, never one that the other side's peer
+ * saw leave: QEMU frees a peer's state when told that it left, and writes
+ * to the freed state if the same id joins again. Ids of a side go up by
+ * two and wrap after PV_IVSHM_PEER_IDS_PER_SIDE, so the other side's peer
+ * has seen them all only after that many joins; then it is refused. */
+static int take_id(struct pvhv_side *s)
+{
+        struct pvhv_side *o = other_of(s);
+        if (o->conn && o->ids_seen >= PV_IVSHM_PEER_IDS_PER_SIDE)
+                return -ENOSPC;
+        s->id = s->next_id;
+        s->next_id += 2;
+        if (s->next_id > PV_IVSHM_PEER_ID_MAX)
+                s->next_id = PV_IVSHM_PEER_ID_FIRST(s->side);
+        s->ids_seen = o->conn ? 1 : 0;
+        if (o->conn)
+                o->ids_seen++;
+        return 0;
 }
 
 /* ---- the header ------------------------------------------------------------ */
@@ -262,6 +282,15 @@ static void side_join(struct pvhv_side *s, int fd)
 {
         struct pvhv_side *o = other_of(s);
         pid_t pid = peer_pid(fd);
+        if (take_id(s) < 0) {
+                s->refused++;
+                pv_warn("vlink %s: %s's peer (pid %d) refused: %s's peer (pid %d) saw all %u peer ids of %s "
+                        "leave and QEMU cannot take one back; restart %s's peer",
+                        link_name(s), s->vm, (int)pid, o->vm, (int)o->pid, PV_IVSHM_PEER_IDS_PER_SIDE, s->vm,
+                        o->vm);
+                close(fd);
+                return;
+        }
         s->conn = pvd_watch_new(s->link->hv->loop, fd, UV_READABLE | UV_DISCONNECT, on_conn, s);
         if (!s->conn) {
                 pv_err("vlink %s: cannot watch %s's peer (pid %d); refused", link_name(s), s->vm, (int)pid);
@@ -281,6 +310,9 @@ static void side_join(struct pvhv_side *s, int fd)
          * memory. */
         set_presence(s, true);
         s->joins++;
+        pv_notice("vlink %s: %s joined (pid %d, peer id %u, connection %u); %s is %s", link_name(s), s->vm,
+                  (int)pid, peer_id(s), s->link->hdr.presence[s->side].conn_gen, o->vm,
+                  o->conn ? "there" : "absent");
         int rc = handshake(s);
         if (rc < 0) {
                 char why[160];
@@ -288,9 +320,6 @@ static void side_join(struct pvhv_side *s, int fd)
                 side_leave(s, why);
                 return;
         }
-        pv_notice("vlink %s: %s joined (pid %d, peer id %u, connection %u); %s is %s", link_name(s), s->vm,
-                  (int)pid, peer_id(s), s->link->hdr.presence[s->side].conn_gen, o->vm,
-                  o->conn ? "there" : "absent");
         if (!o->conn)
                 return;
         rc = send_vectors(o, s);

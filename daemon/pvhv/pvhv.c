@@ -107,10 +107,10 @@ static int link_create(struct pvhv *hv, struct pvhv_link *l, const struct pv_vli
         snprintf(h->link_name, sizeof(h->link_name), "%s", cfg->link_name);
         for (int s = 0; s < 2; s++) {
                 snprintf(h->vm[s], sizeof(h->vm[s]), "%s", plat->vms[cfg->vm[s]].name);
-                h->presence[s].peer_id = PV_IVSHM_PEER_ID(s);
                 struct pvhv_side *sd = &l->side[s];
                 sd->link = l;
                 sd->side = (enum pv_side)s;
+                sd->next_id = PV_IVSHM_PEER_ID_FIRST(s);
                 sd->vm = plat->vms[cfg->vm[s]].name;
                 for (unsigned v = 0; v < PV_IVSHM_VECTORS; v++)
                         sd->vec[v] = -1;

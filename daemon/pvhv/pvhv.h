@@ -33,6 +33,9 @@ struct pvhv_side {
         bool listen_paused;                 /* out of fds: accept again later */
         struct pvd_watch *conn;             /* the peer, or NULL */
         pid_t pid;                          /* its pid (SO_PEERCRED), for the log */
+        uint32_t id;                        /* its peer id (the last one once it left) */
+        uint32_t next_id;                   /* the id the side's next peer gets */
+        uint32_t ids_seen;                  /* other-side ids this peer was given */
         int vec[PV_IVSHM_VECTORS];          /* its vectors' eventfds (created by pvhv), or -1 */
         bool knows_other;                   /* it was given the other side's vectors */
         uint64_t joins, refused, dropped;
