@@ -2,7 +2,8 @@
  * the guest face of a vlink's ivshmem device (daemon/hv/ivshmem-pci.c)
  * against a host-side peer of the same vlink (tests/ivshmem-peer.c):
  *   - ivpci_open finds the device by the vlink's name and the header pvhv
- *     wrote names this VM on the side its peer id says;
+ *     wrote names this VM on the side its peer id says (and the other
+ *     side's current id, which the probe rings);
  *   - ROUNDS round trips: the probe writes a fresh nonce in its side area
  *     of BAR2 and rings the peer's xIRQ vector through BAR0; the peer
  *     answers with ~nonce in its own side area and rings back. The first
@@ -74,17 +75,31 @@ static volatile uint64_t *side_word(struct ivpci *d, int side)
         return (volatile uint64_t *)((char *)ivpci_mem(d) + h->side[side].offset);
 }
 
-static void publish_and_ring(struct ivpci *d, int side, uint32_t peer, uint64_t nonce)
+/* The other side's current peer id, as pvhv last wrote it in the header
+ * (read once, checked: present, of that side, a doorbell can name it);
+ * 0 while it is away. */
+static uint32_t peer_now(struct ivpci *d, int other)
+{
+        const volatile struct pv_ivshm_presence *p = &((const struct pv_ivshm_hdr *)ivpci_mem(d))->presence[other];
+        uint32_t present = p->present, id = p->peer_id;
+        if (present != 1 || id == 0 || id > PV_IVSHM_PEER_ID_MAX || PV_IVSHM_PEER_SIDE(id) != (uint32_t)other)
+                return 0;
+        return id;
+}
+
+static void publish_and_ring(struct ivpci *d, int side, uint64_t nonce)
 {
         *side_word(d, side) = nonce;
         __atomic_thread_fence(__ATOMIC_SEQ_CST);
-        ivpci_ring(d, peer, PV_IVSHM_VEC_XIRQ);
+        uint32_t peer = peer_now(d, 1 - side);
+        if (peer)
+                ivpci_ring(d, peer, PV_IVSHM_VEC_XIRQ);
 }
 
 /* The first round: the peer may not be there yet, and a doorbell to an
  * absent peer is dropped, so ring again every RESEND_MS until ~nonce shows
  * up (or wait_ms pass: -ETIMEDOUT). Then take whatever interrupts came. */
-static int first_round(struct ivpci *d, int side, uint32_t peer, uint64_t nonce, int wait_ms)
+static int first_round(struct ivpci *d, int side, uint64_t nonce, int wait_ms)
 {
         int fd = ivpci_vector_fd(d, PV_IVSHM_VEC_XIRQ);
         volatile uint64_t *theirs = side_word(d, 1 - side);
@@ -92,7 +107,7 @@ static int first_round(struct ivpci *d, int side, uint32_t peer, uint64_t nonce,
         while (*theirs != ~nonce) {
                 if (now_ns() - start > (uint64_t)wait_ms * 1000000u)
                         return -ETIMEDOUT;
-                publish_and_ring(d, side, peer, nonce);
+                publish_and_ring(d, side, nonce);
                 struct pollfd p = { .fd = fd, .events = POLLIN };
                 poll(&p, 1, RESEND_MS);
         }
@@ -108,10 +123,10 @@ static int first_round(struct ivpci *d, int side, uint32_t peer, uint64_t nonce,
  * eventfd, and only then look for the answer. Exactly one answer is due,
  * so the eventfd fires for this round and no other. 0; -ETIMEDOUT no
  * interrupt within wait_ms; -EPROTO an interrupt without the answer. */
-static int irq_round(struct ivpci *d, int side, uint32_t peer, uint64_t nonce, int wait_ms)
+static int irq_round(struct ivpci *d, int side, uint64_t nonce, int wait_ms)
 {
         int fd = ivpci_vector_fd(d, PV_IVSHM_VEC_XIRQ);
-        publish_and_ring(d, side, peer, nonce);
+        publish_and_ring(d, side, nonce);
         struct pollfd p = { .fd = fd, .events = POLLIN };
         int n = poll(&p, 1, wait_ms);
         if (n < 0)
@@ -165,7 +180,7 @@ int main(int argc, char **argv)
                 return fail(NULL, "%s (%s)", err, strerror(-rc));
         const struct pv_ivshm_hdr *h = ivpci_header(d);
         uint32_t own = ivpci_own_id(d);
-        int side = own == PV_IVSHM_PEER_ID(PV_SERVER) ? PV_SERVER : own == PV_IVSHM_PEER_ID(PV_CLIENT) ? PV_CLIENT : -1;
+        int side = own ? (int)PV_IVSHM_PEER_SIDE(own) : -1;
         printf("device %s: vlink %s (%s <-> %s), %" PRIu64 " bytes, peer id %u, %u vectors\n",
                ivpci_bdf(d), h->link_name, h->vm[0], h->vm[1], ivpci_mem_size(d), own, ivpci_vectors(d));
         if (side < 0)
@@ -178,14 +193,13 @@ int main(int argc, char **argv)
         if (memfl < 0 || !(memfl & FD_CLOEXEC) || vecfl < 0 || !(vecfl & FD_CLOEXEC))
                 return fail(d, "a memory or vector fd is not close-on-exec");
 
-        uint32_t peer = PV_IVSHM_PEER_ID(1 - side);
         uint64_t seed = now_ns() ^ ((uint64_t)getpid() << 32), min = UINT64_MAX, max = 0, sum = 0;
-        if (first_round(d, side, peer, seed, FIRST_WAIT_MS) < 0)
+        if (first_round(d, side, seed, FIRST_WAIT_MS) < 0)
                 return fail(d, "no answer from %s in %d ms: is its peer on the host running?", h->vm[1 - side],
                             FIRST_WAIT_MS);
         for (unsigned i = 1; i < rounds; i++) {
                 uint64_t t0 = now_ns();
-                rc = irq_round(d, side, peer, seed + i * 0x9e3779b97f4a7c15ull, ROUND_WAIT_MS);
+                rc = irq_round(d, side, seed + i * 0x9e3779b97f4a7c15ull, ROUND_WAIT_MS);
                 uint64_t dt = now_ns() - t0;
                 if (rc == -ETIMEDOUT)
                         return fail(d, "round %u: no MSI-X interrupt in %d ms after ringing %s", i,

@@ -63,7 +63,8 @@ int main(int argc, char **argv)
         void *mem = NULL;
         uint64_t size = 0, answered = 0, unanswerable = 0;
         volatile uint64_t *mine = NULL, *theirs = NULL;
-        uint32_t other = 0;
+        const volatile struct pv_ivshm_presence *presence = NULL;
+        int side = 0;
         int status = 0;
         while (!stop) {
                 struct pollfd p[2] = { { .fd = ivsock_fd(s), .events = POLLIN }, { .fd = -1, .events = POLLIN } };
@@ -103,8 +104,8 @@ int main(int argc, char **argv)
                                 break;
                         }
                         int own = ivsock_own_id(s);
-                        int side = own == (int)PV_IVSHM_PEER_ID(PV_SERVER) ? PV_SERVER : PV_CLIENT;
-                        other = PV_IVSHM_PEER_ID(1 - side);
+                        side = (int)PV_IVSHM_PEER_SIDE(own);
+                        presence = &((const struct pv_ivshm_hdr *)mem)->presence[1 - side];
                         mine = (volatile uint64_t *)((char *)mem + h.side[side].offset);
                         theirs = (volatile uint64_t *)((char *)mem + h.side[1 - side].offset);
                         printf("ready: vlink %s, %s side, peer id %d\n", h.link_name, h.vm[side], own);
@@ -117,7 +118,11 @@ int main(int argc, char **argv)
                         uint64_t nonce = *theirs;
                         *mine = ~nonce;
                         __atomic_thread_fence(__ATOMIC_SEQ_CST);
-                        if (ivsock_ring(s, other, PV_IVSHM_VEC_XIRQ) == 0)
+                        /* The other side's id now: pvhv's header says it,
+                         * the server's messages confirm it. */
+                        uint32_t other = presence->peer_id;
+                        if (other && other <= PV_IVSHM_PEER_ID_MAX && PV_IVSHM_PEER_SIDE(other) == (uint32_t)(1 - side) &&
+                            ivsock_peer_present(s, other) && ivsock_ring(s, other, PV_IVSHM_VEC_XIRQ) == 0)
                                 answered++;
                         else
                                 unanswerable++;
