@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of pvd: installs what is missing, builds, runs all suites
-# (unit, integration, stress, fuzz) in the normal build, then again in a
+# (unit, integration, stress, fuzz, qemu) in the normal build, then again in a
 # build with AddressSanitizer and UndefinedBehaviorSanitizer, and checks that
 # nothing (process, socket, temporary directory) is left behind.
 set -euo pipefail
