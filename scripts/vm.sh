@@ -104,9 +104,10 @@ cache=$(cd "$cache" && pwd)
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/pvd-vm.XXXXXX")
 qemu_pid=""
+scratch=""     # a cache entry being built: removed if vm.sh stops half-way
 cleanup() {
     if [ -n "$qemu_pid" ]; then kill -TERM "$qemu_pid" 2>/dev/null || true; wait "$qemu_pid" 2>/dev/null || true; fi
-    rm -rf "$work"
+    rm -rf "$work" ${scratch:+"$scratch"}
 }
 trap cleanup EXIT
 trap 'exit 143' TERM
@@ -122,10 +123,10 @@ flock "$lockfd"
 # The vfio modules the guest loads (their dependencies are added in order).
 guest_modules=(vfio_iommu_type1 vfio_pci)
 
-kernel_pkg() {  # the package linux-image-cloud-amd64 currently points at
+kernel_pkg() {  # the package linux-image-cloud-amd64 points at ("" if apt knows none)
     local dep
-    dep=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-/ { print $2; exit }')
-    [ -n "$dep" ] || skip "apt-cache knows no linux-image-cloud-amd64 (run apt-get update)"
+    dep=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null |
+          awk '/Depends: linux-image-/ && !d { d = $2 } END { print d }') || true
     echo "$dep"
 }
 
@@ -139,9 +140,10 @@ module_order() {
         local name=${1//-/_} ko deps d
         [ -z "${seen[$name]:-}" ] || return 0
         seen[$name]=1
-        ko=$(find "$tree" -name "${name}.ko" -o -name "${name//_/-}.ko" | head -n1)
+        ko=$(find "$tree" \( -name "${name}.ko" -o -name "${name//_/-}.ko" \) -print -quit)
         [ -n "$ko" ] || die "module $name is not in the kernel package"
-        deps=$(tr '\0' '\n' <"$ko" | sed -n 's/^depends=//p' | head -n1)
+        deps=$(tr '\0' '\n' <"$ko" | sed -n 's/^depends=//p')
+        deps=${deps%%$'\n'*}
         for d in ${deps//,/ }; do visit "$d"; done
         out+=("$ko")
     }
@@ -150,28 +152,39 @@ module_order() {
 }
 
 ensure_kernel() {
-    local pkg ver key tmp lists choice
+    local pkg ver key tmp lists choice attempt
     # Asking apt costs a second: ask again only when its lists changed.
     lists=$(stat -c %Y /var/lib/apt/lists 2>/dev/null || echo 0)
     choice=$(cat "$cache/kernel.choice" 2>/dev/null || true)
-    if [ "${choice%% *}" = "$lists" ]; then
-        key=${choice#* }
-    else
+    if [ "${choice%% *}" = "$lists" ] && [ -f "$cache/kernel-${choice#* }/done" ]; then
+        kdir=$cache/kernel-${choice#* }
+        return 0
+    fi
+    tmp=$(mktemp -d "$cache/tmp.XXXXXX"); scratch=$tmp
+    # Twice if need be: lists that are missing or older than the mirror
+    # (a kernel gone after a point release) are refreshed, as root.
+    for attempt in 1 2; do
         pkg=$(kernel_pkg)
-        ver=$(apt-cache show --no-all-versions "$pkg" 2>/dev/null | sed -n 's/^Version: //p' | head -n1)
-        key="${pkg}_${ver}"
-        echo "$lists $key" >"$cache/kernel.choice"
-    fi
-    pkg=${key%%_*}; ver=${key#*_}
-    kdir=$cache/kernel-$key
-    [ -f "$kdir/done" ] && return 0
-    echo "vm.sh: fetching $pkg $ver (once; cached in $cache)" >&2
-    tmp=$(mktemp -d "$cache/tmp.XXXXXX")
-    if ! (cd "$tmp" && apt-get download -q "$pkg" >download.log 2>&1); then
-        sed 's/^/  /' "$tmp/download.log" >&2
-        rm -rf "$tmp"
-        skip "apt-get download $pkg failed (no Debian repository reachable?)"
-    fi
+        ver=""
+        [ -z "$pkg" ] || ver=$(apt-cache show --no-all-versions "$pkg" 2>/dev/null | sed -n '/^Version: /{s///p;q}') || true
+        if [ -n "$pkg" ] && [ -n "$ver" ]; then
+            key="${pkg}_${ver}"
+            kdir=$cache/kernel-$key
+            if [ -f "$kdir/done" ]; then
+                echo "$lists $key" >"$cache/kernel.choice"; rm -rf "$tmp"; return 0
+            fi
+            echo "vm.sh: fetching $pkg $ver (once; cached in $cache)" >&2
+            if (cd "$tmp" && apt-get download -q "$pkg=$ver" >download.log 2>&1); then break; fi
+            sed 's/^/  /' "$tmp/download.log" >&2
+        fi
+        if [ $attempt -eq 2 ] || [ "$(id -u)" -ne 0 ]; then
+            rm -rf "$tmp"
+            skip "cannot get Debian's cloud kernel (linux-image-cloud-amd64) with apt-get download; run apt-get update, or give a reachable Debian repository"
+        fi
+        echo "vm.sh: apt-get update, then trying again" >&2
+        apt-get update -q >"$tmp/update.log" 2>&1 || true
+        lists=$(stat -c %Y /var/lib/apt/lists 2>/dev/null || echo 0)
+    done
     dpkg-deb -x "$tmp"/*.deb "$tmp/x" || { rm -rf "$tmp"; die "dpkg-deb -x failed on $pkg"; }
     rm -rf "$kdir"; mkdir -p "$kdir/modules"
     cp "$tmp"/x/boot/vmlinuz-* "$kdir/vmlinuz"
@@ -185,6 +198,7 @@ ensure_kernel() {
     # Older kernels of this cache are of no more use.
     find "$cache" -maxdepth 1 -name 'kernel-*' ! -name "kernel-$key" -exec rm -rf {} +
     touch "$kdir/done"
+    echo "$lists $key" >"$cache/kernel.choice"
 }
 
 # --- initramfs parts, concatenated at boot: base (busybox, modules, /init),
@@ -230,7 +244,7 @@ ensure_base() {
     key=$( { echo "$kdir"; sha256sum "$src/scripts/vm-init.sh" /bin/busybox; } | sha256sum | cut -c1-16)
     base=$cache/base-$key.cpio
     [ -f "$base" ] && return 0
-    r=$(mktemp -d "$cache/tmp.XXXXXX")
+    r=$(mktemp -d "$cache/tmp.XXXXXX"); scratch=$r
     mkdir -p "$r"/{bin,sbin,usr/bin,usr/sbin,usr/local/bin,proc,sys,run,tmp,root,etc/pvd,var/log,lib/modules/pvd-vm}
     stage_elf /bin/busybox "$r" bin/busybox
     cp "$src/scripts/vm-init.sh" "$r/init"; chmod 755 "$r/init"
@@ -254,7 +268,7 @@ ensure_programs() {
     key=$(stat -L -c '%n %s %Y' "${files[@]}" /lib/x86_64-linux-gnu/libc.so.6 | sha256sum | cut -c1-16)
     programs=$cache/programs-$key.cpio
     [ -f "$programs" ] && return 0
-    r=$(mktemp -d "$cache/tmp.XXXXXX")
+    r=$(mktemp -d "$cache/tmp.XXXXXX"); scratch=$r
     stage_elf "$build/daemon/pvd" "$r" usr/sbin/pvd
     stage_elf "$build/client/pvctl" "$r" usr/bin/pvctl
     stage_elf "$build/client/pvrun" "$r" usr/bin/pvrun
