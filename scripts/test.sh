@@ -31,6 +31,8 @@ configure build
 ninja -C build
 echo "==> tests (build)"
 meson test -C build --print-errorlogs --num-processes "$jobs"
+echo "==> tests (build, every hypervisor capability off: the drivers' fallbacks)"
+PVD_HV_CAPS_OFF=all meson test -C build --print-errorlogs --num-processes "$jobs" --suite integration --suite stress
 
 echo "==> build with AddressSanitizer + UndefinedBehaviorSanitizer"
 configure build-san -Db_sanitize=address,undefined -Db_lundef=false -Dbench=false

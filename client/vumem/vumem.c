@@ -279,8 +279,11 @@ static int lane_wait(VumemSession *s, uint32_t seq)
         for (unsigned iter = 0;; iter++) {
                 if (ring_load_acquire(&lane->ans_seq) == seq)
                         return 0;
-                if (ring_load_relaxed(&lane->dead) || atomic_load(&s->reset))
-                        return lane_reset(s, NULL);
+                if (ring_load_relaxed(&lane->dead) || atomic_load(&s->reset)) {
+                        /* pvd's last words say why, when it sent them. */
+                        int rc = lane_read_conn(s);
+                        return rc < 0 ? rc : lane_reset(s, NULL);
+                }
                 if (iter % 64) {
                         pvc_cpu_relax();
                         continue;

@@ -1,0 +1,839 @@
+/* hv/ivshmem.c: the hypervisor of a QEMU host. Each vlink is one shared
+ * memory served by pvhv through QEMU's ivshmem protocol, with doorbell
+ * vectors; pvd joins as a peer of its VM's side ("DIR/LINK.VM.sock"), the
+ * way a QEMU guest's ivshmem-doorbell device does. Everything else comes
+ * from that memory (proto/pv-ivshmem.h): the regions, the grantable heaps,
+ * each side's state, and the doorbell bits that multiplex program xIRQs
+ * over one vector. Grants and xIRQs are announced on the control ring.
+ *
+ * The other side is hostile: every word of its area and every announcement
+ * is read once and checked; a bad one resets the vlink; a doorbell storm
+ * too. Programs are handed the one memory fd of the vlink (with the offset
+ * of what they get): there is no per-program slicing on this backend.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "hv.h"
+#include "id-table.h"
+#include "ivshmem-heap.h"
+#include "ivshmem-sock.h"
+#include "pv-atomic.h"
+#include "pv-ivshmem.h"
+#include "pvd.h"
+#include "watch.h"
+
+#define IVS_RETRY_MS     200
+#define IVS_STORM_RINGS  200000 /* doorbells a second before the vlink is reset */
+#define IVS_MAX_GRANTS   65536
+#define IVS_DEFAULT_DIR  "/run/pvhv"
+
+struct ivs_global {
+        char dir[PVD_DIR_MAX];
+};
+
+struct ivs_link;
+
+/* A program xIRQ: this side's eventfd of bit `bit`. */
+struct ivs_xirq {
+        struct ivs_link *l;
+        unsigned bit;
+        int fd;                     /* -1: free */
+        bool mine;                  /* allocated by this side (else the peer's) */
+        bool tx;                    /* this side's programs signal through it (watched) */
+        struct pvd_watch *relay;    /* tx: the watch that relays to the peer */
+};
+
+struct ivs_link {
+        struct pvd_vlink *vl;
+        int side, other;
+        char path[108];
+        struct ivsock *sock;
+        struct pvd_watch *sock_w, *vec_w[PV_IVSHM_VECTORS];
+        uv_timer_t timer;           /* connect retry, heartbeat, deferred work */
+        uint8_t *mem;
+        uint64_t mem_size;
+        dev_t mem_dev;              /* the memory's identity: a grant must be of it */
+        ino_t mem_ino;
+        struct pv_ivshm_hdr lay;    /* what the memory must look like (our own computation) */
+        struct pv_ivshm_side *own, *peer_area;
+        uint32_t gen;               /* server: the generation it made; client: the one it joined */
+        uint32_t peer_inc;          /* the peer's incarnation we are ON with */
+        uint64_t peer_beat;
+        uint64_t peer_beat_ms;
+        bool redo;                  /* look at the state again from the timer */
+        struct ivs_heap heap;
+        struct id_table own_grant, peer_grant;
+        struct ivs_xirq xirq[PV_IVSHM_XIRQS];
+        uint64_t rings_window_ms, rings_in_window;
+        uint32_t next_grant;
+        uint64_t connects, rings_sent, rings_recv, grants_tx, grants_rx;
+        char last_err[160];
+};
+
+static struct ivs_link *ivs(struct pvd_vlink *vl)
+{
+        return vl->hv;
+}
+
+static void ivs_log_once(struct ivs_link *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void ivs_log_once(struct ivs_link *l, const char *fmt, ...)
+{
+        char buf[sizeof(l->last_err)];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(buf, sizeof(buf), fmt, ap);
+        va_end(ap);
+        if (strcmp(buf, l->last_err) == 0)
+                return;
+        snprintf(l->last_err, sizeof(l->last_err), "%s", buf);
+        pv_warn("vlink %s: %s", l->vl->cfg->link_name, buf);
+}
+
+/* ---- doorbells ----------------------------------------------------------------------- */
+
+static uint32_t peer_id(struct ivs_link *l)
+{
+        const struct pv_ivshm_hdr *h = (const struct pv_ivshm_hdr *)l->mem;
+        uint32_t present = shm_read32(&h->presence[l->other].present);
+        uint32_t id = shm_read32(&h->presence[l->other].peer_id);
+        if (!present || !id || id > PV_IVSHM_PEER_ID_MAX || PV_IVSHM_PEER_SIDE(id) != (uint32_t)l->other ||
+            !ivsock_peer_present(l->sock, id))
+                return 0;
+        return id;
+}
+
+static int ring(struct ivs_link *l, unsigned vec)
+{
+        uint32_t id = peer_id(l);
+        if (!id)
+                return -ENOTCONN;
+        l->rings_sent++;
+        return ivsock_ring(l->sock, id, vec);
+}
+
+/* Too many doorbells from the peer: a storm, not traffic. */
+static bool storm(struct ivs_link *l)
+{
+        uint64_t now = uv_now(l->vl->pvd->loop);
+        l->rings_recv++;
+        if (now - l->rings_window_ms >= 1000) {
+                l->rings_window_ms = now;
+                l->rings_in_window = 0;
+        }
+        return ++l->rings_in_window > IVS_STORM_RINGS;
+}
+
+/* ---- link state ------------------------------------------------------------------------ */
+
+static void schedule(struct ivs_link *l, uint64_t ms);
+
+static void own_state(struct ivs_link *l, uint32_t state, uint32_t gen)
+{
+        ring_store_relaxed(&l->own->gen, gen);
+        ring_store_release(&l->own->state, state);
+}
+
+/* Forget what crossed the vlink in its last generation. */
+static void forget(struct ivs_link *l)
+{
+        id_table_clear(&l->own_grant);
+        id_table_clear(&l->peer_grant);
+        for (unsigned b = 0; b < PV_IVSHM_XIRQS; b++) {
+                struct ivs_xirq *x = &l->xirq[b];
+                pvd_watch_close(x->relay); /* its own duplicate */
+                if (x->fd >= 0)
+                        close(x->fd);
+                *x = (struct ivs_xirq){ .l = l, .bit = b, .fd = -1 };
+        }
+        for (unsigned w = 0; l->own && w < PV_IVSHM_XIRQS / 64; w++)
+                atomic_exchange_explicit(PV_A64(&l->own->xirq_pending[w]), 0, memory_order_acq_rel);
+}
+
+/* The vlink leaves ON (or its handshake stops): say so to the peer. */
+static void go_down(struct ivs_link *l, const char *why)
+{
+        struct pvd_vlink *vl = l->vl;
+        if (l->own)
+                own_state(l, PV_IVSHM_OFF, l->gen);
+        if (vl->state != PV_VLINK_OFF) {
+                if (why)
+                        pv_info("vlink %s: %s", vl->cfg->link_name, why);
+                pvd_vlink_set_state(vl, PV_VLINK_OFF);
+        }
+        forget(l);
+        if (l->own && ring(l, PV_IVSHM_VEC_LINK) < 0)
+                (void)0; /* the peer is not there: it finds OFF when it comes */
+        schedule(l, 0);
+}
+
+/* Server: fresh regions for a new generation. */
+static void make_ready(struct ivs_link *l)
+{
+        struct pvd_vlink *vl = l->vl;
+        for (int r = 0; r < PV_REGION_COUNT; r++)
+                if (vl->region[r].size)
+                        memset(vl->region[r].base, 0, vl->region[r].size);
+        pvd_vlink_regions_created(vl);
+        l->gen = (l->gen + 1) ? l->gen + 1 : 1;
+        own_state(l, PV_IVSHM_READY, l->gen);
+        pvd_vlink_set_state(vl, PV_VLINK_RESET);
+        ring(l, PV_IVSHM_VEC_LINK);
+}
+
+/* What the peer's area says, read once. */
+struct peer_view {
+        uint32_t magic, state, gen, inc;
+        uint64_t beat;
+};
+
+static void peer_read(struct ivs_link *l, struct peer_view *p)
+{
+        p->magic = shm_read32(&l->peer_area->magic);
+        p->state = ring_load_acquire(&l->peer_area->state);
+        p->gen = shm_read32(&l->peer_area->gen);
+        p->inc = shm_read32(&l->peer_area->incarnation);
+        p->beat = shm_read64(&l->peer_area->heartbeat);
+}
+
+/* The client's view of the server's control region: what the emu backend
+ * checks before it maps one. */
+static bool regions_sane(struct ivs_link *l)
+{
+        const struct pv_vlink_ctl *ctl = l->vl->region[PV_REGION_CTL].base;
+        return shm_read32(&ctl->magic) == PV_VLINK_MAGIC && shm_read32(&ctl->version) == PV_VLINK_VERSION &&
+               shm_read32(&ctl->ring_size) == PV_CTL_RING_SIZE;
+}
+
+/* Look at both sides and move the link (the state machine of
+ * proto/pv-ivshmem.h). */
+static void evaluate(struct ivs_link *l)
+{
+        struct pvd_vlink *vl = l->vl;
+        if (!l->mem || vl->pvd->stopping)
+                return;
+        bool present = peer_id(l) != 0;
+        struct peer_view p;
+        peer_read(l, &p);
+        bool alive = present && p.magic == PV_IVSHM_SIDE_MAGIC;
+        if (vl->state == PV_VLINK_ON) {
+                bool ok = alive && p.inc == l->peer_inc && p.gen == l->gen &&
+                          (p.state == PV_IVSHM_ON || (l->side == PV_CLIENT && p.state == PV_IVSHM_READY));
+                if (!ok)
+                        go_down(l, present ? "the peer's pvd left the link" : "the peer VM left");
+                return;
+        }
+        if (!alive) {
+                /* A handshake the peer left half way. */
+                if (vl->state == PV_VLINK_RESET) {
+                        own_state(l, PV_IVSHM_OFF, l->gen);
+                        pvd_vlink_set_state(vl, PV_VLINK_OFF);
+                }
+                return;
+        }
+        if (l->side == PV_SERVER) {
+                uint32_t mine = ring_load_relaxed(&l->own->state);
+                if (mine == PV_IVSHM_READY && p.state == PV_IVSHM_ON && p.gen == l->gen) {
+                        l->peer_inc = p.inc;
+                        l->peer_beat = p.beat;
+                        l->peer_beat_ms = uv_now(vl->pvd->loop);
+                        own_state(l, PV_IVSHM_ON, l->gen);
+                        l->connects++;
+                        l->last_err[0] = 0;
+                        pvd_vlink_set_state(vl, PV_VLINK_ON);
+                        return;
+                }
+                if (mine != PV_IVSHM_READY || (p.state == PV_IVSHM_ON && p.gen != l->gen))
+                        make_ready(l);
+                return;
+        }
+        /* client: a generation we have not joined (a restarted server
+         * counts generations from 1 again, under a new incarnation) */
+        if (p.state != PV_IVSHM_READY || (p.gen == l->gen && p.inc == l->peer_inc))
+                return;
+        if (!regions_sane(l)) {
+                ivs_log_once(l, "the server's control region has a bad magic or version");
+                return;
+        }
+        l->gen = p.gen;
+        l->peer_inc = p.inc;
+        l->peer_beat = p.beat;
+        l->peer_beat_ms = uv_now(vl->pvd->loop);
+        own_state(l, PV_IVSHM_ON, l->gen);
+        ring(l, PV_IVSHM_VEC_LINK);
+        l->connects++;
+        l->last_err[0] = 0;
+        pvd_vlink_set_state(vl, PV_VLINK_ON);
+}
+
+/* ---- the connection to pvhv ------------------------------------------------------------- */
+
+static void disconnect(struct ivs_link *l)
+{
+        struct pvd_vlink *vl = l->vl;
+        if (vl->state != PV_VLINK_OFF)
+                pvd_vlink_set_state(vl, PV_VLINK_OFF);
+        forget(l);
+        for (unsigned i = 0; i < PV_IVSHM_VECTORS; i++) {
+                pvd_watch_close(l->vec_w[i]);
+                l->vec_w[i] = NULL;
+        }
+        pvd_watch_close(l->sock_w);
+        l->sock_w = NULL;
+        if (l->mem) {
+                own_state(l, PV_IVSHM_OFF, l->gen);
+                munmap(l->mem, l->mem_size);
+        }
+        l->mem = NULL;
+        l->own = l->peer_area = NULL;
+        for (int r = 0; r < PV_REGION_COUNT; r++)
+                vl->region[r] = (struct pvd_region){ .fd = -1 };
+        ivsock_close(l->sock);
+        l->sock = NULL;
+        ivs_heap_fini(&l->heap);
+}
+
+static void vec_cb(struct pvd_watch *w, int status, int events, void *arg);
+
+/* The memory came: check pvhv's header against our own layout, map the
+ * regions, set up our area. */
+static int attach_memory(struct ivs_link *l)
+{
+        struct pvd_vlink *vl = l->vl;
+        uint64_t size = ivsock_mem_size(l->sock);
+        if (size != l->lay.size) {
+                ivs_log_once(l, "pvhv's memory is %llu bytes, this platform's layout needs %llu: do pvhv and pvd use "
+                             "the same platform file?", (unsigned long long)size, (unsigned long long)l->lay.size);
+                return -EPROTO;
+        }
+        void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, ivsock_mem_fd(l->sock), 0);
+        if (p == MAP_FAILED)
+                return -errno;
+        struct pv_ivshm_hdr h;
+        memcpy(&h, p, sizeof(h)); /* once: any VM can rewrite it */
+        bool same = h.magic == PV_IVSHM_MAGIC && h.version == PV_IVSHM_VERSION && h.size == size &&
+                    h.vectors == PV_IVSHM_VECTORS && memcmp(h.side, l->lay.side, sizeof(h.side)) == 0 &&
+                    memcmp(h.region, l->lay.region, sizeof(h.region)) == 0 &&
+                    memcmp(h.heap, l->lay.heap, sizeof(h.heap)) == 0 &&
+                    strncmp(h.link_name, vl->cfg->link_name, sizeof(h.link_name)) == 0;
+        if (!same) {
+                munmap(p, size);
+                ivs_log_once(l, "pvhv's memory header does not match this platform's layout for the vlink");
+                return -EPROTO;
+        }
+        struct stat st;
+        if (fstat(ivsock_mem_fd(l->sock), &st) < 0) {
+                munmap(p, size);
+                return -errno;
+        }
+        l->mem = p;
+        l->mem_size = size;
+        l->mem_dev = st.st_dev;
+        l->mem_ino = st.st_ino;
+        l->own = (struct pv_ivshm_side *)(l->mem + l->lay.side[l->side].offset);
+        l->peer_area = (struct pv_ivshm_side *)(l->mem + l->lay.side[l->other].offset);
+        int fd = ivsock_mem_fd(l->sock);
+        for (int r = 0; r < PV_REGION_COUNT; r++)
+                vl->region[r] = l->lay.region[r].size
+                                        ? (struct pvd_region){ .base = l->mem + l->lay.region[r].offset,
+                                                               .size = l->lay.region[r].size, .fd = fd,
+                                                               .offset = l->lay.region[r].offset }
+                                        : (struct pvd_region){ .fd = -1 };
+        ivs_heap_init(&l->heap, l->lay.heap[l->side].offset, l->lay.heap[l->side].size);
+        /* A new incarnation, OFF: a peer that knew an earlier pvd of ours
+         * starts over. */
+        memset(l->own, 0, sizeof(*l->own));
+        ring_store_relaxed(&l->own->incarnation, (uint32_t)pvd_random64());
+        ring_store_relaxed(&l->own->peer_id, (uint32_t)ivsock_own_id(l->sock));
+        ring_store_release(&l->own->magic, PV_IVSHM_SIDE_MAGIC);
+        l->gen = 0;
+        for (unsigned i = 0; i < PV_IVSHM_VECTORS; i++) {
+                int dfd = fcntl(ivsock_own_vector_fd(l->sock, (unsigned)i), F_DUPFD_CLOEXEC, 0);
+                l->vec_w[i] = dfd >= 0 ? pvd_watch_new(vl->pvd->loop, dfd, UV_READABLE, vec_cb, l) : NULL;
+                if (!l->vec_w[i])
+                        return -ENOMEM;
+        }
+        pv_debug("vlink %s: joined pvhv as peer %d", vl->cfg->link_name, ivsock_own_id(l->sock));
+        return 0;
+}
+
+static void sock_cb(struct pvd_watch *w, int status, int events, void *arg)
+{
+        struct ivs_link *l = arg;
+        unsigned ev = 0;
+        int rc = status < 0 ? -ECONNRESET : ivsock_read(l->sock, &ev);
+        if (rc == 0 && (ev & IVSOCK_EV_READY) && !l->mem)
+                rc = attach_memory(l);
+        if (rc < 0) {
+                if (rc == -EPROTO)
+                        ivs_log_once(l, "pvhv: %s", ivsock_error(l->sock)[0] ? ivsock_error(l->sock)
+                                                                                : "bad memory or header");
+                else
+                        ivs_log_once(l, "pvhv closed the link socket %s", l->path);
+                disconnect(l);
+                schedule(l, IVS_RETRY_MS);
+                return;
+        }
+        if (ev & (IVSOCK_EV_PEER_JOINED | IVSOCK_EV_PEER_LEFT | IVSOCK_EV_READY))
+                evaluate(l);
+}
+
+static int try_connect(struct ivs_link *l)
+{
+        int rc = ivsock_connect(l->path, &l->sock);
+        if (rc < 0) {
+                ivs_log_once(l, "no pvhv on %s yet (%s); retrying", l->path, strerror(-rc));
+                return rc;
+        }
+        int fd = fcntl(ivsock_fd(l->sock), F_DUPFD_CLOEXEC, 0);
+        l->sock_w = fd >= 0 ? pvd_watch_new(l->vl->pvd->loop, fd, UV_READABLE, sock_cb, l) : NULL;
+        if (!l->sock_w) {
+                ivsock_close(l->sock);
+                l->sock = NULL;
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+/* Every PV_IVSHM_BEAT_MS: our heartbeat, the peer's, a connection to
+ * make, a look at the state that was put off. */
+static void timer_cb(uv_timer_t *t)
+{
+        struct ivs_link *l = t->data;
+        struct pvd_vlink *vl = l->vl;
+        if (vl->pvd->stopping)
+                return;
+        if (!l->sock && try_connect(l) < 0) {
+                schedule(l, IVS_RETRY_MS);
+                return;
+        }
+        uint64_t now = uv_now(vl->pvd->loop);
+        if (l->own)
+                shm_store64(&l->own->heartbeat, shm_read64(&l->own->heartbeat) + 1);
+        if (vl->state == PV_VLINK_ON) {
+                uint64_t beat = shm_read64(&l->peer_area->heartbeat);
+                if (beat != l->peer_beat) {
+                        l->peer_beat = beat;
+                        l->peer_beat_ms = now;
+                } else if (now - l->peer_beat_ms > PV_IVSHM_DEAD_MS) {
+                        go_down(l, "the peer's pvd stopped (no heartbeat)");
+                }
+        }
+        evaluate(l);
+        schedule(l, PV_IVSHM_BEAT_MS);
+}
+
+static void schedule(struct ivs_link *l, uint64_t ms)
+{
+        if (!l->vl->pvd->stopping)
+                uv_timer_start(&l->timer, timer_cb, ms, 0);
+}
+
+/* ---- doorbells in ------------------------------------------------------------------------- */
+
+static void xirqs_in(struct ivs_link *l)
+{
+        for (unsigned w = 0; w < PV_IVSHM_XIRQS / 64; w++) {
+                uint64_t bits = atomic_exchange_explicit(PV_A64(&l->own->xirq_pending[w]), 0, memory_order_acq_rel);
+                while (bits) {
+                        unsigned b = w * 64 + (unsigned)__builtin_ctzll(bits);
+                        bits &= bits - 1;
+                        struct ivs_xirq *x = &l->xirq[b];
+                        uint64_t one = 1;
+                        /* A bit we do not know, or one of ours to send: ignored. */
+                        if (x->fd >= 0 && !x->tx && write(x->fd, &one, sizeof(one)) < 0)
+                                (void)0;
+                }
+        }
+}
+
+static void vec_cb(struct pvd_watch *w, int status, int events, void *arg)
+{
+        struct ivs_link *l = arg;
+        uint64_t v;
+        if (read(pvd_watch_fd(w), &v, sizeof(v)) < 0 || !l->own)
+                return;
+        if (storm(l)) {
+                pvd_vlink_fail(l->vl, "the peer rings its doorbells in a storm (over %d a second)", IVS_STORM_RINGS);
+                return;
+        }
+        if (w == l->vec_w[PV_IVSHM_VEC_XIRQ]) {
+                if (l->vl->state == PV_VLINK_ON)
+                        xirqs_in(l);
+                return;
+        }
+        ring_exchange(&l->own->causes, 0);
+        evaluate(l);
+        if (l->vl->state == PV_VLINK_ON)
+                pvd_vlink_xirq(l->vl);
+}
+
+/* ---- the backend's life --------------------------------------------------------------------- */
+
+static const struct hv_option ivs_options[] = {
+        { "ivshmem-dir", "DIR", "where pvhv serves the vlinks' sockets; else " IVS_DEFAULT_DIR, "PVD_IVSHMEM_DIR" },
+        { NULL, NULL, NULL, NULL },
+};
+
+static int ivs_init(struct pvd *pvd, const char *const *values)
+{
+        const char *dir = values[0] ? values[0] : IVS_DEFAULT_DIR;
+        if (strlen(dir) >= PVD_DIR_MAX) {
+                pv_err("the ivshmem directory path must be shorter than %d bytes (it holds UNIX sockets)",
+                       PVD_DIR_MAX);
+                return -ENAMETOOLONG;
+        }
+        struct ivs_global *g = calloc(1, sizeof(*g));
+        if (!g)
+                return -ENOMEM;
+        snprintf(g->dir, sizeof(g->dir), "%s", dir);
+        pvd->hv_priv = g;
+        return 0;
+}
+
+static void ivs_fini(struct pvd *pvd)
+{
+        free(pvd->hv_priv);
+        pvd->hv_priv = NULL;
+}
+
+static int ivs_start(struct pvd_vlink *vl)
+{
+        struct ivs_global *g = vl->pvd->hv_priv;
+        struct ivs_link *l = calloc(1, sizeof(*l));
+        if (!l)
+                return -ENOMEM;
+        l->vl = vl;
+        l->side = vl->side;
+        l->other = vl->side == PV_SERVER ? PV_CLIENT : PV_SERVER;
+        for (unsigned b = 0; b < PV_IVSHM_XIRQS; b++)
+                l->xirq[b] = (struct ivs_xirq){ .l = l, .bit = b, .fd = -1 };
+        vl->hv = l;
+        for (int i = 0; i < PV_REGION_COUNT; i++)
+                vl->region[i].fd = -1;
+        uv_timer_init(vl->pvd->loop, &l->timer);
+        l->timer.data = l;
+        size_t sizes[PV_REGION_COUNT];
+        uint64_t rs[PV_REGION_COUNT];
+        pvd_vlink_region_sizes(vl, sizes);
+        for (int r = 0; r < PV_REGION_COUNT; r++)
+                rs[r] = sizes[r];
+        if (pv_ivshm_layout(rs, vl->cfg->hv_heap, &l->lay) < 0) {
+                pv_err("vlink %s: its memory does not fit in 64 bits", vl->cfg->link_name);
+                return -EINVAL;
+        }
+        int n = snprintf(l->path, sizeof(l->path), "%s/%s.%s.sock", g->dir, vl->cfg->link_name, vl->pvd->vm_name);
+        if (n < 0 || (size_t)n >= sizeof(l->path)) {
+                pv_err("vlink %s: the ivshmem directory path is too long for a socket", vl->cfg->link_name);
+                return -ENAMETOOLONG;
+        }
+        schedule(l, 0);
+        return 0;
+}
+
+static void ivs_free(uv_handle_t *h)
+{
+        free(h->data);
+}
+
+static void ivs_stop(struct pvd_vlink *vl)
+{
+        struct ivs_link *l = ivs(vl);
+        if (!l)
+                return;
+        disconnect(l);
+        uv_timer_stop(&l->timer);
+        vl->hv = NULL;
+        uv_close((uv_handle_t *)&l->timer, ivs_free);
+}
+
+static void ivs_reset(struct pvd_vlink *vl)
+{
+        go_down(ivs(vl), NULL);
+}
+
+static int ivs_notify(struct pvd_vlink *vl)
+{
+        struct ivs_link *l = ivs(vl);
+        if (!l->own)
+                return -ENOTCONN;
+        atomic_fetch_or_explicit(PV_A32(&l->peer_area->causes), PV_IVSHM_CAUSE_RING, memory_order_release);
+        return ring(l, PV_IVSHM_VEC_LINK);
+}
+
+/* ---- program xIRQs --------------------------------------------------------------------------- */
+
+/* A tx xIRQ's program wrote its eventfd: set its bit on the peer's side. */
+static void relay_cb(struct pvd_watch *w, int status, int events, void *arg)
+{
+        struct ivs_xirq *x = arg;
+        struct ivs_link *l = x->l;
+        uint64_t v;
+        if (read(pvd_watch_fd(w), &v, sizeof(v)) < 0 || l->vl->state != PV_VLINK_ON)
+                return;
+        uint64_t bit = 1ull << (x->bit % 64);
+        uint64_t was = atomic_fetch_or_explicit(PV_A64(&l->peer_area->xirq_pending[x->bit / 64]), bit,
+                                                memory_order_acq_rel);
+        if (!(was & bit))
+                ring(l, PV_IVSHM_VEC_XIRQ);
+}
+
+/* This side's end of xIRQ bit b, used as dir. */
+static int xirq_make(struct ivs_link *l, unsigned b, unsigned dir, bool mine)
+{
+        int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (fd < 0)
+                return -errno;
+        struct ivs_xirq *x = &l->xirq[b];
+        *x = (struct ivs_xirq){ .l = l, .bit = b, .fd = fd, .mine = mine, .tx = dir == HV_XIRQ_TX };
+        if (x->tx) {
+                /* The watch reads a duplicate: the programs keep the fd. */
+                int wfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+                x->relay = wfd >= 0 ? pvd_watch_new(l->vl->pvd->loop, wfd, UV_READABLE, relay_cb, x) : NULL;
+                if (!x->relay) {
+                        close(fd);
+                        *x = (struct ivs_xirq){ .l = l, .bit = b, .fd = -1 };
+                        return -ENOMEM;
+                }
+        }
+        return 0;
+}
+
+static void xirq_drop(struct ivs_link *l, unsigned b)
+{
+        struct ivs_xirq *x = &l->xirq[b];
+        pvd_watch_close(x->relay);
+        if (x->fd >= 0)
+                close(x->fd);
+        *x = (struct ivs_xirq){ .l = l, .bit = b, .fd = -1 };
+}
+
+static int ivs_xirq_alloc(struct pvd_vlink *vl, unsigned dir, uint32_t *id, int *fd)
+{
+        struct ivs_link *l = ivs(vl);
+        unsigned base = PV_IVSHM_XIRQ_BASE(l->side), b = base;
+        while (b < base + PV_IVSHM_XIRQS / 2 && l->xirq[b].fd >= 0)
+                b++;
+        if (b == base + PV_IVSHM_XIRQS / 2)
+                return -ENOSPC;
+        int rc = xirq_make(l, b, dir, true);
+        if (rc < 0)
+                return rc;
+        struct pv_ivshm_ann a = { .id = b + 1, .bit = b, .dir = dir };
+        rc = pvd_vlink_send_hv(vl, PV_IVSHM_ANN_XIRQ_NEW, &a, sizeof(a));
+        if (rc < 0) {
+                xirq_drop(l, b);
+                return rc;
+        }
+        *id = b + 1;
+        *fd = l->xirq[b].fd;
+        return 0;
+}
+
+static int ivs_xirq_get(struct pvd_vlink *vl, uint32_t id, int *fd)
+{
+        struct ivs_link *l = ivs(vl);
+        unsigned base = PV_IVSHM_XIRQ_BASE(l->other);
+        if (id < base + 1 || id > base + PV_IVSHM_XIRQS / 2 || l->xirq[id - 1].fd < 0 || l->xirq[id - 1].mine)
+                return -ENOENT;
+        *fd = l->xirq[id - 1].fd;
+        return 0;
+}
+
+static void ivs_xirq_free(struct pvd_vlink *vl, uint32_t id)
+{
+        struct ivs_link *l = ivs(vl);
+        if (!l)
+                return;
+        unsigned base = PV_IVSHM_XIRQ_BASE(l->side);
+        if (id < base + 1 || id > base + PV_IVSHM_XIRQS / 2 || l->xirq[id - 1].fd < 0)
+                return;
+        xirq_drop(l, id - 1);
+        struct pv_ivshm_ann a = { .id = id };
+        pvd_vlink_send_hv(vl, PV_IVSHM_ANN_XIRQ_FREE, &a, sizeof(a));
+}
+
+/* ---- memory ----------------------------------------------------------------------------------- */
+
+static int ivs_mem_alloc(struct pvd_vlink *vl, uint64_t size, const char *name, struct hv_mem *out)
+{
+        struct ivs_link *l = ivs(vl);
+        if (!l->mem)
+                return -ENOTCONN;
+        uint64_t off;
+        int rc = ivs_heap_alloc(&l->heap, size, &off);
+        if (rc < 0)
+                return rc;
+        uint64_t len = ivs_heap_round(size);
+        int fd = fcntl(ivsock_mem_fd(l->sock), F_DUPFD_CLOEXEC, 0);
+        if (fd < 0) {
+                ivs_heap_free(&l->heap, off, len);
+                return -errno;
+        }
+        memset(l->mem + off, 0, len);
+        *out = (struct hv_mem){ .fd = fd, .offset = off, .size = len, .id = (uint32_t)(off / PV_IVSHM_PAGE) };
+        return 0;
+}
+
+static void ivs_mem_free(struct pvd_vlink *vl, struct hv_mem *m)
+{
+        struct ivs_link *l = vl ? ivs(vl) : NULL;
+        if (l && l->mem)
+                ivs_heap_free(&l->heap, m->offset, m->size);
+        close(m->fd);
+        m->fd = -1;
+}
+
+static bool in_span(const struct pv_ivshm_span *s, uint64_t off, uint64_t len)
+{
+        return len && off >= s->offset && off - s->offset <= s->size && len <= s->size - (off - s->offset);
+}
+
+static int ivs_grant(struct pvd_vlink *vl, const struct hv_mem *m, uint64_t off, uint64_t len, uint32_t *gref)
+{
+        struct ivs_link *l = ivs(vl);
+        /* Only our own heap of this vlink's memory can be granted (another
+         * vlink's has the same layout: its fd tells them apart). */
+        struct stat st;
+        if (m->flags & HV_MEM_FOREIGN || !in_span(&l->lay.heap[l->side], m->offset + off, len) ||
+            (m->offset + off) % PV_IVSHM_PAGE || len % PV_IVSHM_PAGE || fstat(m->fd, &st) < 0 ||
+            st.st_dev != l->mem_dev || st.st_ino != l->mem_ino)
+                return -EOPNOTSUPP;
+        if (l->own_grant.n >= IVS_MAX_GRANTS)
+                return -ENOSPC;
+        uint32_t id;
+        do
+                id = ++l->next_grant;
+        while (!id || id_table_find(&l->own_grant, id));
+        struct pv_ivshm_ann a = { .id = id, .offset = m->offset + off, .size = len };
+        int rc = pvd_vlink_send_hv(vl, PV_IVSHM_ANN_GRANT_NEW, &a, sizeof(a));
+        if (rc == 0)
+                rc = id_table_add(&l->own_grant, &(struct id_ent){ .id = id, .fd = -1, .offset = a.offset,
+                                                                   .size = len });
+        if (rc < 0)
+                return rc;
+        l->grants_tx++;
+        *gref = id;
+        return 0;
+}
+
+static int ivs_grant_get(struct pvd_vlink *vl, uint32_t gref, struct hv_mem *out)
+{
+        struct ivs_link *l = ivs(vl);
+        struct id_ent *e = id_table_find(&l->peer_grant, gref);
+        if (!e || !l->sock)
+                return -ENOENT;
+        *out = (struct hv_mem){ .fd = ivsock_mem_fd(l->sock), .offset = e->offset, .size = e->size, .id = gref };
+        return 0;
+}
+
+static void ivs_grant_revoke(struct pvd_vlink *vl, uint32_t gref)
+{
+        struct ivs_link *l = ivs(vl);
+        if (!l || !id_table_del(&l->own_grant, gref))
+                return;
+        struct pv_ivshm_ann a = { .id = gref };
+        pvd_vlink_send_hv(vl, PV_IVSHM_ANN_GRANT_REVOKE, &a, sizeof(a));
+}
+
+/* An announcement of the peer's backend, in ring order. */
+static int ivs_ring_msg(struct pvd_vlink *vl, uint32_t type, const void *msg, uint32_t len)
+{
+        struct ivs_link *l = ivs(vl);
+        struct pv_ivshm_ann a;
+        if (len != sizeof(a))
+                return -EPROTO;
+        memcpy(&a, msg, sizeof(a));
+        unsigned base = PV_IVSHM_XIRQ_BASE(l->other);
+        switch (type) {
+        case PV_IVSHM_ANN_GRANT_NEW:
+                if (!in_span(&l->lay.heap[l->other], a.offset, a.size) || a.offset % PV_IVSHM_PAGE ||
+                    a.size % PV_IVSHM_PAGE || l->peer_grant.n >= IVS_MAX_GRANTS) {
+                        ivs_log_once(l, "the peer granted %llu bytes at %llu, outside its heap",
+                                     (unsigned long long)a.size, (unsigned long long)a.offset);
+                        return -EPROTO;
+                }
+                l->grants_rx++;
+                return id_table_add(&l->peer_grant, &(struct id_ent){ .id = a.id, .fd = -1, .offset = a.offset,
+                                                                      .size = a.size }) < 0 ? -EPROTO : 0;
+        case PV_IVSHM_ANN_GRANT_REVOKE:
+                id_table_del(&l->peer_grant, a.id);
+                return 0;
+        case PV_IVSHM_ANN_XIRQ_NEW:
+                if (a.bit < base || a.bit >= base + PV_IVSHM_XIRQS / 2 || a.id != a.bit + 1 ||
+                    (a.dir != HV_XIRQ_TX && a.dir != HV_XIRQ_RX) || l->xirq[a.bit].fd >= 0)
+                        return -EPROTO;
+                /* Our end is used the other way. */
+                return xirq_make(l, a.bit, a.dir == HV_XIRQ_TX ? HV_XIRQ_RX : HV_XIRQ_TX, false) < 0 ? -EPROTO : 0;
+        case PV_IVSHM_ANN_XIRQ_FREE:
+                if (a.id >= base + 1 && a.id <= base + PV_IVSHM_XIRQS / 2 && !l->xirq[a.id - 1].mine)
+                        xirq_drop(l, a.id - 1);
+                return 0;
+        }
+        return -EPROTO;
+}
+
+/* ---- status ----------------------------------------------------------------------------------- */
+
+static void ivs_status(struct pvd_vlink *vl, void *pkv)
+{
+        msgpack_packer *pk = pkv;
+        struct ivs_link *l = ivs(vl);
+        unsigned xirqs = 0;
+        for (unsigned b = 0; b < PV_IVSHM_XIRQS; b++)
+                xirqs += l->xirq[b].fd >= 0;
+        msgpack_pack_map(pk, 13);
+        pvd_pack_kv_str(pk, "hv", "ivshmem");
+        pvd_pack_kv_str(pk, "link_socket", l->path);
+        pvd_pack_kv_i64(pk, "peer_id", l->sock ? ivsock_own_id(l->sock) : -1);
+        pvd_pack_kv_u64(pk, "memory_size", l->lay.size);
+        pvd_pack_kv_u64(pk, "generation", l->gen);
+        pvd_pack_kv_u64(pk, "connects", l->connects);
+        pvd_pack_kv_u64(pk, "doorbells_sent", l->rings_sent);
+        pvd_pack_kv_u64(pk, "doorbells_received", l->rings_recv);
+        pvd_pack_kv_u64(pk, "program_xirqs", xirqs);
+        pvd_pack_kv_u64(pk, "grants_out", l->own_grant.n);
+        pvd_pack_kv_u64(pk, "grants_in", l->peer_grant.n);
+        pvd_pack_kv_u64(pk, "heap_used", l->heap.used);
+        pvd_pack_kv_u64(pk, "heap_size", l->lay.heap[l->side].size);
+}
+
+static void ivs_global_status(struct pvd *pvd, void *pkv)
+{
+        msgpack_packer *pk = pkv;
+        struct ivs_global *g = pvd->hv_priv;
+        msgpack_pack_map(pk, 1);
+        pvd_pack_kv_str(pk, "ivshmem_dir", g ? g->dir : "");
+}
+
+const struct hv_backend hv_ivshmem = {
+        .name = "ivshmem",
+        .summary = "QEMU's ivshmem-doorbell: one shared memory and doorbells per vlink, served by pvhv",
+        .options = ivs_options,
+        .caps = 0,
+        .init = ivs_init,
+        .fini = ivs_fini,
+        .start = ivs_start,
+        .stop = ivs_stop,
+        .reset = ivs_reset,
+        .notify = ivs_notify,
+        .ring_msg = ivs_ring_msg,
+        .xirq_alloc = ivs_xirq_alloc,
+        .xirq_get = ivs_xirq_get,
+        .xirq_free = ivs_xirq_free,
+        .mem_alloc = ivs_mem_alloc,
+        .mem_free = ivs_mem_free,
+        .grant = ivs_grant,
+        .grant_get = ivs_grant_get,
+        .grant_revoke = ivs_grant_revoke,
+        .status = ivs_status,
+        .global_status = ivs_global_status,
+};
