@@ -64,7 +64,7 @@ links_on() {
 
 pvd_pid=""
 if [ "$NO_PVD" != 1 ]; then
-        pvd --hv ivshmem --vm "$VM" --config /etc/pvd/platform.dtb --runtime-dir /run/pvd \
+        pvd --hv ivshmem --vm "$VM" --config /etc/pvd/platform.dtb --runtime-dir "/run/pvd/$VM" \
                 2>/var/log/pvd.log &
         pvd_pid=$!
         n=0

@@ -1,7 +1,9 @@
 /* hv/ivshmem.c: the hypervisor of a QEMU host. Each vlink is one shared
  * memory served by pvhv through QEMU's ivshmem protocol, with doorbell
- * vectors; pvd joins as a peer of its VM's side ("DIR/LINK.VM.sock"), the
- * way a QEMU guest's ivshmem-doorbell device does. Everything else comes
+ * vectors. pvd reaches it through one of two faces: on the host, as a peer
+ * of its VM's side ("DIR/LINK.VM.sock", ivshmem-sock.c), the way a guest's
+ * ivshmem-doorbell device does; inside a guest, through that device
+ * (ivshmem-pci.c: BAR2, BAR0's doorbell, MSI-X through VFIO). Everything else comes
  * from that memory (proto/pv-ivshmem.h): the regions, the grantable heaps,
  * each side's state, and the doorbell bits that multiplex program xIRQs
  * over one vector. Grants and xIRQs are announced on the control ring.
@@ -11,6 +13,7 @@
  * too. Programs are handed the one memory fd of the vlink (with the offset
  * of what they get): there is no per-program slicing on this backend.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <fcntl.h>
@@ -30,6 +33,7 @@
 #include "hv.h"
 #include "id-table.h"
 #include "ivshmem-heap.h"
+#include "ivshmem-pci.h"
 #include "ivshmem-sock.h"
 #include "pv-atomic.h"
 #include "pv-ivshmem.h"
@@ -46,6 +50,7 @@
  * only ever writes the heartbeat words of attached vlinks. */
 struct ivs_global {
         char dir[PVD_DIR_MAX];
+        bool guest;                 /* the PCI face */
         pthread_t beat;
         pthread_mutex_t lock;
         pthread_cond_t cv;
@@ -69,7 +74,8 @@ struct ivs_link {
         struct pvd_vlink *vl;
         int side, other;
         char path[108];
-        struct ivsock *sock;
+        struct ivsock *sock;        /* the host face */
+        struct ivpci *pci;          /* the guest face */
         struct pvd_watch *sock_w, *vec_w[PV_IVSHM_VECTORS];
         uv_timer_t timer;           /* connect retry, heartbeat, deferred work */
         uint8_t *mem;
@@ -96,6 +102,48 @@ struct ivs_link {
 static struct ivs_link *ivs(struct pvd_vlink *vl)
 {
         return vl->hv;
+}
+
+/* ---- the two faces: what differs between a host process and a guest ----------- */
+
+static bool joined(const struct ivs_link *l)
+{
+        return l->pci || (l->sock && ivsock_ready(l->sock));
+}
+
+static int face_mem_fd(const struct ivs_link *l)
+{
+        return l->pci ? ivpci_mem_fd(l->pci) : ivsock_mem_fd(l->sock);
+}
+
+static uint64_t face_mem_size(const struct ivs_link *l)
+{
+        return l->pci ? ivpci_mem_size(l->pci) : ivsock_mem_size(l->sock);
+}
+
+static int face_own_id(const struct ivs_link *l)
+{
+        if (l->pci)
+                return (int)ivpci_own_id(l->pci);
+        return l->sock ? ivsock_own_id(l->sock) : -1;
+}
+
+static int face_vector_fd(const struct ivs_link *l, unsigned vec)
+{
+        return l->pci ? ivpci_vector_fd(l->pci, vec) : ivsock_own_vector_fd(l->sock, vec);
+}
+
+/* Is peer id there? The host face hears it from pvhv's socket; a guest has
+ * only pvhv's header (read and checked by the caller) and its link
+ * vector, rung at every change. */
+static bool face_peer_present(const struct ivs_link *l, uint32_t id)
+{
+        return l->pci ? true : ivsock_peer_present(l->sock, id);
+}
+
+static int face_ring(struct ivs_link *l, uint32_t id, unsigned vec)
+{
+        return l->pci ? ivpci_ring(l->pci, id, vec) : ivsock_ring(l->sock, id, vec);
 }
 
 static void *beat_main(void *arg)
@@ -155,7 +203,7 @@ static uint32_t peer_id(struct ivs_link *l)
         uint32_t present = shm_read32(&h->presence[l->other].present);
         uint32_t id = shm_read32(&h->presence[l->other].peer_id);
         if (!present || !id || id > PV_IVSHM_PEER_ID_MAX || PV_IVSHM_PEER_SIDE(id) != (uint32_t)l->other ||
-            !ivsock_peer_present(l->sock, id))
+            !face_peer_present(l, id))
                 return 0;
         return id;
 }
@@ -166,7 +214,7 @@ static int ring(struct ivs_link *l, unsigned vec)
         if (!id)
                 return -ENOTCONN;
         l->rings_sent++;
-        return ivsock_ring(l->sock, id, vec);
+        return face_ring(l, id, vec);
 }
 
 /* Too many doorbells from the peer (n rang since the last look): a storm,
@@ -193,7 +241,7 @@ static void own_state(struct ivs_link *l, uint32_t state, uint32_t gen)
 {
         ring_store_relaxed(&l->own->magic, PV_IVSHM_SIDE_MAGIC);
         ring_store_relaxed(&l->own->incarnation, l->incarnation);
-        ring_store_relaxed(&l->own->peer_id, (uint32_t)ivsock_own_id(l->sock));
+        ring_store_relaxed(&l->own->peer_id, (uint32_t)face_own_id(l));
         ring_store_relaxed(&l->own->gen, gen);
         ring_store_release(&l->own->state, state);
 }
@@ -356,6 +404,8 @@ static void disconnect(struct ivs_link *l)
                 vl->region[r] = (struct pvd_region){ .fd = -1 };
         ivsock_close(l->sock);
         l->sock = NULL;
+        ivpci_close(l->pci);
+        l->pci = NULL;
         ivs_heap_fini(&l->heap);
 }
 
@@ -366,13 +416,13 @@ static void vec_cb(struct pvd_watch *w, int status, int events, void *arg);
 static int attach_memory(struct ivs_link *l)
 {
         struct pvd_vlink *vl = l->vl;
-        uint64_t size = ivsock_mem_size(l->sock);
+        uint64_t size = face_mem_size(l);
         if (size != l->lay.size) {
                 ivs_log_once(l, "pvhv's memory is %llu bytes, this platform's layout needs %llu: do pvhv and pvd use "
                              "the same platform file?", (unsigned long long)size, (unsigned long long)l->lay.size);
                 return -EPROTO;
         }
-        void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, ivsock_mem_fd(l->sock), 0);
+        void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, face_mem_fd(l), 0);
         if (p == MAP_FAILED)
                 return -errno;
         struct pv_ivshm_hdr h;
@@ -388,7 +438,7 @@ static int attach_memory(struct ivs_link *l)
                 return -EPROTO;
         }
         struct stat st;
-        if (fstat(ivsock_mem_fd(l->sock), &st) < 0) {
+        if (fstat(face_mem_fd(l), &st) < 0) {
                 munmap(p, size);
                 return -errno;
         }
@@ -398,7 +448,7 @@ static int attach_memory(struct ivs_link *l)
         l->mem_ino = st.st_ino;
         l->own = (struct pv_ivshm_side *)(l->mem + l->lay.side[l->side].offset);
         l->peer_area = (struct pv_ivshm_side *)(l->mem + l->lay.side[l->other].offset);
-        int fd = ivsock_mem_fd(l->sock);
+        int fd = face_mem_fd(l);
         for (int r = 0; r < PV_REGION_COUNT; r++)
                 vl->region[r] = l->lay.region[r].size
                                         ? (struct pvd_region){ .base = l->mem + l->lay.region[r].offset,
@@ -414,12 +464,13 @@ static int attach_memory(struct ivs_link *l)
         beat_set(l, &l->own->heartbeat);
         l->gen = 0;
         for (unsigned i = 0; i < PV_IVSHM_VECTORS; i++) {
-                int dfd = fcntl(ivsock_own_vector_fd(l->sock, (unsigned)i), F_DUPFD_CLOEXEC, 0);
+                int dfd = fcntl(face_vector_fd(l, i), F_DUPFD_CLOEXEC, 0);
                 l->vec_w[i] = dfd >= 0 ? pvd_watch_new(vl->pvd->loop, dfd, UV_READABLE, vec_cb, l) : NULL;
                 if (!l->vec_w[i])
                         return -ENOMEM;
         }
-        pv_debug("vlink %s: joined pvhv as peer %d", vl->cfg->link_name, ivsock_own_id(l->sock));
+        pv_debug("vlink %s: joined pvhv as peer %d (%s)", vl->cfg->link_name, face_own_id(l),
+                 l->pci ? ivpci_bdf(l->pci) : l->path);
         return 0;
 }
 
@@ -446,6 +497,23 @@ static void sock_cb(struct pvd_watch *w, int status, int events, void *arg)
 
 static int try_connect(struct ivs_link *l)
 {
+        struct ivs_global *g = l->vl->pvd->hv_priv;
+        if (g->guest) {
+                char err[256];
+                int rc = ivpci_open(l->vl->cfg->link_name, NULL, &l->pci, err, sizeof(err));
+                if (rc < 0) {
+                        ivs_log_once(l, "%s; retrying", err);
+                        l->pci = NULL;
+                        return rc;
+                }
+                rc = attach_memory(l);
+                if (rc < 0) {
+                        disconnect(l);
+                        return rc;
+                }
+                evaluate(l);
+                return 0;
+        }
         int rc = ivsock_connect(l->path, &l->sock);
         if (rc < 0) {
                 ivs_log_once(l, "no pvhv on %s yet (%s); retrying", l->path, strerror(-rc));
@@ -469,7 +537,7 @@ static void timer_cb(uv_timer_t *t)
         struct pvd_vlink *vl = l->vl;
         if (vl->pvd->stopping)
                 return;
-        if (!l->sock && try_connect(l) < 0) {
+        if (!l->sock && !l->pci && try_connect(l) < 0) {
                 schedule(l, IVS_RETRY_MS);
                 return;
         }
@@ -535,9 +603,42 @@ static void vec_cb(struct pvd_watch *w, int status, int events, void *arg)
 /* ---- the backend's life --------------------------------------------------------------------- */
 
 static const struct hv_option ivs_options[] = {
-        { "ivshmem-dir", "DIR", "where pvhv serves the vlinks' sockets; else " IVS_DEFAULT_DIR, "PVD_IVSHMEM_DIR" },
+        { "ivshmem-dir", "DIR", "where pvhv serves the vlinks' sockets (a host process); else " IVS_DEFAULT_DIR,
+          "PVD_IVSHMEM_DIR" },
+        { "ivshmem-face", "FACE", "host (pvhv's sockets), guest (the ivshmem PCI devices) or auto: guest when "
+          "there is no --ivshmem-dir and this machine has ivshmem devices", "PVD_IVSHMEM_FACE" },
         { NULL, NULL, NULL, NULL },
 };
+
+/* An ivshmem-doorbell PCI device on this machine: we are a guest. */
+static bool have_ivshmem_device(void)
+{
+        DIR *d = opendir("/sys/bus/pci/devices");
+        bool found = false;
+        for (struct dirent *e; d && !found && (e = readdir(d));) {
+                char path[300], v[16] = "", dv[16] = "";
+                if (e->d_name[0] == '.')
+                        continue;
+                snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/vendor", e->d_name);
+                FILE *f = fopen(path, "re");
+                if (f) {
+                        if (!fgets(v, sizeof(v), f))
+                                v[0] = 0;
+                        fclose(f);
+                }
+                snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/device", e->d_name);
+                f = fopen(path, "re");
+                if (f) {
+                        if (!fgets(dv, sizeof(dv), f))
+                                dv[0] = 0;
+                        fclose(f);
+                }
+                found = strtoul(v, NULL, 16) == IVPCI_VENDOR && strtoul(dv, NULL, 16) == IVPCI_DEVICE;
+        }
+        if (d)
+                closedir(d);
+        return found;
+}
 
 static int ivs_init(struct pvd *pvd, const char *const *values)
 {
@@ -551,6 +652,18 @@ static int ivs_init(struct pvd *pvd, const char *const *values)
         if (!g)
                 return -ENOMEM;
         snprintf(g->dir, sizeof(g->dir), "%s", dir);
+        const char *face = values[1] ? values[1] : "auto";
+        if (strcmp(face, "guest") == 0) {
+                g->guest = true;
+        } else if (strcmp(face, "auto") == 0) {
+                g->guest = !values[0] && have_ivshmem_device();
+        } else if (strcmp(face, "host") != 0) {
+                pv_err("--ivshmem-face %s: not a face of the ivshmem backend (host, guest or auto)", face);
+                free(g);
+                return -EINVAL;
+        }
+        pv_info("ivshmem: the %s face (%s)", g->guest ? "guest" : "host",
+                g->guest ? "ivshmem PCI devices through VFIO" : g->dir);
         pthread_mutex_init(&g->lock, NULL);
         pthread_condattr_t ca;
         pthread_condattr_init(&ca);
@@ -643,7 +756,7 @@ static void ivs_reset(struct pvd_vlink *vl)
 static int ivs_notify(struct pvd_vlink *vl)
 {
         struct ivs_link *l = ivs(vl);
-        if (!l->own)
+        if (!l->own || !joined(l))
                 return -ENOTCONN;
         atomic_fetch_or_explicit(PV_A32(&l->peer_area->causes), PV_IVSHM_CAUSE_RING, memory_order_release);
         return ring(l, PV_IVSHM_VEC_LINK);
@@ -753,7 +866,7 @@ static int ivs_mem_alloc(struct pvd_vlink *vl, uint64_t size, const char *name, 
         if (rc < 0)
                 return rc;
         uint64_t len = ivs_heap_round(size);
-        int fd = fcntl(ivsock_mem_fd(l->sock), F_DUPFD_CLOEXEC, 0);
+        int fd = fcntl(face_mem_fd(l), F_DUPFD_CLOEXEC, 0);
         if (fd < 0) {
                 ivs_heap_free(&l->heap, off, len);
                 return -errno;
@@ -809,9 +922,9 @@ static int ivs_grant_get(struct pvd_vlink *vl, uint32_t gref, struct hv_mem *out
 {
         struct ivs_link *l = ivs(vl);
         struct id_ent *e = id_table_find(&l->peer_grant, gref);
-        if (!e || !l->sock)
+        if (!e || !l->mem)
                 return -ENOENT;
-        *out = (struct hv_mem){ .fd = ivsock_mem_fd(l->sock), .offset = e->offset, .size = e->size, .id = gref };
+        *out = (struct hv_mem){ .fd = face_mem_fd(l), .offset = e->offset, .size = e->size, .id = gref };
         return 0;
 }
 
@@ -870,10 +983,12 @@ static void ivs_status(struct pvd_vlink *vl, void *pkv)
         unsigned xirqs = 0;
         for (unsigned b = 0; b < PV_IVSHM_XIRQS; b++)
                 xirqs += l->xirq[b].fd >= 0;
-        msgpack_pack_map(pk, 13);
+        msgpack_pack_map(pk, 15);
         pvd_pack_kv_str(pk, "hv", "ivshmem");
         pvd_pack_kv_str(pk, "link_socket", l->path);
-        pvd_pack_kv_i64(pk, "peer_id", l->sock ? ivsock_own_id(l->sock) : -1);
+        pvd_pack_kv_str(pk, "face", l->pci ? "guest" : "host");
+        pvd_pack_kv_str(pk, "device", l->pci ? ivpci_bdf(l->pci) : "");
+        pvd_pack_kv_i64(pk, "peer_id", l->mem ? face_own_id(l) : -1);
         pvd_pack_kv_u64(pk, "memory_size", l->lay.size);
         pvd_pack_kv_u64(pk, "generation", l->gen);
         pvd_pack_kv_u64(pk, "connects", l->connects);
@@ -890,8 +1005,9 @@ static void ivs_global_status(struct pvd *pvd, void *pkv)
 {
         msgpack_packer *pk = pkv;
         struct ivs_global *g = pvd->hv_priv;
-        msgpack_pack_map(pk, 1);
-        pvd_pack_kv_str(pk, "ivshmem_dir", g ? g->dir : "");
+        msgpack_pack_map(pk, 2);
+        pvd_pack_kv_str(pk, "face", g && g->guest ? "guest" : "host");
+        pvd_pack_kv_str(pk, "ivshmem_dir", g && !g->guest ? g->dir : "");
 }
 
 const struct hv_backend hv_ivshmem = {
