@@ -138,8 +138,8 @@ struct VumemServer {
 /* vumem.c */
 /* A call on the session's connection (fails at once once the session is
  * reset). */
-int vumem_call(VumemSession *s, struct pv_msg *req, struct pv_msg *resp, void *buf);
-void vumem_buffer_link(VumemSession *s, VumemBuffer *b);
+int pvc_vumem_call(VumemSession *s, struct pv_msg *req, struct pv_msg *resp, void *buf);
+void pvc_vumem_buffer_link(VumemSession *s, VumemBuffer *b);
 
 /* vumem-server.c */
 uint32_t vsrv_new_seq(struct pv_conn *c);
@@ -150,7 +150,7 @@ struct srv_mem *vsrv_mem_containing(VumemServer *v, const void *p, size_t size);
 /* vumem-lane.c: the client library's lane */
 /* An ALLOC on the session's lane: 1 if it must go through pvd, else 0 or
  * -errno (*out made). */
-int vumem_lane_alloc(VumemSession *s, void *alloc, size_t allocSize, VumemBufferHd *out);
+int pvc_vumem_lane_alloc(VumemSession *s, void *alloc, size_t allocSize, VumemBufferHd *out);
 
 /* vumem-lane.c: the server library's lanes (under v->lock) */
 /* VUMEM_OP_LANE: a session's lane came. */

@@ -128,7 +128,7 @@ static int lane_obj(VumemSession *s, uint64_t key, struct lane_obj *out)
         char buf[ANSWER_CAP];
         pv_msg_init(&req, VUMEM_OP_OBJECT);
         pv_msg_set_u(&req, PV_K_VALUE, key);
-        int rc = vumem_call(s, &req, &resp, buf);
+        int rc = pvc_vumem_call(s, &req, &resp, buf);
         if (rc < 0)
                 return rc;
         uint64_t size = 0, off = 0, flags = 0;
@@ -170,7 +170,7 @@ static void lane_note_free(VumemSession *s, uint32_t handle, uint64_t size, bool
 }
 
 /* An ALLOC on the lane: 1 if it must go through pvd, else 0 or -errno. */
-int vumem_lane_alloc(VumemSession *s, void *alloc, size_t allocSize, VumemBufferHd *out)
+int pvc_vumem_lane_alloc(VumemSession *s, void *alloc, size_t allocSize, VumemBufferHd *out)
 {
         if (!s->lane || s->lane_broken || atomic_load(&s->reset) || pthread_mutex_trylock(&s->lane_lock) != 0)
                 return 1;
@@ -243,7 +243,7 @@ int vumem_lane_alloc(VumemSession *s, void *alloc, size_t allocSize, VumemBuffer
         if (allocSize)
                 memcpy(alloc, a.alloc, a.alloc_size < allocSize ? a.alloc_size : allocSize);
         lane_note_free(s, a.handle, a.size, true);
-        vumem_buffer_link(s, b);
+        pvc_vumem_buffer_link(s, b);
         *out = b;
         return 0;
 }

@@ -32,7 +32,7 @@
 #define LANE_SPIN_US 50
 #define OBJ_CACHE 64        /* memory objects whose fd a session keeps */
 
-int vumem_call(VumemSession *s, struct pv_msg *req, struct pv_msg *resp, void *buf)
+int pvc_vumem_call(VumemSession *s, struct pv_msg *req, struct pv_msg *resp, void *buf)
 {
         if (atomic_load(&s->reset))
                 return pvc_error(-ECONNRESET, "%s: this session is over (its server or the vlink went away); "
@@ -145,7 +145,7 @@ int vumemSessionDestroy(VumemSession *s)
         return rc;
 }
 
-void vumem_buffer_link(VumemSession *s, VumemBuffer *b)
+void pvc_vumem_buffer_link(VumemSession *s, VumemBuffer *b)
 {
         pthread_mutex_lock(&s->lock);
         b->next = s->bufs;
@@ -184,7 +184,7 @@ static int buffer_from(VumemSession *s, struct pv_msg *resp, VumemBufferHd *out)
         b->dmabuf = flags & VUMEM_BUF_DMABUF;
         b->fd = resp->fds[0];
         resp->fds[0] = -1;
-        vumem_buffer_link(s, b);
+        pvc_vumem_buffer_link(s, b);
         *out = b;
         return 0;
 }
@@ -197,14 +197,14 @@ int vumemBufferAlloc(VumemSession *s, void *alloc, size_t allocSize, VumemBuffer
         if (allocSize > VUMEM_ALLOC_MAX)
                 return pvc_error(-EINVAL, "vumemBufferAlloc: allocSize %zu is over VUMEM_ALLOC_MAX (%d)", allocSize,
                                  VUMEM_ALLOC_MAX);
-        int rc = vumem_lane_alloc(s, alloc, allocSize, bufferHd);
+        int rc = pvc_vumem_lane_alloc(s, alloc, allocSize, bufferHd);
         if (rc <= 0)
                 return rc;
         struct pv_msg req, resp;
         char buf[ANSWER_CAP];
         pv_msg_init(&req, VUMEM_OP_ALLOC);
         pv_msg_set_b(&req, PV_K_DATA, allocSize ? alloc : "", (uint32_t)allocSize);
-        rc = vumem_call(s, &req, &resp, buf);
+        rc = pvc_vumem_call(s, &req, &resp, buf);
         if (rc < 0)
                 return rc;
         const void *data;
@@ -223,7 +223,7 @@ int vumemBufferAccess(VumemSession *s, nku64_f id, VumemBufferHd *bufferHd)
         char buf[ANSWER_CAP];
         pv_msg_init(&req, VUMEM_OP_ACCESS);
         pv_msg_set_u(&req, PV_K_VALUE, id);
-        int rc = vumem_call(s, &req, &resp, buf);
+        int rc = pvc_vumem_call(s, &req, &resp, buf);
         if (rc < 0)
                 return rc;
         return buffer_from(s, &resp, bufferHd);
