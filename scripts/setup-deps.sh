@@ -8,7 +8,7 @@ set -euo pipefail
 pkgs=(build-essential pkg-config meson ninja-build device-tree-compiler
       libuv1-dev libfdt-dev libmsgpack-dev libcunit1-dev
       systemd python3 bsdutils bash-completion
-      qemu-system-x86)   # pvhv's test starts QEMU with the options pvhv prints
+      qemu-system-x86 busybox-static cpio)  # QEMU: pvhv's test, scripts/vm.sh's guests
 [ "${1:-}" = --deb ] && pkgs+=(dpkg-dev debhelper fakeroot lintian)
 
 missing=()

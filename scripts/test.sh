@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of pvd: installs what is missing, builds, runs all suites
-# (unit, integration, stress, fuzz) in the normal build, then again in a
+# (unit, integration, stress, fuzz, qemu) in the normal build, then again in a
 # build with AddressSanitizer and UndefinedBehaviorSanitizer, and checks that
 # nothing (process, socket, temporary directory) is left behind.
 set -euo pipefail
@@ -58,7 +58,8 @@ pat="^$(pwd)/build(-san)?/daemon/(pvd|pvhv/pvhv) "
 if pgrep -f "$pat" >/dev/null; then
     echo "pvd processes left behind:"; pgrep -af "$pat"; left=1
 fi
-# QEMU started by pvhv's test, with sockets in this run's directory.
+# QEMU started by pvhv's test (sockets) or scripts/vm.sh (initrd) in this
+# run's directory.
 if pgrep -f "qemu-system.*$TMPDIR" >/dev/null; then
     echo "QEMU processes left behind:"; pgrep -af "qemu-system.*$TMPDIR"; left=1
 fi

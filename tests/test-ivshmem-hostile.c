@@ -15,6 +15,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +43,8 @@ static struct pvt_platform plat;
 static const char *vrpq_server, *vrpq_client;
 
 struct fake {
+        pthread_t beat;
+        atomic_bool beating, stop;
         struct ivsock *s;
         uint8_t *mem;
         uint64_t size;
@@ -48,6 +52,18 @@ struct fake {
         struct pv_ivshm_side *own, *vm2;
         struct pv_ring tx;          /* client -> server control ring */
 };
+
+/* The fake's heartbeat, as a pvd beats while it lives. */
+static void *beat_main(void *arg)
+{
+        struct fake *f = arg;
+        while (!atomic_load(&f->stop)) {
+                if (atomic_load(&f->beating))
+                        shm_store64(&f->own->heartbeat, shm_read64(&f->own->heartbeat) + 1);
+                usleep(PV_IVSHM_BEAT_MS * 1000);
+        }
+        return NULL;
+}
 
 static bool alive(pid_t pid)
 {
@@ -78,11 +94,16 @@ static int fake_join(struct fake *f)
         memset(f->own, 0, sizeof(*f->own));
         f->own->incarnation = 0x12345678;
         ring_store_release(&f->own->magic, PV_IVSHM_SIDE_MAGIC);
-        return 0;
+        atomic_store(&f->beating, true);
+        return pthread_create(&f->beat, NULL, beat_main, f) == 0 ? 0 : -EAGAIN;
 }
 
 static void fake_leave(struct fake *f)
 {
+        if (f->own) {
+                atomic_store(&f->stop, true);
+                pthread_join(f->beat, NULL);
+        }
         if (f->mem && f->mem != MAP_FAILED)
                 munmap(f->mem, f->size);
         ivsock_close(f->s);
@@ -175,6 +196,20 @@ static void test_fake_peer(void)
         fake_ring(&f, PV_IVSHM_VEC_LINK);
         CU_ASSERT(vm2_logged("outside its heap", 1, 3000));
         CU_ASSERT(alive(pvt_vm(&plat, "vm2")->pid));
+
+        /* Its pvd "dies" while its VM lives (the connection stays): the
+         * heartbeat stops, and vm2 sees it within 2 s. */
+        uint32_t gb = fake_join_gen(&f, g2);
+        CU_ASSERT_FATAL(gb != 0 && gb != g2);
+        CU_ASSERT_EQUAL(pvt_wait_vlink(&plat, "vm2", LINK, "ON", 3000), 0);
+        long long t0 = pvt_now_ms();
+        atomic_store(&f.beating, false);
+        CU_ASSERT(vm2_logged("no heartbeat", 1, 3000));
+        long long took = pvt_now_ms() - t0;
+        CU_ASSERT(took < 2000 + 200); /* 2 s, and the time to read a log */
+        printf("(seen after %lld ms) ", took);
+        atomic_store(&f.beating, true);
+        g2 = gb;
 
         /* A generation it was not offered. */
         uint32_t g3 = fake_join_gen(&f, g2);

@@ -195,7 +195,7 @@ static void test_pvctl_status(void)
                                                            : "hypervisor emu: capabilities one_kernel,foreign_mem,"
                                                              "slice; platform_dir="));
         } else {
-                CU_ASSERT_PTR_NOT_NULL(strstr(out, "hypervisor ivshmem: capabilities none; ivshmem_dir="));
+                CU_ASSERT_PTR_NOT_NULL(strstr(out, "hypervisor ivshmem: capabilities none; face=host, ivshmem_dir="));
                 CU_ASSERT_PTR_NOT_NULL(strstr(out, "no per-program memory"));
         }
         CU_ASSERT_PTR_NOT_NULL(strstr(out, plat.platform_dir));

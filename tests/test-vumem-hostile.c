@@ -39,7 +39,7 @@
 #include "pv-vlink.h"
 #include "pv/vumem-server.h"
 #include "pv/vumem.h"
-#include "vumem-proto.h"
+#include "vumem-lane.h"
 #include "vumem-test.h"
 
 #define LINK "vm2-vm3-vogl0"
