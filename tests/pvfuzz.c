@@ -224,11 +224,28 @@ struct learned {
         unsigned n;
 };
 
-static void learn(struct learned *l, const uint8_t *buf, size_t len)
+/* An answer that reports a failure must say why: its PV_K_MSG becomes the
+ * program's pvLastError(). Counted, and the first few shown. */
+static void check_reason(struct fz_worker *w, const struct pv_msg *m)
+{
+        const void *text;
+        uint32_t n;
+        int diag = pv_msg_diag(m);
+        if (diag < 0)
+                w->stats->failed_answers++;
+        if (diag >= 0 || (pv_msg_get_b(m, PV_K_MSG, &text, &n) == 0 && n > 0))
+                return;
+        if (w->stats->no_reason++ < 5)
+                fprintf(stderr, "pvfuzz: an answer (op 0x%x) reports %d with no reason for the program\n",
+                        pv_msg_op(m), diag);
+}
+
+static void learn(struct fz_worker *w, struct learned *l, const uint8_t *buf, size_t len)
 {
         struct pv_msg m;
         if (pv_msg_decode(buf, len, &m) < 0)
                 return;
+        check_reason(w, &m);
         static const enum pv_key keys[] = { PV_K_ID, PV_K_ID2, PV_K_TOKEN, PV_K_VALUE };
         for (size_t i = 0; i < N(keys); i++) {
                 uint64_t x;
@@ -341,7 +358,7 @@ static bool drain(struct fz_worker *w, int fd, struct learned *l, int wait_ms)
                 if (n <= 0)
                         return false;
                 w->stats->replies++;
-                learn(l, buf, (size_t)n);
+                learn(w, l, buf, (size_t)n);
         }
 }
 
@@ -492,13 +509,13 @@ int main(int argc, char **argv)
         }
         printf("pvfuzz: %llu inputs in %.0f s (%.0f/s): %llu to the device nodes, %llu to the emulated "
                "hypervisor's socket (%llu joins, %llu dropped); %llu connections, %llu answers; %llu corrupt; "
-               "%s crashed; %d leaks\n",
+               "%llu reporting failures, %llu of them without a reason; %s crashed; %d leaks\n",
                (unsigned long long)(inputs + emu), secs, (double)(inputs + emu) / secs, (unsigned long long)inputs,
                (unsigned long long)emu, (unsigned long long)st->emu_joins, (unsigned long long)st->emu_drops,
                (unsigned long long)st->conns, (unsigned long long)st->replies, (unsigned long long)corrupt,
-               died ? died : "nothing", leaks);
+               (unsigned long long)st->failed_answers, (unsigned long long)st->no_reason, died ? died : "nothing", leaks);
         failures += cp_stop(&cp);
-        bool ok = !failures && !died && !corrupt && !leaks && !grown && inputs + emu > 0;
+        bool ok = !failures && !died && !corrupt && !st->no_reason && !leaks && !grown && inputs + emu > 0;
         printf("pvfuzz: %s\n", ok ? "OK" : "FAILED");
         munmap(st, sizeof(*st));
         return ok ? 0 : 1;

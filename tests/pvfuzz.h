@@ -30,6 +30,7 @@ struct fz_stats {
         volatile uint64_t inputs[FZ_WORKERS_MAX];
         volatile uint64_t emu_inputs[FZ_WORKERS_MAX];
         volatile uint64_t conns, refused, replies, emu_joins, emu_drops;
+        volatile uint64_t failed_answers, no_reason; /* answers reporting a failure; those without a PV_K_MSG */
         volatile int stop;
 };
 
