@@ -230,14 +230,18 @@ static void check_reason(struct fz_worker *w, const struct pv_msg *m)
 {
         const void *text;
         uint32_t n;
-        int diag = pv_msg_diag(m);
+        int64_t diag;
+        /* Only answers carry a diag; pvd's pushes (a VUMEM server's
+         * requests and lanes) have none. */
+        if (pv_msg_get_i(m, PV_K_DIAG, &diag) < 0)
+                return;
         if (diag < 0)
                 w->stats->failed_answers++;
         if (diag >= 0 || (pv_msg_get_b(m, PV_K_MSG, &text, &n) == 0 && n > 0))
                 return;
         if (w->stats->no_reason++ < 5)
-                fprintf(stderr, "pvfuzz: an answer (op 0x%x) reports %d with no reason for the program\n",
-                        pv_msg_op(m), diag);
+                fprintf(stderr, "pvfuzz: an answer (op 0x%x) reports %lld with no reason for the program\n",
+                        pv_msg_op(m), (long long)diag);
 }
 
 static void learn(struct fz_worker *w, struct learned *l, const uint8_t *buf, size_t len)
