@@ -5,8 +5,9 @@
  * join a vlink's emulated-hypervisor socket as a fake VM to send it mutated
  * link messages (pvfuzz-emu.c). The nodes the honest programs use are left
  * to them (a fuzzer there is a legitimate program that competes for
- * them). At the end: no pvd died, the honest programs worked throughout
- * and saw no corrupt data, every pvd is back to its descriptors and
+ * them). Every answer that reports a failure must say why (PV_K_MSG, the
+ * program's pvLastError()). At the end: no pvd died, the honest programs
+ * worked throughout and saw no corrupt data, every pvd is back to its descriptors and
  * memfds, and its memory did not grow without bound.
  *
  *   pvfuzz [--duration SECONDS] [--seed N] [--workers N] [--only WORD] [--all] [-v]
