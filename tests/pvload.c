@@ -4,8 +4,9 @@
  *   - connections to the control node, until refused (-EMFILE, its
  *     node-connections limit);
  *   - VRPQ sessions on vrpq-clt-vsmall0, until -EMFILE (VRPQ_SESSIONS_MAX);
- *   - VRPQ channels of one session, until the vlink's memory is taken
- *     (-ENOSPC) or VRPQ_CHANNELS_MAX;
+ *   - VRPQ channels of one session, until its memory is taken (the
+ *     session's own where the hypervisor slices memory, else the
+ *     vlink's: -ENOSPC) or VRPQ_CHANNELS_MAX;
  *   - VUMEM sessions on vumem-clt-vsmall0 (a server program serves it),
  *     until -EUSERS, and buffers of one session until the pdev is full
  *     (-ENOSPC);
