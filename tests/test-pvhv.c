@@ -277,6 +277,10 @@ static void test_junk(void)
         CU_ASSERT_EQUAL(wait_eof(h, WAIT), 0);
         close(h);
         CU_ASSERT_EQUAL(pvhvt_wait_log(&p, "it sent 8 bytes and fds", 1, WAIT), 0);
+        /* a reads that peer's coming and going first: else the wait for b
+         * below can take its join for b's, and a rings b before it has
+         * b's vectors. */
+        CU_ASSERT_EQUAL(pvhvt_wait_ev(a, IVSOCK_EV_PEER_JOINED | IVSOCK_EV_PEER_LEFT, NULL, WAIT), 0);
 
         /* The legitimate peer comes and a is served as before. */
         struct ivsock *b = join(&p, "vm3");
