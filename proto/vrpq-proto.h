@@ -53,7 +53,7 @@
 
 #define VRPQ_MAGIC          0x51505256u /* "VRPQ" */
 #define VRPQ_CHAN_MAGIC     0x4e414843u /* "CHAN" */
-#define VRPQ_VERSION        1u
+#define VRPQ_VERSION        2u  /* 2: counters off the index lines */
 
 /* Limits per vlink (the original driver's) and per info; the same in
  * <pv/vrpq.h>. */
@@ -67,7 +67,7 @@
 #define VRPQ_PARAM_ALIGN    8u          /* parameter blocks start 8-aligned */
 
 #define VRPQ_REGION_HDR_SIZE 4096u
-#define VRPQ_CHAN_HDR_SIZE  512u
+#define VRPQ_CHAN_HDR_SIZE  1024u
 #define VRPQ_TABLE_OFF      VRPQ_REGION_HDR_SIZE
 #define VRPQ_POOL_OFF       (VRPQ_TABLE_OFF + VRPQ_CHANNELS_MAX * VRPQ_CHAN_HDR_SIZE)
 
@@ -157,21 +157,25 @@ struct vrpq_desc {
 #define VRPQ_DF_SYNC        0x1u    /* the producer waits for `done` (VRPQ_REQ_SYNC) */
 #define VRPQ_DF_ALL         VRPQ_DF_SYNC
 
-/* Producer's cache line of a queue. */
+/* Producer's cache lines of a queue: its index alone on the line the
+ * consumer polls, its counters on another (written per request, read only
+ * by pvd for display: on the index line each would cost the consumer's
+ * poll a miss). */
 struct vrpq_prod_line {
         _Alignas(PV_CACHELINE) uint32_t prod;
-        uint32_t port_prod;         /* bytes allocated in the port (for stat) */
+        _Alignas(PV_CACHELINE) uint32_t port_prod; /* bytes allocated in the port (for stat) */
         uint64_t posted;            /* counters, for stat only */
         uint64_t xirq_sent;
         uint64_t xirq_suppressed;
 };
 
-/* Consumer's cache line of a queue. */
+/* Consumer's cache lines of a queue: the indices the producer reads when
+ * its copies run out (or it waits for done), then the counters. */
 struct vrpq_cons_line {
         _Alignas(PV_CACHELINE) uint32_t cons;
         uint32_t port_cons;
         uint32_t done;
-        uint32_t peak_stacked;      /* counters and peaks, for stat only */
+        _Alignas(PV_CACHELINE) uint32_t peak_stacked; /* counters and peaks, for stat only */
         uint32_t peak_port;
         uint32_t reserved;
         uint64_t received;

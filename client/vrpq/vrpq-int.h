@@ -45,7 +45,6 @@ struct VrpqChan {
         void *last_out;                 /* the last block's output bytes */
         VrpqCallbackFn cb_fn;           /* client: handles callbacks while it waits */
         void *cb_ctx;
-        uint32_t last_out_off, last_out_size;
         atomic_int rx_busy;             /* one receiver / callback handler at a time */
         /* Server: the batch vrpqReceive returned, released at the next call. */
         VrpqReq *batch;
