@@ -73,10 +73,21 @@ static void atfork_release(void)
         pthread_mutex_unlock(&table_lock);
 }
 
+/* Our pid marks the locks we take: asked once per process, not per call
+ * (getpid is a system call). */
+static uint32_t my_pid;
+
+static void atfork_child(void)
+{
+        __atomic_store_n(&my_pid, (uint32_t)getpid(), __ATOMIC_RELAXED);
+        pthread_mutex_unlock(&table_lock);
+}
+
 static void init_once(void)
 {
         spin_ns = pvc_spin_ns("PVCLIENT_VBPIPE_SPIN_US", VBPD_SPIN_US);
-        pthread_atfork(atfork_prepare, atfork_release, atfork_release);
+        my_pid = (uint32_t)getpid();
+        pthread_atfork(atfork_prepare, atfork_release, atfork_child);
 }
 
 static void vbpd_unref(struct vbpd *v)
@@ -168,7 +179,10 @@ void vbpd_forget(int fd)
                 vbpd_unref(v);
 }
 
-/* The end registered for fd, with a reference, if fd is still its socket. */
+/* The end registered for fd, with a reference. No system call: the
+ * number was the end's socket when it was registered, and the library
+ * forgets it when the program closes it (vbpipeClose; pvrun's close, dup2,
+ * dup3). Every call that goes to the socket checks again (still_ours). */
 static struct vbpd *lookup(int fd)
 {
         if (fd < 0 || fd >= VBPD_MAX_FD || !__atomic_load_n(&table[fd], __ATOMIC_RELAXED))
@@ -178,15 +192,24 @@ static struct vbpd *lookup(int fd)
         if (v)
                 v->refs++;
         pthread_mutex_unlock(&table_lock);
-        if (!v)
-                return NULL;
-        struct stat st;
-        if (fstat(fd, &st) < 0 || st.st_dev != v->dev || st.st_ino != v->ino) {
-                vbpd_unref(v);
-                vbpd_forget(fd);
-                return NULL;
-        }
         return v;
+}
+
+/* fd is still the end's socket (not closed with close(2) and reused):
+ * else forget it and drop the caller's reference; the caller then uses
+ * read(2) or write(2) on whatever fd is now. */
+static bool still_ours(struct vbpd *v, int fd)
+{
+        struct stat st;
+        int e = errno;
+        if (fstat(fd, &st) == 0 && st.st_dev == v->dev && st.st_ino == v->ino) {
+                errno = e;
+                return true;
+        }
+        vbpd_unref(v);
+        vbpd_forget(fd);
+        errno = e;
+        return false;
 }
 
 static void bell(struct vbpd *v)
@@ -201,7 +224,7 @@ static bool take(struct vbpipe_direct_dir *d)
 {
         if (!ring_load_acquire(&d->ok) || ring_load_relaxed(&d->lock) != VBPIPE_LOCK_FREE)
                 return false;
-        if (!ring_cas(&d->lock, VBPIPE_LOCK_FREE, (uint32_t)getpid()))
+        if (!ring_cas(&d->lock, VBPIPE_LOCK_FREE, __atomic_load_n(&my_pid, __ATOMIC_RELAXED)))
                 return false;
         if (!ring_load_acquire(&d->ok)) {   /* taken back just before: not ours */
                 ring_store_release(&d->lock, VBPIPE_LOCK_FREE);
@@ -399,6 +422,8 @@ int vbpd_read(int fd, void *buf, size_t n, ssize_t *res)
                 *res = got;
                 return 1;
         }
+        if (got == 0 && !still_ours(v, fd))
+                return 0;
         /* The rest through the socket, as pvd moves it: blocks until it
          * is all there (or, with flag 'a', until something is), or EOF, a
          * signal, or EAGAIN with O_NONBLOCK. */
@@ -491,7 +516,9 @@ int vbpd_write(int fd, const void *buf, size_t n, ssize_t *res)
         size_t put = 0;
         if (v->acc != O_RDONLY && !is_over(&v->tx_over) && take(&v->page->tx)) {
                 /* Bytes the program wrote into the socket that pvd has not
-                 * moved yet come first: then the socket takes these too. */
+                 * moved yet come first: then the socket takes these too.
+                 * Asked every time: a plain write(2) of the program's own
+                 * puts bytes there that no table of ours sees. */
                 int queued = 0;
                 if (ioctl(fd, SIOCOUTQ, &queued) < 0 || queued > 0 || !sock_drained(v, fd))
                         give(v, &v->page->tx, false);
@@ -503,6 +530,8 @@ int vbpd_write(int fd, const void *buf, size_t n, ssize_t *res)
                 *res = (ssize_t)n;
                 return 1;
         }
+        if (put == 0 && !still_ours(v, fd))
+                return 0;
         /* The rest through the socket: pvd moves it as the ring drains. A
          * reader that is gone makes it fail with EPIPE (and SIGPIPE). */
         __atomic_store_n(&v->tx_sent, true, __ATOMIC_RELAXED);
