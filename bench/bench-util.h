@@ -65,6 +65,17 @@ static inline double bench_pct(double *v, size_t n, double p)
         return v[i];
 }
 
+/* True if name contains one of the comma-separated words of list (--case). */
+static inline bool bench_case_wanted(const char *name, const char *list)
+{
+        char buf[256];
+        snprintf(buf, sizeof(buf), "%s", list);
+        for (char *save = NULL, *w = strtok_r(buf, ",", &save); w; w = strtok_r(NULL, ",", &save))
+                if (strstr(name, w))
+                        return true;
+        return false;
+}
+
 /* ---- targets ------------------------------------------------------------------- */
 
 #define BENCH_TARGETS_MAX 32

@@ -550,7 +550,7 @@ int main(int argc, char **argv)
                         json = true;
                 } else {
                         fprintf(stderr, "usage: bench-vrpq [--seconds N] [--rounds N] [--case TEXT] [--json]\n"
-                                        "  --case TEXT  only the cases whose name contains TEXT\n");
+                                        "  --case TEXT  only the cases whose name contains TEXT (several: A,B)\n");
                         return strcmp(argv[i], "--help") ? 2 : 0;
                 }
         }
@@ -574,8 +574,7 @@ int main(int argc, char **argv)
         };
         size_t n = sizeof(cases) / sizeof(cases[0]);
         for (size_t i = 0; only && i < n; i++)
-                if (!strstr(cases[i].name, only))
-                        cases[i].skip = true;
+                cases[i].skip = !bench_case_wanted(cases[i].name, only);
 
         struct pvt_platform plat;
         if (pvt_platform_init(&plat, "demo") < 0 || pvt_pvd_start(&plat, "vm2", NULL) < 0 ||

@@ -385,6 +385,7 @@ static ssize_t ring_read(struct vbpd *v, int fd, uint8_t *buf, size_t n, int *nb
                                 t0 = t;
                         else if (t - t0 >= spin_ns)
                                 break;
+                        pvc_spin_yield(t - t0);   /* the peer may be queued behind us */
                 }
                 pvc_cpu_relax();
         }
@@ -495,6 +496,7 @@ static size_t ring_write(struct vbpd *v, int fd, const uint8_t *buf, size_t n)
                                 t0 = t;
                         else if (t - t0 >= spin_ns)
                                 break;
+                        pvc_spin_yield(t - t0);   /* the peer may be queued behind us */
                 }
                 pvc_cpu_relax();
         }

@@ -41,7 +41,9 @@ struct VrpqChan {
         int wait_fd;                    /* ours */
         bool server;
         atomic_bool dead;               /* sticky: the channel ended */
-        uint64_t spin_ns;
+        atomic_bool peer_woken;         /* we kicked a sleeping peer: yield while waiting for it */
+        uint64_t spin_ns;               /* PVCLIENT_VRPQ_SPIN_US: the most a wait polls */
+        uint64_t spin_budget;           /* what it polls now (pvc_spin_learn) */
         void *last_out;                 /* the last block's output bytes */
         VrpqCallbackFn cb_fn;           /* client: handles callbacks while it waits */
         void *cb_ctx;

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -139,16 +140,32 @@ int pvc_vrpq_wait(VrpqChan *c, uint32_t *flag, uint32_t *flag2, int (*ready)(Vrp
               int timeout_ms)
 {
         int r;
+        /* A peer we just woke runs only once it is scheduled, maybe on
+         * this very CPU: give the CPU up between bursts at once, not after
+         * PVC_SPIN_YIELD_NS. */
+        bool woke = atomic_exchange_explicit(&c->peer_woken, false, memory_order_relaxed);
         if (timeout_ms != 0 && c->spin_ns) {
-                uint64_t t0 = pvc_now_ns();
+                uint64_t t0 = pvc_now_ns(), budget = pvc_spin_budget(&c->spin_budget, c->spin_ns);
                 for (unsigned i = 1;; i++) {
-                        if ((r = ready(c, arg)))
+                        if ((r = ready(c, arg))) {
+                                if (i > 1)
+                                        pvc_spin_learn(&c->spin_budget, c->spin_ns, true, pvc_now_ns() - t0);
                                 return r;
+                        }
                         if (pvc_vrpq_closed(c))
                                 return closed_ready(c, ready, arg);
                         pvc_cpu_relax();
-                        if ((i & 63) == 0 && pvc_now_ns() - t0 >= c->spin_ns)
-                                break;
+                        if ((i & 63) == 0) {
+                                uint64_t spun = pvc_now_ns() - t0;
+                                if (spun >= budget) {
+                                        pvc_spin_learn(&c->spin_budget, c->spin_ns, false, spun);
+                                        break;
+                                }
+                                if (woke)
+                                        sched_yield();
+                                else
+                                        pvc_spin_yield(spun);
+                        }
                 }
         }
         uint64_t deadline = timeout_ms > 0 ? pvc_now_ns() + (uint64_t)timeout_ms * 1000000 : 0;
@@ -231,6 +248,7 @@ static int chan_check(VrpqChan *c, bool server, const char *what)
 static void notify_rx(VrpqChan *c)
 {
         if (vrpq_wake_needed(c->peer_rx_sleep)) {
+                atomic_store_explicit(&c->peer_woken, true, memory_order_relaxed);
                 uint64_t one = 1;
                 if (write(c->kick_fd, &one, sizeof(one)) < 0) {
                         /* cannot fail on an eventfd short of 2^64 kicks */
@@ -245,6 +263,7 @@ static void notify_rx(VrpqChan *c)
 static void notify_tx(VrpqChan *c)
 {
         if (vrpq_wake_needed(c->peer_tx_sleep)) {
+                atomic_store_explicit(&c->peer_woken, true, memory_order_relaxed);
                 uint64_t one = 1;
                 if (write(c->kick_fd, &one, sizeof(one)) < 0) {
                 }
