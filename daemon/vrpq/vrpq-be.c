@@ -32,16 +32,20 @@ static int64_t take(struct vrpq_buddy *b, unsigned want, unsigned *got)
         return -1;
 }
 
-/* Rings and ports for a channel: the default share is an eighth of the
- * vlink's slots and PMEM (callbacks an eighth of that), then smaller
- * blocks. 0, or -ENOSPC with why. */
+/* Rings and ports for a channel: the k-th channel open on the vlink asks
+ * for 1/(8k) of its slots and PMEM (callbacks an eighth of that), rounded
+ * down to powers of two, then smaller blocks. The first channel gets an
+ * eighth, and the shares of k channels add up to about ln(k)/8: hundreds of
+ * channels fit before the smallest blocks run out, where equal eighths
+ * would take it all with the eighth channel. 0, or -ENOSPC with why. */
 static int chan_carve(struct vrpq_vlink *v, struct vrpq_chan *ch, char *why, size_t len)
 {
         struct vrpq_chan_geom *g = &ch->g;
-        uint32_t slot_units = v->lay.reqs / VRPQ_RING_MIN;
-        uint32_t pmem_units = (uint32_t)(v->lay.pmem_size / VRPQ_PORT_MIN);
-        unsigned ring_want = slot_units >= 8 ? vrpq_log2(slot_units / 8) : 0;
-        unsigned port_want = pmem_units >= 8 ? vrpq_log2(pmem_units / 8) : 0;
+        uint64_t share = 8ull * (v->nchan + 1);
+        uint64_t slot_units = v->lay.reqs / VRPQ_RING_MIN;
+        uint64_t pmem_units = v->lay.pmem_size / VRPQ_PORT_MIN;
+        unsigned ring_want = slot_units >= share ? vrpq_log2(slot_units / share) : 0;
+        unsigned port_want = pmem_units >= share ? vrpq_log2(pmem_units / share) : 0;
         int64_t r = -1, cb = -1, p = -1, cp = -1;
 
         r = take(&v->slots, ring_want, &ch->ring_order);
