@@ -38,13 +38,12 @@
 #include <unistd.h>
 
 #include "bench-util.h"
+#include "bench-vrpq.h"
 #include "pv-atomic.h"
 #include "pv/vrpq.h"
 #include "pvtest.h"
 #include "vrpq-proto.h"
 
-#define PROC_INT   VRPQ_PROC_ID(2, 2)
-#define PROC_ECHO  VRPQ_PROC_ID(2, 3)
 #define LAT_MAX    (1u << 22)   /* round trips kept for percentiles */
 #define ROUNDS_MAX 32
 #define MIN_CAP    16384u       /* the demo channel's request ring: an eighth of vrpq-reqs=128K */
@@ -530,7 +529,7 @@ int main(int argc, char **argv)
 {
         bool json = false;
         int rounds = 5;
-        const char *only = NULL;
+        const char *only = NULL, *sessions = NULL;
         for (int i = 1; i < argc; i++) {
                 if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc) {
                         seconds = strtod(argv[++i], NULL);
@@ -546,11 +545,14 @@ int main(int argc, char **argv)
                         }
                 } else if (strcmp(argv[i], "--case") == 0 && i + 1 < argc) {
                         only = argv[++i];
+                } else if (strcmp(argv[i], "--sessions") == 0 && i + 1 < argc) {
+                        sessions = argv[++i];
                 } else if (strcmp(argv[i], "--json") == 0) {
                         json = true;
                 } else {
-                        fprintf(stderr, "usage: bench-vrpq [--seconds N] [--rounds N] [--case TEXT] [--json]\n"
-                                        "  --case TEXT  only the cases whose name contains TEXT (several: A,B)\n");
+                        fprintf(stderr, "usage: bench-vrpq [--seconds N] [--rounds N] [--case TEXT] [--sessions N,...] [--json]\n"
+                                        "  --case TEXT  only the cases whose name contains TEXT (several: A,B)\n"
+                                        "  --sessions N,...  scaling instead: N sessions at once (e.g. 1,16,256)\n");
                         return strcmp(argv[i], "--help") ? 2 : 0;
                 }
         }
@@ -558,6 +560,8 @@ int main(int argc, char **argv)
                 setenv("PVD_BIN", PVD_BIN_DEFAULT, 1);
         if (!getenv("PV_CONF_DIR"))
                 setenv("PV_CONF_DIR", PV_CONF_DIR_DEFAULT, 1);
+        if (sessions)
+                return vrpq_scale(sessions, seconds, json);
         sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
         if (sh == MAP_FAILED)
                 return 1;
