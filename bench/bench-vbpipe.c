@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "bench-util.h"
+#include "bench-vbpipe.h"
 #include "pv/vbpipe.h"
 #include "pvtest.h"
 
@@ -454,6 +455,8 @@ int main(int argc, char **argv)
         uint64_t mib = 64;
         int nrt = 20000, rounds = 3;
         bool json = false;
+        const char *sessions = NULL;
+        double scale_secs = 1;
         for (int i = 1; i < argc; i++) {
                 if (!strcmp(argv[i], "--mib") && i + 1 < argc)
                         mib = strtoull(argv[++i], NULL, 0);
@@ -463,12 +466,18 @@ int main(int argc, char **argv)
                         rounds = atoi(argv[++i]);
                 else if (!strcmp(argv[i], "--json"))
                         json = true;
+                else if (!strcmp(argv[i], "--sessions") && i + 1 < argc)
+                        sessions = argv[++i];
+                else if (!strcmp(argv[i], "--seconds") && i + 1 < argc)
+                        scale_secs = strtod(argv[++i], NULL);
                 else {
                         fprintf(stderr, "usage: bench-vbpipe [--mib N] [--round-trips N] [--rounds N] [--json]\n"
+                                        "       bench-vbpipe --sessions N,... [--seconds S] [--json]\n"
                                         "  --mib N          MiB per 64 KiB-write run (default 64; 4 KiB writes carry\n"
                                         "                   half, 64 B writes a sixteenth)\n"
                                         "  --round-trips N  1-byte round trips per round (default 20000)\n"
-                                        "  --rounds N       rounds of every case, 1 to %d (default 3); figures are medians\n",
+                                        "  --rounds N       rounds of every case, 1 to %d (default 3); figures are medians\n"
+                                        "  --sessions N,... scaling instead: N pipes at once (e.g. 1,16,256), S seconds each\n",
                                 ROUNDS_MAX);
                         return 2;
                 }
@@ -478,6 +487,14 @@ int main(int argc, char **argv)
                 return 2;
         }
         signal(SIGPIPE, SIG_IGN);
+        if (sessions) {
+                default_env();
+                if (!(scale_secs > 0 && scale_secs <= 600)) {
+                        fprintf(stderr, "bench-vbpipe: --seconds wants a number in (0, 600]\n");
+                        return 2;
+                }
+                return vbpipe_scale(sessions, scale_secs, json);
+        }
         int status = 0;
         static struct results r;
         if (!platform_up()) {
