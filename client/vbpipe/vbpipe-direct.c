@@ -220,7 +220,7 @@ static void bell(struct vbpd *v)
 }
 
 /* Take one ring from pvd: only while it lends it. */
-static bool take(struct vbpipe_direct_dir *d)
+static bool take_once(struct vbpipe_direct_dir *d)
 {
         if (!ring_load_acquire(&d->ok) || ring_load_relaxed(&d->lock) != VBPIPE_LOCK_FREE)
                 return false;
@@ -231,6 +231,33 @@ static bool take(struct vbpipe_direct_dir *d)
                 return false;
         }
         return true;
+}
+
+/* pvd holds a lent ring only for a moment at each event of its own (a
+ * doorbell, the peer's messages), and another thread of ours only for one
+ * call: wait that moment out (TAKE_WAIT_NS at most) rather than go to the
+ * socket, where the bytes that follow would have to queue behind these. */
+#define TAKE_WAIT_NS 20000u
+
+static bool take(struct vbpipe_direct_dir *d)
+{
+        if (take_once(d))
+                return true;
+        uint64_t t0 = 0;
+        for (unsigned i = 1; ring_load_acquire(&d->ok) && spin_ns; i++) {
+                pvc_cpu_relax();
+                if (ring_load_relaxed(&d->lock) == VBPIPE_LOCK_FREE && take_once(d))
+                        return true;
+                if ((i & 63) == 0) {
+                        uint64_t t = pvc_now_ns();
+                        if (!t0)
+                                t0 = t;
+                        else if (t - t0 >= TAKE_WAIT_NS)
+                                break;
+                        pvc_spin_yield(t - t0);   /* the holder may be queued behind us */
+                }
+        }
+        return false;
 }
 
 /* Give it back; ring the doorbell if pvd waits or has work. */
