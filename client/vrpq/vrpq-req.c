@@ -369,20 +369,30 @@ static int param_alloc(VrpqChan *c, size_t in_size, size_t out_size, void **in, 
         return 0;
 }
 
-int vrpqParamAlloc(VrpqChan *chan, size_t inSize, size_t outSize, void **in)
+/* Everything but the common case, out of line: the fast paths stay short
+ * (no registers to save for code they seldom run). */
+static __attribute__((noinline)) int param_alloc_slow(VrpqChan *chan, size_t inSize, size_t outSize, void **in)
 {
-        /* The common case: a live channel whose port has room. */
-        if (chan && in && (inSize | outSize) <= UINT32_MAX && chan_live(chan) &&
-            (*in = vrpq_txq_alloc_fast(&chan->tx, inSize, outSize))) {
-                chan->last_out = NULL;
-                return 0;
-        }
         if (!chan)
                 return pvc_error(-EINVAL, "vrpqParamAlloc: channel is NULL");
         int rc = chan->tx.broken ? chan_broken(chan, "vrpqParamAlloc") : 0;
         if (!rc && pvc_vrpq_closed(chan))
                 rc = chan_dead(chan, "vrpqParamAlloc");
         return rc ? rc : param_alloc(chan, inSize, outSize, in, "vrpqParamAlloc");
+}
+
+int vrpqParamAlloc(VrpqChan *chan, size_t inSize, size_t outSize, void **in)
+{
+        /* The common case: a live channel whose port has room. */
+        if (__builtin_expect(chan && in && (inSize | outSize) <= UINT32_MAX && chan_live(chan), 1)) {
+                void *p = vrpq_txq_alloc_fast(&chan->tx, inSize, outSize);
+                if (__builtin_expect(p != NULL, 1)) {
+                        *in = p;
+                        chan->last_out = NULL;
+                        return 0;
+                }
+        }
+        return param_alloc_slow(chan, inSize, outSize, in);
 }
 
 static int post(VrpqChan *c, uint32_t proc, uint32_t flags, void *in, uint32_t *seq, const char *what)
@@ -420,13 +430,18 @@ static inline int post_fast(VrpqChan *c, uint32_t proc, void *in)
         return 0;
 }
 
+static __attribute__((noinline)) int post_slow(VrpqChan *chan, nku32_f procId, void *in, const char *what)
+{
+        int rc = chan_check(chan, false, what);
+        uint32_t seq;
+        return rc ? rc : post(chan, procId, 0, in, &seq, what);
+}
+
 int vrpqPost(VrpqChan *chan, nku32_f procId, void *in)
 {
-        if (!post_fast(chan, procId, in))
+        if (__builtin_expect(!post_fast(chan, procId, in), 1))
                 return 0;
-        int rc = chan_check(chan, false, "vrpqPost");
-        uint32_t seq;
-        return rc ? rc : post(chan, procId, 0, in, &seq, "vrpqPost");
+        return post_slow(chan, procId, in, "vrpqPost");
 }
 
 int vrpqNotify(VrpqChan *chan)
@@ -440,14 +455,8 @@ int vrpqNotify(VrpqChan *chan)
 
 int vrpqPostAndNotify(VrpqChan *chan, nku32_f procId, void *in)
 {
-        if (!post_fast(chan, procId, in)) {
-                notify_rx(chan);
-                return 0;
-        }
-        int rc = chan_check(chan, false, "vrpqPostAndNotify");
-        uint32_t seq;
-        if (!rc)
-                rc = post(chan, procId, 0, in, &seq, "vrpqPostAndNotify");
+        int rc = __builtin_expect(!post_fast(chan, procId, in), 1) ? 0
+                 : post_slow(chan, procId, in, "vrpqPostAndNotify");
         if (!rc)
                 notify_rx(chan);
         return rc;
