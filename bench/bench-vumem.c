@@ -199,6 +199,7 @@ struct figures {
  * costs on this machine at least). */
 struct steps {
         double alloc, map, unmap, free, hop_rtt;
+        double alloc99, map99, unmap99, free99;
 };
 
 static int round_trips(VumemSession *s, int n, double *med, double *p99, struct steps *st)
@@ -233,6 +234,10 @@ static int round_trips(VumemSession *s, int n, double *med, double *p99, struct 
         }
         *med = pct(v, n, 0.5);
         *p99 = pct(v, n, 0.99);
+        st->alloc99 = pct(va, n, 0.99);
+        st->map99 = pct(vm, n, 0.99);
+        st->unmap99 = pct(vu, n, 0.99);
+        st->free99 = pct(vf, n, 0.99);
         st->alloc = pct(va, n, 0.5);
         st->map = pct(vm, n, 0.5);
         st->unmap = pct(vu, n, 0.5);
@@ -436,6 +441,8 @@ int main(int argc, char **argv)
                "  object the session already holds), unmap %.1f us, free %.1f us (one message to pvd vm3, not\n"
                "  waited for); one SEQPACKET round trip between two processes takes %.1f us here\n",
                st.alloc * 1e6, st.map * 1e6, st.unmap * 1e6, st.free * 1e6, st.hop_rtt * 1e6);
+        printf("  each step's p99: alloc %.1f us, map %.1f us, unmap %.1f us, free %.1f us\n", st.alloc99 * 1e6,
+               st.map99 * 1e6, st.unmap99 * 1e6, st.free99 * 1e6);
         printf("%-58s %8.1f us %7.1f us\n", "same, lane off (PVCLIENT_VUMEM_LANE=0: through both pvds)",
                f.pvd_med * 1e6, f.pvd_p99 * 1e6);
         printf("  alloc through pvd %.1f us (6 hops: client, pvd vm3, pvd vm2, server, pvd vm2, pvd vm3)\n",
