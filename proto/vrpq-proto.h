@@ -197,8 +197,16 @@ struct vrpq_chan_hdr {
          * client; and the client's (poster/caller, callback handler). */
         _Alignas(PV_CACHELINE) uint32_t srv_rx_sleep;
         uint32_t srv_tx_sleep;
+        /* Hints for waiters, written by their side when it starts waiting
+         * (not trusted: a lie only changes whether the other side polls):
+         * the CPU it runs on plus one, and a token of its kernel, so that
+         * CPUs are compared only between programs of one kernel. */
+        uint32_t srv_cpu;
+        uint64_t srv_kernel;
         _Alignas(PV_CACHELINE) uint32_t clt_tx_sleep;
         uint32_t clt_rx_sleep;
+        uint32_t clt_cpu;
+        uint64_t clt_kernel;
         /* Written by the pvds: a channel leaves OPEN for CLOSED when either
          * side ends it, so that busy programs learn it without a system
          * call. The rest is for display. */

@@ -1,8 +1,9 @@
 /* Hostile input: while a client and a server exchange requests, a third
  * program maps the same vlink memory (its own session on the vlink) and
  * corrupts the channel: the producer's ring index, whole descriptors,
- * parameter offsets, release indices, and the consumer's indices. The
- * victim gets -EPROTO for that channel, never a crash and never a pointer
+ * parameter offsets, release indices, and the consumer's indices; or it
+ * lies in the waiters' hints, which must change nothing but when a side
+ * polls. The victim of a corruption gets -EPROTO for that channel, never a crash and never a pointer
  * outside PMEM (the server touches every byte it is given; run under ASan
  * by scripts/test.sh); both pvds keep serving and free everything. */
 #include <errno.h>
@@ -23,9 +24,9 @@
 #define PMEM    (2u << 20)
 #define CLEAN_COUNT 20000
 
-enum kind { K_PROD = 1, K_DESC, K_OFFSET, K_PEND, K_CONS, K_CLEAN };
+enum kind { K_PROD = 1, K_DESC, K_OFFSET, K_PEND, K_CONS, K_CLEAN, K_HINTS };
 static const char *const kind_name[] = { "", "producer index", "descriptors", "parameter offsets", "release indices",
-                                         "consumer indices", "none (control)" };
+                                         "consumer indices", "none (control)", "waiters' hints" };
 
 enum { F_SRV_READY, F_CLT_READY, F_SRV_DONE, F_CLT_DONE };
 enum { V_SRV_RC, V_CLT_RC, V_SRV_STICKY, V_SRV_BAD_PTR, V_SRV_COUNT, V_HOSTILE_WRITES, V_SUM };
@@ -112,7 +113,8 @@ static int client(void *arg)
         vt_set_flag(&sh->flag[F_CLT_READY], 1);
         long long deadline = pvt_now_ms() + 10000;
         for (uint32_t i = 0; !rc; i++) {
-                if (kind == K_CLEAN ? i == CLEAN_COUNT : sh->flag[F_SRV_DONE] || pvt_now_ms() > deadline)
+                if (kind == K_CLEAN || kind == K_HINTS ? i == CLEAN_COUNT
+                                                       : sh->flag[F_SRV_DONE] || pvt_now_ms() > deadline)
                         break;
                 uint32_t size = 4 + (i * 7919) % 4000;
                 rc = vrpqParamAlloc(c, size, i % 50 ? 0 : 16, &in);
@@ -168,7 +170,7 @@ static int hostile(void *arg)
         uint32_t seed = 0x9e3779b9u * (uint32_t)kind;
         vt_sleep_ms(50); /* traffic flows */
         long long deadline = pvt_now_ms() + 5000;
-        volatile int *done = &sh->flag[kind == K_CONS ? F_CLT_DONE : F_SRV_DONE];
+        volatile int *done = &sh->flag[kind == K_CONS || kind == K_HINTS ? F_CLT_DONE : F_SRV_DONE];
         while (kind != K_CLEAN && !*done && pvt_now_ms() < deadline) {
                 uint32_t k = rnd(&seed) & (g.req_cap - 1);
                 switch (kind) {
@@ -193,6 +195,14 @@ static int hostile(void *arg)
                         h->req_c.cons = rnd(&seed);
                         h->req_c.done = rnd(&seed);
                         h->req_c.port_cons = rnd(&seed);
+                        break;
+                case K_HINTS:
+                        /* Either side's CPU, said to be of the other's
+                         * kernel, or of none: only when they poll moves. */
+                        h->srv_cpu = rnd(&seed) % 4;
+                        h->clt_cpu = rnd(&seed) % 4;
+                        h->srv_kernel = rnd(&seed) & 1 ? h->clt_kernel : rnd(&seed);
+                        h->clt_kernel = rnd(&seed) & 1 ? h->srv_kernel : rnd(&seed);
                         break;
                 default:
                         break;
@@ -225,7 +235,7 @@ static void run_kind(enum kind kind)
         CU_ASSERT_EQUAL(pvt_wait(cp, 15000), 0);
         CU_ASSERT_EQUAL(pvt_wait(sp, 15000), 0);
         CU_ASSERT_EQUAL(sh->v[V_SRV_BAD_PTR], 0);
-        if (kind == K_CLEAN) {
+        if (kind == K_CLEAN || kind == K_HINTS) {
                 CU_ASSERT_EQUAL(sh->v[V_SRV_RC], -ECONNRESET);
                 CU_ASSERT_EQUAL(sh->v[V_CLT_RC], 0);
                 CU_ASSERT_EQUAL(sh->v[V_SRV_COUNT], CLEAN_COUNT);
@@ -254,6 +264,7 @@ static void test_offset(void) { run_kind(K_OFFSET); }
 static void test_pend(void) { run_kind(K_PEND); }
 static void test_cons(void) { run_kind(K_CONS); }
 static void test_clean(void) { run_kind(K_CLEAN); }
+static void test_hints(void) { run_kind(K_HINTS); }
 
 int main(void)
 {
@@ -266,6 +277,7 @@ int main(void)
         CU_add_test(s, "corrupt release indices: server -EPROTO", test_pend);
         CU_add_test(s, "corrupt consumer indices: client -EPROTO", test_cons);
         CU_add_test(s, "afterwards, clean traffic flows", test_clean);
+        CU_add_test(s, "lying waiters' hints (CPU, kernel): every request served, no error", test_hints);
         CU_basic_set_mode(CU_BRM_VERBOSE);
         CU_basic_run_tests();
         unsigned fails = CU_get_number_of_failures() + CU_get_number_of_suites_failed();

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "conn.h"
+#include "pvc-spin.h"
 #include "pv/vrpq.h"
 #include "vrpq-proto.h"
 #include "vrpq-queue.h"
@@ -37,13 +38,16 @@ struct VrpqChan {
         uint32_t *my_rx_sleep;          /* ours, waiting for what rx brings */
         uint32_t *peer_rx_sleep;        /* the peer's receiver: after we post */
         uint32_t *peer_tx_sleep;        /* the peer's poster: after we consume */
+        uint32_t *my_cpu, *peer_cpu;    /* hints (vrpq-proto.h) */
+        const uint64_t *peer_kernel;
+        uint64_t kernel;                /* ours */
         int kick_fd;                    /* the peer's xIRQ */
         int wait_fd;                    /* ours */
         bool server;
         atomic_bool dead;               /* sticky: the channel ended */
         atomic_bool peer_woken;         /* we kicked a sleeping peer: yield while waiting for it */
         uint64_t spin_ns;               /* PVCLIENT_VRPQ_SPIN_US: the most a wait polls */
-        uint64_t spin_budget;           /* what it polls now (pvc_spin_learn) */
+        struct pvc_spin_learn spin_learn; /* what it polls now */
         void *last_out;                 /* the last block's output bytes */
         VrpqCallbackFn cb_fn;           /* client: handles callbacks while it waits */
         void *cb_ctx;

@@ -144,12 +144,21 @@ int pvc_vrpq_wait(VrpqChan *c, uint32_t *flag, uint32_t *flag2, int (*ready)(Vrp
          * this very CPU: give the CPU up between bursts at once, not after
          * PVC_SPIN_YIELD_NS. */
         bool woke = atomic_exchange_explicit(&c->peer_woken, false, memory_order_relaxed);
-        if (timeout_ms != 0 && c->spin_ns) {
-                uint64_t t0 = pvc_now_ns(), budget = pvc_spin_budget(&c->spin_budget, c->spin_ns);
+        uint64_t budget = timeout_ms != 0 && c->spin_ns ? pvc_spin_budget(&c->spin_learn, c->spin_ns) : 0;
+        /* A peer on this very CPU cannot answer while we poll: sleep at
+         * once (the wake-up hands it the CPU). CPU hints compare only
+         * within one kernel. */
+        uint32_t cpu = pvc_cpu_hint();
+        bool one_kernel = c->kernel && shm_read64(c->peer_kernel) == c->kernel;
+        ring_store_relaxed(c->my_cpu, cpu);
+        if (budget && one_kernel && cpu && shm_read32(c->peer_cpu) == cpu)
+                budget = 0;
+        if (budget) {
+                uint64_t t0 = pvc_now_ns();
                 for (unsigned i = 1;; i++) {
                         if ((r = ready(c, arg))) {
                                 if (i > 1)
-                                        pvc_spin_learn(&c->spin_budget, c->spin_ns, true, pvc_now_ns() - t0);
+                                        pvc_spin_learned(&c->spin_learn, c->spin_ns, true, pvc_now_ns() - t0);
                                 return r;
                         }
                         if (pvc_vrpq_closed(c))
@@ -158,9 +167,11 @@ int pvc_vrpq_wait(VrpqChan *c, uint32_t *flag, uint32_t *flag2, int (*ready)(Vrp
                         if ((i & 63) == 0) {
                                 uint64_t spun = pvc_now_ns() - t0;
                                 if (spun >= budget) {
-                                        pvc_spin_learn(&c->spin_budget, c->spin_ns, false, spun);
+                                        pvc_spin_learned(&c->spin_learn, c->spin_ns, false, spun);
                                         break;
                                 }
+                                if (one_kernel && shm_read32(c->peer_cpu) == cpu)
+                                        break;   /* it came to our CPU: let the wake-up hand it over */
                                 if (woke)
                                         sched_yield();
                                 else
