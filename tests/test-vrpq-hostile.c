@@ -3,9 +3,10 @@
  * corrupts the channel: the producer's ring index, whole descriptors,
  * parameter offsets, release indices, and the consumer's indices; or it
  * lies in the waiters' hints, which must change nothing but when a side
- * polls. The victim of a corruption gets -EPROTO for that channel, never a crash and never a pointer
- * outside PMEM (the server touches every byte it is given; run under ASan
- * by scripts/test.sh); both pvds keep serving and free everything. */
+ * polls. The victim of a corruption gets -EPROTO for that channel, never
+ * a crash and never a pointer outside PMEM (the server touches every byte
+ * it is given; run under ASan by scripts/test.sh); both pvds keep serving
+ * and free everything. */
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
