@@ -203,15 +203,17 @@ struct vrpq_chan_hdr {
          * CPUs are compared only between programs of one kernel. */
         uint32_t srv_cpu;
         uint64_t srv_kernel;
+        /* Written by the pvds: a channel leaves OPEN for CLOSED when either
+         * side ends it, so that busy programs learn it without a system
+         * call (enum vrpq_chan_state). On this line, which the client
+         * reads at each notify anyway. */
+        uint32_t state;
         _Alignas(PV_CACHELINE) uint32_t clt_tx_sleep;
         uint32_t clt_rx_sleep;
         uint32_t clt_cpu;
         uint64_t clt_kernel;
-        /* Written by the pvds: a channel leaves OPEN for CLOSED when either
-         * side ends it, so that busy programs learn it without a system
-         * call. The rest is for display. */
+        /* Written by the server VM's pvd, for display. */
         _Alignas(PV_CACHELINE) uint32_t magic;
-        uint32_t state;             /* enum vrpq_chan_state */
         uint32_t sid, cid;
         struct vrpq_chan_geom geom;
 };
