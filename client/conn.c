@@ -1,9 +1,11 @@
 /* libpvclient's connection to pvd. See conn.h. */
 #include <errno.h>
+#include <stdint.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -203,6 +205,26 @@ int pvc_conn_call(struct pv_conn *c, struct pv_msg *req, struct pv_msg *resp, vo
 out:
         pthread_mutex_unlock(&c->lock);
         return rc;
+}
+
+int pvc_map(int fd, uint64_t offset, uint64_t len, void **out)
+{
+        uint64_t pg = (uint64_t)sysconf(_SC_PAGESIZE);
+        struct stat st;
+        if (fd < 0 || !len || offset % pg || offset > (uint64_t)INT64_MAX || len > SIZE_MAX || fstat(fd, &st) < 0)
+                return -EINVAL;
+        off_t end = S_ISREG(st.st_mode) ? st.st_size : lseek(fd, 0, SEEK_END);
+        if (end >= 0) {
+                /* The last partial page of a file maps whole. */
+                uint64_t have = ((uint64_t)end + pg - 1) / pg * pg;
+                if (offset > have || len > have - offset)
+                        return -EPROTO;
+        }
+        void *p = mmap(NULL, (size_t)len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t)offset);
+        if (p == MAP_FAILED)
+                return -errno;
+        *out = p;
+        return 0;
 }
 
 int pvc_wait_fd(int fd, int conn_fd, int timeout_ms)

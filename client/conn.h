@@ -44,6 +44,11 @@ int pvc_conn_post(struct pv_conn *c, struct pv_msg *req);
 int pvc_error(int diag, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void pvc_error_clear(void);
 
+/* Map len bytes of shared memory at offset of fd (pvd hands memory out as
+ * fd, offset, length), read/write, after checking that the memory holds
+ * them (so that no access can fault). 0 with *out, or -errno. */
+int pvc_map(int fd, uint64_t offset, uint64_t len, void **out);
+
 /* Wait until fd is readable or the connection's socket hangs up; timeout_ms
  * < 0 waits forever. 1 readable, 0 timeout, -ECONNRESET hang-up, -EINTR. */
 int pvc_wait_fd(int fd, int conn_fd, int timeout_ms);

@@ -18,6 +18,7 @@
 
 #include "config.h"
 #include "info.h"
+#include "pv-ivshmem.h"
 
 /* Far above any real platform; keeps a wrong --config (a disk image, a
  * device) from being read whole into memory. */
@@ -439,6 +440,9 @@ static int fill_vlink(struct loader *ld, unsigned k)
         vl->info[PV_CLIENT] = *ci;
         vl->access[PV_SERVER] = s->access;
         vl->access[PV_CLIENT] = c->access;
+        if ((rc = agree(ld, c, s, PV_INFO_GAVE_HV_HEAP, "hv-heap", ci->hv_heap, si->hv_heap)) < 0)
+                return rc;
+        vl->hv_heap = (s->given & PV_INFO_GAVE_HV_HEAP) ? si->hv_heap : PV_IVSHM_HEAP_DEFAULT;
         if (vl->kind == PV_VLINK_VBPIPE) {
                 vl->vbpipe_size = si->vbpipe_size;
                 return agree(ld, c, s, PV_INFO_GAVE_SIZE, "ring size", ci->vbpipe_size, si->vbpipe_size);
@@ -455,8 +459,11 @@ static int fill_vlink(struct loader *ld, unsigned k)
                 vl->vrpq_reqs = si->vrpq_reqs;
                 vl->vrpq_pmem = si->vrpq_pmem;
         }
-        if (si->has_vumem)
+        if (si->has_vumem) {
                 vl->vumem_pdev = si->vumem_pdev;
+                if (!(s->given & PV_INFO_GAVE_HV_HEAP))
+                        vl->hv_heap = PV_IVSHM_HEAP_VUMEM_DEFAULT;
+        }
         return 0;
 }
 

@@ -35,6 +35,7 @@
 #define PV_VBPIPE_SIZE_MAX (64ull << 20)
 #define PV_VBPIPE_SIZE_DEF (256ull << 10)
 #define PV_WAKEUP_MS_MAX   60000u
+#define PV_HV_HEAP_MAX     (4ull << 30)          /* bytes per side */
 
 /* The two ends of a vlink. */
 enum pv_side { PV_SERVER = 0, PV_CLIENT = 1 };
@@ -62,6 +63,8 @@ struct pv_info {
         int vbpipe_minor;          /* -1 when not given */
         uint32_t wakeup_ms;        /* 0 when not given */
         char name[PV_NAME_MAX];    /* name=, "" when not given */
+        /* any vlink */
+        uint64_t hv_heap;          /* hv-heap=, page-rounded; 0 when not given */
 };
 
 /* Who may open the device nodes of one vlink end: properties
@@ -106,6 +109,11 @@ struct pv_vlink_cfg {
         uint64_t vrpq_pmem;
         uint64_t vumem_pdev;                /* 0: no VUMEM on this vlink */
         uint64_t vbpipe_size;               /* per direction */
+        /* Grantable memory of each side on backends that carve grants from
+         * the vlink's memory (ivshmem): info hv-heap=, else
+         * PV_IVSHM_HEAP_VUMEM_DEFAULT on vlinks with VUMEM (its buffers come
+         * from there), else PV_IVSHM_HEAP_DEFAULT. Page-rounded. */
+        uint64_t hv_heap;
 };
 
 struct pv_platform {

@@ -73,14 +73,26 @@ static void pack_status(struct pvd *pvd, msgpack_packer *pk)
         for (unsigned i = 0; i < pvd->nnodes; i++)
                 nprog += pvd->nodes[i].nconns;
 
-        msgpack_pack_map(pk, 10);
+        msgpack_pack_map(pk, 11);
         pvd_pack_kv_str(pk, "vm", pvd->vm_name);
         pvd_pack_kv_u64(pk, "pid", (uint64_t)getpid());
         pvd_pack_kv_str(pk, "version", PV_VERSION);
         pvd_pack_kv_u64(pk, "uptime_ms", now - pvd->start_ms);
         pvd_pack_kv_str(pk, "hv", pvd->hv->name);
+        pvd_pack_str(pk, "hv_caps");
+        unsigned ncaps = 0;
+        for (unsigned b = 1; b & HV_CAP_ALL; b <<= 1)
+                ncaps += (pvd_hv_caps(pvd) & b) != 0;
+        msgpack_pack_array(pk, ncaps);
+        for (unsigned b = 1; b & HV_CAP_ALL; b <<= 1)
+                if (pvd_hv_caps(pvd) & b)
+                        pvd_pack_str(pk, hv_cap_name(b));
+        pvd_pack_str(pk, "hv_info");
+        if (pvd->hv->global_status)
+                pvd->hv->global_status(pvd, pk);
+        else
+                msgpack_pack_map(pk, 0);
         pvd_pack_kv_str(pk, "runtime_dir", pvd->runtime_dir);
-        pvd_pack_kv_str(pk, "platform_dir", pvd->platform_dir);
 
         pvd_pack_str(pk, "vlinks");
         msgpack_pack_array(pk, pvd->nvlinks);

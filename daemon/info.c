@@ -240,6 +240,19 @@ static int vbpipe_positional(struct parse *ps, const char *f)
         }
 }
 
+/* hv-heap=SIZE, a key of every vlink: each side's grantable memory on
+ * backends that carve grants from the vlink's memory. */
+static int hv_heap_key(struct parse *ps, const char *field, const char *val)
+{
+        uint64_t v;
+        int rc;
+        if ((rc = once(ps, field, PV_INFO_GAVE_HV_HEAP)) < 0 ||
+            (rc = size_field(ps, field, val, 0, PV_HV_HEAP_MAX, &v)) < 0)
+                return rc;
+        ps->info.hv_heap = round_page(v);
+        return 0;
+}
+
 static int vbpipe_key(struct parse *ps, const char *field, const char *key, const char *val)
 {
         char q[96], k[72];
@@ -266,7 +279,9 @@ static int vbpipe_key(struct parse *ps, const char *field, const char *key, cons
                 snprintf(ps->info.name, sizeof(ps->info.name), "%s", val);
                 return 0;
         }
-        return fail(ps, "unknown key \"%s\" (known for vbpipe: wakeup, name)",
+        if (strcmp(key, "hv-heap") == 0)
+                return hv_heap_key(ps, field, val);
+        return fail(ps, "unknown key \"%s\" (known for vbpipe: wakeup, name, hv-heap)",
                     pv_str_safe(key, strlen(key), k, sizeof(k)));
 }
 
@@ -296,7 +311,9 @@ static int vdev_key(struct parse *ps, const char *field, const char *key, const 
                 ps->info.vumem_pdev = round_page(v);
                 return 0;
         }
-        return fail(ps, "unknown key \"%s\" (known: vrpq-reqs, vrpq-pmem, vumem-pdev)",
+        if (strcmp(key, "hv-heap") == 0)
+                return hv_heap_key(ps, field, val);
+        return fail(ps, "unknown key \"%s\" (known: vrpq-reqs, vrpq-pmem, vumem-pdev, hv-heap)",
                     pv_str_safe(key, strlen(key), k, sizeof(k)));
 }
 

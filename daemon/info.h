@@ -21,6 +21,7 @@ enum {
         PV_INFO_GAVE_MINOR = 1u << 5,
         PV_INFO_GAVE_WAKEUP = 1u << 6,
         PV_INFO_GAVE_NAME = 1u << 7,
+        PV_INFO_GAVE_HV_HEAP = 1u << 8,
 };
 
 /* pv_info_parse() that also reports the PV_INFO_GAVE_* bits in *given. */

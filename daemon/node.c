@@ -78,6 +78,34 @@ static void conn_free_cb(uv_handle_t *h)
         free(c);
 }
 
+/* Discard what the program sent and we will not read (fds included). A
+ * UNIX socket closed with unread messages makes the program's next read
+ * fail with ECONNRESET before it reaches our last message (the reason we
+ * hung up), so the queue goes first. */
+static void conn_discard(int fd)
+{
+        for (int i = 0; i < 4096; i++) {
+                union {
+                        char buf[CMSG_SPACE(sizeof(int) * PV_MSG_MAX_FDS)];
+                        struct cmsghdr align;
+                } u;
+                char data[64];
+                struct iovec iov = { .iov_base = data, .iov_len = sizeof(data) };
+                struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+                                     .msg_controllen = sizeof(u.buf) };
+                ssize_t n = recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+                if (n <= 0)
+                        return;
+                for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
+                        if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
+                                for (size_t k = 0; k < (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int); k++) {
+                                        int f;
+                                        memcpy(&f, CMSG_DATA(cm) + k * sizeof(int), sizeof(int));
+                                        close(f);
+                                }
+        }
+}
+
 void pvd_conn_close(struct pvd_conn *c, const char *why)
 {
         if (c->closing)
@@ -99,8 +127,9 @@ void pvd_conn_close(struct pvd_conn *c, const char *why)
                 n->refused_pending--;
         }
         /* The program must see the end at once, even if the close of the
-         * handle completes later. */
+         * handle completes later; nothing it sends now is queued. */
         shutdown(c->fd, SHUT_RDWR);
+        conn_discard(c->fd);
         uv_poll_stop(&c->poll);
         uv_close((uv_handle_t *)&c->poll, conn_free_cb);
 }

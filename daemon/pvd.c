@@ -63,7 +63,7 @@ void pvd_sd_notify(const char *msg)
         close(fd);
 }
 
-static int mkdir_p(const char *dir, mode_t mode)
+int pvd_mkdir_p(const char *dir, mode_t mode)
 {
         char buf[PATH_MAX];
         int n = snprintf(buf, sizeof(buf), "%s", dir);
@@ -87,7 +87,7 @@ static int mkdir_p(const char *dir, mode_t mode)
 
 /* Take an exclusive lock on path, recording who holds it. On conflict, say
  * who holds it. */
-static int take_lock(const char *path, const char *what, struct pvd *pvd)
+int pvd_lock_take(struct pvd *pvd, const char *path, const char *what)
 {
         int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
         if (fd < 0) {
@@ -126,6 +126,25 @@ static int resolve_id(const char *s, unsigned dflt, bool (*lookup)(const char *,
                 return 0;
         }
         return lookup(s, out) ? 0 : -ENOENT;
+}
+
+/* The backend's capabilities less those PVD_HV_CAPS_OFF names. */
+static int hv_caps_init(struct pvd *pvd)
+{
+        pvd->hv_caps = pvd->hv->caps;
+        const char *env = getenv("PVD_HV_CAPS_OFF");
+        if (!env || !*env)
+                return 0;
+        unsigned off;
+        const char *bad = "";
+        if (hv_caps_parse(env, &off, &bad) < 0) {
+                pv_err("PVD_HV_CAPS_OFF=%s: unknown capability \"%s\" (known: one_kernel, foreign_mem, slice, all)",
+                       env, bad);
+                return -EINVAL;
+        }
+        pvd->hv_caps &= ~off;
+        pv_notice("capabilities turned off by PVD_HV_CAPS_OFF=%s", env);
+        return 0;
 }
 
 static bool lookup_user(const char *name, unsigned *id)
@@ -309,7 +328,7 @@ int pvd_run(const struct pvd_options *opt)
         struct pvd pvd_obj = { .lock_fd = -1 };
         struct pvd *pvd = &pvd_obj;
         int rc = 1;
-        int lock2 = -1;
+        bool hv_up = false;
         char err[512];
 
         pvd->plat = calloc(1, sizeof(*pvd->plat));
@@ -329,35 +348,30 @@ int pvd_run(const struct pvd_options *opt)
                 goto out;
         }
         pvd->vm_name = pvd->plat->vms[pvd->vm].name;
-        if (strlen(opt->runtime_dir) >= PVD_DIR_MAX || strlen(opt->platform_dir) >= PVD_DIR_MAX) {
-                pv_err("the runtime and platform directory paths must be shorter than %d bytes "
-                       "(they hold UNIX sockets)", PVD_DIR_MAX);
+        if (strlen(opt->runtime_dir) >= PVD_DIR_MAX) {
+                pv_err("the runtime directory path must be shorter than %d bytes (it holds UNIX sockets)",
+                       PVD_DIR_MAX);
                 goto out;
         }
         snprintf(pvd->runtime_dir, sizeof(pvd->runtime_dir), "%s", opt->runtime_dir);
-        snprintf(pvd->platform_dir, sizeof(pvd->platform_dir), "%s", opt->platform_dir);
-        pvd->hv = &hv_emu;
-        if (pvd_plan(pvd) < 0)
+        pvd->hv = opt->hv ? opt->hv : hv_backends[0];
+        if (hv_caps_init(pvd) < 0 || pvd_plan(pvd) < 0)
                 goto out;
 
-        int e = mkdir_p(pvd->runtime_dir, 0755);
-        if (e == 0)
-                e = mkdir_p(pvd->platform_dir, 0755);
+        int e = pvd_mkdir_p(pvd->runtime_dir, 0755);
         if (e < 0) {
-                pv_err("cannot create %s or %s: %s", pvd->runtime_dir, pvd->platform_dir, strerror(-e));
+                pv_err("cannot create %s: %s", pvd->runtime_dir, strerror(-e));
                 goto out;
         }
         char path[PVD_DIR_MAX + PV_NAME_MAX + 16], what[PVD_DIR_MAX + PV_NAME_MAX + 32];
         snprintf(path, sizeof(path), "%s/pvd.lock", pvd->runtime_dir);
         snprintf(what, sizeof(what), "runs in %s", pvd->runtime_dir);
-        pvd->lock_fd = take_lock(path, what, pvd);
+        pvd->lock_fd = pvd_lock_take(pvd, path, what);
         if (pvd->lock_fd < 0)
                 goto out;
-        snprintf(path, sizeof(path), "%s/%s.lock", pvd->platform_dir, pvd->vm_name);
-        snprintf(what, sizeof(what), "serves %s on platform %s", pvd->vm_name, pvd->platform_dir);
-        lock2 = take_lock(path, what, pvd);
-        if (lock2 < 0)
+        if (pvd->hv->init(pvd, opt->hv_values) < 0)
                 goto out_unlock;
+        hv_up = true;
 
         /* Every vlink and grant is an fd or two: take all we may. */
         struct rlimit rl;
@@ -419,10 +433,9 @@ out_close:
         uv_walk(pvd->loop, walk_close, NULL);
         uv_run(pvd->loop, UV_RUN_DEFAULT);
         uv_loop_close(pvd->loop);
-        snprintf(path, sizeof(path), "%s/%s.lock", pvd->platform_dir, pvd->vm_name);
-        unlink(path);
-        close(lock2);
 out_unlock:
+        if (hv_up && pvd->hv->fini)
+                pvd->hv->fini(pvd);
         snprintf(path, sizeof(path), "%s/pvd.lock", pvd->runtime_dir);
         unlink(path);
         close(pvd->lock_fd);

@@ -17,6 +17,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "hv/hv.h"
 #include "log.h"
 #include "pv-msg.h"
 #include "pv-ring.h"
@@ -37,7 +38,8 @@ const char *pv_vlink_state_name(enum pv_vlink_state st);
 struct pvd_region {
         void *base;     /* mapped in pvd, or NULL */
         size_t size;    /* 0: region absent on this vlink */
-        int fd;         /* memfd (or -1) */
+        int fd;         /* the backend's memory (or -1): the region is at offset */
+        uint64_t offset;
 };
 
 struct pvd_pending; /* control messages waiting for ring room */
@@ -54,6 +56,7 @@ struct pvd_vlink {
         struct pv_ring tx, rx;              /* control rings (tx: we produce) */
         struct pvd_pending *pending_head, *pending_tail;
         size_t pending_bytes;
+        struct pvd_pending *rx_stalled;     /* a backend message waiting (hv.h, ordering) */
         void *hv;                           /* backend state */
         void *drv[PV_DRV_COUNT];            /* driver state */
         uint64_t up_since_ms;               /* uv_now() at the last ON */
@@ -81,19 +84,34 @@ int pvd_vlink_notify(struct pvd_vlink *vl);
 /* Backend -> core. */
 /* Sizes of every region of this vlink (0: absent), page-rounded. */
 void pvd_vlink_region_sizes(const struct pvd_vlink *vl, size_t sizes[PV_REGION_COUNT]);
+/* The same from the configuration alone: what pvhv sizes a vlink's shared
+ * memory with, so that pvd and pvhv can never disagree. */
+void pv_vlink_cfg_region_sizes(const struct pv_vlink_cfg *cfg, size_t sizes[PV_REGION_COUNT]);
 /* Server end: fresh regions are mapped in vl->region[]; the control
  * header and each driver's region_init run before the peer sees them. */
 void pvd_vlink_regions_created(struct pvd_vlink *vl);
 void pvd_vlink_set_state(struct pvd_vlink *vl, enum pv_vlink_state st);
 void pvd_vlink_xirq(struct pvd_vlink *vl);  /* the peer's control xIRQ */
 
-/* Hypervisor services for drivers (see hv.h for the contract). */
+/* Backend -> peer's backend, in ring order (hv.h, ordering rule): like
+ * pvd_vlink_send, delivered to the peer backend's ring_msg. */
+int pvd_vlink_send_hv(struct pvd_vlink *vl, uint32_t type, const void *msg, uint32_t len);
+/* The backend can now take the ring message its ring_msg put off. */
+void pvd_vlink_rx_resume(struct pvd_vlink *vl);
+
+/* Hypervisor services for drivers (see hv/hv.h for the contract). */
 int pvd_xirq_alloc(struct pvd_vlink *vl, uint32_t *id, int *fd);
 int pvd_xirq_get(struct pvd_vlink *vl, uint32_t id, int *fd);
 void pvd_xirq_free(struct pvd_vlink *vl, uint32_t id);
-int pvd_grant(struct pvd_vlink *vl, int fd, uint64_t offset, uint64_t size, uint32_t *gref);
-int pvd_grant_get(struct pvd_vlink *vl, uint32_t gref, int *fd, uint64_t *offset, uint64_t *size);
+int pvd_mem_alloc(struct pvd_vlink *vl, uint64_t size, const char *name, struct hv_mem *out);
+int pvd_mem_import(struct pvd_vlink *vl, int fd, uint64_t size, struct hv_mem *out);
+void pvd_mem_free(struct pvd *pvd, struct pvd_vlink *vl, struct hv_mem *m);
+int pvd_grant(struct pvd_vlink *vl, const struct hv_mem *m, uint64_t off, uint64_t len, uint32_t *gref);
+int pvd_grant_get(struct pvd_vlink *vl, uint32_t gref, struct hv_mem *out);
 void pvd_grant_revoke(struct pvd_vlink *vl, uint32_t gref);
+/* The backend's capabilities (HV_CAP_*) less those PVD_HV_CAPS_OFF turned
+ * off. */
+unsigned pvd_hv_caps(const struct pvd *pvd);
 
 /* ---- device nodes and program connections -------------------------------- */
 
@@ -186,7 +204,8 @@ struct pvd_options {
         const char *config;
         const char *vm;
         const char *runtime_dir;
-        const char *platform_dir;
+        const struct hv_backend *hv;
+        const char *hv_values[HV_MAX_OPTIONS];  /* the backend's options[i] */
         int log_level;
 };
 
@@ -197,8 +216,9 @@ struct pvd {
         const char *vm_name;
         /* Short enough for socket paths (sun_path is 108 bytes). */
         char runtime_dir[PVD_DIR_MAX];
-        char platform_dir[PVD_DIR_MAX];
         const struct hv_backend *hv;
+        void *hv_priv;                       /* the backend's own state */
+        unsigned hv_caps;                    /* hv->caps less PVD_HV_CAPS_OFF */
         struct pvd_vlink *vlinks;
         unsigned nvlinks;
         struct pvd_node *nodes;
@@ -229,6 +249,14 @@ void pvd_hot(struct pvd *pvd);
  * value is reported and default_us used), else default_us; 0 on a machine
  * with one CPU. */
 uint64_t pvd_spin_ns(unsigned default_us);
+
+/* Helpers for the core and backends. */
+/* mkdir -p with mode: 0 or -errno. */
+int pvd_mkdir_p(const char *dir, mode_t mode);
+/* An exclusive lock on path (created), recording this pvd; on conflict
+ * logs who holds it ("another pvd (...) already <what>"). The fd, or
+ * -errno. */
+int pvd_lock_take(struct pvd *pvd, const char *path, const char *what);
 
 /* Helpers for drivers. */
 struct pvd_node *pvd_node_find(struct pvd *pvd, const char *name);

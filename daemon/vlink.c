@@ -43,15 +43,20 @@ static size_t page_round(size_t n)
         return (n + pg - 1) / pg * pg;
 }
 
-void pvd_vlink_region_sizes(const struct pvd_vlink *vl, size_t sizes[PV_REGION_COUNT])
+void pv_vlink_cfg_region_sizes(const struct pv_vlink_cfg *cfg, size_t sizes[PV_REGION_COUNT])
 {
         memset(sizes, 0, sizeof(size_t) * PV_REGION_COUNT);
         sizes[PV_REGION_CTL] = page_round(PV_CTL_REGION_SIZE);
         for (int d = 0; d < PV_DRV_COUNT; d++) {
                 const struct pvd_driver *drv = pvd_drivers[d];
                 if (drv && drv->region_size)
-                        sizes[drv->region] = page_round(drv->region_size(vl->cfg));
+                        sizes[drv->region] = page_round(drv->region_size(cfg));
         }
+}
+
+void pvd_vlink_region_sizes(const struct pvd_vlink *vl, size_t sizes[PV_REGION_COUNT])
+{
+        pv_vlink_cfg_region_sizes(vl->cfg, sizes);
 }
 
 void pvd_vlink_regions_created(struct pvd_vlink *vl)
@@ -107,6 +112,8 @@ void pvd_vlink_set_state(struct pvd_vlink *vl, enum pv_vlink_state st)
                                 drv->down(vl);
                 }
                 pending_clear(vl);
+                free(vl->rx_stalled);
+                vl->rx_stalled = NULL;
         }
         switch (st) {
         case PV_VLINK_OFF:
@@ -193,13 +200,12 @@ static void pending_flush(struct pvd_vlink *vl)
         tx_notify(vl);
 }
 
-int pvd_vlink_send(struct pvd_vlink *vl, enum pv_drv_id drv, uint32_t type, const void *msg, uint32_t len)
+static int send_tag(struct pvd_vlink *vl, uint32_t tag, const void *msg, uint32_t len)
 {
         if (vl->state != PV_VLINK_ON)
                 return -ENOTCONN;
         if (len > PV_CTL_MSG_MAX)
                 return -EMSGSIZE;
-        uint32_t tag = PV_TAG(drv, type);
         if (!vl->pending_head) {
                 int rc = pv_ring_send(&vl->tx, tag, msg, len);
                 if (rc == 0) {
@@ -232,6 +238,74 @@ int pvd_vlink_send(struct pvd_vlink *vl, enum pv_drv_id drv, uint32_t type, cons
         return 0;
 }
 
+int pvd_vlink_send(struct pvd_vlink *vl, enum pv_drv_id drv, uint32_t type, const void *msg, uint32_t len)
+{
+        if (drv == PV_DRV_CORE || drv >= PV_DRV_COUNT)
+                return -EINVAL;
+        return send_tag(vl, PV_TAG(drv, type), msg, len);
+}
+
+int pvd_vlink_send_hv(struct pvd_vlink *vl, uint32_t type, const void *msg, uint32_t len)
+{
+        return send_tag(vl, PV_TAG(PV_DRV_CORE, type), msg, len);
+}
+
+/* One message from the peer: the backend's (PV_DRV_CORE) or a driver's.
+ * 0, -EAGAIN (the backend put it off), or < 0 when the vlink was reset. */
+static int deliver(struct pvd_vlink *vl, uint32_t tag, const void *buf, uint32_t len)
+{
+        unsigned d = PV_TAG_DRV(tag);
+        if (d == PV_DRV_CORE) {
+                int rc = vl->pvd->hv->ring_msg ? vl->pvd->hv->ring_msg(vl, PV_TAG_TYPE(tag), buf, len) : -EPROTO;
+                if (rc == -EAGAIN)
+                        return rc;
+                if (rc < 0) {
+                        pvd_vlink_fail(vl, "the peer's hypervisor message %u is malformed", PV_TAG_TYPE(tag));
+                        return -EPROTO;
+                }
+                return vl->state == PV_VLINK_ON ? 0 : -ENOTCONN;
+        }
+        const struct pvd_driver *drv = d < PV_DRV_COUNT ? pvd_drivers[d] : NULL;
+        if (!drv || !vl->drv[d] || !drv->msg) {
+                pvd_vlink_fail(vl, "message for unknown driver %u", d);
+                return -EPROTO;
+        }
+        drv->msg(vl, PV_TAG_TYPE(tag), buf, len);
+        return vl->state == PV_VLINK_ON ? 0 : -ENOTCONN;
+}
+
+/* Keep a message the backend put off; the ring is not read until
+ * pvd_vlink_rx_resume() delivers it. */
+static void stall(struct pvd_vlink *vl, uint32_t tag, const void *buf, uint32_t len)
+{
+        struct pvd_pending *p = malloc(sizeof(*p) + len);
+        if (!p) {
+                pvd_vlink_fail(vl, "out of memory");
+                return;
+        }
+        p->next = NULL;
+        p->tag = tag;
+        p->len = len;
+        memcpy(p->data, buf, len);
+        vl->rx_stalled = p;
+}
+
+void pvd_vlink_rx_resume(struct pvd_vlink *vl)
+{
+        struct pvd_pending *p = vl->rx_stalled;
+        if (!p || vl->state != PV_VLINK_ON)
+                return;
+        vl->rx_stalled = NULL;
+        int rc = deliver(vl, p->tag, p->data, p->len);
+        if (rc == -EAGAIN) {
+                vl->rx_stalled = p;
+                return;
+        }
+        free(p);
+        if (rc == 0)
+                pvd_vlink_xirq(vl);
+}
+
 /* Deliver every message waiting from the peer, let drivers poll their own
  * rings, then announce that we sleep (re-checking, so no xIRQ is lost). */
 void pvd_vlink_xirq(struct pvd_vlink *vl)
@@ -239,6 +313,8 @@ void pvd_vlink_xirq(struct pvd_vlink *vl)
         static uint8_t buf[PV_CTL_MSG_MAX];
         vl->ctl_xirq_rx++;
         while (vl->state == PV_VLINK_ON) {
+                if (vl->rx_stalled)
+                        return; /* the backend resumes us */
                 for (;;) {
                         uint32_t tag, len;
                         int rc = pv_ring_recv(&vl->rx, &tag, buf, sizeof(buf), &len);
@@ -248,14 +324,14 @@ void pvd_vlink_xirq(struct pvd_vlink *vl)
                                 pvd_vlink_fail(vl, "control ring from the peer is corrupt");
                                 return;
                         }
-                        unsigned d = PV_TAG_DRV(tag);
-                        const struct pvd_driver *drv = d < PV_DRV_COUNT ? pvd_drivers[d] : NULL;
-                        if (!drv || !vl->drv[d] || !drv->msg) {
-                                pvd_vlink_fail(vl, "message for unknown driver %u", d);
+                        rc = deliver(vl, tag, buf, len);
+                        if (rc == -EAGAIN) {
+                                stall(vl, tag, buf, len);
+                                if (pv_ring_cons_notify(&vl->rx))
+                                        vl->pvd->hv->notify(vl);
                                 return;
                         }
-                        drv->msg(vl, PV_TAG_TYPE(tag), buf, len);
-                        if (vl->state != PV_VLINK_ON)
+                        if (rc < 0)
                                 return;
                 }
                 if (pv_ring_cons_notify(&vl->rx))
@@ -287,18 +363,48 @@ void pvd_xirq_free(struct pvd_vlink *vl, uint32_t id)
                 vl->pvd->hv->xirq_free(vl, id);
 }
 
-int pvd_grant(struct pvd_vlink *vl, int fd, uint64_t offset, uint64_t size, uint32_t *gref)
+int pvd_mem_alloc(struct pvd_vlink *vl, uint64_t size, const char *name, struct hv_mem *out)
 {
-        return vl->state == PV_VLINK_ON ? vl->pvd->hv->grant(vl, fd, offset, size, gref) : -ENOTCONN;
+        if (!size || size > (UINT64_C(1) << 46))
+                return -EINVAL;
+        return vl->pvd->hv->mem_alloc(vl, size, name, out);
 }
 
-int pvd_grant_get(struct pvd_vlink *vl, uint32_t gref, int *fd, uint64_t *offset, uint64_t *size)
+int pvd_mem_import(struct pvd_vlink *vl, int fd, uint64_t size, struct hv_mem *out)
 {
-        return vl->state == PV_VLINK_ON ? vl->pvd->hv->grant_get(vl, gref, fd, offset, size) : -ENOTCONN;
+        if (!(pvd_hv_caps(vl->pvd) & HV_CAP_FOREIGN_MEM) || !vl->pvd->hv->mem_import)
+                return -EOPNOTSUPP;
+        return vl->pvd->hv->mem_import(vl, fd, size, out);
+}
+
+void pvd_mem_free(struct pvd *pvd, struct pvd_vlink *vl, struct hv_mem *m)
+{
+        if (m->fd >= 0)
+                pvd->hv->mem_free(vl, m);
+        m->fd = -1;
+}
+
+int pvd_grant(struct pvd_vlink *vl, const struct hv_mem *m, uint64_t off, uint64_t len, uint32_t *gref)
+{
+        if (vl->state != PV_VLINK_ON)
+                return -ENOTCONN;
+        if (!len || off > m->size || len > m->size - off)
+                return -EINVAL;
+        return vl->pvd->hv->grant(vl, m, off, len, gref);
+}
+
+int pvd_grant_get(struct pvd_vlink *vl, uint32_t gref, struct hv_mem *out)
+{
+        return vl->state == PV_VLINK_ON ? vl->pvd->hv->grant_get(vl, gref, out) : -ENOTCONN;
 }
 
 void pvd_grant_revoke(struct pvd_vlink *vl, uint32_t gref)
 {
         if (vl->hv)
                 vl->pvd->hv->grant_revoke(vl, gref);
+}
+
+unsigned pvd_hv_caps(const struct pvd *pvd)
+{
+        return pvd->hv_caps;
 }

@@ -17,12 +17,17 @@
  * from the region sizes and the heap size: pvhv writes what it computes,
  * and pvd checks the header against its own computation.
  *
- * Peers: pvhv serves one socket per side of a vlink and gives side s the
- * ivshmem peer id PV_IVSHM_PEER_ID(s), always the same, so that a VM that
- * comes back is the same peer. Each side gets PV_IVSHM_VECTORS doorbell
- * vectors: PV_IVSHM_VEC_LINK (pvhv rings it after it changed the other
- * side's presence; the other pvd rings it for the control ring and link
- * state) and PV_IVSHM_VEC_XIRQ (program xIRQs, multiplexed).
+ * Peers: pvhv serves one socket per side of a vlink, so the socket says
+ * which side joined; the peer id does not. Each connection of side s gets a
+ * new id, s + 1, s + 3, s + 5, ... (odd for the server VM, even for the
+ * client VM), which pvhv writes in presence[s].peer_id: QEMU (7.2) frees a
+ * peer's state when told that it left and writes to that freed state if
+ * the same id joins again, corrupting its heap, so an id is never given
+ * again while a connection that saw it leave lives. Each side gets
+ * PV_IVSHM_VECTORS doorbell vectors: PV_IVSHM_VEC_LINK (pvhv rings it
+ * after it changed the other side's presence; the other pvd rings it for
+ * the control ring and link state) and PV_IVSHM_VEC_XIRQ (program xIRQs,
+ * multiplexed).
  *
  * Trust: both VMs can write every byte at any time (a guest writes its
  * BAR). pvhv only writes this memory, never reads it; it keeps its own copy
@@ -42,14 +47,30 @@
 #define PV_IVSHM_VECTORS   2u
 #define PV_IVSHM_VEC_LINK  0u
 #define PV_IVSHM_VEC_XIRQ  1u
-/* The peer id pvhv gives side s (PV_SERVER 0, PV_CLIENT 1). */
-#define PV_IVSHM_PEER_ID(s) ((uint32_t)(s) + 1u)
+/* Peer ids of side s (PV_SERVER 0, PV_CLIENT 1): the first, the side of
+ * an id, and how many a side has before they wrap (ids stay within the
+ * doorbell register's 16 bits). */
+#define PV_IVSHM_PEER_ID_FIRST(s) ((uint32_t)(s) + 1u)
+#define PV_IVSHM_PEER_SIDE(id) (((uint32_t)(id) - 1u) & 1u)
+#define PV_IVSHM_PEER_IDS_PER_SIDE 32767u
 /* Bytes of each side's area (its layout belongs to pvd's ivshmem backend). */
 #define PV_IVSHM_SIDE_SIZE (128u * 1024)
-/* Default grantable memory per side (info key hv-heap overrides it). */
+/* Default grantable memory per side (info key hv-heap overrides it): on
+ * vlinks with VUMEM, whose buffers come from it, and on the others. */
+#define PV_IVSHM_HEAP_VUMEM_DEFAULT (64ull << 20)
 #define PV_IVSHM_HEAP_DEFAULT (8ull << 20)
 /* Smallest shared memory pvhv creates. */
 #define PV_IVSHM_MIN_SIZE  (1ull << 20)
+
+/* QEMU's ivshmem server protocol (QEMU's docs/specs/ivshmem-spec.rst):
+ * one way, server to peer; each message is one little-endian int64,
+ * sometimes with one fd (SCM_RIGHTS). On connect: the version, the peer's
+ * own id, PV_IVSHM_MSG_SHM with the memory fd, then (id, eventfd) once per
+ * vector for every other peer there and then for the peer itself. Later:
+ * id with eventfds (a peer joined), id alone (it left). */
+#define PV_IVSHM_PROTO_VERSION 0
+#define PV_IVSHM_MSG_SHM       (-1)
+#define PV_IVSHM_PEER_ID_MAX   65535   /* the doorbell register has 16 bits */
 
 struct pv_ivshm_span {
         uint64_t offset;
@@ -59,7 +80,7 @@ struct pv_ivshm_span {
 /* pvhv's view of one side, updated while the vlink lives. */
 struct pv_ivshm_presence {
         uint32_t present;       /* 1 while that side's VM is connected to pvhv */
-        uint32_t peer_id;       /* PV_IVSHM_PEER_ID(side) */
+        uint32_t peer_id;       /* that side's id while present, its last id after, 0 before */
         uint32_t conn_gen;      /* incremented each time that side connects */
         uint32_t reserved;
 };

@@ -5,8 +5,15 @@
  *   - the messages the two pvds of a vlink exchange on its control ring;
  *   - the pdev region (PV_REGION_VUMEM, vumem-pdev bytes): the driver's
  *     bookkeeping, one record per buffer a client VM holds, each with its
- *     chunk list (extents of granted memory);
- *   - the check both pvds and the library make on shareable memory fds.
+ *     chunk list (extents of granted memory).
+ *
+ * Memory. A server program hands out buffers inside memory objects it
+ * registered with its pvd: memory the hypervisor backend made
+ * (VUMEM_OP_MEM_ALLOC, what vumemServerMemAlloc uses) or, where the backend
+ * can share memory it did not make, a sealed memfd or dma-buf of the
+ * program's (VUMEM_OP_REGISTER). pvd names each object by a key; answers
+ * name key and offset, never an fd. Memory is handed to programs as fd,
+ * offset and length, and mapped at that offset.
  *
  * Who writes the pdev: the server end's pvd only. It allocates cells in
  * its private bitmap, writes a buffer's record and extents, then sends the
@@ -48,23 +55,29 @@
 
 enum vumem_op {
         /* client node */
-        VUMEM_OP_SESSION_OPEN = PV_OP_VUMEM_FIRST + 1, /* FLAGS -> TOKEN session id */
+        VUMEM_OP_SESSION_OPEN = PV_OP_VUMEM_FIRST + 1, /* FLAGS -> TOKEN session id, FLAGS, and its
+                                                          lane (one fd, OFFSET) */
         VUMEM_OP_ALLOC,        /* DATA alloc -> BUFFER reply + DATA rewritten alloc */
         VUMEM_OP_FREE,         /* ID handle, FLAGS (VUMEM_FREE_NOREPLY: answer only a failure) */
         VUMEM_OP_ACCESS,       /* VALUE buffer id -> BUFFER reply */
-        VUMEM_OP_OBJECT,       /* VALUE object key -> SIZE object bytes, FLAGS, one fd (lane answers) */
+        VUMEM_OP_OBJECT,       /* VALUE object key -> SIZE object bytes, OFFSET, FLAGS, one fd (lane
+                                  answers) */
         VUMEM_OP_NOTE,         /* ID handle, SIZE bytes: a buffer the lane gave (no answer) */
         /* server node */
         VUMEM_OP_SERVER_OPEN = PV_OP_VUMEM_FIRST + 0x40, /* FLAGS (VUMEM_SERVER_LANES) -> the node's name
-                                                            in NAME, and with lanes the library's page */
+                                                            in NAME, and with lanes the library's page
+                                                            (one fd, OFFSET) */
         VUMEM_OP_NEXT,         /* COUNT: push me that many more requests (no answer) */
         VUMEM_OP_RESPOND,      /* ID req, DIAG, ... (no answer: failures come back as FREE) */
         VUMEM_OP_REQUEST,      /* pvd -> server program: a request (SEQ 0) */
-        VUMEM_OP_REGISTER,     /* VALUE key, SIZE bytes, one fd: shareable memory (no answer) */
+        VUMEM_OP_REGISTER,     /* SIZE bytes, one fd: the program's memory -> VALUE key (-EOPNOTSUPP where
+                                  the backend cannot share memory it did not make) */
         VUMEM_OP_UNREGISTER,   /* VALUE key (no answer) */
         VUMEM_OP_LANE,         /* pvd -> server program: a session's lane (SEQ 0): ID slot, GEN,
-                                  TOKEN session, STATE master, NAME client VM, one fd */
+                                  TOKEN session, STATE master, NAME client VM, FLAGS, OFFSET, one fd */
         VUMEM_OP_NUDGE,        /* server program -> pvd: read the log, refill reservations (no answer) */
+        VUMEM_OP_MEM_ALLOC,    /* SIZE -> VALUE key, OFFSET, SIZE (pages), FLAGS, one fd: memory of the
+                                  hypervisor backend, registered */
         /* both nodes */
         VUMEM_OP_KICK = PV_OP_VUMEM_FIRST + 0x80, /* program -> pvd: wake the lane's other side
                                                      (server node: TOKEN session) (no answer) */
@@ -80,12 +93,15 @@ enum vumem_op {
  * NAME client VM, DATA alloc bytes (ALLOC), VALUE buffer id, VALUE2 server
  * address, SIZE bytes (FREE).
  * RESPOND: ID request id, DIAG, MSG (on failure), DATA alloc bytes, VALUE2
- * server address, SIZE bytes, OFFSET map offset in the fd, OFFSET2 in-page
- * offset, one fd (success). */
+ * server address, SIZE bytes, VALUE memory object key, OFFSET map offset in
+ * the object (page-aligned), OFFSET2 in-page offset (success). */
 
 #define VUMEM_SESSION_MASTER 1u
 #define VUMEM_SERVER_LANES   1u  /* SERVER_OPEN: the server program serves lanes */
 #define VUMEM_BUF_DMABUF     1u
+/* SESSION_OPEN answer, LANE: the lane's CPU hints compare (both sides run
+ * on one kernel's CPUs; the pvd of each side says so to its own program). */
+#define VUMEM_LANE_ONE_KERNEL 2u
 
 /* Commands a server program receives (VumemReqHeader.cmd). */
 #define VUMEM_CMD_BUFFER_ALLOC 1u
@@ -200,14 +216,13 @@ struct vumem_m_session_reset {
  *     publishes the answer, and pvd reads the log before it handles anything
  *     of that vlink (a FREE, an ACCESS, a close, pvctl stat), so a buffer is
  *     always known by the time anyone can name it.
- *   - memory objects are registered once (VUMEM_OP_REGISTER, keys chosen by
- *     the library, acknowledged in reg_done); a lane answer names key and
- *     offset, and the client library fetches each object's fd once
- *     (VUMEM_OP_OBJECT through both pvds, which check it as for any grant).
+ *   - a lane answer names a memory object's key and an offset in it, and
+ *     the client library fetches each object's fd once (VUMEM_OP_OBJECT
+ *     through both pvds: the object is granted whole to the client VM).
  */
 
 #define VUMEM_LANE_MAGIC   0x454e414cu /* "LANE" */
-#define VUMEM_LANE_VERSION 2u
+#define VUMEM_LANE_VERSION 3u
 #define VUMEM_LANE_SIZE    4096u
 #define VUMEM_LANE_DONE    0u          /* answered: diag, and the buffer if 0 */
 #define VUMEM_LANE_SLOW    1u          /* not given to the server program: ask pvd */
@@ -241,14 +256,15 @@ struct vumem_lane {
         uint32_t srv_sleep;         /* server library: 1 while asleep */
         uint32_t clt_sleep;         /* client library: 1 while asleep */
         uint32_t dead;              /* server VM's pvd: the session is over */
-        uint32_t one_kernel;        /* pvd: 1 when both sides' programs run on one
-                                     * kernel's CPUs, so clt_cpu and srv_cpu compare */
+        uint32_t reserved;
         struct vumem_lane_req req;
         struct vumem_lane_ans ans;
         /* Hints, never trusted for more than a choice between polling and
-         * yielding: the CPU each library last ran on, plus one (0: unknown).
-         * A side waiting for one that last ran on its own CPU yields at once,
-         * since polling would only keep the other from running. */
+         * yielding: the CPU each library last ran on, plus one (0: unknown),
+         * written only where each side's pvd said the numbers compare
+         * (VUMEM_LANE_ONE_KERNEL). A side waiting for one that last ran on
+         * its own CPU yields at once, since polling would only keep the
+         * other from running. */
         uint32_t clt_cpu;
         uint32_t srv_cpu;
 };
@@ -287,8 +303,7 @@ struct vumem_srv_shm {
         uint32_t resv_cons;         /* library and pvd (CAS: pvd takes back what is left) */
         uint32_t log_prod;          /* library */
         uint32_t log_cons;          /* pvd */
-        uint32_t reg_done;          /* pvd: the last memory key it has registered */
-        uint32_t reserved;
+        uint32_t reserved[2];
         uint32_t slots[VUMEM_SESSIONS_MAX]; /* pvd: VUMEM_SLOT_WORD(gen, state) */
         struct vumem_srv_resv resv[VUMEM_RESV_RING];
         struct vumem_srv_log log[VUMEM_LOG_RING];
@@ -337,7 +352,7 @@ struct vumem_pdev_rec {
 struct vumem_pdev_ext {
         uint32_t kind;              /* VUMEM_EXT_KIND */
         uint32_t gref;              /* the grant this chunk lies in */
-        uint64_t offset;            /* in the granted object, page-aligned */
+        uint64_t offset;            /* from the grant's start, page-aligned */
         uint64_t len;               /* pages */
         uint64_t reserved;
 };
@@ -350,47 +365,6 @@ _Static_assert(sizeof(struct vumem_pdev_ext) == VUMEM_CELL, "pdev extent size");
 static inline uint32_t vumem_pdev_ncells(uint64_t size)
 {
         return size > VUMEM_PDEV_HDR ? (uint32_t)((size - VUMEM_PDEV_HDR) / VUMEM_CELL) : 0;
-}
-
-/* ---- shareable memory ------------------------------------------------------ */
-
-enum vumem_mem_kind { VUMEM_MEM_MEMFD = 1, VUMEM_MEM_DMABUF = 2 };
-
-/* Is fd memory VUMEM can hand to another VM, and how large is it? A memfd
- * must be sealed against shrinking (else its owner could truncate it under
- * a client's mapping: SIGBUS there); a dma-buf cannot shrink. Returns the
- * kind, or -EINVAL (another kind of file) / -EPERM (a memfd that may
- * shrink). */
-static inline int vumem_mem_check(int fd, uint64_t *size)
-{
-        struct stat st;
-        if (fstat(fd, &st) < 0)
-                return -errno;
-        int seals = fcntl(fd, F_GET_SEALS);
-        if (seals >= 0 && S_ISREG(st.st_mode)) {
-                if (!(seals & F_SEAL_SHRINK))
-                        return -EPERM;
-                *size = (uint64_t)st.st_size;
-                return VUMEM_MEM_MEMFD;
-        }
-        /* A dma-buf says who exported it in its fdinfo. */
-        char path[64], buf[512];
-        snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
-        int ifd = open(path, O_RDONLY | O_CLOEXEC);
-        if (ifd < 0)
-                return -EINVAL;
-        ssize_t n = read(ifd, buf, sizeof(buf) - 1);
-        close(ifd);
-        if (n <= 0)
-                return -EINVAL;
-        buf[n] = 0;
-        if (!strstr(buf, "\nexp_name:"))
-                return -EINVAL;
-        off_t end = lseek(fd, 0, SEEK_END);
-        if (end < 0)
-                return -EINVAL;
-        *size = (uint64_t)end;
-        return VUMEM_MEM_DMABUF;
 }
 
 /* Copy a sentence that came across the vlink into buf, keeping printable

@@ -4,7 +4,8 @@
 set -euo pipefail
 
 pkgs=(build-essential pkg-config meson ninja-build device-tree-compiler
-      libuv1-dev libfdt-dev libmsgpack-dev libcunit1-dev)
+      libuv1-dev libfdt-dev libmsgpack-dev libcunit1-dev
+      qemu-system-x86)   # pvhv's test starts QEMU with the options pvhv prints
 
 missing=()
 for p in "${pkgs[@]}"; do

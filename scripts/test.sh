@@ -31,6 +31,8 @@ configure build
 ninja -C build
 echo "==> tests (build)"
 meson test -C build --print-errorlogs --num-processes "$jobs"
+echo "==> tests (build, every hypervisor capability off: the drivers' fallbacks)"
+PVD_HV_CAPS_OFF=all meson test -C build --print-errorlogs --num-processes "$jobs" --suite integration --suite stress
 
 echo "==> build with AddressSanitizer + UndefinedBehaviorSanitizer"
 configure build-san -Db_sanitize=address,undefined -Db_lundef=false -Dbench=false
@@ -43,10 +45,14 @@ PV_FUZZ_ITERS=${PV_FUZZ_ITERS_SAN:-50000} \
 
 echo "==> leftovers"
 left=0
-# The tests start pvd by its absolute path in this checkout.
-pat="^$(pwd)/build(-san)?/daemon/pvd "
+# The tests start pvd and pvhv by their absolute paths in this checkout.
+pat="^$(pwd)/build(-san)?/daemon/(pvd|pvhv/pvhv) "
 if pgrep -f "$pat" >/dev/null; then
     echo "pvd processes left behind:"; pgrep -af "$pat"; left=1
+fi
+# QEMU started by pvhv's test, with sockets in this run's directory.
+if pgrep -f "qemu-system.*$TMPDIR" >/dev/null; then
+    echo "QEMU processes left behind:"; pgrep -af "qemu-system.*$TMPDIR"; left=1
 fi
 if [ -n "$(ls -A "$TMPDIR")" ]; then
     echo "left behind in $TMPDIR:"; ls -A "$TMPDIR"; left=1

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -17,6 +18,7 @@
 
 #include "conn.h"
 #include "pv-msg.h"
+#include "hv/emu-proto.h"
 #include "pvtest.h"
 
 long long pvt_now_ms(void)
@@ -462,4 +464,14 @@ pid_t pvt_spawn(struct pvt_platform *p, const char *vm, int (*fn)(void *), void 
                 _exit(fn(arg));
         }
         return pid;
+}
+
+void *pvt_map_emu_object(int fd, size_t *size)
+{
+        struct stat st;
+        if (fstat(fd, &st) < 0 || (uint64_t)st.st_size <= PV_EMU_MEM_OFFSET)
+                return NULL;
+        *size = (size_t)st.st_size - PV_EMU_MEM_OFFSET;
+        void *p = mmap(NULL, *size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, PV_EMU_MEM_OFFSET);
+        return p == MAP_FAILED ? NULL : p;
 }

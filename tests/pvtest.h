@@ -72,6 +72,10 @@ int pvt_wait(pid_t pid, int timeout_ms);
 
 /* Entries in /proc/self/fd. */
 int pvt_fd_count(void);
+/* Map the memory object of a memfd the emu backend made (a region, a
+ * lane: it starts PV_EMU_MEM_OFFSET in), as a third mapping would; its
+ * size in *size. NULL on failure. */
+void *pvt_map_emu_object(int fd, size_t *size);
 /* Entries in /proc/PID/fd, or -1. */
 int pvt_fd_count_of(pid_t pid);
 /* Milliseconds on a monotonic clock. */

@@ -170,7 +170,8 @@ static void test_fake_client_corrupts_ring(void)
         CU_ASSERT_FATAL(n >= 3);
         /* fds: regions in order (CTL first), then s2c and c2s eventfds. */
         size_t ctl_size = hello.region_size[PV_REGION_CTL];
-        uint8_t *ctl = mmap(NULL, ctl_size, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
+        uint8_t *ctl = mmap(NULL, ctl_size, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0],
+                            (off_t)hello.region_offset[PV_REGION_CTL]);
         CU_ASSERT_FATAL(ctl != MAP_FAILED);
         struct pv_vlink_ctl *hdr = (struct pv_vlink_ctl *)ctl;
         CU_ASSERT_EQUAL(hdr->magic, PV_VLINK_MAGIC);

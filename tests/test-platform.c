@@ -192,6 +192,35 @@ static void test_pvctl_status(void)
         CU_ASSERT_PTR_NOT_NULL(strstr(out, LINK_VOGL));
         CU_ASSERT_PTR_NOT_NULL(strstr(out, "vrpq,vumem"));
         CU_ASSERT_PTR_NOT_NULL(strstr(out, "vumem-srv-vogl0"));
+        /* The backend, its capabilities (less those turned off) and its
+         * facts. */
+        const char *off = getenv("PVD_HV_CAPS_OFF");
+        bool all_off = off && strstr(off, "all");
+        CU_ASSERT_PTR_NOT_NULL(strstr(out, all_off ? "hypervisor emu: capabilities none; platform_dir="
+                                                   : "hypervisor emu: capabilities one_kernel,foreign_mem,slice; "
+                                                     "platform_dir="));
+        CU_ASSERT_PTR_NOT_NULL(strstr(out, plat.platform_dir));
+}
+
+/* The backend is chosen at start; its options go with it only. */
+static void test_hv_choice(void)
+{
+        const char *pvd = getenv("PVD_BIN");
+        static char out[4096], err[4096];
+        const char *none[] = { pvd, "--config", plat.dtb, "--vm", "vm3", "--hv", "nonesuch", NULL };
+        CU_ASSERT_EQUAL(pvt_run(&plat, NULL, none, out, sizeof(out), err, sizeof(err), 5000), 2);
+        CU_ASSERT_PTR_NOT_NULL(strstr(err, "no hypervisor backend \"nonesuch\" (this pvd has: emu"));
+        const char *help[] = { pvd, "--help", NULL };
+        CU_ASSERT_EQUAL(pvt_run(&plat, NULL, help, out, sizeof(out), err, sizeof(err), 5000), 0);
+        CU_ASSERT_PTR_NOT_NULL(strstr(out, "--hv emu:"));
+        CU_ASSERT_PTR_NOT_NULL(strstr(out, "--platform-dir DIR"));
+        setenv("PVD_HV_CAPS_OFF", "one_kernel,nonesuch", 1);
+        const char *caps[] = { pvd, "--config", plat.dtb, "--vm", "vm3", "--runtime-dir", "/nonexistent-pvd-test",
+                               NULL };
+        int st = pvt_run(&plat, NULL, caps, out, sizeof(out), err, sizeof(err), 5000);
+        unsetenv("PVD_HV_CAPS_OFF");
+        CU_ASSERT_EQUAL(st, 1);
+        CU_ASSERT_PTR_NOT_NULL(strstr(err, "unknown capability \"nonesuch\""));
 }
 
 /* A peer pvd's death is seen at once; the vlink returns by itself. */
@@ -499,6 +528,7 @@ int main(void)
         CU_add_test(s, "client VM first, then servers", test_client_first);
         CU_add_test(s, "device nodes exist and accept", test_device_nodes);
         CU_add_test(s, "pvctl status table and JSON", test_pvctl_status);
+        CU_add_test(s, "the hypervisor backend is chosen at start", test_hv_choice);
         CU_add_test(s, "client pvd killed and restarted", test_client_death_and_return);
         CU_add_test(s, "server pvd killed and restarted", test_server_death_and_return);
         CU_add_test(s, "second pvd for a VM refused", test_second_pvd_refused);

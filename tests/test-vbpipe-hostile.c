@@ -87,14 +87,9 @@ static void *map_vbpipe(size_t *size)
         closedir(d);
         if (fd < 0)
                 return NULL;
-        struct stat st;
-        void *base = MAP_FAILED;
-        if (fstat(fd, &st) == 0) {
-                *size = (size_t)st.st_size;
-                base = mmap(NULL, *size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-        }
+        void *base = pvt_map_emu_object(fd, size);
         close(fd);
-        return base == MAP_FAILED ? NULL : base;
+        return base;
 }
 
 static void wait_link_on(void)
@@ -229,7 +224,8 @@ static int fake_join(struct fake *f)
         for (int i = 0; i < PV_REGION_COUNT; i++) {
                 if (!(m.region_mask & (1u << i)))
                         continue;
-                void *p = mmap(NULL, m.region_size[i], PROT_READ | PROT_WRITE, MAP_SHARED, f->fds[k++], 0);
+                void *p = mmap(NULL, m.region_size[i], PROT_READ | PROT_WRITE, MAP_SHARED, f->fds[k++],
+                               (off_t)m.region_offset[i]);
                 if (p == MAP_FAILED)
                         return -errno;
                 if (i == PV_REGION_CTL) {

@@ -82,12 +82,15 @@ static bool pvd_alive(const char *vm)
 struct fake {
         int sock;
         int region_fd[PV_REGION_COUNT];
+        uint64_t off[PV_REGION_COUNT];
         size_t size[PV_REGION_COUNT];
         uint8_t *base[PV_REGION_COUNT];
         int xirq_tx, xirq_rx;
         struct pv_ring tx, rx;
         struct { uint32_t id; int fd; uint64_t off, size; } grant[MAX_GRANTS];
         int ngrants;
+        struct { uint32_t id; int fd; } stash[MAX_GRANTS]; /* fds before their announcement */
+        int nstash;
         uint32_t next_grant;
 };
 
@@ -109,6 +112,8 @@ static void fake_fini(struct fake *f)
         }
         for (int i = 0; i < f->ngrants; i++)
                 close(f->grant[i].fd);
+        for (int i = 0; i < f->nstash; i++)
+                close(f->stash[i].fd);
         if (f->sock >= 0)
                 close(f->sock);
         if (f->xirq_tx >= 0)
@@ -177,7 +182,9 @@ static int map_regions(struct fake *f, const struct pv_emu_msg *hello, int *fds,
                         continue;
                 f->region_fd[i] = fds[k++];
                 f->size[i] = hello->region_size[i];
-                f->base[i] = mmap(NULL, f->size[i], PROT_READ | PROT_WRITE, MAP_SHARED, f->region_fd[i], 0);
+                f->off[i] = hello->region_offset[i];
+                f->base[i] = mmap(NULL, f->size[i], PROT_READ | PROT_WRITE, MAP_SHARED, f->region_fd[i],
+                                  (off_t)f->off[i]);
                 if (f->base[i] == MAP_FAILED)
                         return -errno;
         }
@@ -239,24 +246,43 @@ static void fake_send(struct fake *f, uint32_t type, const void *msg, uint32_t l
         fake_notify(f);
 }
 
-/* Link messages waiting (grants of the peer): keep them. */
+/* Link messages waiting (fds of the peer's grants): keep them for their
+ * announcements on the ring. */
 static void fake_drain_link(struct fake *f)
 {
         struct pv_emu_msg m;
         int fds[PV_EMU_MAX_FDS];
         unsigned n;
         while (emu_recvfds(f->sock, &m, fds, &n, 0) == 0) {
-                if (m.type == PV_EMU_GRANT_NEW && n == 1 && f->ngrants < MAX_GRANTS) {
-                        f->grant[f->ngrants].id = m.id;
-                        f->grant[f->ngrants].fd = fds[0];
-                        f->grant[f->ngrants].off = m.offset;
-                        f->grant[f->ngrants].size = m.size;
-                        f->ngrants++;
+                if (m.type == PV_EMU_FD && m.kind == PV_EMU_KIND_GRANT && n == 1 && f->nstash < MAX_GRANTS) {
+                        f->stash[f->nstash].id = m.id;
+                        f->stash[f->nstash].fd = fds[0];
+                        f->nstash++;
                         continue;
                 }
                 for (unsigned i = 0; i < n; i++)
                         close(fds[i]);
         }
+}
+
+/* The peer's backend announced a grant on the ring: its fd came first. */
+static void fake_announced(struct fake *f, uint32_t type, const void *msg, uint32_t len)
+{
+        struct pv_emu_ann a;
+        if (type != PV_EMU_ANN_GRANT_NEW || len != sizeof(a) || f->ngrants >= MAX_GRANTS)
+                return;
+        memcpy(&a, msg, sizeof(a));
+        fake_drain_link(f);
+        for (int i = 0; i < f->nstash; i++)
+                if (f->stash[i].id == a.id) {
+                        f->grant[f->ngrants].id = a.id;
+                        f->grant[f->ngrants].fd = f->stash[i].fd;
+                        f->grant[f->ngrants].off = a.offset;
+                        f->grant[f->ngrants].size = a.size;
+                        f->ngrants++;
+                        f->stash[i] = f->stash[--f->nstash];
+                        return;
+                }
 }
 
 /* The next VUMEM message from the peer, polling (we never announce sleep). */
@@ -271,6 +297,8 @@ static int fake_recv(struct fake *f, uint32_t *type, void *buf, uint32_t cap, ui
                         *type = PV_TAG_TYPE(tag);
                         return 0;
                 }
+                if (rc == 0 && PV_TAG_DRV(tag) == PV_DRV_CORE)
+                        fake_announced(f, PV_TAG_TYPE(tag), buf, *len);
                 if (rc == 0)
                         continue;
                 if (rc != -EAGAIN)
@@ -366,7 +394,9 @@ static void test_fake_client(void)
         bool found = false;
         for (int i = 0; i < f.ngrants; i++)
                 if (f.grant[i].id == ext.gref) {
-                        uint8_t *p = mmap(NULL, ext.len, PROT_READ, MAP_SHARED, f.grant[i].fd, (off_t)ext.offset);
+                        CU_ASSERT(ext.offset + ext.len <= f.grant[i].size);
+                        uint8_t *p = mmap(NULL, ext.len, PROT_READ, MAP_SHARED, f.grant[i].fd,
+                                          (off_t)(f.grant[i].off + ext.offset));
                         CU_ASSERT_FATAL(p != MAP_FAILED);
                         CU_ASSERT_EQUAL(p[rec.pgoff], 0x2d);
                         munmap(p, ext.len);
@@ -425,8 +455,9 @@ static void *alloc_thread(void *argp)
         return NULL;
 }
 
-/* Answer the next ALLOC with fd, offset and size as given, raw. */
-static int raw_answer(struct pv_conn *c, int fd, uint64_t off, uint64_t size, uint32_t bogus_id)
+/* Answer the next ALLOC with object key, offset and size as given, raw;
+ * with fd >= 0 attached (which no RESPOND carries). */
+static int raw_answer(struct pv_conn *c, uint64_t key, int fd, uint64_t off, uint64_t size, uint32_t bogus_id)
 {
         struct pv_msg req, resp;
         static char buf[8192];
@@ -451,10 +482,40 @@ static int raw_answer(struct pv_conn *c, int fd, uint64_t off, uint64_t size, ui
         pv_msg_set_i(&req, PV_K_DIAG, 0);
         pv_msg_set_u(&req, PV_K_VALUE2, 0x1000);
         pv_msg_set_u(&req, PV_K_SIZE, size);
+        pv_msg_set_u(&req, PV_K_VALUE, key);
         pv_msg_set_u(&req, PV_K_OFFSET, off);
         pv_msg_set_u(&req, PV_K_OFFSET2, 0);
-        pv_msg_add_fd(&req, fd);
+        if (fd >= 0)
+                pv_msg_add_fd(&req, fd);
         return pv_msg_send(c->fd, &req);
+}
+
+/* REGISTER fd raw (MEM_ALLOC when fd < 0): the key, or pvd's diag with
+ * its sentence in err. */
+static int64_t raw_register(struct pv_conn *c, int fd, uint64_t size, char *err, size_t errlen)
+{
+        struct pv_msg req, resp;
+        static char buf[8192];
+        uint32_t op = fd >= 0 ? VUMEM_OP_REGISTER : VUMEM_OP_MEM_ALLOC;
+        pv_msg_init(&req, op);
+        pv_msg_set_u(&req, PV_K_SEQ, 77);
+        pv_msg_set_u(&req, PV_K_SIZE, size);
+        if (fd >= 0)
+                pv_msg_add_fd(&req, fd);
+        if (pv_msg_send(c->fd, &req) < 0)
+                return -EIO;
+        do {
+                if (pv_msg_recv(c->fd, &resp, buf, sizeof(buf), 0) < 0)
+                        return -EIO;
+                pv_msg_close_fds(&resp);
+        } while (pv_msg_op(&resp) != op);
+        err[0] = 0;
+        pv_msg_get_str(&resp, PV_K_MSG, err, errlen);
+        uint64_t key = 0;
+        int diag = pv_msg_diag(&resp);
+        if (diag < 0)
+                return diag;
+        return pv_msg_get_u(&resp, PV_K_VALUE, &key) == 0 ? (int64_t)key : -EPROTO;
 }
 
 static void test_raw_server(void)
@@ -471,35 +532,68 @@ static void test_raw_server(void)
         resp.nfds = 0;
         CU_ASSERT_EQUAL_FATAL(pvc_conn_call(c, &req, &resp, buf, sizeof(buf)), 0);
 
+        /* Memory that cannot be shared is refused when it is registered. */
         int pfd[2];
+        char err[256];
         CU_ASSERT_FATAL(pipe2(pfd, O_CLOEXEC) == 0);
         int unsealed = memfd_create("unsealed", MFD_CLOEXEC);
         CU_ASSERT(ftruncate(unsealed, 8192) == 0);
         int sealed = memfd_create("sealed", MFD_CLOEXEC | MFD_ALLOW_SEALING);
         CU_ASSERT(ftruncate(sealed, 8192) == 0);
         CU_ASSERT(fcntl(sealed, F_ADD_SEALS, F_SEAL_SHRINK) == 0);
-        struct { int fd; uint64_t off, size; } cases[] = {
-                { pfd[0], 0, 4096 },      /* a pipe */
-                { unsealed, 0, 4096 },    /* may shrink under the client */
-                { sealed, 8192, 4096 },   /* beyond its end */
-                { sealed, 4096, 8192 },   /* across its end */
-                { sealed, 100, 4096 },    /* unaligned map offset */
+        if (foreign_mem_off()) {
+                /* Memory the backend did not make: never, and it says why. */
+                CU_ASSERT_EQUAL(raw_register(c, sealed, 8192, err, sizeof(err)), -EOPNOTSUPP);
+                CU_ASSERT_PTR_NOT_NULL(strstr(err, "cannot share memory it did not make"));
+        } else {
+                CU_ASSERT_EQUAL(raw_register(c, pfd[0], 4096, err, sizeof(err)), -EINVAL);
+                CU_ASSERT_PTR_NOT_NULL(strstr(err, "not memory VUMEM can share"));
+                CU_ASSERT_EQUAL(raw_register(c, unsealed, 4096, err, sizeof(err)), -EPERM);
+                CU_ASSERT_PTR_NOT_NULL(strstr(err, "not sealed against shrinking"));
+                CU_ASSERT_EQUAL(raw_register(c, sealed, 16384, err, sizeof(err)), -EINVAL); /* beyond its end */
+                CU_ASSERT(raw_register(c, sealed, 8192, err, sizeof(err)) > 0);
+        }
+        /* 8192 bytes of the backend's. */
+        int64_t key = raw_register(c, -1, 8192, err, sizeof(err));
+        CU_ASSERT_FATAL(key > 0);
+        /* Answers outside registered memory fail the client's call alone. */
+        struct { uint64_t key; uint64_t off, size; } cases[] = {
+                { (uint64_t)key + 1000, 0, 4096 }, /* no such object */
+                { (uint64_t)key, 8192, 4096 },     /* beyond its end */
+                { (uint64_t)key, 4096, 8192 },     /* across its end */
+                { (uint64_t)key, 100, 4096 },      /* unaligned map offset */
         };
         pvt_use_vm(&plat, "vm3");
         for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
                 struct alloc_arg a = { 0 };
                 pthread_t th;
                 pthread_create(&th, NULL, alloc_thread, &a);
-                CU_ASSERT_EQUAL(raw_answer(c, cases[i].fd, cases[i].off, cases[i].size, 0), 0);
+                CU_ASSERT_EQUAL(raw_answer(c, cases[i].key, -1, cases[i].off, cases[i].size, 0), 0);
                 pthread_join(th, NULL);
                 CU_ASSERT_EQUAL(a.rc, -EFAULT);
                 CU_ASSERT_PTR_NOT_NULL(strstr(a.err, "cannot share"));
         }
-        /* An answer to a request never given: the server program is dropped. */
+        /* An fd on an answer (no answer carries one): the server program is
+         * dropped, the client's call ends. */
         struct alloc_arg a = { 0 };
         pthread_t th;
         pthread_create(&th, NULL, alloc_thread, &a);
-        CU_ASSERT_EQUAL(raw_answer(c, sealed, 0, 4096, 0xdead), 0);
+        CU_ASSERT_EQUAL(raw_answer(c, (uint64_t)key, sealed, 0, 4096, 0), 0);
+        pthread_join(th, NULL);
+        CU_ASSERT_EQUAL(a.rc, -ECONNRESET);
+        pvc_conn_close(c);
+        /* An answer to a request never given: the same. */
+        pvt_use_vm(&plat, "vm2");
+        CU_ASSERT_EQUAL_FATAL(pvc_conn_open(SRV, &c), 0);
+        pv_msg_init(&req, VUMEM_OP_SERVER_OPEN);
+        resp.nfds = 0;
+        CU_ASSERT_EQUAL_FATAL(pvc_conn_call(c, &req, &resp, buf, sizeof(buf)), 0);
+        key = raw_register(c, -1, 8192, err, sizeof(err));
+        CU_ASSERT(key > 0);
+        pvt_use_vm(&plat, "vm3");
+        memset(&a, 0, sizeof(a));
+        pthread_create(&th, NULL, alloc_thread, &a);
+        CU_ASSERT_EQUAL(raw_answer(c, (uint64_t)key, -1, 0, 4096, 0xdead), 0);
         pthread_join(th, NULL);
         CU_ASSERT_EQUAL(a.rc, -ECONNRESET);
         close(pfd[0]);
@@ -568,11 +662,8 @@ static void test_pdev_scribbler(void)
         CU_ASSERT_FATAL(srv > 0 && diag == 0);
         int pfd = open_pdev(pvt_vm(&plat, "vm2")->pid);
         CU_ASSERT_FATAL(pfd >= 0);
-        struct stat st;
-        CU_ASSERT_FATAL(fstat(pfd, &st) == 0);
-        pdev_size = (size_t)st.st_size;
-        uint8_t *pdev = mmap(NULL, pdev_size, PROT_READ | PROT_WRITE, MAP_SHARED, pfd, 0);
-        CU_ASSERT_FATAL(pdev != MAP_FAILED);
+        uint8_t *pdev = pvt_map_emu_object(pfd, &pdev_size);
+        CU_ASSERT_FATAL(pdev != NULL);
         pvt_use_vm(&plat, "vm3");
         VumemSession *s;
         /* Allocations through pvd: those read the pdev (the lane's are in
@@ -671,8 +762,9 @@ static void test_lane_scribbler(void)
                         usleep(10000);
         }
         CU_ASSERT_FATAL(lfd >= 0);
-        uint8_t *lane = mmap(NULL, VUMEM_LANE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, lfd, 0);
-        CU_ASSERT_FATAL(lane != MAP_FAILED);
+        size_t lane_size;
+        uint8_t *lane = pvt_map_emu_object(lfd, &lane_size);
+        CU_ASSERT_FATAL(lane != NULL && lane_size == VUMEM_LANE_SIZE);
         /* First a clean one: the lane serves. */
         struct talloc t = { .op = TA_POOL, .size = 4096, .fill = 0x61 };
         VumemBufferHd b;
@@ -681,13 +773,19 @@ static void test_lane_scribbler(void)
         CU_ASSERT(vumemBufferFree(b) == 0);
         uint32_t seq0 = ((struct vumem_lane *)lane)->ans_seq;
         CU_ASSERT(seq0 > 0);
-        /* On the emulated platform both sides run on one kernel: pvd says so
-         * and each library has written its CPU (plus one) on the lane. */
+        /* On the emulated platform both sides run on one kernel: each pvd
+         * says so to its program, and each library has written its CPU
+         * (plus one) on the lane; with the capability off, neither does. */
         const struct vumem_lane *l = (const struct vumem_lane *)lane;
         long ncpu = sysconf(_SC_NPROCESSORS_CONF);
-        CU_ASSERT_EQUAL(l->one_kernel, 1);
-        CU_ASSERT(l->clt_cpu >= 1 && l->clt_cpu <= (uint32_t)ncpu);
-        CU_ASSERT(l->srv_cpu >= 1 && l->srv_cpu <= (uint32_t)ncpu);
+        const char *off = getenv("PVD_HV_CAPS_OFF");
+        if (off && (strstr(off, "one_kernel") || strstr(off, "all"))) {
+                CU_ASSERT_EQUAL(l->clt_cpu, 0);
+                CU_ASSERT_EQUAL(l->srv_cpu, 0);
+        } else {
+                CU_ASSERT(l->clt_cpu >= 1 && l->clt_cpu <= (uint32_t)ncpu);
+                CU_ASSERT(l->srv_cpu >= 1 && l->srv_cpu <= (uint32_t)ncpu);
+        }
         /* Lying hints change when a side yields, nothing else. */
         atomic_store(&scribbling, true);
         pthread_t th;
@@ -746,10 +844,10 @@ static void test_lane_scribbler(void)
 
 /* ---- a fake server VM in front of the real vm3 ------------------------------------------ */
 
-enum corruption { C_NONE, C_CELL, C_ID, C_EXTENT, C_GREF, C_UNSEALED, C_SHORT, C_DIAG, C_COUNT };
+enum corruption { C_NONE, C_CELL, C_ID, C_EXTENT, C_GREF, C_DMABUF, C_SHORT, C_DIAG, C_COUNT };
 
 static const char *const corruption_name[] = { "none", "record cell out of the pdev", "record id", "extent beyond grant",
-                                               "unknown grant", "unsealed memfd", "short reply", "positive diag" };
+                                               "unknown grant", "dma-buf flag on a memfd", "short reply", "positive diag" };
 
 struct clt_arg {
         int rc[C_COUNT];
@@ -782,14 +880,17 @@ static void *fake_server_client(void *argp)
         return NULL;
 }
 
+/* A grant as the emu backend makes it: the fd on the socket, then the
+ * announcement on the control ring. */
 static void fake_grant(struct fake *f, int fd, uint64_t off, uint64_t size, uint32_t *gref)
 {
         struct pv_emu_msg m;
-        emu_init(&m, PV_EMU_GRANT_NEW);
+        emu_init(&m, PV_EMU_FD);
+        m.kind = PV_EMU_KIND_GRANT;
         m.id = *gref = ++f->next_grant;
-        m.offset = off;
-        m.size = size;
         CU_ASSERT_EQUAL(emu_sendfds(f->sock, &m, &fd, 1), 0);
+        struct pv_emu_ann a = { .id = m.id, .offset = off, .size = size };
+        CU_ASSERT_EQUAL(pv_ring_send(&f->tx, PV_TAG(PV_DRV_CORE, PV_EMU_ANN_GRANT_NEW), &a, sizeof(a)), 0);
 }
 
 static void test_fake_server(void)
@@ -826,6 +927,7 @@ static void test_fake_server(void)
                 if (f.region_fd[i] >= 0) {
                         m.region_mask |= 1u << i;
                         m.region_size[i] = f.size[i];
+                        m.region_offset[i] = f.off[i];
                         fds[n++] = f.region_fd[i];
                 }
         int s2c = eventfd(0, EFD_CLOEXEC), c2s = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -874,9 +976,10 @@ static void test_fake_server(void)
                 struct vumem_m_alloc al;
                 memcpy(&al, buf, sizeof(al));
                 uint32_t gref;
-                fake_grant(&f, c == C_UNSEALED ? loose : mem, 8192, 16384, &gref);
+                fake_grant(&f, mem, 8192, 16384, &gref);
                 uint32_t cell = (uint32_t)c * 2;
-                struct vumem_pdev_ext ext = { .kind = VUMEM_EXT_KIND, .gref = gref, .offset = 8192, .len = 8192 };
+                /* The chunk: 8192 bytes at 4096 of the grant. */
+                struct vumem_pdev_ext ext = { .kind = VUMEM_EXT_KIND, .gref = gref, .offset = 4096, .len = 8192 };
                 struct vumem_pdev_rec rec = { .kind = VUMEM_REC_KIND, .id = 0x1000 + (uint64_t)c, .size = 5000,
                                               .ext_count = 1, .ext_cell = cell + 1 };
                 memset(&r, 0, sizeof(r));
@@ -897,6 +1000,9 @@ static void test_fake_server(void)
                         break;
                 case C_GREF:
                         ext.gref = 4242;
+                        break;
+                case C_DMABUF:
+                        rec.flags = VUMEM_BUF_DMABUF; /* the grant is a memfd */
                         break;
                 case C_DIAG:
                         r.diag = 5;
@@ -932,6 +1038,24 @@ static void test_fake_server(void)
                         frees += type == VUMEM_MSG_FREE;
         }
         CU_ASSERT(frees >= 5);
+        CU_ASSERT(pvd_alive("vm3"));
+        /* A grant of memory that may shrink under a mapping: the hypervisor
+         * layer refuses it and vm3 drops the link (its socket closes). */
+        uint32_t gref;
+        fake_grant(&f, loose, 0, 65536, &gref);
+        fake_notify(&f);
+        struct pollfd hup = { .fd = f.sock, .events = POLLIN };
+        long long until = pvt_now_ms() + 3000;
+        bool dropped = false;
+        while (!dropped && pvt_now_ms() < until && poll(&hup, 1, 100) >= 0) {
+                int fds2[PV_EMU_MAX_FDS];
+                unsigned n2 = 0;
+                int rc = hup.revents ? emu_recvfds(f.sock, &m, fds2, &n2, 0) : 0;
+                for (unsigned i = 0; i < n2; i++)
+                        close(fds2[i]);
+                dropped = rc == -ECONNRESET || (hup.revents & (POLLHUP | POLLERR));
+        }
+        CU_ASSERT(dropped);
         CU_ASSERT(pvd_alive("vm3"));
         close(mem);
         close(loose);

@@ -1,4 +1,4 @@
-/* VUMEM parts that need no pvd: the check of shareable memory, the
+/* VUMEM parts that need no pvd: the emu backend's check of shareable memory, the
  * sanitizing of sentences from the other VM, the pdev cell allocator, and
  * the library's argument checks and errors without a daemon. */
 #include <errno.h>
@@ -15,31 +15,42 @@
 #include "pv/vumem.h"
 #include "vumem/vumem-int.h"
 
-static void test_mem_check(void)
+/* The emu backend decides what memory of a program may be shared: a memfd
+ * sealed against shrinking that holds the size (rounded up to pages), or a
+ * dma-buf; nothing else. */
+static void test_mem_import(void)
 {
-        uint64_t size = 0;
+        struct hv_mem m;
         int fd = memfd_create("t", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-        CU_ASSERT_FATAL(fd >= 0 && ftruncate(fd, 12288) == 0);
-        CU_ASSERT_EQUAL(vumem_mem_check(fd, &size), -EPERM); /* may still shrink */
+        CU_ASSERT_FATAL(fd >= 0 && ftruncate(fd, 12000) == 0);
+        CU_ASSERT_EQUAL(hv_emu.mem_import(NULL, fd, 12000, &m), -EPERM); /* may still shrink */
         CU_ASSERT(fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) == 0);
-        CU_ASSERT_EQUAL(vumem_mem_check(fd, &size), VUMEM_MEM_MEMFD);
-        CU_ASSERT_EQUAL(size, 12288);
+        CU_ASSERT_EQUAL(hv_emu.mem_import(NULL, fd, 20000, &m), -EINVAL); /* beyond its end */
+        CU_ASSERT_EQUAL_FATAL(hv_emu.mem_import(NULL, fd, 12000, &m), 0);
+        CU_ASSERT_EQUAL(m.offset, 0);
+        CU_ASSERT_EQUAL(m.size, 12288);
+        CU_ASSERT_EQUAL(m.flags, HV_MEM_FOREIGN);
+        CU_ASSERT(m.fd >= 0 && m.fd != fd);
+        hv_emu.mem_free(NULL, &m);
+        CU_ASSERT_EQUAL(m.fd, -1);
         close(fd);
         fd = memfd_create("t", MFD_CLOEXEC); /* cannot be sealed at all */
-        CU_ASSERT_EQUAL(vumem_mem_check(fd, &size), -EPERM);
+        CU_ASSERT(ftruncate(fd, 4096) == 0);
+        CU_ASSERT_EQUAL(hv_emu.mem_import(NULL, fd, 4096, &m), -EPERM);
         close(fd);
         int p[2];
         CU_ASSERT_FATAL(pipe2(p, O_CLOEXEC) == 0);
-        CU_ASSERT_EQUAL(vumem_mem_check(p[0], &size), -EINVAL);
+        CU_ASSERT_EQUAL(hv_emu.mem_import(NULL, p[0], 4096, &m), -EINVAL);
         close(p[0]);
         close(p[1]);
         char path[] = "/tmp/vumem-unit-XXXXXX";
         fd = mkstemp(path);
         CU_ASSERT_FATAL(fd >= 0);
         unlink(path);
-        CU_ASSERT_EQUAL(vumem_mem_check(fd, &size), -EINVAL);
+        CU_ASSERT(ftruncate(fd, 4096) == 0);
+        CU_ASSERT_EQUAL(hv_emu.mem_import(NULL, fd, 4096, &m), -EINVAL); /* a file can shrink */
         close(fd);
-        CU_ASSERT(vumem_mem_check(-1, &size) < 0);
+        CU_ASSERT(hv_emu.mem_import(NULL, -1, 4096, &m) < 0);
 }
 
 static void test_text_copy(void)
@@ -134,7 +145,7 @@ int main(void)
         if (CU_initialize_registry() != CUE_SUCCESS)
                 return 1;
         CU_pSuite s = CU_add_suite("vumem-unit", NULL, NULL);
-        CU_add_test(s, "shareable memory check", test_mem_check);
+        CU_add_test(s, "shareable memory check", test_mem_import);
         CU_add_test(s, "sentences from the other VM", test_text_copy);
         CU_add_test(s, "pdev cells", test_cells);
         CU_add_test(s, "library without pvd", test_lib_without_pvd);

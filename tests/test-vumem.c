@@ -270,6 +270,34 @@ static void test_refused_memory(void)
 
 /* ---- sharing ------------------------------------------------------------------------ */
 
+/* A server program's own memory crosses VMs only where the hypervisor
+ * backend says it can share memory it did not make; elsewhere the library
+ * says why, and the client's call fails with the server's diag. */
+static void test_foreign_memory(void)
+{
+        pvt_use_vm(&plat, "vm3");
+        VumemSession *s;
+        VumemBufferHd b;
+        struct tev ev;
+        CU_ASSERT_EQUAL_FATAL(vumemSessionCreate(CLT0, &s), 0);
+        tev_flush();
+        int rc = alloc(s, TA_FOREIGN, 8192, 0x5a, &b);
+        CU_ASSERT_EQUAL(tev_wait(TEV_ALLOC, 0, 2000, &ev), 0);
+        if (foreign_mem_off()) {
+                CU_ASSERT_EQUAL(rc, -EOPNOTSUPP);
+                CU_ASSERT_EQUAL(ev.diag, -EOPNOTSUPP);
+                CU_ASSERT_STRING_EQUAL((char *)ev.head, "did not make");
+        } else {
+                CU_ASSERT_EQUAL_FATAL(rc, 0);
+                uint8_t *p;
+                CU_ASSERT(vumemBufferMap(b, (void **)&p) == 0 && p[0] == 0x5a && p[8191] == 0x5a);
+                CU_ASSERT_EQUAL(vumemBufferFree(b), 0);
+                CU_ASSERT_EQUAL(tev_wait(TEV_FREE, 0, 2000, &ev), 0);
+        }
+        CU_ASSERT_EQUAL(vumemSessionDestroy(s), 0);
+        tev_flush();
+}
+
 static void test_share_sessions(void)
 {
         pvt_use_vm(&plat, "vm3");
@@ -465,7 +493,7 @@ static void test_cache_ops(void)
         CU_ASSERT_PTR_NOT_NULL(strstr(pvLastError(), "unknown operation"));
         CU_ASSERT_EQUAL(vumemBufferCacheOp(NULL, VUMEM_CACHE_CLEAN, 0, 1), -EINVAL);
 
-        if (!udmabuf_available()) {
+        if (!udmabuf_available() || foreign_mem_off()) {
                 printf("\n    (no /dev/udmabuf: the dma-buf part of the cache test is skipped) ");
         } else {
                 VumemBufferHd d;
@@ -908,6 +936,7 @@ int main(int argc, char **argv)
         CU_pSuite s = CU_add_suite("vumem", suite_init, suite_fini);
         CU_add_test(s, "no server program: bounded wait, clear error", test_no_server);
         CU_add_test(s, "one server program per node", test_server_busy);
+        CU_add_test(s, "a program's own memory follows the backend's capability", test_foreign_memory);
         CU_add_test(s, "master and standard sessions", test_sessions);
         CU_add_test(s, "buffers: alloc, map, same pages both ways, free", test_buffers);
         CU_add_test(s, "memory VUMEM cannot share is refused", test_refused_memory);

@@ -74,6 +74,31 @@ static int make_udmabuf(size_t size)
         return fd >= 0 ? fd : e;
 }
 
+/* The inode of the memory mapped at addr (from /proc/self/maps), 0 if
+ * none: what a client's fd of the same pages must show. */
+static ino_t ino_of(const void *addr)
+{
+        FILE *f = fopen("/proc/self/maps", "re");
+        if (!f)
+                return 0;
+        char line[512];
+        ino_t ino = 0;
+        uintptr_t a = (uintptr_t)addr;
+        while (!ino && fgets(line, sizeof(line), f)) {
+                unsigned long lo, hi, inode;
+                if (sscanf(line, "%lx-%lx %*s %*s %*s %lu", &lo, &hi, &inode) == 3 && a >= lo && a < hi)
+                        ino = (ino_t)inode;
+        }
+        fclose(f);
+        return ino;
+}
+
+bool foreign_mem_off(void)
+{
+        const char *off = getenv("PVD_HV_CAPS_OFF");
+        return off && (strstr(off, "foreign_mem") || strstr(off, "all"));
+}
+
 struct srv_arg {
         const char *node;
         int index;
@@ -134,14 +159,16 @@ static int server_main(void *argp)
                 ev.type = TEV_ALLOC;
                 switch (t.op) {
                 case TA_MEMFD: {
-                        int fd = memfd_create("test-buffer", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+                        /* Memory of its own, a memfd of the program's where
+                         * the backend can share it, else the backend's. */
                         size_t len = (size + 4095) & ~(size_t)4095;
-                        struct stat st;
-                        if (fd < 0 || ftruncate(fd, (off_t)len) < 0 || fstat(fd, &st) < 0 ||
-                            vumemServerFdRegister(srv, fd, len, &vaddr)) {
+                        int fd = foreign_mem_off() ? -1 : memfd_create("test-buffer", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+                        if (foreign_mem_off() ? vumemServerMemAlloc(srv, len, &vaddr)
+                                              : fd < 0 || ftruncate(fd, (off_t)len) < 0 ||
+                                                        vumemServerFdRegister(srv, fd, len, &vaddr)) {
                                 resp.diag = -ENOMEM;
                         } else {
-                                ev.ino = st.st_ino;
+                                ev.ino = ino_of(vaddr);
                                 memset(vaddr, (int)t.fill, size);
                         }
                         if (fd >= 0)
@@ -155,6 +182,23 @@ static int server_main(void *argp)
                                 resp.diag = -ENODEV;
                         else
                                 memset(vaddr, (int)t.fill, size);
+                        if (fd >= 0)
+                                close(fd);
+                        break;
+                }
+                case TA_FOREIGN: {
+                        size_t len = (size + 4095) & ~(size_t)4095;
+                        int fd = memfd_create("test-foreign", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+                        int r = fd < 0 || ftruncate(fd, (off_t)len) < 0 ? -errno
+                                                                         : vumemServerFdRegister(srv, fd, len, &vaddr);
+                        if (r < 0) {
+                                resp.diag = r;
+                                ev.diag = r;
+                                if (strstr(pvLastError(), "cannot share memory it did not make"))
+                                        memcpy(ev.head, "did not make", 13);
+                        } else {
+                                memset(vaddr, (int)t.fill, size);
+                        }
                         if (fd >= 0)
                                 close(fd);
                         break;

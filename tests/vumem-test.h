@@ -13,13 +13,16 @@
 
 /* What the test asks the test server for, in the alloc bytes. */
 enum talloc_op {
-        TA_MEMFD = 1,  /* a memfd of the server's own, registered (vumemServerFdRegister) */
+        TA_MEMFD = 1,  /* memory of its own: a registered memfd (vumemServerFdRegister), or where the
+                          backend cannot share that, a vumemServerMemAlloc object of its own */
         TA_POOL,       /* carved from vumemServerMemAlloc memory at pgoff (unaligned ok) */
         TA_MALLOC,     /* answer with malloc memory: refused */
         TA_STACK,      /* answer with a stack address: refused */
         TA_FAIL,       /* answer diag -ENOMEM */
         TA_HANG,       /* never answer */
         TA_DMABUF,     /* a udmabuf (skipped if /dev/udmabuf is missing) */
+        TA_FOREIGN,    /* a registered memfd whatever the backend says (TEV_ALLOC: diag and
+                          head "did not make" when the library says why it cannot) */
 };
 
 struct talloc {
@@ -57,6 +60,8 @@ void tev_init(void);
 void tev_fini(void);
 
 bool udmabuf_available(void);
+/* PVD_HV_CAPS_OFF turns off the sharing of memory the backend did not make. */
+bool foreign_mem_off(void);
 /* In a forked child: close every fd but 0, 1, 2 and keep (a program "in
  * a VM" holds nothing of the test's). */
 void child_close_fds(int keep);

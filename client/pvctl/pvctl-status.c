@@ -31,6 +31,28 @@ int pvctl_status_print(const msgpack_object *doc, const struct pvctl_opts *o, FI
                 up / 1000, (up % 1000) / 100, doc_str(doc, "hv", hv, sizeof(hv)),
                 doc_str(doc, "runtime_dir", dir, sizeof(dir)));
 
+        /* The backend: its capabilities and its own facts (key=value). */
+        char caps[128], facts[256] = "";
+        join_strings(doc_get(doc, "hv_caps"), caps, sizeof(caps));
+        const msgpack_object *hvi = doc_get(doc, "hv_info");
+        for (uint32_t i = 0; hvi && hvi->type == MSGPACK_OBJECT_MAP && i < hvi->via.map.size; i++) {
+                const msgpack_object_kv *kv = &hvi->via.map.ptr[i];
+                size_t used = strlen(facts);
+                if (kv->key.type != MSGPACK_OBJECT_STR)
+                        continue;
+                if (kv->val.type == MSGPACK_OBJECT_STR)
+                        snprintf(facts + used, sizeof(facts) - used, "%s%.*s=%.*s", used ? ", " : "",
+                                 (int)kv->key.via.str.size, kv->key.via.str.ptr, (int)kv->val.via.str.size,
+                                 kv->val.via.str.ptr);
+                else if (kv->val.type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+                        snprintf(facts + used, sizeof(facts) - used, "%s%.*s=%" PRIu64, used ? ", " : "",
+                                 (int)kv->key.via.str.size, kv->key.via.str.ptr, kv->val.via.u64);
+        }
+        fprintf(f, "hypervisor %s: capabilities %s%s%s\n", hv, caps[0] ? caps : "none", facts[0] ? "; " : "", facts);
+        if (!strstr(caps, "slice"))
+                fprintf(f, "  (no per-program memory: a program of this VM can reach all of a vlink's memory its "
+                           "device node gives)\n");
+
         uint32_t n;
         const msgpack_object *vls = doc_array(doc, "vlinks", &n);
         fprintf(f, "\n%-24s %-12s %-7s %-6s %-6s %10s  %s\n", "VLINK", "DRIVERS", "ROLE", "PEER", "STATE", "MEMORY",

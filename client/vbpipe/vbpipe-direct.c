@@ -30,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "conn.h"
 #include "pv-atomic.h"
 #include "pv-ring.h"
 #include "pvc-spin.h"
@@ -105,22 +106,23 @@ static void vbpd_unref(struct vbpd *v)
         errno = e;
 }
 
-int vbpd_attach(int fd, int page_fd, int mem_fd, int bell_fd, uint32_t ring_size, int acc, bool any)
+int vbpd_attach(int fd, int page_fd, uint64_t page_off, int mem_fd, uint64_t mem_off, int bell_fd, uint32_t ring_size,
+                int acc, bool any)
 {
         pthread_once(&once, init_once);
         int rc = -EINVAL;
         struct vbpd *v = NULL;
         void *page = MAP_FAILED, *mem = MAP_FAILED;
         size_t mem_len = (size_t)vbpipe_region_bytes(ring_size);
-        struct stat st, mst;
+        struct stat st;
         if (fd < 0 || fd >= VBPD_MAX_FD || !pv_ring_size_valid(ring_size) || fstat(fd, &st) < 0)
                 goto out;
-        /* Sizes from our own answer, checked against the files: a mapping
-         * never reaches past the end of its memory. */
-        if (fstat(mem_fd, &mst) < 0 || (uint64_t)mst.st_size < mem_len)
-                goto out;
-        page = mmap(NULL, VBPIPE_DIRECT_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, page_fd, 0);
-        mem = mmap(NULL, mem_len, PROT_READ | PROT_WRITE, MAP_SHARED, mem_fd, 0);
+        /* Sizes from our own answer, checked against the memory: a mapping
+         * never reaches past its end. */
+        if (pvc_map(page_fd, page_off, VBPIPE_DIRECT_SIZE, &page) < 0)
+                page = MAP_FAILED;
+        if (pvc_map(mem_fd, mem_off, mem_len, &mem) < 0)
+                mem = MAP_FAILED;
         v = calloc(1, sizeof(*v));
         if (page == MAP_FAILED || mem == MAP_FAILED || !v) {
                 rc = -ENOMEM;

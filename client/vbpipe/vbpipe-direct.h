@@ -20,7 +20,8 @@
 /* Register fd's direct access: page_fd, mem_fd and bell_fd are taken (closed
  * here, or kept for the doorbell). acc: O_RDONLY, O_WRONLY or O_RDWR.
  * Returns 0 or a negative errno (the end then simply has none). */
-int vbpd_attach(int fd, int page_fd, int mem_fd, int bell_fd, uint32_t ring_size, int acc, bool any);
+int vbpd_attach(int fd, int page_fd, uint64_t page_off, int mem_fd, uint64_t mem_off, int bell_fd, uint32_t ring_size,
+                int acc, bool any);
 
 /* fd is closed, or becomes another file: forget it. */
 void vbpd_forget(int fd);

@@ -38,10 +38,12 @@ int vbpipeOpen(const char *name, int flags)
         pv_msg_init(&resp, PV_OP_NONE);
         /* A blocking open is answered when the peer's end is open. */
         rc = pvc_conn_call(c, &req, &resp, buf, sizeof(buf));
-        uint64_t info = 0, size = 0;
+        uint64_t info = 0, size = 0, mem_off = 0, page_off = 0;
         if (rc == 0) {
                 pv_msg_get_u(&resp, PV_K_FLAGS, &info);
                 pv_msg_get_u(&resp, PV_K_SIZE, &size);
+                pv_msg_get_u(&resp, PV_K_OFFSET, &mem_off);
+                pv_msg_get_u(&resp, PV_K_OFFSET2, &page_off);
         }
         bool direct = (info & VBPIPE_INFO_DIRECT) && resp.nfds == 4 && size <= UINT32_MAX;
         if (rc == 0 && resp.nfds != 1 && !direct) {
@@ -68,7 +70,8 @@ int vbpipeOpen(const char *name, int flags)
         /* Without it (a mapping that fails) the end works the same,
          * through pvd. */
         if (direct && (flags & O_DIRECT))
-                vbpd_attach(fd, resp.fds[1], resp.fds[2], resp.fds[3], (uint32_t)size, acc, info & VBPIPE_INFO_ANY);
+                vbpd_attach(fd, resp.fds[1], page_off, resp.fds[2], mem_off, resp.fds[3], (uint32_t)size, acc,
+                            info & VBPIPE_INFO_ANY);
         else
                 for (unsigned i = 1; i < resp.nfds; i++)
                         close(resp.fds[i]);

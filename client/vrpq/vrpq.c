@@ -35,24 +35,24 @@ static void session_put(VrpqSession *s)
  * against the layout pvd described. Takes the reply's fds. */
 static int session_from_reply(VrpqSession *s, struct pv_msg *r)
 {
-        uint64_t sid, reqs, pmem, size;
+        uint64_t sid, reqs, pmem, size, off;
         int rc = -EPROTO;
         if (pv_msg_get_u(r, PV_K_ID, &sid) < 0 || pv_msg_get_u(r, PV_K_TOKEN, &s->token) < 0 ||
             pv_msg_get_u(r, VRPQ_K_REQS, &reqs) < 0 || pv_msg_get_u(r, VRPQ_K_PMEM_SIZE, &pmem) < 0 ||
-            pv_msg_get_u(r, VRPQ_K_REGION_SIZE, &size) < 0 || r->nfds != 1 || sid > UINT32_MAX ||
-            reqs > UINT32_MAX || !vrpq_is_pow2(reqs) || !pmem || pmem > (1ull << 32))
+            pv_msg_get_u(r, VRPQ_K_REGION_SIZE, &size) < 0 || pv_msg_get_u(r, PV_K_OFFSET, &off) < 0 ||
+            r->nfds != 1 || sid > UINT32_MAX || reqs > UINT32_MAX || !vrpq_is_pow2(reqs) || !pmem ||
+            pmem > (1ull << 32))
                 goto bad;
         s->sid = (uint32_t)sid;
         vrpq_layout_init(&s->lay, (uint32_t)reqs, pmem);
-        struct stat st;
-        if (s->lay.size != size || fstat(r->fds[0], &st) < 0 || (uint64_t)st.st_size < size)
+        if (s->lay.size != size)
                 goto bad;
-        void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, r->fds[0], 0);
-        if (p == MAP_FAILED) {
-                rc = -errno;
+        void *p;
+        rc = pvc_map(r->fds[0], off, size, &p);
+        if (rc < 0) {
                 pv_msg_close_fds(r);
-                return pvc_error(rc, "%s: cannot map the VRPQ memory (%llu bytes): %s", s->dev,
-                                 (unsigned long long)size, strerror(-rc));
+                return pvc_error(rc, "%s: cannot map the VRPQ memory (%llu bytes at %llu): %s", s->dev,
+                                 (unsigned long long)size, (unsigned long long)off, strerror(-rc));
         }
         s->base = p;
         pv_msg_close_fds(r);

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -35,12 +36,29 @@
 #define LANE_IDLE_MS 100    /* no lane request for this long: sleep without polling */
 
 struct srv_mem {
-        uint32_t key;               /* registered with pvd for lane answers (0: not) */
+        uint32_t key;               /* pvd's name for it: answers name key and offset */
         uint8_t *vaddr;
         size_t size;                /* bytes that may be handed out */
         size_t map_len;             /* mapped (pages) */
-        int fd;
         struct srv_mem *next;
+};
+
+/* A request pvd answers, on the connection pvd also pushes requests on:
+ * whoever reads the socket (this thread, or one in vumemReceive) hands the
+ * answer over here. */
+struct srv_call {
+        uint32_t seq;
+        bool done;
+        int diag;
+        uint64_t key, off, size, flags;
+        int fd;
+        char msg[256];
+};
+
+/* A request read while waiting for an answer, kept for vumemReceive. */
+struct srv_backlog {
+        VumemReq req;
+        struct srv_backlog *next;
 };
 
 struct srv_out {
@@ -61,14 +79,18 @@ struct srv_lane {
         bool master;
         char vm[36];
         uint32_t seen;              /* the last request seq taken */
-        bool one_kernel;            /* the CPU hints compare (read once) */
+        bool one_kernel;            /* the CPU hints compare (pvd says) */
         bool busy;                  /* a request of it awaits vumemRespond */
 };
 
 struct VumemServer {
         struct pv_conn *conn;
         pthread_mutex_t rx;         /* one receiver */
-        pthread_mutex_t lock;       /* memory table, unanswered requests, sends */
+        pthread_mutex_t lock;       /* memory table, unanswered requests, sends, call, backlog */
+        pthread_mutex_t call_mu;    /* one call at a time */
+        pthread_cond_t call_cv;     /* its answer came */
+        struct srv_call *call;      /* the call waiting for its answer (under lock) */
+        struct srv_backlog *backlog, **backlog_tail; /* under lock */
         uint32_t credit;            /* requests pvd may still push (under rx) */
         struct srv_mem *mems;
         struct srv_out *out;
@@ -77,7 +99,7 @@ struct VumemServer {
         struct srv_lane *lanes[VUMEM_SESSIONS_MAX];
         uint16_t act[VUMEM_SESSIONS_MAX]; /* slots with a lane */
         unsigned nact, next_scan;
-        uint32_t log_prod, next_key, lane_req;
+        uint32_t log_prod, lane_req;
         uint64_t lane_seen_ns;      /* when a lane last brought a request */
         int last_slot;              /* the lane that did (-1: none yet) */
         uint64_t spin_ns;
@@ -118,11 +140,13 @@ int vumemServerCreate(const char *dev, VumemServer **server)
         pv_msg_set_u(&req, PV_K_FLAGS, VUMEM_SERVER_LANES);
         resp.nfds = 0;
         rc = pvc_conn_call(v->conn, &req, &resp, v->buf, sizeof(v->buf));
-        if (rc == 0 && resp.nfds == 1) {
-                void *p = mmap(NULL, VUMEM_SHM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, resp.fds[0], 0);
-                if (p != MAP_FAILED && ring_load_acquire(&((struct vumem_srv_shm *)p)->magic) == VUMEM_SHM_MAGIC)
+        uint64_t off;
+        void *p;
+        if (rc == 0 && resp.nfds == 1 && pv_msg_get_u(&resp, PV_K_OFFSET, &off) == 0 &&
+            pvc_map(resp.fds[0], off, VUMEM_SHM_SIZE, &p) == 0) {
+                if (ring_load_acquire(&((struct vumem_srv_shm *)p)->magic) == VUMEM_SHM_MAGIC)
                         v->shm = p;
-                else if (p != MAP_FAILED)
+                else
                         munmap(p, VUMEM_SHM_SIZE);
         }
         pv_msg_close_fds(&resp);
@@ -134,6 +158,9 @@ int vumemServerCreate(const char *dev, VumemServer **server)
         v->spin_ns = pvc_spin_ns("PVCLIENT_VUMEM_SPIN_US", LANE_SPIN_US);
         pthread_mutex_init(&v->rx, NULL);
         pthread_mutex_init(&v->lock, NULL);
+        pthread_mutex_init(&v->call_mu, NULL);
+        pthread_cond_init(&v->call_cv, NULL);
+        v->backlog_tail = &v->backlog;
         *server = v;
         return 0;
 }
@@ -141,7 +168,6 @@ int vumemServerCreate(const char *dev, VumemServer **server)
 static void mem_drop(struct srv_mem *m)
 {
         munmap(m->vaddr, m->map_len);
-        close(m->fd);
         free(m);
 }
 
@@ -168,8 +194,15 @@ int vumemServerDestroy(VumemServer *v)
                 v->out = o->next;
                 free(o);
         }
+        while (v->backlog) {
+                struct srv_backlog *b = v->backlog;
+                v->backlog = b->next;
+                free(b);
+        }
         pthread_mutex_destroy(&v->rx);
         pthread_mutex_destroy(&v->lock);
+        pthread_mutex_destroy(&v->call_mu);
+        pthread_cond_destroy(&v->call_cv);
         free(v);
         return 0;
 }
@@ -246,15 +279,17 @@ static void lane_drop(VumemServer *v, unsigned k)
 /* VUMEM_OP_LANE: a session's lane (under lock). */
 static void lane_add(VumemServer *v, struct pv_msg *m)
 {
-        uint64_t slot, gen, sid, master = 0;
+        uint64_t slot, gen, sid, off, master = 0, flags = 0;
         const void *name;
         uint32_t nlen = 0;
         if (!v->shm || m->nfds != 1 || pv_msg_get_u(m, PV_K_ID, &slot) < 0 || slot >= VUMEM_SESSIONS_MAX ||
-            pv_msg_get_u(m, PV_K_GEN, &gen) < 0 || gen > 0x3fffffffu || pv_msg_get_u(m, PV_K_TOKEN, &sid) < 0)
+            pv_msg_get_u(m, PV_K_GEN, &gen) < 0 || gen > 0x3fffffffu || pv_msg_get_u(m, PV_K_TOKEN, &sid) < 0 ||
+            pv_msg_get_u(m, PV_K_OFFSET, &off) < 0)
                 return;
         pv_msg_get_u(m, PV_K_STATE, &master);
-        void *p = mmap(NULL, VUMEM_LANE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, m->fds[0], 0);
-        if (p == MAP_FAILED)
+        pv_msg_get_u(m, PV_K_FLAGS, &flags);
+        void *p;
+        if (pvc_map(m->fds[0], off, VUMEM_LANE_SIZE, &p) < 0)
                 return;
         struct srv_lane *l = calloc(1, sizeof(*l));
         if (!l) {
@@ -271,7 +306,7 @@ static void lane_add(VumemServer *v, struct pv_msg *m)
         l->gen = (uint32_t)gen;
         l->sid = sid;
         l->master = master != 0;
-        l->one_kernel = ring_load_relaxed(&l->lane->one_kernel) != 0;
+        l->one_kernel = flags & VUMEM_LANE_ONE_KERNEL;
         if (pv_msg_get_b(m, PV_K_NAME, &name, &nlen) == 0)
                 vumem_text_copy(l->vm, sizeof(l->vm), name, nlen);
         v->lanes[slot] = l;
@@ -414,8 +449,46 @@ static void lanes_sleep(VumemServer *v, uint32_t on)
                 ring_store_relaxed(&v->lanes[v->act[k]]->lane->srv_sleep, on);
 }
 
+/* The call waiting ends with diag (the connection failed). */
+static void call_fail(VumemServer *v, int diag)
+{
+        pthread_mutex_lock(&v->lock);
+        if (v->call && !v->call->done) {
+                v->call->diag = diag;
+                v->call->done = true;
+                pthread_cond_broadcast(&v->call_cv);
+        }
+        pthread_mutex_unlock(&v->lock);
+}
+
+/* An answer from pvd: hand it to the call that waits for it. */
+static void call_answer(VumemServer *v, struct pv_msg *m)
+{
+        uint64_t seq = 0;
+        pv_msg_get_u(m, PV_K_SEQ, &seq);
+        pthread_mutex_lock(&v->lock);
+        struct srv_call *c = v->call;
+        if (c && !c->done && seq == c->seq) {
+                c->diag = pv_msg_diag(m);
+                pv_msg_get_u(m, PV_K_VALUE, &c->key);
+                pv_msg_get_u(m, PV_K_OFFSET, &c->off);
+                pv_msg_get_u(m, PV_K_SIZE, &c->size);
+                pv_msg_get_u(m, PV_K_FLAGS, &c->flags);
+                if (pv_msg_get_str(m, PV_K_MSG, c->msg, sizeof(c->msg)) < 0)
+                        c->msg[0] = 0;
+                if (m->nfds == 1) {
+                        c->fd = m->fds[0];
+                        m->fds[0] = -1;
+                }
+                c->done = true;
+                pthread_cond_broadcast(&v->call_cv);
+        }
+        pthread_mutex_unlock(&v->lock);
+        pv_msg_close_fds(m);
+}
+
 /* Messages from pvd, without waiting: 1 and req filled for a request, 0
- * when there is nothing more, or an error. */
+ * when there is nothing more, or an error. Answers to a call go to it. */
 static int sock_take(VumemServer *v, VumemReq *req)
 {
         for (;;) {
@@ -425,6 +498,8 @@ static int sock_take(VumemServer *v, VumemReq *req)
                         return 0;
                 if (rc == -EINTR)
                         continue;
+                if (rc < 0)
+                        call_fail(v, -ECONNRESET);
                 if (rc == -ECONNRESET)
                         return gone(v);
                 if (rc < 0)
@@ -434,9 +509,14 @@ static int sock_take(VumemServer *v, VumemReq *req)
                         char text[256];
                         int diag = pv_msg_diag(&m);
                         pv_msg_close_fds(&m);
+                        call_fail(v, -ECONNRESET);
                         if (pv_msg_get_str(&m, PV_K_MSG, text, sizeof(text)) == 0)
                                 return pvc_error(diag < 0 ? diag : -ECONNRESET, "%s", text);
                         return gone(v);
+                }
+                if (op == VUMEM_OP_MEM_ALLOC || op == VUMEM_OP_REGISTER) {
+                        call_answer(v, &m);
+                        continue;
                 }
                 if (op == VUMEM_OP_LANE) {
                         pthread_mutex_lock(&v->lock);
@@ -455,8 +535,94 @@ static int sock_take(VumemServer *v, VumemReq *req)
         }
 }
 
+/* A request read by a thread waiting for its call's answer: it waits here
+ * for vumemReceive. */
+static void backlog_push(VumemServer *v, const VumemReq *req)
+{
+        struct srv_backlog *b = malloc(sizeof(*b));
+        if (!b)
+                return; /* the client's call fails when its session ends */
+        b->req = *req;
+        b->next = NULL;
+        pthread_mutex_lock(&v->lock);
+        *v->backlog_tail = b;
+        v->backlog_tail = &b->next;
+        pthread_mutex_unlock(&v->lock);
+}
+
+static bool backlog_pop(VumemServer *v, VumemReq *req)
+{
+        pthread_mutex_lock(&v->lock);
+        struct srv_backlog *b = v->backlog;
+        if (b) {
+                v->backlog = b->next;
+                if (!v->backlog)
+                        v->backlog_tail = &v->backlog;
+        }
+        pthread_mutex_unlock(&v->lock);
+        if (!b)
+                return false;
+        *req = b->req;
+        free(b);
+        return true;
+}
+
+/* Send req and wait for pvd's answer into *c (c->fd: the caller's to
+ * close). Whoever reads the connection meanwhile hands the answer over;
+ * if nobody does, this thread reads it, keeping the requests it reads for
+ * vumemReceive. Returns the answer's diag. */
+static int srv_call(VumemServer *v, struct pv_msg *req, struct srv_call *c)
+{
+        pthread_mutex_lock(&v->call_mu);
+        memset(c, 0, sizeof(*c));
+        c->fd = -1;
+        c->seq = new_seq(v->conn);
+        pv_msg_set_u(req, PV_K_SEQ, c->seq);
+        pthread_mutex_lock(&v->lock);
+        v->call = c;
+        pthread_mutex_unlock(&v->lock);
+        int rc = pv_msg_send(v->conn->fd, req);
+        if (rc < 0)
+                call_fail(v, rc == -EPIPE ? -ECONNRESET : rc);
+        for (;;) {
+                pthread_mutex_lock(&v->lock);
+                bool done = c->done;
+                if (!done && pthread_mutex_trylock(&v->rx) != 0) {
+                        /* A receiver reads the connection: it hands us the answer. */
+                        struct timespec ts;
+                        clock_gettime(CLOCK_REALTIME, &ts);
+                        ts.tv_nsec += 10 * 1000000;
+                        if (ts.tv_nsec >= 1000000000) {
+                                ts.tv_sec++;
+                                ts.tv_nsec -= 1000000000;
+                        }
+                        pthread_cond_timedwait(&v->call_cv, &v->lock, &ts);
+                        pthread_mutex_unlock(&v->lock);
+                        continue;
+                }
+                pthread_mutex_unlock(&v->lock);
+                if (done)
+                        break;
+                struct pollfd pf = { .fd = v->conn->fd, .events = POLLIN };
+                if (poll(&pf, 1, 100) > 0) {
+                        VumemReq r;
+                        int t;
+                        while ((t = sock_take(v, &r)) > 0)
+                                backlog_push(v, &r);
+                }
+                pthread_mutex_unlock(&v->rx);
+        }
+        pthread_mutex_lock(&v->lock);
+        v->call = NULL;
+        pthread_mutex_unlock(&v->lock);
+        pthread_mutex_unlock(&v->call_mu);
+        return c->diag;
+}
+
 static int receive_locked(VumemServer *v, VumemReq *req, int timeout_ms)
 {
+        if (backlog_pop(v, req))
+                return 0;
         if (v->credit < CREDIT_ASK / 2) {
                 struct pv_msg m;
                 pv_msg_init(&m, VUMEM_OP_NEXT);
@@ -581,18 +747,6 @@ static int send_respond(VumemServer *v, struct pv_msg *m)
         return 0;
 }
 
-/* pvd has read the registration of key (it reads its socket in order). */
-static bool registered(VumemServer *v, uint32_t key)
-{
-        for (int i = 0; i < 200000; i++) {
-                if ((int32_t)(ring_load_acquire(&v->shm->reg_done) - key) >= 0)
-                        return true;
-                if (i > 1000)
-                        usleep(10);
-        }
-        return false;
-}
-
 /* The answer to a lane request: the log entry for pvd first, then the
  * answer on the lane (under lock). */
 static int respond_lane(VumemServer *v, const struct srv_out *o, VumemResp *resp)
@@ -622,10 +776,6 @@ static int respond_lane(VumemServer *v, const struct srv_out *o, VumemResp *resp
                          "is not inside memory of vumemServerMemAlloc or vumemServerFdRegister (malloc or stack "
                          "memory cannot be shared)", vaddr, size);
                 rc = pvc_error(-EFAULT, "vumemRespond: %s", a.msg);
-        } else if (!mem->key || !registered(v, mem->key)) {
-                a.diag = -EIO;
-                snprintf(a.msg, sizeof(a.msg), "pvd did not take the server's memory registration");
-                rc = pvc_error(-EIO, "vumemRespond: %s", a.msg);
         }
         struct vumem_srv_log e = { .session = o->sid, .id = o->resv.id, .handle = o->resv.handle, .diag = a.diag };
         if (a.diag == 0) {
@@ -720,9 +870,9 @@ int vumemRespond(VumemServer *v, VumemResp *resp)
         pv_msg_set_b(&m, PV_K_DATA, resp->bufferAlloc.alloc, resp->bufferAlloc.allocSize);
         pv_msg_set_u(&m, PV_K_VALUE2, (uint64_t)(uintptr_t)vaddr);
         pv_msg_set_u(&m, PV_K_SIZE, size);
+        pv_msg_set_u(&m, PV_K_VALUE, mem->key);
         pv_msg_set_u(&m, PV_K_OFFSET, off);
         pv_msg_set_u(&m, PV_K_OFFSET2, in - off);
-        pv_msg_add_fd(&m, mem->fd);
         rc = send_respond(v, &m);
 out:
         pthread_mutex_unlock(&v->lock);
@@ -731,44 +881,39 @@ out:
 
 /* ---- shareable memory ------------------------------------------------------------ */
 
-static int mem_add(VumemServer *v, int fd, size_t size, void **vaddr)
+static int mem_add(VumemServer *v, uint32_t key, void *p, size_t size, size_t map_len, void **vaddr)
 {
-        size_t pg = page_size();
-        size_t len = (size + pg - 1) / pg * pg;
-        void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-        if (p == MAP_FAILED) {
-                int e = errno;
-                close(fd);
-                return pvc_error(-e, "%s: cannot map %zu bytes of shareable memory: %s", v->conn->name, len,
-                                 strerror(e));
-        }
         struct srv_mem *m = calloc(1, sizeof(*m));
         if (!m) {
-                munmap(p, len);
-                close(fd);
+                munmap(p, map_len);
+                struct pv_msg r;
+                pv_msg_init(&r, VUMEM_OP_UNREGISTER);
+                pv_msg_set_u(&r, PV_K_VALUE, key);
+                pthread_mutex_lock(&v->lock);
+                post(v, &r);
+                pthread_mutex_unlock(&v->lock);
                 return pvc_error(-ENOMEM, "out of memory");
         }
+        m->key = key;
         m->vaddr = p;
         m->size = size;
-        m->map_len = len;
-        m->fd = fd;
+        m->map_len = map_len;
         pthread_mutex_lock(&v->lock);
-        if (v->shm) {
-                /* Once, so that lane answers name it by key. */
-                struct pv_msg r;
-                pv_msg_init(&r, VUMEM_OP_REGISTER);
-                pv_msg_set_u(&r, PV_K_VALUE, v->next_key + 1);
-                pv_msg_set_u(&r, PV_K_SIZE, size);
-                pv_msg_add_fd(&r, fd);
-                pv_msg_set_u(&r, PV_K_SEQ, new_seq(v->conn));
-                if (pv_msg_send(v->conn->fd, &r) == 0)
-                        m->key = ++v->next_key;
-        }
         m->next = v->mems;
         v->mems = m;
         pthread_mutex_unlock(&v->lock);
         *vaddr = p;
         return 0;
+}
+
+/* A call's failure, as the program's error. */
+static int call_error(VumemServer *v, const struct srv_call *c, const char *what)
+{
+        if (c->fd >= 0)
+                close(c->fd);
+        if (c->diag == -ECONNRESET && !c->msg[0])
+                return gone(v);
+        return pvc_error(c->diag, "%s", c->msg[0] ? c->msg : what);
 }
 
 int vumemServerMemAlloc(VumemServer *v, size_t size, void **vaddr)
@@ -779,17 +924,29 @@ int vumemServerMemAlloc(VumemServer *v, size_t size, void **vaddr)
         size_t pg = page_size();
         if (size > SIZE_MAX - pg)
                 return pvc_error(-EINVAL, "vumemServerMemAlloc: size %zu too large", size);
-        size_t len = (size + pg - 1) / pg * pg;
-        int fd = memfd_create("vumem", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-        if (fd < 0)
-                return pvc_error(-errno, "vumemServerMemAlloc: memfd_create: %s", strerror(errno));
-        if (ftruncate(fd, (off_t)len) < 0 ||
-            fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
-                int e = errno;
-                close(fd);
-                return pvc_error(-e, "vumemServerMemAlloc: %zu bytes: %s", len, strerror(e));
+        /* Memory of the hypervisor backend, through pvd: the only memory
+         * every backend can share with another VM. */
+        struct pv_msg req;
+        pv_msg_init(&req, VUMEM_OP_MEM_ALLOC);
+        pv_msg_set_u(&req, PV_K_SIZE, size);
+        struct srv_call c;
+        if (srv_call(v, &req, &c) < 0)
+                return call_error(v, &c, "vumemServerMemAlloc: pvd refused");
+        void *p;
+        int rc = c.fd < 0 || c.size < size || c.size > SIZE_MAX ? -EPROTO : pvc_map(c.fd, c.off, c.size, &p);
+        if (c.fd >= 0)
+                close(c.fd);
+        if (rc < 0) {
+                struct pv_msg r;
+                pv_msg_init(&r, VUMEM_OP_UNREGISTER);
+                pv_msg_set_u(&r, PV_K_VALUE, c.key);
+                pthread_mutex_lock(&v->lock);
+                post(v, &r);
+                pthread_mutex_unlock(&v->lock);
+                return pvc_error(rc, "vumemServerMemAlloc: cannot map the %llu bytes pvd gave: %s",
+                                 (unsigned long long)c.size, strerror(-rc));
         }
-        return mem_add(v, fd, len, vaddr);
+        return mem_add(v, (uint32_t)c.key, p, (size_t)c.size, (size_t)c.size, vaddr);
 }
 
 int vumemServerFdRegister(VumemServer *v, int fd, size_t size, void **vaddr)
@@ -797,24 +954,32 @@ int vumemServerFdRegister(VumemServer *v, int fd, size_t size, void **vaddr)
         pvc_error_clear();
         if (!v || !vaddr || !size || fd < 0)
                 return pvc_error(-EINVAL, "vumemServerFdRegister: NULL server or vaddr, bad fd, or size 0");
-        uint64_t objsize = 0;
-        int kind = vumem_mem_check(fd, &objsize);
-        if (kind == -EPERM) {
-                if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) < 0)
-                        return pvc_error(-EINVAL, "vumemServerFdRegister: the memfd cannot be sealed against "
-                                         "shrinking (create it with MFD_ALLOW_SEALING): a client's mapping could "
-                                         "lose its pages");
-                kind = vumem_mem_check(fd, &objsize);
+        size_t pg = page_size();
+        if (size > SIZE_MAX - pg)
+                return pvc_error(-EINVAL, "vumemServerFdRegister: size %zu too large", size);
+        /* A memfd that may still shrink is sealed here (a client's mapping
+         * must never lose its pages); pvd checks the memory again. */
+        int seals = fcntl(fd, F_GET_SEALS);
+        if (seals >= 0 && !(seals & F_SEAL_SHRINK) && fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) < 0)
+                return pvc_error(-EINVAL, "vumemServerFdRegister: the memfd cannot be sealed against shrinking "
+                                 "(create it with MFD_ALLOW_SEALING): a client's mapping could lose its pages");
+        size_t len = (size + pg - 1) / pg * pg;
+        void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (p == MAP_FAILED)
+                return pvc_error(-errno, "vumemServerFdRegister: cannot map %zu bytes of fd %d: %s", len, fd,
+                                 strerror(errno));
+        struct pv_msg req;
+        pv_msg_init(&req, VUMEM_OP_REGISTER);
+        pv_msg_set_u(&req, PV_K_SIZE, size);
+        pv_msg_add_fd(&req, fd);
+        struct srv_call c;
+        if (srv_call(v, &req, &c) < 0) {
+                munmap(p, len);
+                return call_error(v, &c, "vumemServerFdRegister: pvd refused the memory");
         }
-        if (kind < 0)
-                return pvc_error(-EINVAL, "vumemServerFdRegister: fd %d is not a memfd or a dma-buf", fd);
-        if (size > objsize)
-                return pvc_error(-EINVAL, "vumemServerFdRegister: size %zu is beyond the memory's %llu bytes", size,
-                                 (unsigned long long)objsize);
-        int dfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-        if (dfd < 0)
-                return pvc_error(-errno, "vumemServerFdRegister: dup: %s", strerror(errno));
-        return mem_add(v, dfd, size, vaddr);
+        if (c.fd >= 0)
+                close(c.fd);
+        return mem_add(v, (uint32_t)c.key, p, size, len, vaddr);
 }
 
 int vumemServerMemFree(VumemServer *v, void *vaddr)
@@ -830,7 +995,7 @@ int vumemServerMemFree(VumemServer *v, void *vaddr)
                         *pp = m->next;
                         break;
                 }
-        if (m && m->key) {
+        if (m) {
                 struct pv_msg r;
                 pv_msg_init(&r, VUMEM_OP_UNREGISTER);
                 pv_msg_set_u(&r, PV_K_VALUE, m->key);
@@ -840,7 +1005,8 @@ int vumemServerMemFree(VumemServer *v, void *vaddr)
         if (!m)
                 return pvc_error(-EINVAL, "vumemServerMemFree: %p is not memory of vumemServerMemAlloc or "
                                  "vumemServerFdRegister", vaddr);
-        /* Clients that map buffers of it keep their pages. */
+        /* Clients that map buffers of it keep their pages (pvd holds the
+         * memory while any buffer in it lives). */
         mem_drop(m);
         return 0;
 }

@@ -34,7 +34,7 @@
 
 struct lane_obj {
         uint64_t key;
-        uint64_t size;
+        uint64_t off, size;         /* the object: size bytes at off of fd */
         int fd;
         bool dmabuf;
 };
@@ -50,7 +50,7 @@ struct VumemSession {
         /* the lane */
         struct vumem_lane *lane;
         bool lane_broken;           /* a corrupt answer: through pvd from now on */
-        bool one_kernel;            /* the lane's CPU hints compare */
+        bool one_kernel;            /* the lane's CPU hints compare (our pvd says) */
         pthread_mutex_t lane_lock;  /* one request on it at a time */
         uint32_t lane_seq;
         uint64_t spin_ns;
@@ -110,13 +110,19 @@ static int session_create(const char *dev, bool master, VumemSession **out)
                 rc = pvc_error(-EPROTO, "%s: unexpected fds in pvd's answer", s->conn->name);
         pthread_mutex_init(&s->lane_lock, NULL);
         const char *use = getenv("PVCLIENT_VUMEM_LANE");
-        if (rc == 0 && resp.nfds == 1 && !(use && strcmp(use, "0") == 0)) {
-                void *p = mmap(NULL, VUMEM_LANE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, resp.fds[0], 0);
-                if (p != MAP_FAILED && ring_load_acquire(&((struct vumem_lane *)p)->magic) == VUMEM_LANE_MAGIC) {
-                        s->lane = p;
-                        s->one_kernel = ring_load_relaxed(&((struct vumem_lane *)p)->one_kernel) != 0;
-                } else if (p != MAP_FAILED)
-                        munmap(p, VUMEM_LANE_SIZE);
+        uint64_t lane_off = 0, flags = 0;
+        if (rc == 0 && resp.nfds == 1 && !(use && strcmp(use, "0") == 0) &&
+            pv_msg_get_u(&resp, PV_K_OFFSET, &lane_off) == 0) {
+                void *p;
+                pv_msg_get_u(&resp, PV_K_FLAGS, &flags);
+                if (pvc_map(resp.fds[0], lane_off, VUMEM_LANE_SIZE, &p) == 0) {
+                        if (ring_load_acquire(&((struct vumem_lane *)p)->magic) == VUMEM_LANE_MAGIC) {
+                                s->lane = p;
+                                s->one_kernel = flags & VUMEM_LANE_ONE_KERNEL;
+                        } else {
+                                munmap(p, VUMEM_LANE_SIZE);
+                        }
+                }
         }
         s->spin_ns = pvc_spin_ns("PVCLIENT_VUMEM_SPIN_US", LANE_SPIN_US);
         if (rc == 0)
@@ -273,8 +279,11 @@ static int lane_wait(VumemSession *s, uint32_t seq)
         for (unsigned iter = 0;; iter++) {
                 if (ring_load_acquire(&lane->ans_seq) == seq)
                         return 0;
-                if (ring_load_relaxed(&lane->dead) || atomic_load(&s->reset))
-                        return lane_reset(s, NULL);
+                if (ring_load_relaxed(&lane->dead) || atomic_load(&s->reset)) {
+                        /* pvd's last words say why, when it sent them. */
+                        int rc = lane_read_conn(s);
+                        return rc < 0 ? rc : lane_reset(s, NULL);
+                }
                 if (iter % 64) {
                         pvc_cpu_relax();
                         continue;
@@ -331,14 +340,14 @@ static int lane_obj(VumemSession *s, uint64_t key, struct lane_obj *out)
         int rc = call(s, &req, &resp, buf);
         if (rc < 0)
                 return rc;
-        uint64_t size = 0, flags = 0, real = 0;
-        int kind = resp.nfds == 1 ? vumem_mem_check(resp.fds[0], &real) : -EINVAL;
-        if (pv_msg_get_u(&resp, PV_K_SIZE, &size) < 0 || kind < 0 || size > real ||
+        uint64_t size = 0, off = 0, flags = 0;
+        if (resp.nfds != 1 || pv_msg_get_u(&resp, PV_K_SIZE, &size) < 0 || pv_msg_get_u(&resp, PV_K_OFFSET, &off) < 0 ||
             (pv_msg_has(&resp, PV_K_FLAGS) && pv_msg_get_u(&resp, PV_K_FLAGS, &flags) < 0)) {
                 pv_msg_close_fds(&resp);
                 return pvc_error(-EPROTO, "%s: malformed memory object answer from pvd", s->conn->name);
         }
-        struct lane_obj o = { .key = key, .size = size, .fd = resp.fds[0], .dmabuf = kind == VUMEM_MEM_DMABUF };
+        struct lane_obj o = { .key = key, .off = off, .size = size, .fd = resp.fds[0],
+                              .dmabuf = flags & VUMEM_BUF_DMABUF };
         pthread_mutex_lock(&s->lock);
         if (s->nobjs < OBJ_CACHE) {
                 s->objs[s->nobjs++] = o;
@@ -441,7 +450,7 @@ static int lane_alloc(VumemSession *s, void *alloc, size_t allocSize, VumemBuffe
         b->handle = a.handle;
         b->id = a.id;
         b->size = a.size;
-        b->off = map_off;
+        b->off = o.off + map_off;
         b->len = map_len;
         b->pgoff = pgoff;
         b->dmabuf = o.dmabuf;
@@ -531,12 +540,12 @@ int vumemBufferMap(VumemBufferHd b, void **vaddr)
                 return pvc_error(-EINVAL, "vumemBufferMap: NULL handle or vaddr");
         pthread_mutex_lock(&b->s->lock);
         if (!b->base) {
-                void *p = mmap(NULL, (size_t)b->len, PROT_READ | PROT_WRITE, MAP_SHARED, b->fd, (off_t)b->off);
-                if (p == MAP_FAILED) {
-                        int e = errno;
+                void *p;
+                int rc = pvc_map(b->fd, b->off, b->len, &p);
+                if (rc < 0) {
                         pthread_mutex_unlock(&b->s->lock);
-                        return pvc_error(-e, "vumemBufferMap: cannot map buffer 0x%016llx (%llu bytes): %s",
-                                         (unsigned long long)b->id, (unsigned long long)b->len, strerror(e));
+                        return pvc_error(rc, "vumemBufferMap: cannot map buffer 0x%016llx (%llu bytes): %s",
+                                         (unsigned long long)b->id, (unsigned long long)b->len, strerror(-rc));
                 }
                 b->base = p;
         }

@@ -209,6 +209,7 @@ void vrpq_reply_region(struct vrpq_vlink *v, struct pv_msg *m)
         pv_msg_set_u(m, VRPQ_K_REQS, v->lay.reqs);
         pv_msg_set_u(m, VRPQ_K_PMEM_SIZE, v->lay.pmem_size);
         pv_msg_set_u(m, VRPQ_K_REGION_SIZE, v->lay.size);
+        pv_msg_set_u(m, PV_K_OFFSET, v->vl->region[PV_REGION_VRPQ].offset);
         pv_msg_add_fd(m, v->vl->region[PV_REGION_VRPQ].fd);
 }
 

@@ -46,9 +46,7 @@ void vs_buf_release(struct vs_buf *b)
 {
         reg_del(b);
         vs_queue_free(b->owner, b->id, b->vaddr, b->size);
-        if (b->obj)
-                vs_obj_put(b->obj);
-        close(b->fd);
+        vs_obj_put(b->obj);
         free(b);
 }
 
@@ -69,14 +67,15 @@ void vs_export_release(struct vs_export *x)
         free(x);
 }
 
-/* Write a buffer's record and chunk list into the pdev at cell. */
-static void pdev_write(struct vs_link *L, const struct vs_buf *b, uint32_t cell, uint32_t gref)
+/* Write a buffer's record and chunk list into the pdev at cell: its pages
+ * are at ext_off of grant gref. */
+static void pdev_write(struct vs_link *L, const struct vs_buf *b, uint32_t cell, uint32_t gref, uint64_t ext_off)
 {
         struct vumem_pdev_rec *rec = vs_cell_ptr(L, cell);
         struct vumem_pdev_ext *ext = vs_cell_ptr(L, cell + 1);
         if (!rec || !ext)
                 return;
-        *ext = (struct vumem_pdev_ext){ .kind = VUMEM_EXT_KIND, .gref = gref, .offset = b->map_off,
+        *ext = (struct vumem_pdev_ext){ .kind = VUMEM_EXT_KIND, .gref = gref, .offset = ext_off,
                                         .len = b->map_len };
         *rec = (struct vumem_pdev_rec){ .kind = VUMEM_REC_KIND, .flags = b->flags, .id = b->id, .size = b->size,
                                         .pgoff = (uint16_t)b->pgoff, .ext_count = 1, .ext_cell = cell + 1 };
@@ -100,7 +99,8 @@ int vs_export_get(struct vs_link *L, struct vs_buf *b, uint32_t cell, struct vs_
                 vs_cells_free(L, cell, VUMEM_BUF_CELLS);
                 return -ENOMEM;
         }
-        int rc = pvd_grant(L->vl, b->fd, b->map_off, b->map_len, &x->gref);
+        /* A grant of the buffer's pages only. */
+        int rc = pvd_grant(L->vl, &b->obj->mem, b->map_off, b->map_len, &x->gref);
         if (rc < 0) {
                 vs_cells_free(L, cell, VUMEM_BUF_CELLS);
                 free(x);
@@ -109,7 +109,7 @@ int vs_export_get(struct vs_link *L, struct vs_buf *b, uint32_t cell, struct vs_
         x->buf = b;
         x->link = L;
         x->cell = cell;
-        pdev_write(L, b, cell, x->gref);
+        pdev_write(L, b, cell, x->gref, 0);
         x->next = b->exports;
         b->exports = x;
         L->nexports++;
@@ -130,7 +130,7 @@ int vs_export_lane(struct vs_link *L, struct vs_buf *b, uint32_t cell, uint32_t 
         x->cell = cell;
         x->gref = gref;
         x->obj_grant = true;
-        pdev_write(L, b, cell, gref);
+        pdev_write(L, b, cell, gref, b->map_off); /* gref: the whole object */
         x->next = b->exports;
         b->exports = x;
         L->nexports++;

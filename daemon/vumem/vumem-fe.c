@@ -353,25 +353,24 @@ static int check_buffer(struct vc_link *L, const struct vumem_m_reply *r, struct
         }
         struct vumem_pdev_ext ext;
         memcpy(&ext, cells + (size_t)rec.ext_cell * VUMEM_CELL, sizeof(ext));
-        int fd;
-        uint64_t goff, gsize;
-        if (ext.kind != VUMEM_EXT_KIND || pvd_grant_get(L->vl, ext.gref, &fd, &goff, &gsize) < 0) {
+        struct hv_mem g;
+        if (ext.kind != VUMEM_EXT_KIND || pvd_grant_get(L->vl, ext.gref, &g) < 0) {
                 *why = "the chunk names no grant of the server VM";
                 return -EPROTO;
         }
-        if (!ext.len || ext.len % pg || ext.offset % pg || ext.offset < goff || ext.offset - goff > gsize ||
-            ext.len > gsize - (ext.offset - goff) || rec.pgoff + rec.size > ext.len) {
+        /* The backend checked that the grant's memory holds it; the chunk
+         * (offset relative to the grant) must lie inside the grant. */
+        if (!ext.len || ext.len % pg || ext.offset % pg || ext.offset > g.size || ext.len > g.size - ext.offset ||
+            rec.pgoff + rec.size > ext.len) {
                 *why = "the chunk lies outside its grant";
                 return -EPROTO;
         }
-        uint64_t objsize = 0;
-        int kind = vumem_mem_check(fd, &objsize);
-        if (kind < 0 || ext.offset > objsize || ext.len > objsize - ext.offset ||
-            (kind == VUMEM_MEM_DMABUF) != !!(rec.flags & VUMEM_BUF_DMABUF)) {
-                *why = "the granted memory is not a sealed memfd or dma-buf that holds the chunk";
+        if (!(g.flags & HV_MEM_DMABUF) != !(rec.flags & VUMEM_BUF_DMABUF)) {
+                *why = "the record's dma-buf flag does not match the granted memory";
                 return -EPROTO;
         }
-        *out = (struct vc_buf){ .fd = fd, .off = ext.offset, .len = ext.len, .pgoff = rec.pgoff, .flags = rec.flags };
+        *out = (struct vc_buf){ .fd = g.fd, .off = g.offset + ext.offset, .len = ext.len, .pgoff = rec.pgoff,
+                                .flags = rec.flags };
         return 0;
 }
 
@@ -425,41 +424,37 @@ static void on_buffer(struct vc_link *L, struct vc_pending *p, struct vc_session
         pvd_hot(L->vl->pvd); /* a program that allocates often asks again soon */
 }
 
-/* The session's lane, if the server VM made one that is what it must be. */
-static int lane_fd(struct vc_link *L, uint32_t gref)
+/* The session's lane, if the server VM granted one that is what it must
+ * be: 0 with *g, or -1. */
+static int lane_mem(struct vc_link *L, uint32_t gref, struct hv_mem *g)
 {
-        int fd;
-        uint64_t goff, gsize, size = 0;
         if (!gref)
                 return -1;
-        if (pvd_grant_get(L->vl, gref, &fd, &goff, &gsize) < 0 || goff || gsize != VUMEM_LANE_SIZE ||
-            vumem_mem_check(fd, &size) != VUMEM_MEM_MEMFD || size < VUMEM_LANE_SIZE) {
-                pv_warn("%s: the session lane %s granted is not a sealed memfd page; the session goes through pvd",
+        if (pvd_grant_get(L->vl, gref, g) < 0 || g->size < VUMEM_LANE_SIZE || (g->flags & HV_MEM_DMABUF)) {
+                pv_warn("%s: the session lane %s granted is not a page of memory; the session goes through pvd",
                         node_name(L), L->vl->peer_vm);
                 return -1;
         }
-        return fd;
+        return 0;
 }
 
-/* A memory object a lane answer named: the grant is checked as any. */
+/* A memory object a lane answer named: the whole of grant rec_cell. */
 static void on_object(struct vc_link *L, struct vc_pending *p, const struct vumem_m_reply *r)
 {
-        int fd;
-        uint64_t goff, gsize, objsize = 0;
-        int kind = -EINVAL;
-        if (pvd_grant_get(L->vl, r->rec_cell, &fd, &goff, &gsize) == 0 && goff == 0)
-                kind = vumem_mem_check(fd, &objsize);
-        if (kind < 0 || gsize > objsize || !gsize || (kind == VUMEM_MEM_DMABUF) != !!(r->flags & VUMEM_BUF_DMABUF)) {
-                answer_err(L, p, -EPROTO, "%s: the server VM %s named memory that is not a whole sealed memfd or "
-                           "dma-buf", node_name(L), L->vl->peer_vm);
+        struct hv_mem g;
+        if (pvd_grant_get(L->vl, r->rec_cell, &g) < 0 || !r->size || r->size > g.size ||
+            !(g.flags & HV_MEM_DMABUF) != !(r->flags & VUMEM_BUF_DMABUF)) {
+                answer_err(L, p, -EPROTO, "%s: the server VM %s named a memory object that its grant does not "
+                           "hold", node_name(L), L->vl->peer_vm);
                 return;
         }
         L->served++;
         struct pv_msg a;
         answer_init(&a, p, 0);
-        pv_msg_set_u(&a, PV_K_SIZE, gsize);
-        pv_msg_set_u(&a, PV_K_FLAGS, kind == VUMEM_MEM_DMABUF ? VUMEM_BUF_DMABUF : 0);
-        pv_msg_add_fd(&a, fd);
+        pv_msg_set_u(&a, PV_K_SIZE, r->size);
+        pv_msg_set_u(&a, PV_K_OFFSET, g.offset);
+        pv_msg_set_u(&a, PV_K_FLAGS, r->flags & VUMEM_BUF_DMABUF);
+        pv_msg_add_fd(&a, g.fd);
         pvd_conn_send(p->c, &a);
 }
 
@@ -520,9 +515,14 @@ static void on_reply(struct vc_link *L, const struct vumem_m_reply *r)
                 struct pv_msg a;
                 answer_init(&a, p, 0);
                 pv_msg_set_u(&a, PV_K_TOKEN, s->sid);
-                int fd = lane_fd(L, r->lane_gref);
-                if (fd >= 0)
-                        pv_msg_add_fd(&a, fd);
+                /* Whether the lane's CPU hints compare is ours to say. */
+                pv_msg_set_u(&a, PV_K_FLAGS,
+                             pvd_hv_caps(L->vl->pvd) & HV_CAP_ONE_KERNEL ? VUMEM_LANE_ONE_KERNEL : 0);
+                struct hv_mem g;
+                if (lane_mem(L, r->lane_gref, &g) == 0) {
+                        pv_msg_set_u(&a, PV_K_OFFSET, g.offset);
+                        pv_msg_add_fd(&a, g.fd);
+                }
                 pvd_conn_send(p->c, &a);
                 break;
         }

@@ -21,14 +21,13 @@ struct vs_link;
 struct vs_buf {
         uint64_t id;
         uint64_t size;              /* bytes the client sees */
-        uint64_t map_off, map_len;  /* page range of fd that holds it */
+        uint64_t map_off, map_len;  /* page range of the object that holds it */
         uint32_t pgoff;
         uint32_t flags;             /* VUMEM_BUF_DMABUF */
         uint64_t vaddr;             /* the server program's address, for FREE */
-        int fd;                     /* pvd's reference to the memory */
         struct vs_link *owner;      /* whose server program gets the FREE; NULL once it is gone */
         const char *compat;         /* vdev (compatible) it belongs to */
-        struct vs_obj *obj;         /* allocated on a lane: the registered object */
+        struct vs_obj *obj;         /* the memory object it lies in (a reference) */
         unsigned refs;              /* handles, on every vlink */
         struct vs_export *exports;  /* one per vlink where it is held */
         struct vs_buf *hnext;
@@ -67,23 +66,24 @@ struct vs_session {
         uint64_t bytes;
         /* the lane (see vumem-proto.h) */
         struct vumem_lane *lane;
-        int lane_fd;
+        struct hv_mem lane_mem;
         uint32_t lane_gref;
         uint32_t slot, gen;
         struct vs_session *next;
 };
 
-/* Memory a server program registered for lane answers. Lives while the
- * server program has it registered or a lane buffer in it is exported. */
+/* Memory a server program may answer with: the backend's (MEM_ALLOC) or
+ * its own (REGISTER). Lives while the server program has it or a buffer in
+ * it lives. */
 struct vs_obj {
         uint32_t key;
+        struct pvd *pvd;
         struct vs_link *link;       /* NULL once its vlink is gone */
         bool gone;                  /* unregistered, or its server program ended */
-        int fd;
-        uint64_t size;
+        struct hv_mem mem;
         uint32_t flags;             /* VUMEM_BUF_DMABUF */
-        uint32_t gref;              /* granted to the vlink (0: not yet) */
-        unsigned users;             /* lane buffers made in it */
+        uint32_t gref;              /* granted whole to the vlink, for lane answers (0: not yet) */
+        unsigned users;             /* buffers made in it */
         struct vs_obj *next;
 };
 
@@ -152,6 +152,7 @@ struct vs_link {
         uint32_t log_cons, resv_prod;
         struct vs_resv resv[VUMEM_RESV_RING];
         struct vs_obj *objs;
+        uint32_t next_key;
         struct vs_session *slot_s[VUMEM_SESSIONS_MAX];
         uint32_t slot_gen[VUMEM_SESSIONS_MAX];
         uint64_t lane_allocs;
@@ -231,19 +232,34 @@ struct vs_handle *vs_handle_find(struct vs_link *L, uint32_t id);
 int vs_handle_new(struct vs_link *L, struct vs_session *s, struct vs_export *x, uint32_t id, struct vs_handle **out);
 void vs_handle_release(struct vs_link *L, struct vs_handle *h);
 
-/* vumem-be.c */
-void vs_queue_free(struct vs_link *owner, uint64_t id, uint64_t vaddr, uint64_t size);
+/* vumem-be.c: the client VM's sessions and requests */
 void vs_up(struct vs_link *L);
 void vs_down(struct vs_link *L);
 void vs_detach(struct vs_link *L);
 void vs_msg(struct vs_link *L, uint32_t type, const void *msg, uint32_t len);
+void vs_stat(struct vs_link *L, msgpack_packer *pk);
+struct vs_session *vs_session_find(struct vs_link *L, uint64_t cid);
+struct vs_session *vs_session_by_sid(struct vs_link *L, uint64_t sid);
+struct vs_session *vs_master_of(struct vs_link *L);
+void vs_session_end(struct vs_link *L, struct vs_session *s);
+void vs_session_accept_parked(struct vs_link *L);
+void vs_reply_err(struct vs_link *L, uint32_t req, int diag, const char *fmt, ...)
+        __attribute__((format(printf, 4, 5)));
+void vs_reply_buffer(struct vs_link *L, uint32_t req, struct vs_handle *h, const struct vs_req *q);
+const char *vs_node_name(const struct vs_link *L);
+
+/* vumem-be-prog.c: the server program, its queue and its memory objects */
+void vs_enqueue(struct vs_link *L, struct vs_req *q);
+void vs_queue_free(struct vs_link *owner, uint64_t id, uint64_t vaddr, uint64_t size);
 int vs_conn_msg(struct vs_link *L, struct pvd_conn *c, struct pv_msg *m);
 void vs_conn_close(struct vs_link *L, struct pvd_conn *c);
-void vs_stat(struct vs_link *L, msgpack_packer *pk);
-struct vs_session *vs_session_by_sid(struct vs_link *L, uint64_t sid);
-void vs_session_kill(struct vs_link *L, struct vs_session *s);
-struct vs_session *vs_master_of(struct vs_link *L);
+void vs_prog_detach(struct vs_link *L);
 void vs_bounce(struct vs_link *L, uint64_t id, uint64_t vaddr, uint64_t size);
+struct vs_obj *vs_obj_find(struct vs_link *L, uint64_t key);
+int vs_obj_grant(struct vs_link *L, struct vs_obj *o);
+void vs_obj_put(struct vs_obj *o);
+void vs_objs_down(struct vs_link *L);
+void vs_object(struct vs_link *L, const struct vumem_m_object *m);
 
 /* vumem-lane.c (server end) */
 int vs_lane_server_open(struct vs_link *L, struct pv_msg *reply);
@@ -257,13 +273,10 @@ bool vs_lane_reclaim(struct vs_link *L);
 bool vs_lane_handle_reserved(const struct vs_link *L, uint32_t id);
 void vs_pdev_hdr_update(struct vs_link *L);
 unsigned vs_lane_resv_cells(const struct vs_link *L);
-void vs_obj_put(struct vs_obj *o);
-void vs_lane_detach(struct vs_link *L);
 void vs_lane_down(struct vs_link *L);
 void vs_lane_up(struct vs_link *L);
 void vs_reply(struct vs_link *L, struct vumem_m_reply *r);
 int vs_lane_conn_op(struct vs_link *L, struct pvd_conn *c, struct pv_msg *m);
-void vs_lane_object(struct vs_link *L, const struct vumem_m_object *m);
 void vs_lane_kick(struct vs_link *L, const struct vumem_m_kick *m);
 
 /* vumem-fe.c */

@@ -1,8 +1,8 @@
 /* VUMEM, server end: the lanes (vumem-proto.h explains them). Here pvd
- * makes a session's lane page and the server library's page, registers the
- * memory objects a server program may answer with, reserves what a lane
- * answer needs (pdev cells, a buffer id, a handle), and turns the library's
- * log of answers into buffers and handles exactly as RESPOND does.
+ * makes a session's lane page and the server library's page, reserves what
+ * a lane answer needs (pdev cells, a buffer id, a handle), and turns the
+ * library's log of answers into buffers and handles exactly as RESPOND does
+ * (in the memory objects of vumem-be-prog.c).
  *
  * The server library runs in this VM but is a program: what it writes in
  * its page is read once and checked; an entry that does not match a
@@ -18,11 +18,6 @@
 
 #include "hv/hv.h"
 #include "vumem-int.h"
-
-static const char *node_name(const struct vs_link *L)
-{
-        return L->node ? L->node->name : "vumem";
-}
 
 /* A sealed memfd of size bytes, mapped. */
 static int shared_page(const char *name, size_t size, void **base)
@@ -83,7 +78,7 @@ static void lanes_off(struct vs_link *L, const char *why)
                 return;
         L->lanes_off = true;
         pv_err("%s: the VUMEM server library's page is inconsistent (%s); allocations go through pvd from now on",
-               node_name(L), why);
+               vs_node_name(L), why);
         for (unsigned i = 0; i < VUMEM_SESSIONS_MAX; i++)
                 if (L->slot_s[i])
                         ring_store_release(&L->shm->slots[i], VUMEM_SLOT_WORD(L->slot_gen[i], VUMEM_SLOT_SLOW));
@@ -163,99 +158,6 @@ bool vs_lane_reclaim(struct vs_link *L)
         return any;
 }
 
-/* ---- memory objects ---------------------------------------------------------------- */
-
-static struct vs_obj *obj_find(struct vs_link *L, uint64_t key)
-{
-        for (struct vs_obj *o = L->objs; o; o = o->next)
-                if (!o->gone && o->key == key)
-                        return o;
-        return NULL;
-}
-
-static void obj_free(struct vs_obj *o)
-{
-        struct vs_link *L = o->link;
-        if (L) {
-                for (struct vs_obj **pp = &L->objs; *pp; pp = &(*pp)->next)
-                        if (*pp == o) {
-                                *pp = o->next;
-                                break;
-                        }
-                if (o->gref)
-                        pvd_grant_revoke(L->vl, o->gref);
-        }
-        close(o->fd);
-        free(o);
-}
-
-void vs_obj_put(struct vs_obj *o)
-{
-        if (--o->users == 0 && o->gone)
-                obj_free(o);
-}
-
-static void obj_gone(struct vs_obj *o)
-{
-        o->gone = true;
-        if (!o->users)
-                obj_free(o);
-}
-
-/* The vlink's state goes: objects still used by buffers held on other
- * vlinks live on alone. */
-void vs_lane_detach(struct vs_link *L)
-{
-        vs_lane_server_close(L);
-        while (L->objs) {
-                struct vs_obj *o = L->objs;
-                L->objs = o->next;
-                o->link = NULL;
-                o->gone = true;
-                if (!o->users)
-                        obj_free(o);
-        }
-}
-
-static int obj_grant(struct vs_link *L, struct vs_obj *o)
-{
-        if (o->gref)
-                return 0;
-        return pvd_grant(L->vl, o->fd, 0, o->size, &o->gref);
-}
-
-static void on_register(struct vs_link *L, struct pv_msg *m)
-{
-        uint64_t key = 0, size = 0;
-        const char *why = NULL;
-        if (pv_msg_get_u(m, PV_K_VALUE, &key) < 0 || pv_msg_get_u(m, PV_K_SIZE, &size) < 0 || m->nfds != 1 ||
-            !key || key > UINT32_MAX || key <= ring_load_relaxed(&L->shm->reg_done))
-                why = "malformed";
-        uint64_t objsize = 0;
-        int kind = why ? -EINVAL : vumem_mem_check(m->fds[0], &objsize);
-        if (!why && kind < 0)
-                why = kind == -EPERM ? "a memfd not sealed against shrinking" : "not a memfd or dma-buf";
-        if (!why && (!size || size > objsize))
-                why = "a size beyond the memory object";
-        struct vs_obj *o = why ? NULL : calloc(1, sizeof(*o));
-        if (!why && !o)
-                why = "out of memory";
-        if (why) {
-                pv_warn("%s: memory registration refused (%s); lane answers in it will fail", node_name(L), why);
-        } else {
-                o->key = (uint32_t)key;
-                o->link = L;
-                o->fd = m->fds[0];
-                m->fds[0] = -1;
-                o->size = objsize;
-                o->flags = kind == VUMEM_MEM_DMABUF ? VUMEM_BUF_DMABUF : 0;
-                o->next = L->objs;
-                L->objs = o;
-        }
-        if (key && key <= UINT32_MAX && key > ring_load_relaxed(&L->shm->reg_done))
-                ring_store_release(&L->shm->reg_done, (uint32_t)key);
-}
-
 /* ---- the log ----------------------------------------------------------------------- */
 
 static void apply(struct vs_link *L, const struct vumem_srv_log *e)
@@ -266,7 +168,7 @@ static void apply(struct vs_link *L, const struct vumem_srv_log *e)
                         r = &L->resv[i];
         if (!r) {
                 pv_warn("%s: the server library logged an allocation pvd did not reserve (handle %u); refused",
-                        node_name(L), e->handle);
+                        vs_node_name(L), e->handle);
                 if (e->diag == 0)
                         vs_bounce(L, 0, e->vaddr, e->size);
                 return;
@@ -287,7 +189,7 @@ static void apply(struct vs_link *L, const struct vumem_srv_log *e)
         }
         const char *why = NULL;
         struct vs_session *s = vs_session_by_sid(L, e->session);
-        struct vs_obj *o = obj_find(L, e->key);
+        struct vs_obj *o = vs_obj_find(L, e->key);
         size_t pg = vumem_page();
         uint64_t map_off = e->offset / pg * pg, pgoff = e->offset - map_off;
         uint64_t map_len = (pgoff + e->size + pg - 1) / pg * pg;
@@ -295,24 +197,20 @@ static void apply(struct vs_link *L, const struct vumem_srv_log *e)
                 why = NULL; /* the session ended meanwhile: hand it back quietly */
         else if (!o)
                 why = "no such memory object";
-        else if (!e->size || e->size > (1ull << 48) || map_off > o->size || map_len > o->size - map_off)
+        else if (!e->size || e->size > (1ull << 48) || map_off > o->mem.size || map_len > o->mem.size - map_off)
                 why = "a range outside the memory object";
         else if (vs_buf_find(e->id))
                 why = "a buffer id in use";
         struct vs_buf *b = NULL;
         if (s && !why) {
                 b = calloc(1, sizeof(*b));
-                if (b && (b->fd = fcntl(o->fd, F_DUPFD_CLOEXEC, 0)) < 0) {
-                        free(b);
-                        b = NULL;
-                }
                 if (!b)
                         why = "out of memory";
         }
         if (!b) {
                 if (why) {
                         L->failed++;
-                        pv_warn("%s: a lane answer of the server program is refused (%s)", node_name(L), why);
+                        pv_warn("%s: a lane answer of the server program is refused (%s)", vs_node_name(L), why);
                 }
                 vs_cells_free(L, cell, VUMEM_BUF_CELLS);
                 vs_bounce(L, 0, e->vaddr, e->size);
@@ -332,7 +230,7 @@ static void apply(struct vs_link *L, const struct vumem_srv_log *e)
         vs_buf_add(b);
         struct vs_export *x = NULL;
         struct vs_handle *h = NULL;
-        int rc = obj_grant(L, o);
+        int rc = vs_obj_grant(L, o);
         if (rc == 0)
                 rc = vs_export_lane(L, b, cell, o->gref, &x);
         else
@@ -343,7 +241,7 @@ static void apply(struct vs_link *L, const struct vumem_srv_log *e)
                         vs_export_release(x);
         }
         if (rc < 0) {
-                pv_warn("%s: a lane answer cannot become a buffer: %s", node_name(L), strerror(-rc));
+                pv_warn("%s: a lane answer cannot become a buffer: %s", vs_node_name(L), strerror(-rc));
                 L->failed++;
                 vs_buf_release(b); /* no handle: the server program gets its FREE */
                 return;
@@ -394,8 +292,6 @@ void vs_lane_down(struct vs_link *L)
                         vs_cells_free(L, L->resv[i].cell, VUMEM_BUF_CELLS);
                         L->resv[i].stale = true;
                 }
-        for (struct vs_obj *o = L->objs; o; o = o->next)
-                o->gref = 0;
 }
 
 void vs_lane_up(struct vs_link *L)
@@ -409,10 +305,10 @@ int vs_lane_server_open(struct vs_link *L, struct pv_msg *reply)
 {
         if (L->shm)
                 vs_lane_server_close(L);
-        void *p;
+        void *p = NULL;
         int fd = shared_page("pvd-vumem-server", VUMEM_SHM_SIZE, &p);
         if (fd < 0) {
-                pv_warn("%s: no lane page for the server program (%s); allocations go through pvd", node_name(L),
+                pv_warn("%s: no lane page for the server program (%s); allocations go through pvd", vs_node_name(L),
                         strerror(-fd));
                 return fd;
         }
@@ -423,6 +319,7 @@ int vs_lane_server_open(struct vs_link *L, struct pv_msg *reply)
         L->shm->version = VUMEM_LANE_VERSION;
         ring_store_release(&L->shm->magic, VUMEM_SHM_MAGIC);
         pv_msg_add_fd(reply, fd);
+        pv_msg_set_u(reply, PV_K_OFFSET, 0);
         refill(L);
         return 0;
 }
@@ -437,11 +334,6 @@ void vs_lane_server_close(struct vs_link *L)
                                 vs_cells_free(L, L->resv[i].cell, VUMEM_BUF_CELLS);
                         L->resv[i] = (struct vs_resv){ 0 };
                 }
-        for (struct vs_obj *o = L->objs, *n; o; o = n) {
-                n = o->next;
-                if (!o->gone)
-                        obj_gone(o);
-        }
         munmap(L->shm, VUMEM_SHM_SIZE);
         close(L->shm_fd);
         L->shm = NULL;
@@ -467,7 +359,7 @@ void vs_lane_rules(struct vs_link *L)
 
 void vs_lane_session_open(struct vs_link *L, struct vs_session *s)
 {
-        s->lane_fd = -1;
+        s->lane_mem.fd = -1;
         if (!L->shm || L->lanes_off || !L->server)
                 return;
         unsigned slot = 0;
@@ -475,29 +367,36 @@ void vs_lane_session_open(struct vs_link *L, struct vs_session *s)
                 slot++;
         if (slot == VUMEM_SESSIONS_MAX)
                 return;
-        void *p;
-        int fd = shared_page("pvd-vumem-lane", VUMEM_LANE_SIZE, &p);
-        if (fd < 0) {
-                pv_warn("%s: no lane for a session (%s); its allocations go through pvd", node_name(L),
-                        strerror(-fd));
-                return;
+        /* Memory of the backend: the client VM maps it too. */
+        struct hv_mem mem;
+        int rc = pvd_mem_alloc(L->vl, VUMEM_LANE_SIZE, "pvd-vumem-lane", &mem);
+        void *p = MAP_FAILED;
+        if (rc == 0) {
+                p = mmap(NULL, VUMEM_LANE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, mem.fd, (off_t)mem.offset);
+                if (p == MAP_FAILED)
+                        rc = -errno;
         }
-        struct vumem_lane *lane = p;
-        lane->version = VUMEM_LANE_VERSION;
-        lane->one_kernel = L->vl->pvd->hv->one_kernel ? 1u : 0u;
-        ring_store_release(&lane->magic, VUMEM_LANE_MAGIC);
-        uint32_t gref;
-        int rc = pvd_grant(L->vl, fd, 0, VUMEM_LANE_SIZE, &gref);
+        uint32_t gref = 0;
+        if (rc == 0) {
+                struct vumem_lane *lane = p;
+                lane->version = VUMEM_LANE_VERSION;
+                ring_store_release(&lane->magic, VUMEM_LANE_MAGIC);
+                rc = pvd_grant(L->vl, &mem, 0, mem.size, &gref);
+        }
         if (rc < 0) {
-                munmap(p, VUMEM_LANE_SIZE);
-                close(fd);
+                pv_warn("%s: no lane for a session (%s); its allocations go through pvd", vs_node_name(L),
+                        strerror(-rc));
+                if (p != MAP_FAILED)
+                        munmap(p, VUMEM_LANE_SIZE);
+                if (mem.fd >= 0)
+                        pvd_mem_free(L->vl->pvd, L->vl, &mem);
                 return;
         }
         uint32_t gen = (L->slot_gen[slot] + 1) & 0x3fffffffu;
         L->slot_gen[slot] = gen ? gen : 1;
         L->slot_s[slot] = s;
-        s->lane = lane;
-        s->lane_fd = fd;
+        s->lane = p;
+        s->lane_mem = mem;
         s->lane_gref = gref;
         s->slot = slot;
         s->gen = L->slot_gen[slot];
@@ -509,8 +408,10 @@ void vs_lane_session_open(struct vs_link *L, struct vs_session *s)
         pv_msg_set_u(&m, PV_K_GEN, s->gen);
         pv_msg_set_u(&m, PV_K_TOKEN, s->sid);
         pv_msg_set_u(&m, PV_K_STATE, s->master);
+        pv_msg_set_u(&m, PV_K_FLAGS, pvd_hv_caps(L->vl->pvd) & HV_CAP_ONE_KERNEL ? VUMEM_LANE_ONE_KERNEL : 0);
+        pv_msg_set_u(&m, PV_K_OFFSET, mem.offset);
         pv_msg_set_str(&m, PV_K_NAME, L->vl->peer_vm);
-        pv_msg_add_fd(&m, fd);
+        pv_msg_add_fd(&m, mem.fd);
         pvd_conn_send(L->server, &m);
 }
 
@@ -524,9 +425,8 @@ void vs_lane_session_end(struct vs_link *L, struct vs_session *s)
         L->slot_s[s->slot] = NULL;
         pvd_grant_revoke(L->vl, s->lane_gref);
         munmap(s->lane, VUMEM_LANE_SIZE);
-        close(s->lane_fd);
+        pvd_mem_free(L->vl->pvd, L->vl, &s->lane_mem);
         s->lane = NULL;
-        s->lane_fd = -1;
 }
 
 /* ---- messages ------------------------------------------------------------------------- */
@@ -536,18 +436,6 @@ int vs_lane_conn_op(struct vs_link *L, struct pvd_conn *c, struct pv_msg *m)
         if (c != L->server || !L->shm)
                 return -EPROTO;
         switch (pv_msg_op(m)) {
-        case VUMEM_OP_REGISTER:
-                on_register(L, m);
-                return 0;
-        case VUMEM_OP_UNREGISTER: {
-                uint64_t key;
-                if (m->nfds || pv_msg_get_u(m, PV_K_VALUE, &key) < 0)
-                        return -EPROTO;
-                struct vs_obj *o = obj_find(L, key);
-                if (o)
-                        obj_gone(o);
-                return 0;
-        }
         case VUMEM_OP_NUDGE:
                 return m->nfds ? -EPROTO : 0; /* drained on the way in */
         case VUMEM_OP_KICK: {
@@ -564,33 +452,6 @@ int vs_lane_conn_op(struct vs_link *L, struct pvd_conn *c, struct pv_msg *m)
         default:
                 return -EPROTO;
         }
-}
-
-void vs_lane_object(struct vs_link *L, const struct vumem_m_object *m)
-{
-        struct vumem_m_reply r;
-        memset(&r, 0, sizeof(r));
-        r.req = m->req;
-        struct vs_session *s = NULL;
-        for (struct vs_session *t = L->sessions; t && !s; t = t->next)
-                if (t->cid == m->session)
-                        s = t;
-        struct vs_obj *o = s ? obj_find(L, m->key) : NULL;
-        int rc = o ? obj_grant(L, o) : 0;
-        if (!s) {
-                r.diag = -ECONNRESET;
-                snprintf(r.msg, sizeof(r.msg), "%s: this session is over (its server program went away)",
-                         node_name(L));
-        } else if (!o || rc < 0) {
-                r.diag = o ? rc : -ENOENT;
-                snprintf(r.msg, sizeof(r.msg), "%s: no memory object %llu of the server program%s", node_name(L),
-                         (unsigned long long)m->key, o ? ": cannot grant it" : " (it was freed)");
-        } else {
-                r.rec_cell = o->gref;
-                r.size = o->size;
-                r.flags = o->flags;
-        }
-        vs_reply(L, &r);
 }
 
 void vs_lane_kick(struct vs_link *L, const struct vumem_m_kick *m)
