@@ -93,6 +93,7 @@ struct pv_ring {
         uint32_t prod;  /* producer's private index */
         uint32_t cons;  /* consumer's private index */
         uint32_t seen;  /* the peer's index as last read and checked (message rings) */
+        uint32_t told;  /* our index when the notify check last looked at the peer's flag */
         uint32_t resv;  /* payload length of the reserved, uncommitted record */
         int broken;     /* sticky: the peer wrote nonsense */
         struct pv_ring_stats stats;
@@ -230,6 +231,14 @@ static inline int pv_ring_send(struct pv_ring *r, uint32_t tag, const void *buf,
  * asleep and needs an xIRQ. At most one true per sleep of the consumer. */
 static inline bool pv_ring_prod_notify(struct pv_ring *r)
 {
+        /* Nothing published since the last look: the consumer cannot be
+         * waiting for it (a sleep it prepared since then re-checked prod),
+         * and the fence is saved. */
+        if (r->prod == r->told) {
+                r->stats.xirq_suppressed++;
+                return false;
+        }
+        r->told = r->prod;
         ring_full_fence();
         if (ring_load_relaxed(&r->hdr->cons_wait) && ring_exchange(&r->hdr->cons_wait, 0)) {
                 r->stats.xirq_sent++;
@@ -363,6 +372,13 @@ static inline bool pv_ring_cons_prepare_sleep(struct pv_ring *r)
  * for room. */
 static inline bool pv_ring_cons_notify(struct pv_ring *r)
 {
+        /* No room freed since the last look: a producer that sleeps since
+         * then re-checked cons before it did, and waits for more. */
+        if (r->cons == r->told) {
+                r->stats.xirq_suppressed++;
+                return false;
+        }
+        r->told = r->cons;
         ring_full_fence();
         if (ring_load_relaxed(&r->hdr->prod_wait) && ring_exchange(&r->hdr->prod_wait, 0)) {
                 r->stats.xirq_sent++;

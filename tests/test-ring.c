@@ -332,6 +332,43 @@ static void test_notify_consumer(void)
         FD_END();
 }
 
+/* A notify with nothing new since the last one skips its fence: it must
+ * neither spend the sleeper's xIRQ nor lose it. The consumer sleeps; a
+ * notify with no send stays quiet and leaves the flag set; the next send's
+ * notify wakes it. The same for a producer waiting for room. */
+static void test_notify_no_progress(void)
+{
+        FD_BEGIN();
+        struct gring g;
+        CU_ASSERT_FATAL(gring_open(&g, 4096) == 0);
+        uint8_t buf[64] = { 0 };
+        uint32_t tag, len;
+
+        CU_ASSERT_EQUAL(pv_ring_send(&g.prod, 0, buf, 8), 0);
+        CU_ASSERT_FALSE(pv_ring_prod_notify(&g.prod));
+        CU_ASSERT_EQUAL(pv_ring_recv(&g.cons, &tag, buf, sizeof(buf), &len), 0);
+        CU_ASSERT_FALSE(pv_ring_cons_notify(&g.cons));
+        CU_ASSERT_TRUE(pv_ring_cons_prepare_sleep(&g.cons));
+        CU_ASSERT_FALSE(pv_ring_prod_notify(&g.prod));
+        CU_ASSERT_EQUAL(g.hdr->cons_wait, 1);
+        CU_ASSERT_EQUAL(pv_ring_send(&g.prod, 0, buf, 8), 0);
+        CU_ASSERT_TRUE(pv_ring_prod_notify(&g.prod));
+        CU_ASSERT_EQUAL(g.hdr->cons_wait, 0);
+
+        /* The producer fills the ring and sleeps for room. */
+        while (pv_ring_send(&g.prod, 0, buf, 56) == 0)
+                ;
+        CU_ASSERT_FALSE(pv_ring_prod_notify(&g.prod));
+        CU_ASSERT_TRUE(pv_ring_prod_prepare_sleep(&g.prod, 64));
+        CU_ASSERT_FALSE(pv_ring_cons_notify(&g.cons));   /* nothing consumed since its last look */
+        CU_ASSERT_EQUAL(g.hdr->prod_wait, 1);
+        CU_ASSERT_EQUAL(pv_ring_recv(&g.cons, &tag, buf, sizeof(buf), &len), 0);
+        CU_ASSERT_TRUE(pv_ring_cons_notify(&g.cons));
+        CU_ASSERT_EQUAL(g.hdr->prod_wait, 0);
+        gring_close(&g);
+        FD_END();
+}
+
 static void test_notify_producer(void)
 {
         FD_BEGIN();
@@ -417,6 +454,7 @@ int ring_suite_add(void)
                 { "recv cap below record: -EPROTO", test_recv_cap },
                 { "notify: consumer sleep", test_notify_consumer },
                 { "notify: producer sleep", test_notify_producer },
+                { "notify: nothing new, no xIRQ spent or lost", test_notify_no_progress },
                 { "stats", test_stats },
         };
         return fixture_add_suite("pv_ring", tests, sizeof(tests) / sizeof(tests[0]));
