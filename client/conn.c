@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdint.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,10 +15,34 @@
 #include "conn.h"
 #include "pv-config.h"
 
-static const char *runtime_dir(void)
+/* A VM's name as PVD_VM may give it: one path component. */
+static bool vm_name_ok(const char *vm)
+{
+        return *vm && !strchr(vm, '/') && strcmp(vm, ".") != 0 && strcmp(vm, "..") != 0;
+}
+
+int pvc_runtime_dir(char *buf, size_t len)
 {
         const char *d = getenv("PVD_RUNTIME_DIR");
-        return d && *d ? d : PV_DEFAULT_RUNTIME_DIR;
+        const char *vm = getenv("PVD_VM");
+        int n;
+        if (!d || !*d)
+                d = PV_DEFAULT_RUNTIME_DIR;
+        /* Several VMs' pvds on one host (pvd@VM.service) each have
+         * /run/pvd/VM: PVD_VM names the VM whose nodes a program uses. */
+        if (vm && *vm) {
+                if (!vm_name_ok(vm)) {
+                        snprintf(buf, len, "%s", d);
+                        return pvc_error(-EINVAL, "PVD_VM=\"%s\" is not a VM name (expected e.g. vm3)", vm);
+                }
+                n = snprintf(buf, len, "%s/%s", d, vm);
+        } else {
+                n = snprintf(buf, len, "%s", d);
+        }
+        if (n < 0 || (size_t)n >= len)
+                return pvc_error(-ENAMETOOLONG, "runtime directory %s%s%s: path too long for a socket", d,
+                                 vm && *vm ? "/" : "", vm && *vm ? vm : "");
+        return 0;
 }
 
 int pvc_dev_path(const char *dev, char *path, size_t plen, char *name, size_t nlen)
@@ -29,9 +54,13 @@ int pvc_dev_path(const char *dev, char *path, size_t plen, char *name, size_t nl
                 return pvc_error(-EINVAL, "\"%s\" is not a pvd device name (expected /dev/NAME or NAME)", dev);
         if (strlen(base) >= nlen)
                 return pvc_error(-ENAMETOOLONG, "device name \"%s\" is too long", dev);
-        int n = snprintf(path, plen, "%s/%s", runtime_dir(), base);
+        char dir[PVC_PATH_MAX];
+        int rc = pvc_runtime_dir(dir, sizeof(dir));
+        if (rc < 0)
+                return rc;
+        int n = snprintf(path, plen, "%s/%s", dir, base);
         if (n < 0 || (size_t)n >= plen)
-                return pvc_error(-ENAMETOOLONG, "%s/%s: path too long for a socket", runtime_dir(), base);
+                return pvc_error(-ENAMETOOLONG, "%s/%s: path too long for a socket", dir, base);
         snprintf(name, nlen, "%s", base);
         return 0;
 }
@@ -55,7 +84,8 @@ static int connect_path(const char *path, int *fdp)
 /* Why a device node could not be reached, in the user's words. */
 static int explain_connect_error(const char *name, const char *path, int rc)
 {
-        const char *dir = runtime_dir();
+        char dir[PVC_PATH_MAX];
+        pvc_runtime_dir(dir, sizeof(dir));      /* checked by pvc_dev_path */
         if (rc == -ENOENT) {
                 char ctl[PVC_PATH_MAX + 16];
                 int fd;
@@ -67,8 +97,9 @@ static int explain_connect_error(const char *name, const char *path, int rc)
                                          "(pvctl status lists the device nodes)", name, dir);
                 }
                 return pvc_error(-ECONNREFUSED,
-                                 "%s: no pvd is running in %s (no control socket); start it (systemctl start pvd) "
-                                 "or set PVD_RUNTIME_DIR to its runtime directory", name, dir);
+                                 "%s: no pvd is running in %s (no control socket); start it (systemctl start pvd, "
+                                 "or pvd@VM for one of several VMs) or set PVD_RUNTIME_DIR (and PVD_VM) to "
+                                 "its runtime directory", name, dir);
         }
         if (rc == -ECONNREFUSED)
                 return pvc_error(-ECONNREFUSED, "%s: pvd is not running (%s is a stale socket)", name, path);

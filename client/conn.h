@@ -20,7 +20,12 @@ struct pv_conn {
         char path[PVC_PATH_MAX];
 };
 
-/* "/dev/NAME" or "NAME" -> $PVD_RUNTIME_DIR/NAME. -EINVAL, -ENAMETOOLONG. */
+/* The runtime directory whose nodes programs use: $PVD_RUNTIME_DIR (default
+ * /run/pvd), or $PVD_RUNTIME_DIR/$PVD_VM when PVD_VM is set. Always fills
+ * buf; -EINVAL (a PVD_VM that is no name), -ENAMETOOLONG. */
+int pvc_runtime_dir(char *buf, size_t len);
+
+/* "/dev/NAME" or "NAME" -> runtime directory/NAME. -EINVAL, -ENAMETOOLONG. */
 int pvc_dev_path(const char *dev, char *path, size_t plen, char *name, size_t nlen);
 
 /* Connect to a device node. Errors carry a message (pvLastError). */

@@ -73,7 +73,7 @@ struct pv_info {
  * when it starts, not here. */
 struct pv_access {
         char owner[PV_NAME_MAX]; /* "" = pvd's own user */
-        char group[PV_NAME_MAX]; /* "" = pvd's own group */
+        char group[PV_NAME_MAX]; /* "" = group "pvd" if there is one, else pvd's own */
         uint32_t mode;           /* default 0660 */
 };
 

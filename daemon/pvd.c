@@ -163,11 +163,26 @@ static bool lookup_group(const char *name, unsigned *id)
         return gr != NULL;
 }
 
+/* Device nodes belong to this group unless the platform names one
+ * (pvd,group), so that a user added to it may run every program; where the
+ * group does not exist, to pvd's own. */
+#define PVD_NODE_GROUP "pvd"
+
+static unsigned node_gid_default(void)
+{
+        unsigned gid;
+        if (lookup_group(PVD_NODE_GROUP, &gid))
+                return gid;
+        pv_info("no group \"%s\" on this system: device nodes without pvd,group belong to group %u; create it "
+                "(systemd-sysusers) to let its members use them", PVD_NODE_GROUP, (unsigned)getegid());
+        return getegid();
+}
+
 /* Build vlinks and node descriptions (nothing created on the system yet). */
 static int pvd_plan(struct pvd *pvd)
 {
         const struct pv_platform *plat = pvd->plat;
-        unsigned nvl = 0;
+        unsigned nvl = 0, node_gid = node_gid_default();
         for (unsigned i = 0; i < plat->nvlinks; i++)
                 nvl += plat->vlinks[i].vm[PV_SERVER] == (unsigned)pvd->vm ||
                        plat->vlinks[i].vm[PV_CLIENT] == (unsigned)pvd->vm;
@@ -208,7 +223,7 @@ static int pvd_plan(struct pvd *pvd)
                                        cfg->path[side], acc->owner);
                                 return -EINVAL;
                         }
-                        if (resolve_id(acc->group, getegid(), lookup_group, &gid) < 0) {
+                        if (resolve_id(acc->group, node_gid, lookup_group, &gid) < 0) {
                                 pv_err("%s: %s: pvd,group \"%s\" is no group of this system", n->name,
                                        cfg->path[side], acc->group);
                                 return -EINVAL;

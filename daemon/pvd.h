@@ -100,7 +100,7 @@ int pvd_vlink_send_hv(struct pvd_vlink *vl, uint32_t type, const void *msg, uint
 void pvd_vlink_rx_resume(struct pvd_vlink *vl);
 
 /* Hypervisor services for drivers (see hv/hv.h for the contract). */
-int pvd_xirq_alloc(struct pvd_vlink *vl, uint32_t *id, int *fd);
+int pvd_xirq_alloc(struct pvd_vlink *vl, unsigned dir, uint32_t *id, int *fd);
 int pvd_xirq_get(struct pvd_vlink *vl, uint32_t id, int *fd);
 void pvd_xirq_free(struct pvd_vlink *vl, uint32_t id);
 int pvd_mem_alloc(struct pvd_vlink *vl, uint64_t size, const char *name, struct hv_mem *out);

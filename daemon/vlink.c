@@ -347,9 +347,11 @@ void pvd_vlink_xirq(struct pvd_vlink *vl)
         }
 }
 
-int pvd_xirq_alloc(struct pvd_vlink *vl, uint32_t *id, int *fd)
+int pvd_xirq_alloc(struct pvd_vlink *vl, unsigned dir, uint32_t *id, int *fd)
 {
-        return vl->state == PV_VLINK_ON ? vl->pvd->hv->xirq_alloc(vl, id, fd) : -ENOTCONN;
+        if (dir != HV_XIRQ_TX && dir != HV_XIRQ_RX)
+                return -EINVAL;
+        return vl->state == PV_VLINK_ON ? vl->pvd->hv->xirq_alloc(vl, dir, id, fd) : -ENOTCONN;
 }
 
 int pvd_xirq_get(struct pvd_vlink *vl, uint32_t id, int *fd)

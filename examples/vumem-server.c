@@ -6,6 +6,7 @@
  *   PVD_RUNTIME_DIR=/tmp/plat/vm2 vumem-server [/dev/vumem-srv-vogl0]
  * Stops on SIGINT or SIGTERM.
  */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -16,9 +17,15 @@
 
 #define VUMEM_TEST_SRV_DEVICE "/dev/vumem-srv-vogl0"
 
+static volatile sig_atomic_t stopping;
+
+/* A signal that comes while vumemReceive sleeps makes it return -EINTR;
+ * one that comes while a request is being answered is seen by the flag
+ * within a wait's timeout. */
 static void on_signal(int sig)
 {
-        (void)sig; /* vumemReceive returns -EINTR */
+        (void)sig;
+        stopping = 1;
 }
 
 int main(int argc, char **argv)
@@ -39,8 +46,10 @@ int main(int argc, char **argv)
         }
         printf("vumem-server: serving %s\n", dev);
         fflush(stdout);
-        while (1) {
-                diag = vumemReceive(server, &req); //listen to requests
+        while (!stopping) {
+                diag = vumemReceiveTimeout(server, &req, 500); //listen to requests
+                if (diag == -ETIMEDOUT)
+                        continue;
                 if (diag == -EINTR)
                         break;
                 if (diag) {

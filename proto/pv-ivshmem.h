@@ -57,7 +57,7 @@
 #define PV_IVSHM_SIDE_SIZE (128u * 1024)
 /* Default grantable memory per side (info key hv-heap overrides it): on
  * vlinks with VUMEM, whose buffers come from it, and on the others. */
-#define PV_IVSHM_HEAP_VUMEM_DEFAULT (64ull << 20)
+#define PV_IVSHM_HEAP_VUMEM_DEFAULT (60ull << 20) /* with the regions, a 128 MiB memory */
 #define PV_IVSHM_HEAP_DEFAULT (8ull << 20)
 /* Smallest shared memory pvhv creates. */
 #define PV_IVSHM_MIN_SIZE  (1ull << 20)
@@ -100,6 +100,75 @@ struct pv_ivshm_hdr {
         /* Live: rewritten by pvhv when a side connects or goes. On a cache
          * line of its own. */
         struct pv_ivshm_presence presence[2] __attribute__((aligned(64)));
+};
+
+/* ---- the side areas: what each side's pvd says to the other ---------------------------
+ *
+ * Link state. Side s's pvd writes its own area only; the other reads it
+ * once per look, into locals, and checks it. The server side drives:
+ *   server: the client is present (pvhv) and not ON in our generation:
+ *           zero the regions, write their headers, gen = gen + 1, state
+ *           READY (release), ring the client's link vector;
+ *   client: the server is READY in a generation it has not joined yet:
+ *           check the memory, state ON with that gen (release), ring;
+ *   server: the client is ON in our gen: state ON.
+ * Either side's state leaving ON (or going back: OFF, another gen, a new
+ * incarnation) is the link going down for the other, which then starts
+ * over. A pvd that restarts while its VM lives writes a new incarnation and
+ * OFF; a pvd that dies while its VM lives stops its heartbeat, which the
+ * other side notices after PV_IVSHM_DEAD_MS.
+ *
+ * Doorbells: the sender sets bits with an atomic or in the receiver's
+ * causes word (link) or xirq_pending words (program xIRQs), then rings the
+ * receiver's vector; the receiver takes the words with an exchange to 0
+ * before it acts on them, so a ring is never lost and a bit set twice is
+ * one wake-up. A bit the receiver does not know is ignored. */
+
+#define PV_IVSHM_SIDE_MAGIC   0x45444953u /* "SIDE" */
+#define PV_IVSHM_OFF          0u
+#define PV_IVSHM_READY        1u          /* server: regions fresh for gen */
+#define PV_IVSHM_ON           2u
+#define PV_IVSHM_BEAT_MS      250u        /* heartbeat period */
+#define PV_IVSHM_DEAD_MS      1500u       /* no beat for this long: the pvd is gone */
+#define PV_IVSHM_XIRQS        1024u       /* program xIRQ bits per side */
+#define PV_IVSHM_XIRQ_BASE(s) ((uint32_t)(s) * (PV_IVSHM_XIRQS / 2)) /* bits side s allocates */
+
+struct pv_ivshm_side {
+        /* written by this side's pvd */
+        uint32_t magic;
+        uint32_t state;             /* PV_IVSHM_OFF, _READY, _ON */
+        uint32_t gen;               /* link generation of that state */
+        uint32_t incarnation;       /* chosen at each start of this pvd */
+        uint64_t heartbeat;         /* counts up every PV_IVSHM_BEAT_MS */
+        uint32_t peer_id;           /* the ivshmem id this pvd has */
+        uint32_t reserved[9];
+        /* set by the other side, taken by this side */
+        uint32_t causes __attribute__((aligned(64)));
+        uint32_t reserved2[15];
+        uint64_t xirq_pending[PV_IVSHM_XIRQS / 64] __attribute__((aligned(64)));
+};
+
+_Static_assert(sizeof(struct pv_ivshm_side) <= PV_IVSHM_SIDE_SIZE, "side area size");
+
+#define PV_IVSHM_CAUSE_LINK   1u          /* look at my state */
+#define PV_IVSHM_CAUSE_RING   2u          /* look at the control ring */
+
+/* Announcements on the control ring (pvd_vlink_send_hv types), in order
+ * with the drivers' messages (daemon/hv/hv.h). */
+enum pv_ivshm_ann_type {
+        PV_IVSHM_ANN_GRANT_NEW = 1, /* id, offset, size: pages of the sender's heap */
+        PV_IVSHM_ANN_GRANT_REVOKE,  /* id */
+        PV_IVSHM_ANN_XIRQ_NEW,      /* id, bit, dir (the sender's: HV_XIRQ_TX or _RX) */
+        PV_IVSHM_ANN_XIRQ_FREE,     /* id */
+};
+
+struct pv_ivshm_ann {
+        uint32_t id;
+        uint32_t bit;
+        uint32_t dir;
+        uint32_t reserved;
+        uint64_t offset;
+        uint64_t size;
 };
 
 /* The layout of a vlink's memory: region sizes (page multiples, 0 for

@@ -36,15 +36,7 @@ done
 
 # Wait until every vlink of every VM is ON.
 for vm in vm2 vm3 vm4; do
-    ok=0
-    for _ in $(seq 100); do
-        json=$(pvctl "$vm" status --json 2>/dev/null || true)
-        total=$(grep -c '"state":' <<<"$json" || true)
-        on=$(grep -c '"state": "ON"' <<<"$json" || true)
-        if [ "$total" -gt 0 ] && [ "$total" = "$on" ]; then ok=1; break; fi
-        sleep 0.1
-    done
-    if [ $ok -ne 1 ]; then
+    if ! pvctl "$vm" wait --timeout 10; then
         echo "demo: the vlinks of $vm did not come up; its log:" >&2
         cat "$demo/$vm.log" >&2
         exit 1

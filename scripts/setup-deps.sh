@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Installs the Debian packages pvd needs to build and test, if any is missing.
-# Non-interactive; needs root (or sudo) only when something is missing.
+# Installs the Debian packages pvd needs to build and test, if any is missing;
+# with --deb also what building its Debian packages and checking them takes
+# (scripts/build-debs.sh). Non-interactive; needs root (or sudo) only when
+# something is missing.
 set -euo pipefail
 
 pkgs=(build-essential pkg-config meson ninja-build device-tree-compiler
       libuv1-dev libfdt-dev libmsgpack-dev libcunit1-dev
-      qemu-system-x86)   # pvhv's test starts QEMU with the options pvhv prints
+      systemd python3 bsdutils bash-completion
+      qemu-system-x86 busybox-static cpio)  # QEMU: pvhv's test, scripts/vm.sh's guests
+[ "${1:-}" = --deb ] && pkgs+=(dpkg-dev debhelper fakeroot lintian)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of pvd: installs what is missing, builds, runs all suites
-# (unit, integration, stress, fuzz) in the normal build, then again in a
+# (unit, integration, stress, fuzz, qemu) in the normal build, then again in a
 # build with AddressSanitizer and UndefinedBehaviorSanitizer, and checks that
 # nothing (process, socket, temporary directory) is left behind.
 set -euo pipefail
@@ -33,6 +33,8 @@ echo "==> tests (build)"
 meson test -C build --print-errorlogs --num-processes "$jobs"
 echo "==> tests (build, every hypervisor capability off: the drivers' fallbacks)"
 PVD_HV_CAPS_OFF=all meson test -C build --print-errorlogs --num-processes "$jobs" --suite integration --suite stress
+echo "==> tests (build, on the ivshmem backend: pvhv serves the platforms)"
+PVT_HV=ivshmem meson test -C build --print-errorlogs --num-processes "$jobs" --suite integration --suite stress
 
 echo "==> build with AddressSanitizer + UndefinedBehaviorSanitizer"
 configure build-san -Db_sanitize=address,undefined -Db_lundef=false -Dbench=false
@@ -43,6 +45,12 @@ PV_STRESS_MSGS=${PV_STRESS_MSGS_SAN:-300000} PV_STRESS_BYTES=${PV_STRESS_BYTES_S
 PV_FUZZ_ITERS=${PV_FUZZ_ITERS_SAN:-50000} \
     meson test -C build-san --print-errorlogs --num-processes "$jobs" --timeout-multiplier 3
 
+echo "==> tests (build-san, on the ivshmem backend)"
+PVT_HV=ivshmem PV_STRESS_MSGS=${PV_STRESS_MSGS_SAN:-300000} PV_STRESS_BYTES=${PV_STRESS_BYTES_SAN:-33554432} \
+PV_FUZZ_ITERS=${PV_FUZZ_ITERS_SAN:-50000} \
+    meson test -C build-san --print-errorlogs --num-processes "$jobs" --timeout-multiplier 3 --suite integration \
+    --suite stress
+
 echo "==> leftovers"
 left=0
 # The tests start pvd and pvhv by their absolute paths in this checkout.
@@ -50,7 +58,8 @@ pat="^$(pwd)/build(-san)?/daemon/(pvd|pvhv/pvhv) "
 if pgrep -f "$pat" >/dev/null; then
     echo "pvd processes left behind:"; pgrep -af "$pat"; left=1
 fi
-# QEMU started by pvhv's test, with sockets in this run's directory.
+# QEMU started by pvhv's test (sockets) or scripts/vm.sh (initrd) in this
+# run's directory.
 if pgrep -f "qemu-system.*$TMPDIR" >/dev/null; then
     echo "QEMU processes left behind:"; pgrep -af "qemu-system.*$TMPDIR"; left=1
 fi

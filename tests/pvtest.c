@@ -97,6 +97,83 @@ const char *pvt_conf(const char *file, char *buf, size_t len)
         return buf;
 }
 
+const char *pvt_hv(void)
+{
+        const char *hv = getenv("PVT_HV");
+        return hv && *hv ? hv : "emu";
+}
+
+void pvt_need_emu(const char *why)
+{
+        if (strcmp(pvt_hv(), "emu") == 0)
+                return;
+        printf("skipped on the %s backend: %s\n", pvt_hv(), why);
+        fflush(stdout);
+        exit(77);
+}
+
+/* Start argv (its output appended to log) with NOTIFY_SOCKET set, and wait
+ * for its READY=1 (10 s). The pid, or -errno. */
+static pid_t start_ready(const char *dir, const char *tag, const char *const *argv, const char *log)
+{
+        char npath[192];
+        snprintf(npath, sizeof(npath), "%s/notify-%s", dir, tag);
+        unlink(npath);
+        int ns = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", npath);
+        if (ns < 0 || bind(ns, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+                int e = errno;
+                if (ns >= 0)
+                        close(ns);
+                return -e;
+        }
+        pid_t pid = fork();
+        if (pid < 0) {
+                close(ns);
+                return -errno;
+        }
+        if (pid == 0) {
+                int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+                if (fd >= 0) {
+                        dup2(fd, 2);
+                        dup2(fd, 1);
+                }
+                setenv("NOTIFY_SOCKET", npath, 1);
+                execv(argv[0], (char *const *)argv);
+                _exit(127);
+        }
+        pid_t rc = -ETIMEDOUT;
+        long long deadline = pvt_now_ms() + 10000;
+        while (pvt_now_ms() < deadline) {
+                struct pollfd pf = { .fd = ns, .events = POLLIN };
+                if (poll(&pf, 1, 100) == 1) {
+                        char buf[256];
+                        ssize_t n = recv(ns, buf, sizeof(buf) - 1, 0);
+                        if (n > 0) {
+                                buf[n] = 0;
+                                if (strstr(buf, "READY=1")) {
+                                        rc = pid;
+                                        break;
+                                }
+                        }
+                }
+                int st;
+                if (waitpid(pid, &st, WNOHANG) == pid) {
+                        pid = 0;
+                        rc = -ECHILD;
+                        break;
+                }
+        }
+        if (rc < 0 && pid > 0) {
+                kill(pid, SIGKILL);
+                waitpid(pid, NULL, 0);
+        }
+        close(ns);
+        unlink(npath);
+        return rc;
+}
+
 int pvt_platform_init(struct pvt_platform *p, const char *dtb_name)
 {
         memset(p, 0, sizeof(*p));
@@ -110,6 +187,21 @@ int pvt_platform_init(struct pvt_platform *p, const char *dtb_name)
         pvt_conf(name, p->dtb, sizeof(p->dtb));
         if (access(p->dtb, R_OK) < 0)
                 return -errno;
+        if (strcmp(pvt_hv(), "ivshmem") == 0) {
+                const char *bin = getenv("PVHV_BIN");
+                char log[192];
+                snprintf(log, sizeof(log), "%s/pvhv.log", p->dir);
+                const char *argv[] = { bin ? bin : "pvhv", "--config", p->dtb, "--dir", p->platform_dir, NULL };
+                pid_t pid = start_ready(p->dir, "pvhv", argv, log);
+                if (pid < 0) {
+                        fprintf(stderr, "pvtest: pvhv did not start (%s): see %s\n", strerror((int)-pid), log);
+                        return (int)pid;
+                }
+                p->pvhv = pid;
+        } else if (strcmp(pvt_hv(), "emu") != 0) {
+                fprintf(stderr, "pvtest: PVT_HV=%s: no such backend (emu, ivshmem)\n", pvt_hv());
+                return -EINVAL;
+        }
         return 0;
 }
 
@@ -146,20 +238,6 @@ int pvt_pvd_start(struct pvt_platform *p, const char *vm, const char *const *ext
         if (!bin)
                 bin = "pvd";
 
-        /* Our own NOTIFY_SOCKET, so that "started" means READY=1. */
-        char npath[sizeof(p->dir) + 48];
-        snprintf(npath, sizeof(npath), "%s/notify-%s", p->dir, vm);
-        unlink(npath);
-        int ns = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", npath);
-        if (ns < 0 || bind(ns, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-                int e = errno;
-                if (ns >= 0)
-                        close(ns);
-                return -e;
-        }
-
         const char *argv[32];
         int argc = 0;
         argv[argc++] = bin;
@@ -169,54 +247,23 @@ int pvt_pvd_start(struct pvt_platform *p, const char *vm, const char *const *ext
         argv[argc++] = vm;
         argv[argc++] = "--runtime-dir";
         argv[argc++] = v->rt;
-        argv[argc++] = "--platform-dir";
+        if (p->pvhv) {
+                argv[argc++] = "--hv";
+                argv[argc++] = "ivshmem";
+                argv[argc++] = "--ivshmem-dir";
+        } else {
+                argv[argc++] = "--platform-dir";
+        }
         argv[argc++] = p->platform_dir;
         for (int i = 0; extra && extra[i] && argc < 31; i++)
                 argv[argc++] = extra[i];
         argv[argc] = NULL;
-
-        pid_t pid = fork();
-        if (pid < 0) {
-                close(ns);
-                return -errno;
-        }
-        if (pid == 0) {
-                int fd = open(v->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-                if (fd >= 0) {
-                        dup2(fd, 2);
-                        dup2(fd, 1);
-                }
-                setenv("NOTIFY_SOCKET", npath, 1);
-                execv(bin, (char *const *)argv);
-                _exit(127);
-        }
+        /* "Started" means READY=1. */
+        pid_t pid = start_ready(p->dir, vm, argv, v->log);
+        if (pid < 0)
+                return pid == -ECHILD ? -ECHILD : (int)pid;
         v->pid = pid;
-
-        int rc = -ETIMEDOUT;
-        long long deadline = pvt_now_ms() + 10000;
-        while (pvt_now_ms() < deadline) {
-                struct pollfd pf = { .fd = ns, .events = POLLIN };
-                if (poll(&pf, 1, 100) == 1) {
-                        char buf[256];
-                        ssize_t n = recv(ns, buf, sizeof(buf) - 1, 0);
-                        if (n > 0) {
-                                buf[n] = 0;
-                                if (strstr(buf, "READY=1")) {
-                                        rc = 0;
-                                        break;
-                                }
-                        }
-                }
-                int st;
-                if (waitpid(pid, &st, WNOHANG) == pid) {
-                        v->pid = 0;
-                        rc = -ECHILD;
-                        break;
-                }
-        }
-        close(ns);
-        unlink(npath);
-        return rc;
+        return 0;
 }
 
 int pvt_wait(pid_t pid, int timeout_ms)
@@ -281,10 +328,24 @@ int pvt_platform_fini(struct pvt_platform *p)
                         leftovers++;
                 }
         }
+        if (p->pvhv) {
+                kill(p->pvhv, SIGTERM);
+                if (pvt_wait(p->pvhv, 5000) != 0) {
+                        fprintf(stderr, "pvtest: pvhv did not stop cleanly\n");
+                        leftovers++;
+                }
+                p->pvhv = 0;
+        }
         /* A pvd may log its last lines to the log; show them on failure. */
-        if (getenv("PVT_SHOW_LOGS"))
+        if (getenv("PVT_SHOW_LOGS")) {
                 for (unsigned i = 0; i < p->nvms; i++)
                         show_log_tail(p->vms[i].log);
+                if (p->dir[0]) {
+                        char log[192];
+                        snprintf(log, sizeof(log), "%s/pvhv.log", p->dir);
+                        show_log_tail(log);
+                }
+        }
         if (p->dir[0])
                 nftw(p->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
         p->dir[0] = 0;

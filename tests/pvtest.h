@@ -2,8 +2,10 @@
  * processes, their readiness (NOTIFY_SOCKET), status queries, and cleanup
  * that leaves no process, socket or file behind.
  *
- * Environment (set by tests/meson.build): PVD_BIN, PVCTL_BIN, PV_CONF_DIR
- * (where demo.dtb and test-2clients.dtb are).
+ * Environment (set by tests/meson.build): PVD_BIN, PVCTL_BIN, PVHV_BIN,
+ * PV_CONF_DIR (where demo.dtb and test-2clients.dtb are). PVT_HV picks the
+ * hypervisor backend the platform runs on: emu (the default), or ivshmem
+ * (a pvhv process serves the platform and every pvd joins through it).
  */
 #ifndef PVTEST_H
 #define PVTEST_H
@@ -25,13 +27,21 @@ struct pvt_vm {
 
 struct pvt_platform {
         char dir[128];             /* the temporary directory */
-        char platform_dir[160];
+        char platform_dir[160];    /* emu: --platform-dir; ivshmem: pvhv's --dir */
+        pid_t pvhv;                /* ivshmem: the pvhv process */
         char dtb[512];
         struct pvt_vm vms[PVT_MAX_VMS];
         unsigned nvms;
 };
 
-/* Make a temporary platform for conf/<dtb_name>.dtb ("demo"). 0 or -errno. */
+/* The backend the platforms of this run use: "emu" or "ivshmem". */
+const char *pvt_hv(void);
+/* A test that needs the emu backend (it speaks its wire format or opens
+ * its memfds): print why and exit 77 (skipped) on another backend. */
+void pvt_need_emu(const char *why);
+
+/* Make a temporary platform for conf/<dtb_name>.dtb ("demo"); on ivshmem,
+ * pvhv serves it. 0 or -errno. */
 int pvt_platform_init(struct pvt_platform *p, const char *dtb_name);
 /* Stop every pvd (SIGTERM, then SIGKILL after 5 s), remove the directory.
  * Returns the number of leftovers found (processes that had to be killed,

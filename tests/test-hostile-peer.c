@@ -357,6 +357,7 @@ static void test_fake_server_lies(void)
 
 int main(void)
 {
+        pvt_need_emu("it speaks the emu backend's link protocol as a fake peer pvd");
         if (CU_initialize_registry() != CUE_SUCCESS)
                 return 1;
         CU_pSuite s = CU_add_suite("hostile peer", suite_init, suite_fini);

@@ -41,19 +41,10 @@ for vm in vm2 vm4; do
         --platform-dir "$dir/platform" --log-level notice 2>>"$dir/$vm.log" &
     pids+=($!)
 done
-for pipe in vbpipe0 vbpipe1; do
-    up=0
-    for _ in $(seq 200); do
-        if "$PVCTL_BIN" --runtime-dir "$dir/vm2" status --json 2>/dev/null | tr -d ' \n' |
-                grep -q "\"name\":\"vm2-vm4-$pipe\"[^}]*\"state\":\"ON\""; then
-            up=1; break
-        fi
-        sleep 0.05
-    done
-    if [ $up -ne 1 ]; then
-        echo "vm2-vm4-$pipe did not come up"; cat "$dir"/vm*.log; exit 1
-    fi
-done
+# vm2's other vlinks (to vm3) stay down: wait for these two only.
+if ! "$PVCTL_BIN" --runtime-dir "$dir/vm2" wait --timeout 20 vm2-vm4-vbpipe0 vm2-vm4-vbpipe1; then
+    cat "$dir"/vm*.log; exit 1
+fi
 
 had_dev_file=0
 [ -e /dev/vbpipe0 ] && had_dev_file=1
@@ -103,15 +94,31 @@ done
 expect() {  # expected output, vm, command...
     local want=$1 vm=$2; shift 2
     local got
-    got=$(run "$vm" "$@" 2>&1) || true
-    [ "$got" = "$want" ] || { echo "  expected \"$want\", got \"$got\""; return 1; }
+    got=$(run "$vm" "$@" 2>"$dir/stderr") || true
+    [ "$got" = "$want" ] || { echo "  expected \"$want\", got \"$got\""; cat "$dir/stderr"; return 1; }
+}
+said() {  # what stderr of the last expect must hold, once
+    [ "$(grep -cF -- "$1" "$dir/stderr")" = 1 ] || { echo "  stderr lacks \"$1\" once:"; cat "$dir/stderr"; return 1; }
 }
 check "a second open of an end is EBUSY" expect EBUSY vm2 "$OPENER" busy /dev/vbpipe0
 check "O_CLOEXEC and O_NONBLOCK are honoured" expect "cloexec nonblock
 -" vm4 "$OPENER" flags /dev/vbpipe1
 check "a VRPQ device node is not a vbpipe" expect ENOENT vm2 "$OPENER" errno /dev/vrpq-srv-vogl0
+check "... and pvrun says so" said "/dev/vrpq-srv-vogl0 is not a vbpipe: $dir/vm2/vrpq-srv-vogl0 is a device node of another driver"
 check "an unknown /dev name is the C library's" expect ENOENT vm2 "$OPENER" errno /dev/no-such-vbpipe
+check "... and pvrun says the pvd serves no such node" said "the pvd in $dir/vm2 serves no device node no-such-vbpipe"
 check "/dev/null is the real one" expect ok vm2 "$OPENER" errno /dev/null
+check "... and pvrun says nothing" test ! -s "$dir/stderr"
+check "no pvd: cat says ENOENT and pvrun says once where it looked and why" sh -c "
+    ! PVD_RUNTIME_DIR='$dir/none' timeout $T '$PVRUN' sh -c 'cat /dev/vbpipe0 /dev/vbpipe0' 2>'$dir/stderr' &&
+    grep -q 'cat: /dev/vbpipe0: No such file or directory' '$dir/stderr'" &&
+    said "pvrun: /dev/vbpipe0 is not a vbpipe: no pvd answers in $dir/none ($dir/none/control: No such file or directory)"
+check "PVD_VM: the nodes of VM in PVD_RUNTIME_DIR/VM" expect ENOENT vm4 env PVD_RUNTIME_DIR="$dir" PVD_VM=vm2 \
+    "$OPENER" errno /dev/vrpq-srv-vogl0
+check "... looked up in PVD_RUNTIME_DIR/VM" said "$dir/vm2/vrpq-srv-vogl0 is a device node of another driver"
+check "pvrun --vm VM: vbpipe0 of $dir/VM" sh -c "
+    PVD_RUNTIME_DIR='$dir' timeout $T '$PVRUN' --vm vm2 sh -c 'echo via-vm > /dev/vbpipe0' &
+    got=\$(PVD_RUNTIME_DIR='$dir' PVD_VM=vm4 timeout $T '$PVRUN' head -c 7 /dev/vbpipe0); wait \$! && [ \"\$got\" = via-vm ]"
 check "other files are untouched" sh -c "run() { PVD_RUNTIME_DIR='$dir/vm2' timeout $T '$PVRUN' \"\$@\"; };
     [ \"\$(run cat /etc/passwd)\" = \"\$(cat /etc/passwd)\" ] && run sh -c 'echo x > /dev/null' &&
     run dd if='$dir/small' of='$dir/copy' bs=1000 2>/dev/null && cmp '$dir/small' '$dir/copy'"

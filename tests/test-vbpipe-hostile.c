@@ -431,6 +431,7 @@ static int suite_fini(void)
 
 int main(void)
 {
+        pvt_need_emu("its fake VM speaks the emu backend's link protocol and its third mappings open the emu backend's memfds (test-ivshmem-hostile does the same on ivshmem)");
         if (CU_initialize_registry() != CUE_SUCCESS)
                 return 1;
         /* Each test twice: programs using read and write, then direct access. */

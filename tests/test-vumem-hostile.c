@@ -1067,6 +1067,7 @@ static void test_fake_server(void)
 
 int main(void)
 {
+        pvt_need_emu("its fake VMs speak the emu backend's link protocol and its third mappings open the emu backend's memfds (test-ivshmem-hostile does the same on ivshmem)");
         if (CU_initialize_registry() != CUE_SUCCESS)
                 return 1;
         CU_pSuite s = CU_add_suite("vumem-hostile", suite_init, suite_fini);

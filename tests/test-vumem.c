@@ -367,6 +367,21 @@ static int vm5_holder(void *argp)
         return ok;
 }
 
+/* vm5 asks for a buffer of another vlink's memory, on a backend where each
+ * vlink's memory is its own: refused, and said why. */
+static int vm5_refused(void *argp)
+{
+        struct vm5_arg *a = argp;
+        VumemSession *s;
+        VumemBufferHd b;
+        if (vumemSessionCreate(CLT0, &s))
+                return 1;
+        int rc = vumemBufferAccess(s, a->id, &b);
+        bool said = strstr(pvLastError(), "memory of vlink") != NULL;
+        vumemSessionDestroy(s);
+        return rc == -EOPNOTSUPP && said ? 0 : 2;
+}
+
 /* vumemBufferFree does not wait for pvd, yet the session's next request
  * is read after it: an ACCESS right after the last free finds nothing, and
  * the server gets its one FREE. Many frees in a row leave no answers behind
@@ -425,6 +440,17 @@ static void test_share_vms(void)
         CU_ASSERT_EQUAL(tev_wait(TEV_FREE, 0, 2000, &ev), 0);
         CU_ASSERT_EQUAL_FATAL(vumemBufferMap(b, (void **)&p), 0);
 
+        if (strcmp(pvt_hv(), "emu") != 0) {
+                /* One memory per vlink (ivshmem): vm5 cannot be given pages of
+                 * vm3's vlink. */
+                struct vm5_arg r = { .id = id };
+                CU_ASSERT_EQUAL(pvt_wait(pvt_spawn(&plat, "vm5", vm5_refused, &r), 5000), 0);
+                CU_ASSERT_EQUAL(vumemBufferFree(b), 0);
+                CU_ASSERT_EQUAL(tev_wait(TEV_FREE, 0, 2000, &ev), 0);
+                CU_ASSERT_EQUAL(vumemSessionDestroy(s), 0);
+                tev_flush();
+                return;
+        }
         /* vm5 (another client VM of vm2's vogl) maps the same buffer. */
         int pp[2];
         CU_ASSERT_FATAL(pipe(pp) == 0);

@@ -96,7 +96,8 @@ static ino_t ino_of(const void *addr)
 bool foreign_mem_off(void)
 {
         const char *off = getenv("PVD_HV_CAPS_OFF");
-        return off && (strstr(off, "foreign_mem") || strstr(off, "all"));
+        /* Only the emu backend can share memory it did not make. */
+        return strcmp(pvt_hv(), "emu") != 0 || (off && (strstr(off, "foreign_mem") || strstr(off, "all")));
 }
 
 struct srv_arg {

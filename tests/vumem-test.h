@@ -60,7 +60,8 @@ void tev_init(void);
 void tev_fini(void);
 
 bool udmabuf_available(void);
-/* PVD_HV_CAPS_OFF turns off the sharing of memory the backend did not make. */
+/* The platform cannot share memory the backend did not make (the backend
+ * cannot, or PVD_HV_CAPS_OFF turned it off). */
 bool foreign_mem_off(void);
 /* In a forked child: close every fd but 0, 1, 2 and keep (a program "in
  * a VM" holds nothing of the test's). */

@@ -21,15 +21,66 @@ const msgpack_object *doc_get(const msgpack_object *map, const char *key)
         return NULL;
 }
 
+/* The length of the UTF-8 sequence at p (at most n bytes), or 0 when it is
+ * not one: overlong forms, surrogates and code points above U+10FFFF are
+ * not (RFC 3629). */
+static size_t utf8_len(const unsigned char *p, size_t n)
+{
+        unsigned char c = p[0];
+        size_t len;
+        uint32_t cp;
+        if (c < 0x80)
+                return 1;
+        if (c >= 0xc2 && c <= 0xdf) {
+                len = 2;
+                cp = c & 0x1f;
+        } else if (c >= 0xe0 && c <= 0xef) {
+                len = 3;
+                cp = c & 0x0f;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+                len = 4;
+                cp = c & 0x07;
+        } else {
+                return 0;
+        }
+        if (len > n)
+                return 0;
+        for (size_t i = 1; i < len; i++) {
+                if ((p[i] & 0xc0) != 0x80)
+                        return 0;
+                cp = cp << 6 | (p[i] & 0x3f);
+        }
+        if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+            (cp >= 0xd800 && cp <= 0xdfff))
+                return 0;
+        return len;
+}
+
+/* Strings come from programs (a comm is whatever bytes a program named
+ * itself): for a terminal, control characters and bytes that are not UTF-8
+ * become '?', so that a name cannot move the cursor or garble the table. */
 const char *doc_str(const msgpack_object *map, const char *key, char *buf, size_t len)
 {
         const msgpack_object *v = doc_get(map, key);
-        buf[0] = 0;
+        size_t o = 0;
         if (v && v->type == MSGPACK_OBJECT_STR) {
-                size_t n = v->via.str.size < len - 1 ? v->via.str.size : len - 1;
-                memcpy(buf, v->via.str.ptr, n);
-                buf[n] = 0;
+                const unsigned char *p = (const unsigned char *)v->via.str.ptr;
+                size_t n = v->via.str.size;
+                for (size_t i = 0; i < n && o + 1 < len;) {
+                        size_t l = utf8_len(p + i, n - i);
+                        if (l == 0 || (l == 1 && (p[i] < 0x20 || p[i] == 0x7f))) {
+                                buf[o++] = '?';
+                                i++;
+                        } else if (o + l < len) {
+                                memcpy(buf + o, p + i, l);
+                                o += l;
+                                i += l;
+                        } else {
+                                break;
+                        }
+                }
         }
+        buf[o] = 0;
         return buf;
 }
 
@@ -78,11 +129,27 @@ const char *human_bytes(uint64_t n, char *buf, size_t len)
         return buf;
 }
 
-static void json_string(FILE *f, const char *p, size_t n)
+/* A JSON string from any bytes: UTF-8 passes, control characters are
+ * escaped, and each byte that is not part of valid UTF-8 becomes U+FFFD, so
+ * that every JSON parser accepts the document whatever a program's name. */
+static void json_string(FILE *f, const char *s, size_t n)
 {
+        const unsigned char *p = (const unsigned char *)s;
         fputc('"', f);
-        for (size_t i = 0; i < n; i++) {
-                unsigned char c = (unsigned char)p[i];
+        for (size_t i = 0; i < n;) {
+                unsigned char c = p[i];
+                size_t l = utf8_len(p + i, n - i);
+                if (l == 0) {
+                        fputs("\\ufffd", f);
+                        i++;
+                        continue;
+                }
+                if (l > 1) {
+                        fwrite(p + i, 1, l, f);
+                        i += l;
+                        continue;
+                }
+                i++;
                 switch (c) {
                 case '"':
                         fputs("\\\"", f);
@@ -97,7 +164,7 @@ static void json_string(FILE *f, const char *p, size_t n)
                         fputs("\\t", f);
                         break;
                 default:
-                        if (c < 0x20)
+                        if (c < 0x20 || c == 0x7f)
                                 fprintf(f, "\\u%04x", c);
                         else
                                 fputc(c, f);
@@ -106,8 +173,11 @@ static void json_string(FILE *f, const char *p, size_t n)
         fputc('"', f);
 }
 
+/* Pretty JSON indents by depth; depth < 0 is compact (one line). */
 static void json_indent(FILE *f, int n)
 {
+        if (n < 0)
+                return;
         fputc('\n', f);
         for (int i = 0; i < n; i++)
                 fputs("  ", f);
@@ -145,8 +215,8 @@ static void json_value(FILE *f, const msgpack_object *o, int depth)
                 }
                 fputc('[', f);
                 for (uint32_t i = 0; i < o->via.array.size; i++) {
-                        json_indent(f, depth + 1);
-                        json_value(f, &o->via.array.ptr[i], depth + 1);
+                        json_indent(f, depth < 0 ? depth : depth + 1);
+                        json_value(f, &o->via.array.ptr[i], depth < 0 ? depth : depth + 1);
                         if (i + 1 < o->via.array.size)
                                 fputc(',', f);
                 }
@@ -161,13 +231,13 @@ static void json_value(FILE *f, const msgpack_object *o, int depth)
                 fputc('{', f);
                 for (uint32_t i = 0; i < o->via.map.size; i++) {
                         const msgpack_object *k = &o->via.map.ptr[i].key;
-                        json_indent(f, depth + 1);
+                        json_indent(f, depth < 0 ? depth : depth + 1);
                         if (k->type == MSGPACK_OBJECT_STR)
                                 json_string(f, k->via.str.ptr, k->via.str.size);
                         else
                                 fputs("\"?\"", f);
-                        fputs(": ", f);
-                        json_value(f, &o->via.map.ptr[i].val, depth + 1);
+                        fputs(depth < 0 ? ":" : ": ", f);
+                        json_value(f, &o->via.map.ptr[i].val, depth < 0 ? depth : depth + 1);
                         if (i + 1 < o->via.map.size)
                                 fputc(',', f);
                 }
@@ -179,9 +249,9 @@ static void json_value(FILE *f, const msgpack_object *o, int depth)
         }
 }
 
-void doc_print_json(FILE *f, const msgpack_object *o)
+void doc_print_json(FILE *f, const msgpack_object *o, bool compact)
 {
-        json_value(f, o, 0);
+        json_value(f, o, compact ? -1 : 0);
         fputc('\n', f);
 }
 

@@ -1,9 +1,32 @@
 /* pvctl status: the VM, its vlinks, device nodes and connected programs. */
+#include <grp.h>
 #include <inttypes.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "pvctl.h"
+
+/* pvctl runs in the VM whose pvd it asks, so the ids are this system's. */
+const char *user_name(uint64_t uid, char *buf, size_t len)
+{
+        struct passwd *pw = uid <= UINT32_MAX ? getpwuid((uid_t)uid) : NULL;
+        if (pw)
+                snprintf(buf, len, "%s", pw->pw_name);
+        else
+                snprintf(buf, len, "%" PRIu64, uid);
+        return buf;
+}
+
+const char *group_name(uint64_t gid, char *buf, size_t len)
+{
+        struct group *gr = gid <= UINT32_MAX ? getgrgid((gid_t)gid) : NULL;
+        if (gr)
+                snprintf(buf, len, "%s", gr->gr_name);
+        else
+                snprintf(buf, len, "%" PRIu64, gid);
+        return buf;
+}
 
 static void join_strings(const msgpack_object *arr, char *buf, size_t len)
 {
@@ -30,7 +53,6 @@ int pvctl_status_print(const msgpack_object *doc, const struct pvctl_opts *o, FI
                 doc_str(doc, "vm", vm, sizeof(vm)), doc_str(doc, "version", ver, sizeof(ver)), doc_u64(doc, "pid"),
                 up / 1000, (up % 1000) / 100, doc_str(doc, "hv", hv, sizeof(hv)),
                 doc_str(doc, "runtime_dir", dir, sizeof(dir)));
-
         /* The backend: its capabilities and its own facts (key=value). */
         char caps[128], facts[256] = "";
         join_strings(doc_get(doc, "hv_caps"), caps, sizeof(caps));
@@ -70,24 +92,27 @@ int pvctl_status_print(const msgpack_object *doc, const struct pvctl_opts *o, FI
         }
 
         const msgpack_object *nodes = doc_array(doc, "nodes", &n);
-        fprintf(f, "\n%-24s %-8s %-24s %-5s %5s %5s %s\n", "DEVICE NODE", "DRIVER", "VLINK", "MODE", "OWNER", "GROUP",
-                "PROGRAMS");
+        fprintf(f, "\n%-24s %-8s %-24s %-5s %-10s %-10s %s\n", "DEVICE NODE", "DRIVER", "VLINK", "MODE", "OWNER",
+                "GROUP", "PROGRAMS");
         for (uint32_t i = 0; i < n; i++) {
-                char name[64], drv[16], vl[128], mode[8];
-                fprintf(f, "%-24s %-8s %-24s %-5s %5" PRIu64 " %5" PRIu64 " %" PRIu64 "\n",
+                char name[64], drv[16], vl[128], mode[8], owner[64], group[64];
+                fprintf(f, "%-24s %-8s %-24s %-5s %-10s %-10s %" PRIu64 "\n",
                         doc_str(&nodes[i], "name", name, sizeof(name)), doc_str(&nodes[i], "driver", drv, sizeof(drv)),
                         doc_str(&nodes[i], "vlink", vl, sizeof(vl))[0] ? vl : "-",
-                        doc_str(&nodes[i], "mode", mode, sizeof(mode)), doc_u64(&nodes[i], "owner"),
-                        doc_u64(&nodes[i], "group"), doc_u64(&nodes[i], "connections"));
+                        doc_str(&nodes[i], "mode", mode, sizeof(mode)),
+                        user_name(doc_u64(&nodes[i], "owner"), owner, sizeof(owner)),
+                        group_name(doc_u64(&nodes[i], "group"), group, sizeof(group)),
+                        doc_u64(&nodes[i], "connections"));
         }
 
         const msgpack_object *progs = doc_array(doc, "programs", &n);
-        fprintf(f, "\n%-8s %-6s %-16s %s\n", "PID", "UID", "PROGRAM", "DEVICE NODE");
+        fprintf(f, "\n%-8s %-10s %-16s %s\n", "PID", "USER", "PROGRAM", "DEVICE NODE");
         if (!n)
                 fprintf(f, "(no program connected)\n");
         for (uint32_t i = 0; i < n; i++) {
-                char comm[32], node[64];
-                fprintf(f, "%-8" PRIu64 " %-6" PRIu64 " %-16s %s\n", doc_u64(&progs[i], "pid"), doc_u64(&progs[i], "uid"),
+                char comm[64], node[64], user[64];
+                fprintf(f, "%-8" PRIu64 " %-10s %-16s %s\n", doc_u64(&progs[i], "pid"),
+                        user_name(doc_u64(&progs[i], "uid"), user, sizeof(user)),
                         doc_str(&progs[i], "comm", comm, sizeof(comm)), doc_str(&progs[i], "node", node, sizeof(node)));
         }
         return 0;

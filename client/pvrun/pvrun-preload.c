@@ -3,7 +3,8 @@
  * programs written for the original kernel driver run unchanged (as padsp
  * does for /dev/dsp). Everything else goes to the C library untouched.
  *
- * "/dev/NAME" is a vbpipe when $PVD_RUNTIME_DIR/NAME is a socket and pvd's
+ * "/dev/NAME" is a vbpipe when NAME in pvd's runtime directory
+ * ($PVD_RUNTIME_DIR, or $PVD_RUNTIME_DIR/$PVD_VM) is a socket and pvd's
  * status lists node NAME with driver "vbpipe". The socket test is one
  * lstat, done for every "/dev/..." open; the status question is asked only
  * when such a socket exists, so /dev/null and friends cost one failed
@@ -32,13 +33,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <msgpack.h>
 
 #include "conn.h"
 #include "pv-config.h"
+#include "pv/pvclient.h"
 #include "pv/vbpipe.h"
 #include "vbpipe/vbpipe-direct.h"
 
@@ -123,16 +127,59 @@ static bool is_vbpipe(const char *path)
         const char *base = dev_base(path);
         if (!base)
                 return false;
-        const char *rt = getenv("PVD_RUNTIME_DIR");
-        char sock[PVC_PATH_MAX];
-        int n = snprintf(sock, sizeof(sock), "%s/%s", rt && *rt ? rt : PV_DEFAULT_RUNTIME_DIR, base);
-        if (n < 0 || (size_t)n >= sizeof(sock))
-                return false;
-        struct stat st;
+        char dir[PVC_PATH_MAX], sock[PVC_PATH_MAX + PVC_NAME_MAX];
         int saved = errno;
-        bool yes = lstat(sock, &st) == 0 && S_ISSOCK(st.st_mode) && status_says_vbpipe(base);
+        bool yes = false;
+        if (pvc_runtime_dir(dir, sizeof(dir)) == 0) {
+                struct stat st;
+                snprintf(sock, sizeof(sock), "%s/%s", dir, base);
+                yes = lstat(sock, &st) == 0 && S_ISSOCK(st.st_mode) && status_says_vbpipe(base);
+        }
         errno = saved;
         return yes;
+}
+
+/* An open of "/dev/NAME" that was not a vbpipe and that the C library could
+ * not open either: the program will say "No such file or directory" and no
+ * more, so say once, on stderr, where pvrun looked and why NAME was not a
+ * pipe there (the usual cause: this VM's pvd is not running, or runs with
+ * another runtime directory). */
+static void explain_miss(const char *path)
+{
+        static int said;
+        const char *base = dev_base(path);
+        if (!base || errno != ENOENT || __atomic_exchange_n(&said, 1, __ATOMIC_RELAXED))
+                return;
+        int saved = errno;
+        char dir[PVC_PATH_MAX], sock[PVC_PATH_MAX + PVC_NAME_MAX];
+        struct stat st;
+        if (pvc_runtime_dir(dir, sizeof(dir)) < 0) {
+                fprintf(stderr, "pvrun: %s: %s\n", path, pvLastError());
+                errno = saved;
+                return;
+        }
+        snprintf(sock, sizeof(sock), "%s/control", dir);
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock);
+        int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        int e = fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ? errno : 0;
+        if (fd >= 0)
+                close(fd);
+        if (e)
+                fprintf(stderr, "pvrun: %s is not a vbpipe: no pvd answers in %s (%s: %s). Start this VM's "
+                                "pvd (systemctl start pvd, or pvd@VM), or name its runtime directory with "
+                                "pvrun --runtime-dir DIR or --vm VM (PVD_RUNTIME_DIR, PVD_VM)\n",
+                        path, dir, sock, strerror(e));
+        else {
+                snprintf(sock, sizeof(sock), "%s/%s", dir, base);
+                if (lstat(sock, &st) == 0)
+                        fprintf(stderr, "pvrun: %s is not a vbpipe: %s is a device node of another driver "
+                                        "(pvctl status lists the device nodes)\n", path, sock);
+                else
+                        fprintf(stderr, "pvrun: %s is not a vbpipe: the pvd in %s serves no device node %s "
+                                        "(pvctl status lists them)\n", path, dir, base);
+        }
+        errno = saved;
 }
 
 /* vbpipeOpen sets errno as open(2) would; O_PATH and O_DIRECTORY make no
@@ -182,14 +229,20 @@ static int do_open(void *next, const char *path, int flags, mode_t mode)
 {
         if (intercept(path, flags))
                 return open_end(path, flags);
-        return next ? ((open_fn)next)(path, flags, mode) : -1;
+        int fd = next ? ((open_fn)next)(path, flags, mode) : -1;
+        if (fd < 0)
+                explain_miss(path);
+        return fd;
 }
 
 static int do_openat(void *next, int dirfd, const char *path, int flags, mode_t mode)
 {
         if (intercept(path, flags))
                 return open_end(path, flags);
-        return next ? ((openat_fn)next)(dirfd, path, flags, mode) : -1;
+        int fd = next ? ((openat_fn)next)(dirfd, path, flags, mode) : -1;
+        if (fd < 0)
+                explain_miss(path);
+        return fd;
 }
 
 PR_EXPORT int open(const char *path, int flags, ...)
@@ -250,14 +303,20 @@ static int do_open2(void *next, const char *path, int flags)
 {
         if (intercept(path, flags))
                 return open_end(path, flags);
-        return next ? ((open2_fn)next)(path, flags) : -1;
+        int fd = next ? ((open2_fn)next)(path, flags) : -1;
+        if (fd < 0)
+                explain_miss(path);
+        return fd;
 }
 
 static int do_openat2(void *next, int dirfd, const char *path, int flags)
 {
         if (intercept(path, flags))
                 return open_end(path, flags);
-        return next ? ((openat2_fn)next)(dirfd, path, flags) : -1;
+        int fd = next ? ((openat2_fn)next)(dirfd, path, flags) : -1;
+        if (fd < 0)
+                explain_miss(path);
+        return fd;
 }
 
 PR_EXPORT int __open_2(const char *path, int flags)
@@ -324,7 +383,10 @@ static FILE *do_fopen(void *next, const char *path, const char *mode)
                 }
                 return f;
         }
-        return next ? ((fopen_fn)next)(path, mode) : NULL;
+        FILE *f = next ? ((fopen_fn)next)(path, mode) : NULL;
+        if (!f)
+                explain_miss(path);
+        return f;
 }
 
 PR_EXPORT FILE *fopen(const char *path, const char *mode)

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,12 +17,14 @@
 static void usage(FILE *f)
 {
         fprintf(f,
-                "Usage: pvrun [--runtime-dir DIR] PROGRAM [ARGS...]\n"
+                "Usage: pvrun [--runtime-dir DIR] [--vm VM] PROGRAM [ARGS...]\n"
                 "Run PROGRAM so that opening /dev/NAME, NAME a vbpipe of this VM's pvd, opens the vbpipe.\n"
                 "\n"
                 "Options:\n"
                 "  -r, --runtime-dir DIR   pvd's runtime directory (sets PVD_RUNTIME_DIR; default\n"
                 "                          $PVD_RUNTIME_DIR, else %s)\n"
+                "  -m, --vm VM             use the pvd of VM among several on this host, whose\n"
+                "                          nodes are in DIR/VM (sets PVD_VM, as pvd@VM.service)\n"
                 "  -h, --help              this text\n"
                 "  -V, --version           the version\n"
                 "\n"
@@ -51,19 +54,24 @@ int main(int argc, char **argv)
 {
         static const struct option opts[] = {
                 { "runtime-dir", required_argument, NULL, 'r' },
+                { "vm", required_argument, NULL, 'm' },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, 'V' },
                 { 0, 0, 0, 0 },
         };
         int c;
+        bool dir_given = false, vm_given = false;
         /* "+": options end at PROGRAM, whose own options are its own. */
-        while ((c = getopt_long(argc, argv, "+r:hV", opts, NULL)) != -1) {
+        while ((c = getopt_long(argc, argv, "+r:m:hV", opts, NULL)) != -1) {
                 switch (c) {
                 case 'r':
-                        if (setenv("PVD_RUNTIME_DIR", optarg, 1) < 0) {
+                case 'm':
+                        if (setenv(c == 'r' ? "PVD_RUNTIME_DIR" : "PVD_VM", optarg, 1) < 0) {
                                 perror("pvrun: setenv");
                                 return 127;
                         }
+                        dir_given |= c == 'r';
+                        vm_given |= c == 'm';
                         break;
                 case 'h':
                         usage(stdout);
@@ -80,6 +88,9 @@ int main(int argc, char **argv)
                 usage(stderr);
                 return 2;
         }
+        /* --runtime-dir names the very directory unless --vm goes with it. */
+        if (dir_given && !vm_given)
+                unsetenv("PVD_VM");
 
         char lib[PATH_MAX];
         const char *env = getenv("PVRUN_LIBRARY");

@@ -26,7 +26,7 @@
 #include <unistd.h>
 
 #include "emu-proto.h"
-#include "emu-table.h"
+#include "id-table.h"
 #include "hv.h"
 #include "pv-config.h"
 #include "pvd.h"
@@ -65,8 +65,8 @@ struct emu_link {
         bool joined;                /* server: JOIN accepted */
         bool drop_due;              /* dropped from the timer, out of any driver's call */
         bool waiting;               /* a ring announcement waits for its fd */
-        struct emu_table own_xirq, peer_xirq, own_grant, peer_grant;
-        struct emu_table stash_xirq, stash_grant;
+        struct id_table own_xirq, peer_xirq, own_grant, peer_grant;
+        struct id_table stash_xirq, stash_grant;
         struct emu_txq *txq, **txq_tail;
         unsigned ntxq;
         uint32_t next_xirq, next_grant;
@@ -317,12 +317,12 @@ static void emu_drop(struct emu_link *l)
         l->joined = false;
         l->waiting = false;
         txq_clear(l);
-        emu_table_clear(&l->own_xirq);
-        emu_table_clear(&l->peer_xirq);
-        emu_table_clear(&l->own_grant);
-        emu_table_clear(&l->peer_grant);
-        emu_table_clear(&l->stash_xirq);
-        emu_table_clear(&l->stash_grant);
+        id_table_clear(&l->own_xirq);
+        id_table_clear(&l->peer_xirq);
+        id_table_clear(&l->own_grant);
+        id_table_clear(&l->peer_grant);
+        id_table_clear(&l->stash_xirq);
+        id_table_clear(&l->stash_grant);
         emu_unmap(vl);
         if (vl->side == PV_CLIENT && !vl->pvd->stopping)
                 emu_schedule_connect(l);
@@ -564,15 +564,15 @@ bad:
 static int take_fd(struct emu_link *l, const struct pv_emu_msg *m, int fd)
 {
         bool xirq = m->kind == PV_EMU_KIND_XIRQ;
-        struct emu_table *stash = xirq ? &l->stash_xirq : &l->stash_grant;
-        struct emu_table *known = xirq ? &l->peer_xirq : &l->peer_grant;
+        struct id_table *stash = xirq ? &l->stash_xirq : &l->stash_grant;
+        struct id_table *known = xirq ? &l->peer_xirq : &l->peer_grant;
         if ((m->kind != PV_EMU_KIND_XIRQ && m->kind != PV_EMU_KIND_GRANT) || !m->id ||
-            emu_table_find(known, m->id) || stash->n >= EMU_MAX_STASH) {
+            id_table_find(known, m->id) || stash->n >= EMU_MAX_STASH) {
                 close(fd);
                 emu_log_fail(l, "the peer sent an fd that no announcement can claim (kind %u, id %u)", m->kind, m->id);
                 return -EPROTO;
         }
-        return emu_table_add(stash, &(struct emu_ent){ .id = m->id, .fd = fd }) < 0 ? -EPROTO : 0;
+        return id_table_add(stash, &(struct id_ent){ .id = m->id, .fd = fd }) < 0 ? -EPROTO : 0;
 }
 
 static int emu_handle(struct emu_link *l, struct pv_emu_msg *m, int *fds, unsigned nfds)
@@ -859,9 +859,9 @@ static int announce(struct pvd_vlink *vl, uint32_t type, uint32_t id, const stru
 }
 
 /* The object of a NEW: from the stash, or -EAGAIN until its fd comes. */
-static int claim(struct emu_link *l, struct emu_table *stash, uint32_t id, int *fd)
+static int claim(struct emu_link *l, struct id_table *stash, uint32_t id, int *fd)
 {
-        struct emu_ent *e = emu_table_find(stash, id);
+        struct id_ent *e = id_table_find(stash, id);
         if (!e) {
                 l->waiting = true;
                 l->stalls++;
@@ -869,7 +869,7 @@ static int claim(struct emu_link *l, struct emu_table *stash, uint32_t id, int *
         }
         *fd = e->fd;
         e->fd = -1;
-        emu_table_del(stash, id);
+        id_table_del(stash, id);
         return 0;
 }
 
@@ -891,9 +891,9 @@ static int emu_ring_msg(struct pvd_vlink *vl, uint32_t type, const void *msg, ui
                 rc = claim(l, &l->stash_xirq, a.id, &fd);
                 if (rc < 0)
                         return rc;
-                return emu_table_add(&l->peer_xirq, &(struct emu_ent){ .id = a.id, .fd = fd }) < 0 ? -EPROTO : 0;
+                return id_table_add(&l->peer_xirq, &(struct id_ent){ .id = a.id, .fd = fd }) < 0 ? -EPROTO : 0;
         case PV_EMU_ANN_XIRQ_FREE:
-                emu_table_del(&l->peer_xirq, a.id);
+                id_table_del(&l->peer_xirq, a.id);
                 return 0;
         case PV_EMU_ANN_GRANT_NEW:
                 if (l->peer_grant.n >= EMU_MAX_PEER_GRANTS) {
@@ -912,11 +912,11 @@ static int emu_ring_msg(struct pvd_vlink *vl, uint32_t type, const void *msg, ui
                         return -EPROTO;
                 }
                 l->grants_rx++;
-                return emu_table_add(&l->peer_grant, &(struct emu_ent){ .id = a.id, .fd = fd, .offset = a.offset,
+                return id_table_add(&l->peer_grant, &(struct id_ent){ .id = a.id, .fd = fd, .offset = a.offset,
                                                                         .size = a.size, .flags = a.flags }) < 0
                                ? -EPROTO : 0;
         case PV_EMU_ANN_GRANT_REVOKE:
-                emu_table_del(&l->peer_grant, a.id);
+                id_table_del(&l->peer_grant, a.id);
                 return 0;
         }
         return -EPROTO;
@@ -924,7 +924,8 @@ static int emu_ring_msg(struct pvd_vlink *vl, uint32_t type, const void *msg, ui
 
 /* ---- xIRQs --------------------------------------------------------------------------- */
 
-static int emu_xirq_alloc(struct pvd_vlink *vl, uint32_t *id, int *fd)
+/* One eventfd serves both sides (one kernel): dir does not matter. */
+static int emu_xirq_alloc(struct pvd_vlink *vl, unsigned dir, uint32_t *id, int *fd)
 {
         struct emu_link *l = emu(vl);
         int efd = eventfd(0, EFD_CLOEXEC);
@@ -935,7 +936,7 @@ static int emu_xirq_alloc(struct pvd_vlink *vl, uint32_t *id, int *fd)
         if (rc == 0)
                 rc = announce(vl, PV_EMU_ANN_XIRQ_NEW, xid, NULL, 0, 0);
         if (rc == 0)
-                rc = emu_table_add(&l->own_xirq, &(struct emu_ent){ .id = xid, .fd = efd });
+                rc = id_table_add(&l->own_xirq, &(struct id_ent){ .id = xid, .fd = efd });
         else
                 close(efd);
         if (rc < 0)
@@ -947,7 +948,7 @@ static int emu_xirq_alloc(struct pvd_vlink *vl, uint32_t *id, int *fd)
 
 static int emu_xirq_get(struct pvd_vlink *vl, uint32_t id, int *fd)
 {
-        struct emu_ent *e = emu_table_find(&emu(vl)->peer_xirq, id);
+        struct id_ent *e = id_table_find(&emu(vl)->peer_xirq, id);
         if (!e)
                 return -ENOENT;
         *fd = e->fd;
@@ -957,7 +958,7 @@ static int emu_xirq_get(struct pvd_vlink *vl, uint32_t id, int *fd)
 static void emu_xirq_free(struct pvd_vlink *vl, uint32_t id)
 {
         struct emu_link *l = emu(vl);
-        if (l && emu_table_del(&l->own_xirq, id))
+        if (l && id_table_del(&l->own_xirq, id))
                 announce(vl, PV_EMU_ANN_XIRQ_FREE, id, NULL, 0, 0);
 }
 
@@ -1009,7 +1010,7 @@ static int emu_grant(struct pvd_vlink *vl, const struct hv_mem *m, uint64_t off,
         if (rc == 0)
                 rc = announce(vl, PV_EMU_ANN_GRANT_NEW, id, m, off, len);
         if (rc == 0)
-                rc = emu_table_add(&l->own_grant, &(struct emu_ent){ .id = id, .fd = -1 });
+                rc = id_table_add(&l->own_grant, &(struct id_ent){ .id = id, .fd = -1 });
         if (rc < 0)
                 return rc;
         l->grants_tx++;
@@ -1019,7 +1020,7 @@ static int emu_grant(struct pvd_vlink *vl, const struct hv_mem *m, uint64_t off,
 
 static int emu_grant_get(struct pvd_vlink *vl, uint32_t gref, struct hv_mem *out)
 {
-        struct emu_ent *e = emu_table_find(&emu(vl)->peer_grant, gref);
+        struct id_ent *e = id_table_find(&emu(vl)->peer_grant, gref);
         if (!e)
                 return -ENOENT;
         *out = (struct hv_mem){ .fd = e->fd, .offset = e->offset, .size = e->size, .flags = e->flags, .id = gref };
@@ -1029,7 +1030,7 @@ static int emu_grant_get(struct pvd_vlink *vl, uint32_t gref, struct hv_mem *out
 static void emu_grant_revoke(struct pvd_vlink *vl, uint32_t gref)
 {
         struct emu_link *l = emu(vl);
-        if (l && emu_table_del(&l->own_grant, gref))
+        if (l && id_table_del(&l->own_grant, gref))
                 announce(vl, PV_EMU_ANN_GRANT_REVOKE, gref, NULL, 0, 0);
 }
 

@@ -8,6 +8,7 @@
 
 const struct hv_backend *const hv_backends[] = {
         &hv_emu,
+        &hv_ivshmem,
         NULL,
 };
 

@@ -3,6 +3,8 @@
  * chosen at start with `pvd --hv NAME`:
  *   emu.c      VMs as processes on one Linux host (memfds, eventfds, a UNIX
  *              socket per vlink in a platform directory)
+ *   ivshmem.c  QEMU's ivshmem-doorbell: one shared memory and doorbells per
+ *              vlink, served by pvhv (proto/pv-ivshmem.h)
  *
  * Between VMs travels only what a hypervisor gives: memory it owns, xIRQs,
  * grants of that memory, and peer state. Driver messages go through the
@@ -68,6 +70,9 @@ struct hv_mem {
         uint32_t id;            /* the backend's name for it */
 };
 
+#define HV_XIRQ_TX      1u      /* this side signals through the xIRQ */
+#define HV_XIRQ_RX      2u      /* this side is signalled through it */
+
 #define HV_MEM_FOREIGN  1u      /* imported, not made by the backend */
 #define HV_MEM_DMABUF   2u      /* a dma-buf (cache operations apply) */
 
@@ -123,8 +128,11 @@ struct hv_backend {
 
         /* A new xIRQ shared with the peer, for programs: *fd is this side's
          * eventfd (owned by the backend until xirq_free), id names it in
-         * driver messages. Either side may allocate; ids are per side. */
-        int (*xirq_alloc)(struct pvd_vlink *vl, uint32_t *id, int *fd);
+         * driver messages. dir is this side's use of it: HV_XIRQ_TX (its
+         * programs write the eventfd to signal the peer's) or HV_XIRQ_RX
+         * (they read it; the peer's programs signal); the peer's end has
+         * the other use. Either side may allocate; ids are per side. */
+        int (*xirq_alloc)(struct pvd_vlink *vl, unsigned dir, uint32_t *id, int *fd);
         /* This side's eventfd of an xIRQ the peer allocated: -ENOENT if
          * unknown. fd stays owned by the backend. */
         int (*xirq_get)(struct pvd_vlink *vl, uint32_t id, int *fd);
@@ -159,6 +167,7 @@ struct hv_backend {
 };
 
 extern const struct hv_backend hv_emu;
+extern const struct hv_backend hv_ivshmem;
 /* Every backend, NULL-terminated, the default first. */
 extern const struct hv_backend *const hv_backends[];
 

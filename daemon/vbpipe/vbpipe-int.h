@@ -121,7 +121,7 @@ static inline int end_fd(const struct vbp_end *e)
         return pvd_watch_fd(e->w);
 }
 
-/* vbpipe.c */
+/* vbpipe.c: ends and the program's requests */
 void vbp_pipe_enter(struct vbp_pipe *p);
 void vbp_pipe_leave(struct vbp_pipe *p);
 const char *vbp_end_state_name(const struct vbp_end *e);
@@ -132,11 +132,23 @@ void vbp_end_answer(struct vbp_end *e, int diag);
 void vbp_end_pair(struct vbp_end *e, uint32_t peer_gen);
 void vbp_end_announce(struct vbp_end *e);
 void vbp_end_free(struct vbp_end *e);
+bool vbp_end_closed(const struct vbp_end *e);
+bool vbp_end_hung_up(const struct vbp_end *e);
+void vbp_seg_end(struct vbp_pipe *p);
+void vbp_reader_gone(struct vbp_end *e);
+void vbp_end_gone(struct vbp_end *e);
+void vbp_end_check_gone(struct vbp_end *e);
+
+/* vbpipe-data.c: the pumps between the program's socket and the rings */
+void vbp_fail_corrupt(struct vbp_pipe *p, const char *what);
+void vbp_tx_notify(struct vbp_pipe *p);
+void vbp_rx_notify(struct vbp_pipe *p);
+void vbp_wake_hold(struct vbp_pipe *p);
 void vbp_tx_pump(struct vbp_pipe *p);
 void vbp_rx_pump(struct vbp_pipe *p);
 void vbp_tail_pump(struct vbp_end *e);
 void vbp_refresh(struct vbp_pipe *p);
-bool vbp_end_closed(const struct vbp_end *e);
+void vbp_end_cb(struct pvd_watch *w, int status, int events, void *arg);
 int vbp_hot_init(struct vbp_pipe *p);
 void vbp_hot_fini(struct vbp_pipe *p);
 

@@ -472,9 +472,9 @@ static void on_chan_open(struct vrpq_vlink *v, const struct vrpq_m_open *o)
         }
         ch->g.hdr_index = idx;
         ch->has_geom = true;
-        rc = pvd_xirq_alloc(v->vl, &ch->xirq_req, &ch->fd_req);
+        rc = pvd_xirq_alloc(v->vl, HV_XIRQ_RX, &ch->xirq_req, &ch->fd_req); /* the client kicks */
         if (rc == 0) {
-                rc = pvd_xirq_alloc(v->vl, &ch->xirq_ans, &ch->fd_ans);
+                rc = pvd_xirq_alloc(v->vl, HV_XIRQ_TX, &ch->xirq_ans, &ch->fd_ans); /* we kick */
                 if (rc < 0)
                         pvd_xirq_free(v->vl, ch->xirq_req);
         }

@@ -381,6 +381,12 @@ static void on_access(struct vs_link *L, const struct vumem_m_access *m)
                 reply_pdev_full(L, m->req);
                 return;
         }
+        if (rc == -EOPNOTSUPP && b->obj->link && b->obj->link != L) {
+                vs_reply_err(L, m->req, rc, "%s: buffer 0x%016llx lies in the memory of vlink %s, which the %s "
+                             "hypervisor backend shares with %s only", vs_node_name(L), (unsigned long long)m->id,
+                             b->obj->link->vl->cfg->link_name, L->vl->pvd->hv->name, b->obj->link->vl->peer_vm);
+                return;
+        }
         if (rc < 0) {
                 vs_reply_err(L, m->req, rc, "%s: cannot grant buffer 0x%016llx to %s: %s", vs_node_name(L),
                           (unsigned long long)m->id, L->vl->peer_vm, strerror(-rc));

@@ -53,9 +53,19 @@
 extern "C" {
 #endif
 
+/* Open this VM's end of the vbpipe name ("/dev/vbpipe0" or "vbpipe0"): a
+ * rendezvous with the other VM's end. flags as for open(2), plus O_DIRECT
+ * for direct access. Returns the descriptor, or -1 with errno set. */
 int vbpipeOpen(const char *name, int flags);
+/* read(2) of an end: straight from the pipe's ring in shared memory on an
+ * end opened with O_DIRECT while pvd lends it, through the socket
+ * otherwise. Returns the bytes read, 0 at end of file, or -1 with errno. */
 ssize_t vbpipeRead(int fd, void *buf, size_t count);
+/* write(2) of an end, straight into the ring as vbpipeRead reads. Returns
+ * the bytes written, or -1 with errno (EPIPE once the peer closed). */
 ssize_t vbpipeWrite(int fd, const void *buf, size_t count);
+/* Close an end and let go of its shared memory. Returns 0, or -1 with
+ * errno. */
 int vbpipeClose(int fd);
 
 #ifdef __cplusplus

@@ -164,6 +164,7 @@ int vrpqParamAlloc(VrpqChan *chan, size_t inSize, size_t outSize, void **in);
 int vrpqPost(VrpqChan *chan, nku32_f procId, void *in);
 /* Wake the server if it sleeps (an xIRQ only then). */
 int vrpqNotify(VrpqChan *chan);
+/* vrpqPost, then vrpqNotify: the seed's usual way to send a request. */
 int vrpqPostAndNotify(VrpqChan *chan, nku32_f procId, void *in);
 /* A synchronous request: returns when the server has called vrpqReply on
  * it (or received its next batch), after every request posted before it
@@ -189,6 +190,7 @@ int vrpqReceiveTimeout(VrpqChan *chan, VrpqReq **reqs, unsigned int max, int *av
  * mapping is used whatever it is). */
 void *vrpqParamInGet(const VrpqReq *req, void *shmBase);
 void *vrpqParamOutGet(const VrpqReq *req, void *shmBase);
+/* The sizes of a request's input and output parameters, in bytes. */
 size_t vrpqParamInSize(const VrpqReq *req);
 size_t vrpqParamOutSize(const VrpqReq *req);
 /* Complete a VRPQ_REQ_SYNC request now: its output parameters are written

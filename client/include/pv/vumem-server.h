@@ -115,6 +115,8 @@ int vumemServerDestroy(VumemServer *server);
 /* size bytes (rounded up to pages) of shareable memory: a memfd sealed
  * against shrinking and growing, mapped read/write at *vaddr. */
 int vumemServerMemAlloc(VumemServer *server, size_t size, void **vaddr);
+/* Unmap memory of vumemServerMemAlloc or vumemServerFdRegister (clients
+ * keep their mappings of buffers in it). */
 int vumemServerMemFree(VumemServer *server, void *vaddr);
 /* Make size bytes of fd (a memfd, or a dma-buf) shareable: the library
  * keeps a duplicate of fd and maps it at *vaddr. A memfd must allow

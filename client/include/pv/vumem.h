@@ -91,9 +91,16 @@ int vumemBufferFree(VumemBufferHd bufferHd);
 /* Map the buffer (read/write, shared): the server's pages, no copy. A
  * second call returns the same address. */
 int vumemBufferMap(VumemBufferHd bufferHd, void **vaddr);
+/* Unmap what vumemBufferMap mapped (the handle stays). */
 int vumemBufferUnmap(VumemBufferHd bufferHd);
+/* The buffer's size in bytes, as the server answered it. */
 int vumemBufferSizeGet(VumemBufferHd bufferHd, size_t *size);
+/* A 64-bit random id of the buffer, for other sessions (of any client VM
+ * of the same vdev) to reach it with vumemBufferAccess. */
 int vumemBufferIdGet(VumemBufferHd bufferHd, nku64_f *id);
+/* A handle of this session on the buffer of another session named by id
+ * (vumemBufferIdGet): -ENOENT for an unknown or freed id. The buffer lives
+ * while any handle refers to it. */
 int vumemBufferAccess(VumemSession *session, nku64_f id, VumemBufferHd *bufferHd);
 /* op: VUMEM_CACHE_*; [offset, offset + size) within the buffer, else
  * -EINVAL. */

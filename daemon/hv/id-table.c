@@ -1,12 +1,12 @@
-/* The emulated hypervisor's tables (emu-table.h). */
+/* The backends' tables of objects by id (id-table.h). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "emu-table.h"
+#include "id-table.h"
 
-static unsigned table_pos(const struct emu_table *t, uint32_t id)
+static unsigned table_pos(const struct id_table *t, uint32_t id)
 {
         unsigned lo = 0, hi = t->n;
         while (lo < hi) {
@@ -19,7 +19,7 @@ static unsigned table_pos(const struct emu_table *t, uint32_t id)
         return lo;
 }
 
-struct emu_ent *emu_table_find(struct emu_table *t, uint32_t id)
+struct id_ent *id_table_find(struct id_table *t, uint32_t id)
 {
         unsigned i = table_pos(t, id);
         return i < t->n && t->v[i].id == id ? &t->v[i] : NULL;
@@ -31,7 +31,7 @@ static void close_fd(int fd)
                 close(fd);
 }
 
-int emu_table_add(struct emu_table *t, const struct emu_ent *e)
+int id_table_add(struct id_table *t, const struct id_ent *e)
 {
         unsigned i = table_pos(t, e->id);
         if (i < t->n && t->v[i].id == e->id) {
@@ -40,7 +40,7 @@ int emu_table_add(struct emu_table *t, const struct emu_ent *e)
         }
         if (t->n == t->cap) {
                 unsigned cap = t->cap ? t->cap * 2 : 16;
-                struct emu_ent *v = realloc(t->v, cap * sizeof(*v));
+                struct id_ent *v = realloc(t->v, cap * sizeof(*v));
                 if (!v) {
                         close_fd(e->fd);
                         return -ENOMEM;
@@ -54,7 +54,7 @@ int emu_table_add(struct emu_table *t, const struct emu_ent *e)
         return 0;
 }
 
-bool emu_table_del(struct emu_table *t, uint32_t id)
+bool id_table_del(struct id_table *t, uint32_t id)
 {
         unsigned i = table_pos(t, id);
         if (i >= t->n || t->v[i].id != id)
@@ -65,7 +65,7 @@ bool emu_table_del(struct emu_table *t, uint32_t id)
         return true;
 }
 
-void emu_table_clear(struct emu_table *t)
+void id_table_clear(struct id_table *t)
 {
         for (unsigned i = 0; i < t->n; i++)
                 close_fd(t->v[i].fd);
