@@ -200,7 +200,10 @@ struct vrpq_chan_hdr {
         /* Hints for waiters, written by their side when it starts waiting
          * (not trusted: a lie only changes whether the other side polls):
          * the CPU it runs on plus one, and a token of its kernel, so that
-         * CPUs are compared only between programs of one kernel. */
+         * CPUs are compared only between programs of one kernel. A side
+         * writes them only where its pvd says both VMs run on one kernel
+         * (VRPQ_SESS_ONE_KERNEL): two guests may boot the same kernel image
+         * and share its token, but not their CPU numbers. */
         uint32_t srv_cpu;
         uint64_t srv_kernel;
         /* Written by the pvds: a channel leaves OPEN for CLOSED when either
@@ -230,7 +233,8 @@ static inline struct vrpq_chan_hdr *vrpq_chan_hdr_at(void *region, const struct 
 /* ---- program <-> pvd ---------------------------------------------------------- */
 
 enum vrpq_op {
-        /* client: PV_K_INFO -> PV_K_ID, PV_K_TOKEN, layout keys; fd: the region */
+        /* client: PV_K_INFO -> PV_K_ID, PV_K_TOKEN, layout keys, PV_K_FLAGS
+         * (VRPQ_SESS_*); fd: the region */
         VRPQ_OP_SESSION_CREATE = PV_OP_VRPQ_FIRST + 1,
         /* server: waits for a client's session -> the same, plus PV_K_INFO */
         VRPQ_OP_SESSION_ACCEPT,
@@ -259,6 +263,9 @@ enum vrpq_op {
 #define VRPQ_K_END          (PV_K_DRV0 + 12)
 
 _Static_assert(VRPQ_K_END <= PV_K_UINT_END, "VRPQ keys fit the driver range");
+
+/* PV_K_FLAGS of a session's answer. */
+#define VRPQ_SESS_ONE_KERNEL 1u /* both VMs run on one kernel: the waiters' CPU hints mean something */
 
 static inline void vrpq_geom_put(struct pv_msg *m, const struct vrpq_chan_geom *g)
 {
@@ -299,7 +306,11 @@ static inline int vrpq_geom_get(const struct pv_msg *m, struct vrpq_chan_geom *g
  *                   server program's release, the rings and ports can be
  *                   reused
  *   server end -> client end
- *     SESS_OK / SESS_ERR, CHAN_OK (geometry, xIRQ ids) / CHAN_ERR
+ *     SESS_OK / SESS_ERR, CHAN_OK (geometry, xIRQ ids) / CHAN_ERR; SESS_OK's
+ *                   cid is the grant of the session's own memory (0: its
+ *                   channels live in the vlink's VRPQ region), made where
+ *                   the backend keeps each memory object to whom it is
+ *                   handed, so that a program reaches its own sessions only
  *   either
  *     SESS_CLOSE, CHAN_CLOSE  this side ended the session / channel (its
  *                   program destroyed it, died, or the session ended): the

@@ -1,9 +1,11 @@
 /* Hostile input: while a client and a server exchange requests, a third
- * program maps the same vlink memory (its own session on the vlink) and
+ * program maps the same memory (the session's memory, or where the
+ * hypervisor does not slice, its own session on the vlink) and
  * corrupts the channel: the producer's ring index, whole descriptors,
  * parameter offsets, release indices, and the consumer's indices; or it
  * lies in the waiters' hints, which must change nothing but when a side
- * polls. The victim of a corruption gets -EPROTO for that channel, never
+ * polls (and which the sides write only where their pvds say both VMs run
+ * on one kernel). The victim of a corruption gets -EPROTO for that channel, never
  * a crash and never a pointer outside PMEM (the server touches every byte
  * it is given; run under ASan by scripts/test.sh); both pvds keep serving
  * and free everything. */
@@ -25,12 +27,13 @@
 #define PMEM    (2u << 20)
 #define CLEAN_COUNT 20000
 
-enum kind { K_PROD = 1, K_DESC, K_OFFSET, K_PEND, K_CONS, K_CLEAN, K_HINTS };
+enum kind { K_PROD = 1, K_DESC, K_OFFSET, K_PEND, K_CONS, K_CLEAN, K_HINTS, K_ISOLATE };
 static const char *const kind_name[] = { "", "producer index", "descriptors", "parameter offsets", "release indices",
-                                         "consumer indices", "none (control)", "waiters' hints" };
+                                         "consumer indices", "none (control)", "waiters' hints", "its own session" };
 
-enum { F_SRV_READY, F_CLT_READY, F_SRV_DONE, F_CLT_DONE };
-enum { V_SRV_RC, V_CLT_RC, V_SRV_STICKY, V_SRV_BAD_PTR, V_SRV_COUNT, V_HOSTILE_WRITES, V_SUM };
+enum { F_SRV_READY, F_CLT_READY, F_SRV_DONE, F_CLT_DONE, F_CLT_HALF, F_LYING };
+enum { V_SRV_RC, V_CLT_RC, V_SRV_STICKY, V_SRV_BAD_PTR, V_SRV_COUNT, V_HOSTILE_WRITES, V_SUM, V_NO_SLICE,
+       V_SRV_KERNEL, V_CLT_KERNEL, V_SRV_CPU, V_CLT_CPU };
 
 static struct pvt_platform plat;
 static struct vt_shared *sh;
@@ -114,9 +117,17 @@ static int client(void *arg)
         vt_set_flag(&sh->flag[F_CLT_READY], 1);
         long long deadline = pvt_now_ms() + 10000;
         for (uint32_t i = 0; !rc; i++) {
-                if (kind == K_CLEAN || kind == K_HINTS ? i == CLEAN_COUNT
-                                                       : sh->flag[F_SRV_DONE] || pvt_now_ms() > deadline)
+                if (kind == K_CLEAN || kind == K_HINTS || kind == K_ISOLATE
+                            ? i == CLEAN_COUNT
+                            : sh->flag[F_SRV_DONE] || pvt_now_ms() > deadline)
                         break;
+                /* Half the requests before the hostile program starts
+                 * (true hints), half while it lies or scribbles. */
+                if ((kind == K_HINTS || kind == K_ISOLATE) && i == CLEAN_COUNT / 2) {
+                        vt_set_flag(&sh->flag[F_CLT_HALF], 1);
+                        if (vt_wait_flag(&sh->flag[F_LYING], 1, 5000) < 0)
+                                break;
+                }
                 uint32_t size = 4 + (i * 7919) % 4000;
                 rc = vrpqParamAlloc(c, size, i % 50 ? 0 : 16, &in);
                 if (rc)
@@ -139,22 +150,80 @@ static uint32_t rnd(uint32_t *state)
         return *state;
 }
 
-/* The third mapping: a session of its own on the same vlink gives it the
- * region; the open channel's header says where its rings are. */
-static int hostile(void *arg)
+/* Either side's CPU, said to be of the other's kernel, or of none: only
+ * when they poll may move. */
+static void lie_hints(struct vrpq_chan_hdr *h, uint32_t *seed)
 {
-        enum kind kind = (enum kind)(intptr_t)arg;
+        h->srv_cpu = rnd(seed) % 4;
+        h->clt_cpu = rnd(seed) % 4;
+        h->srv_kernel = rnd(seed) & 1 ? h->clt_kernel : rnd(seed);
+        h->clt_kernel = rnd(seed) & 1 ? h->srv_kernel : rnd(seed);
+}
+
+/* A program with a session of its own on the vlink writes garbage over all
+ * of that session's memory. Where the hypervisor gives each session its own
+ * memory, the client's session next to it does not notice. */
+static int isolate(void)
+{
         VrpqSession *s;
         void *shm;
-        /* After the server accepted the client's session, so that it does
-         * not accept ours instead. */
         CHK(vt_wait_flag(&sh->flag[F_SRV_READY], 1, 5000) == 0);
         CHK(vt_wait_flag(&sh->flag[F_CLT_READY], 1, 5000) == 0);
         CHK_OK(vrpqSessionCreate(CLT, NULL, 0, &s));
         CHK_OK(vrpqShmMap(s, &shm));
+        int fd = pvt_open_emu_object(pvt_vm(&plat, "vm2")->pid, "pvd-vrpq-session-");
+        if (fd < 0) {
+                sh->v[V_NO_SLICE] = 1;  /* one region for all: this would break the client */
+                vt_set_flag(&sh->flag[F_LYING], 1);
+                vrpqSessionDestroy(s);
+                return 0;
+        }
+        close(fd);
         struct vrpq_layout l;
         vrpq_layout_init(&l, REQS, PMEM);
-        uint8_t *base = (uint8_t *)shm - l.pmem_off;
+        volatile uint32_t *w = (volatile uint32_t *)((uint8_t *)shm - l.pmem_off);
+        uint32_t seed = 0x2545f491u;
+        long long deadline = pvt_now_ms() + 10000;
+        while (!sh->flag[F_CLT_DONE] && pvt_now_ms() < deadline) {
+                for (size_t i = 0; i < l.size / 4; i += 1 + (rnd(&seed) & 63))
+                        w[i] = rnd(&seed);
+                sh->v[V_HOSTILE_WRITES]++;
+                vt_set_flag(&sh->flag[F_LYING], 1); /* the client's second half may start */
+        }
+        vrpqSessionDestroy(s);
+        return 0;
+}
+
+/* The third mapping. Where the hypervisor gives each session memory of its
+ * own, the client's session memory, found in the server pvd's descriptors
+ * (what a hostile client kernel holds); elsewhere a session of our own on
+ * the same vlink gives us the region. The open channel's header says where
+ * its rings are. */
+static int hostile(void *arg)
+{
+        enum kind kind = (enum kind)(intptr_t)arg;
+        VrpqSession *s = NULL;
+        void *shm;
+        if (kind == K_ISOLATE)
+                return isolate();
+        /* After the server accepted the client's session, so that it does
+         * not accept ours instead. */
+        CHK(vt_wait_flag(&sh->flag[F_SRV_READY], 1, 5000) == 0);
+        CHK(vt_wait_flag(&sh->flag[F_CLT_READY], 1, 5000) == 0);
+        struct vrpq_layout l;
+        vrpq_layout_init(&l, REQS, PMEM);
+        uint8_t *base;
+        size_t size = 0;
+        int fd = pvt_open_emu_object(pvt_vm(&plat, "vm2")->pid, "pvd-vrpq-session-");
+        if (fd >= 0) {
+                base = pvt_map_emu_object(fd, &size);
+                close(fd);
+                CHK(base != NULL && size >= l.size);
+        } else {
+                CHK_OK(vrpqSessionCreate(CLT, NULL, 0, &s));
+                CHK_OK(vrpqShmMap(s, &shm));
+                base = (uint8_t *)shm - l.pmem_off;
+        }
         struct vrpq_chan_hdr *h = NULL;
         for (uint32_t i = 0; i < VRPQ_CHANNELS_MAX; i++) {
                 struct vrpq_chan_hdr *x = vrpq_chan_hdr_at(base, &l, i);
@@ -162,14 +231,30 @@ static int hostile(void *arg)
                         h = x;
         }
         if (kind == K_CLEAN) {
-                vrpqSessionDestroy(s);
+                if (s)
+                        vrpqSessionDestroy(s);
+                else
+                        munmap(base, size);
                 return 0;
         }
         CHK(h != NULL);
         struct vrpq_chan_geom g = h->geom;
         struct vrpq_desc *ring = (struct vrpq_desc *)(base + l.pool_off) + g.req_slot;
         uint32_t seed = 0x9e3779b9u * (uint32_t)kind;
-        vt_sleep_ms(50); /* traffic flows */
+        if (kind == K_HINTS) {
+                /* The hints as the two sides wrote them over half the
+                 * requests, before any lie; then the first lie. */
+                CHK(vt_wait_flag(&sh->flag[F_CLT_HALF], 1, 10000) == 0);
+                sh->v[V_SRV_KERNEL] = (int64_t)h->srv_kernel;
+                sh->v[V_CLT_KERNEL] = (int64_t)h->clt_kernel;
+                sh->v[V_SRV_CPU] = h->srv_cpu;
+                sh->v[V_CLT_CPU] = h->clt_cpu;
+                lie_hints(h, &seed);
+                sh->v[V_HOSTILE_WRITES]++;
+                vt_set_flag(&sh->flag[F_LYING], 1);
+        } else {
+                vt_sleep_ms(50); /* traffic flows */
+        }
         long long deadline = pvt_now_ms() + 5000;
         volatile int *done = &sh->flag[kind == K_CONS || kind == K_HINTS ? F_CLT_DONE : F_SRV_DONE];
         while (kind != K_CLEAN && !*done && pvt_now_ms() < deadline) {
@@ -198,12 +283,7 @@ static int hostile(void *arg)
                         h->req_c.port_cons = rnd(&seed);
                         break;
                 case K_HINTS:
-                        /* Either side's CPU, said to be of the other's
-                         * kernel, or of none: only when they poll moves. */
-                        h->srv_cpu = rnd(&seed) % 4;
-                        h->clt_cpu = rnd(&seed) % 4;
-                        h->srv_kernel = rnd(&seed) & 1 ? h->clt_kernel : rnd(&seed);
-                        h->clt_kernel = rnd(&seed) & 1 ? h->srv_kernel : rnd(&seed);
+                        lie_hints(h, &seed);
                         break;
                 default:
                         break;
@@ -211,13 +291,24 @@ static int hostile(void *arg)
                 sh->v[V_HOSTILE_WRITES]++;
                 usleep(20);
         }
-        vrpqSessionDestroy(s);
+        if (s)
+                vrpqSessionDestroy(s);
+        else
+                munmap(base, size);
         return 0;
 }
 
 static int held(const char *vm)
 {
         return vt_held(&plat, vm);
+}
+
+/* Whether the pvds say both VMs run on one kernel: on the emu backend,
+ * unless PVD_HV_CAPS_OFF turned that off. */
+static bool one_kernel(void)
+{
+        const char *off = getenv("PVD_HV_CAPS_OFF");
+        return strcmp(pvt_hv(), "emu") == 0 && !(off && (strstr(off, "one_kernel") || strstr(off, "all")));
 }
 
 static void run_kind(enum kind kind)
@@ -236,7 +327,21 @@ static void run_kind(enum kind kind)
         CU_ASSERT_EQUAL(pvt_wait(cp, 15000), 0);
         CU_ASSERT_EQUAL(pvt_wait(sp, 15000), 0);
         CU_ASSERT_EQUAL(sh->v[V_SRV_BAD_PTR], 0);
-        if (kind == K_CLEAN || kind == K_HINTS) {
+        if (kind == K_ISOLATE && sh->v[V_NO_SLICE]) {
+                printf("\n  (not applicable: the hypervisor does not give sessions memory of their own) ");
+        } else if (kind == K_CLEAN || kind == K_HINTS || kind == K_ISOLATE) {
+                CU_ASSERT(kind == K_CLEAN || sh->v[V_HOSTILE_WRITES] > 0);
+                /* Each side wrote its kernel's token (the same) where its
+                 * pvd says both VMs share a kernel; else no hint at all. */
+                if (kind == K_HINTS && one_kernel()) {
+                        CU_ASSERT(sh->v[V_SRV_KERNEL] != 0);
+                        CU_ASSERT_EQUAL(sh->v[V_SRV_KERNEL], sh->v[V_CLT_KERNEL]);
+                } else if (kind == K_HINTS) {
+                        CU_ASSERT_EQUAL(sh->v[V_SRV_KERNEL], 0);
+                        CU_ASSERT_EQUAL(sh->v[V_CLT_KERNEL], 0);
+                        CU_ASSERT_EQUAL(sh->v[V_SRV_CPU], 0);
+                        CU_ASSERT_EQUAL(sh->v[V_CLT_CPU], 0);
+                }
                 CU_ASSERT_EQUAL(sh->v[V_SRV_RC], -ECONNRESET);
                 CU_ASSERT_EQUAL(sh->v[V_CLT_RC], 0);
                 CU_ASSERT_EQUAL(sh->v[V_SRV_COUNT], CLEAN_COUNT);
@@ -266,6 +371,7 @@ static void test_pend(void) { run_kind(K_PEND); }
 static void test_cons(void) { run_kind(K_CONS); }
 static void test_clean(void) { run_kind(K_CLEAN); }
 static void test_hints(void) { run_kind(K_HINTS); }
+static void test_isolate(void) { run_kind(K_ISOLATE); }
 
 int main(void)
 {
@@ -278,7 +384,8 @@ int main(void)
         CU_add_test(s, "corrupt release indices: server -EPROTO", test_pend);
         CU_add_test(s, "corrupt consumer indices: client -EPROTO", test_cons);
         CU_add_test(s, "afterwards, clean traffic flows", test_clean);
-        CU_add_test(s, "lying waiters' hints (CPU, kernel): every request served, no error", test_hints);
+        CU_add_test(s, "waiters' hints only on one kernel; lying hints: every request served, no error", test_hints);
+        CU_add_test(s, "a program scribbling its own session memory: other sessions flow", test_isolate);
         CU_basic_set_mode(CU_BRM_VERBOSE);
         CU_basic_run_tests();
         unsigned fails = CU_get_number_of_failures() + CU_get_number_of_suites_failed();

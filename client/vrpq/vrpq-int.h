@@ -23,6 +23,7 @@ struct VrpqSession {
         uint64_t token;
         uint8_t *base;                  /* the region, mapped */
         struct vrpq_layout lay;
+        bool one_kernel;                /* pvd says: the peer VM runs on our kernel */
         pthread_mutex_t lock;
         unsigned refs;                  /* the session + each of its channels */
         atomic_bool destroyed;          /* its channels end with it */
@@ -40,7 +41,7 @@ struct VrpqChan {
         uint32_t *peer_tx_sleep;        /* the peer's poster: after we consume */
         uint32_t *my_cpu, *peer_cpu;    /* hints (vrpq-proto.h) */
         const uint64_t *peer_kernel;
-        uint64_t kernel;                /* ours */
+        uint64_t kernel;                /* ours; 0: no CPU hints (not one kernel) */
         int kick_fd;                    /* the peer's xIRQ */
         int wait_fd;                    /* ours */
         bool server;

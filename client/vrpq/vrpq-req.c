@@ -148,9 +148,10 @@ int pvc_vrpq_wait(VrpqChan *c, uint32_t *flag, uint32_t *flag2, int (*ready)(Vrp
         /* A peer on this very CPU cannot answer while we poll: sleep at
          * once (the wake-up hands it the CPU). CPU hints compare only
          * within one kernel. */
-        uint32_t cpu = pvc_cpu_hint();
+        uint32_t cpu = c->kernel ? pvc_cpu_hint() : 0;
         bool one_kernel = c->kernel && shm_read64(c->peer_kernel) == c->kernel;
-        ring_store_relaxed(c->my_cpu, cpu);
+        if (cpu)
+                ring_store_relaxed(c->my_cpu, cpu);
         if (budget && one_kernel && cpu && shm_read32(c->peer_cpu) == cpu)
                 budget = 0;
         if (budget) {

@@ -44,6 +44,9 @@ static int session_from_reply(VrpqSession *s, struct pv_msg *r)
             pmem > (1ull << 32))
                 goto bad;
         s->sid = (uint32_t)sid;
+        uint64_t flags = 0; /* absent: CPU hints stay off */
+        pv_msg_get_u(r, PV_K_FLAGS, &flags);
+        s->one_kernel = flags & VRPQ_SESS_ONE_KERNEL;
         vrpq_layout_init(&s->lay, (uint32_t)reqs, pmem);
         if (s->lay.size != size)
                 goto bad;
@@ -56,11 +59,9 @@ static int session_from_reply(VrpqSession *s, struct pv_msg *r)
         }
         s->base = p;
         pv_msg_close_fds(r);
-        const struct vrpq_region_hdr *h = p;
-        if (shm_read32(&h->magic) != VRPQ_MAGIC || shm_read32(&h->version) != VRPQ_VERSION ||
-            shm_read32(&h->reqs) != reqs || shm_read64(&h->pmem_size) != pmem ||
-            shm_read64(&h->pmem_off) != s->lay.pmem_off)
-                return pvc_error(-EPROTO, "%s: the VRPQ memory has a bad header (magic, version or sizes)", s->dev);
+        /* The geometry is pvd's answer, never the memory's header: other
+         * programs may write that memory where the hypervisor cannot give
+         * each session its own. */
         return 0;
 bad:
         pv_msg_close_fds(r);
@@ -234,7 +235,9 @@ static int chan_open(VrpqSession *s, int op, const void *info, size_t info_len, 
         c->server = s->server;
         c->spin_ns = pvc_vrpq_spin_ns();
         pvc_spin_learn_init(&c->spin_learn);
-        c->kernel = pvc_kernel_token();
+        /* Our kernel's token is no proof that the peer shares it (guests
+         * may boot one image): hints only where pvd says so. */
+        c->kernel = s->one_kernel ? pvc_kernel_token() : 0;
         pthread_mutex_init(&c->bell_lock, NULL);
         pthread_cond_init(&c->bell_cv, NULL);
         pthread_mutex_lock(&s->lock);
