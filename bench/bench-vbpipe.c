@@ -4,14 +4,15 @@
  * and a UNIX stream socketpair between two processes measured in the same
  * run.
  *
- *   bench-vbpipe [--mib N] [--rounds N] [--json]
+ *   bench-vbpipe [--mib N] [--round-trips N] [--rounds N] [--json]
  *
  * Throughput: a writer process writes N MiB in writes of 64 KiB, 4 KiB or
  * 64 B; a reader process reads them in 64 KiB reads; MB/s = 10^6 bytes per
  * second from the first write to the last byte read. Round trip: one byte
- * back and forth, --rounds times after a warm-up; median and 99th
- * percentile in microseconds. Nothing is pinned: on a shared machine these
- * are figures, not pass/fail.
+ * back and forth, --round-trips times after a warm-up; median and 99th
+ * percentile in microseconds. Every case runs --rounds times, interleaved;
+ * the figures are the medians of the rounds. Nothing is pinned: on a shared
+ * machine these are figures, not pass/fail.
  *
  * Environment: PVD_BIN and PV_CONF_DIR as for the tests; by default the
  * pvd and the platform of the build tree this program was built in.
@@ -31,6 +32,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench-util.h"
+#include "bench-vbpipe.h"
 #include "pv/vbpipe.h"
 #include "pvtest.h"
 
@@ -71,12 +74,7 @@ struct shared {
 static struct pvt_platform plat;
 static bool have_plat;
 
-static double now_s(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+#define now_s bench_now
 
 static int vb_open(const char *vm, enum transport t)
 {
@@ -349,86 +347,183 @@ static bool platform_up(void)
         return true;
 }
 
+#define ROUNDS_MAX 16
+#define NSIZES 3
+
+static const size_t wsizes[NSIZES] = { 65536, 4096, 64 };
+
+/* Per round of every case: throughput, then round trip median and p99. */
+struct results {
+        double mbs[NSIZES][T_COUNT][ROUNDS_MAX];
+        double med[T_COUNT][ROUNDS_MAX], p99[T_COUNT][ROUNDS_MAX];
+        int nr;
+        bool failed;
+};
+
+static struct bench_stat stat_of(const double *v, int n)
+{
+        return bench_stat_of(v, n);
+}
+
+static void add_targets(const struct results *r)
+{
+        struct bench_stat m[NSIZES][T_COUNT], med[T_COUNT], p99[T_COUNT];
+        for (int t = 0; t < T_COUNT; t++) {
+                for (int s = 0; s < NSIZES; s++)
+                        m[s][t] = stat_of(r->mbs[s][t], r->nr);
+                med[t] = stat_of(r->med[t], r->nr);
+                p99[t] = stat_of(r->p99[t], r->nr);
+        }
+        bench_target("vbpipe direct, 64 KiB writes", m[0][T_VBPIPE].med, "pipe(2), 64 KiB writes", m[0][T_PIPE].med,
+                     "MB/s", true, 0.5);
+        bench_target("vbpipe direct, 4 KiB writes", m[1][T_VBPIPE].med, "pipe(2), 4 KiB writes", m[1][T_PIPE].med,
+                     "MB/s", true, 1);
+        bench_target("vbpipe direct, 64 B writes", m[2][T_VBPIPE].med, "pipe(2), 64 B writes", m[2][T_PIPE].med,
+                     "MB/s", true, 1);
+        bench_target("vbpipe through pvd, 4 KiB writes", m[1][T_VBPIPE_FD].med, "pipe(2), 4 KiB writes",
+                     m[1][T_PIPE].med, "MB/s", true, 0.5);
+        bench_target("vbpipe direct round trip, median", med[T_VBPIPE].med, "pipe(2) round trip, median",
+                     med[T_PIPE].med, "us", false, 3);
+        bench_target("vbpipe direct round trip, p99", p99[T_VBPIPE].med, "pipe(2) round trip, p99", p99[T_PIPE].med,
+                     "us", false, 2);
+}
+
+static void print_json(const struct results *r, uint64_t mib, int rounds)
+{
+        printf("{\"bench\": \"vbpipe\", \"mib\": %llu, \"rounds\": %d, \"throughput_mb_s\": {", (unsigned long long)mib,
+               rounds);
+        for (int s = 0; s < NSIZES; s++) {
+                printf("%s\"%zu\": {", s ? ", " : "", wsizes[s]);
+                for (int t = 0; t < T_COUNT; t++) {
+                        struct bench_stat st = stat_of(r->mbs[s][t], r->nr);
+                        printf("%s\"%s\": {\"median\": %.1f, \"lowest\": %.1f, \"highest\": %.1f}", t ? ", " : "",
+                               tname[t], st.med, st.lo, st.hi);
+                }
+                printf("}");
+        }
+        printf("}, \"round_trip_us\": {");
+        for (int t = 0; t < T_COUNT; t++) {
+                struct bench_stat md = stat_of(r->med[t], r->nr), pp = stat_of(r->p99[t], r->nr);
+                printf("%s\"%s\": {\"median\": %.2f, \"p99\": %.2f, \"p99_lowest\": %.2f, \"p99_highest\": %.2f}",
+                       t ? ", " : "", tname[t], md.med, pp.med, pp.lo, pp.hi);
+        }
+        printf("}, ");
+        bench_json_targets();
+        printf("}\n");
+}
+
+static void print_table(const struct results *r, uint64_t mib, int rounds, int nrt)
+{
+        char sp[24];
+        printf("vbpipe between vm2 and vm4 (two pvds, 256 KiB rings) vs pipe(2) and a UNIX socketpair\n");
+        printf("vbpipe: O_DIRECT, vbpipeRead/vbpipeWrite (as under pvrun); vbpipe-fd: read/write through pvd\n\n");
+        printf("%-20s %10s %10s %10s %10s %8s %8s %8s %11s\n", "throughput (MB/s)", "vbpipe", "vbpipe-fd", "pipe(2)",
+               "socketpair", "vs pipe", "vs sock", "fd/pipe", "spread");
+        for (int s = 0; s < NSIZES; s++) {
+                struct bench_stat st[T_COUNT];
+                for (int t = 0; t < T_COUNT; t++)
+                        st[t] = stat_of(r->mbs[s][t], r->nr);
+                char label[32];
+                snprintf(label, sizeof(label), "%zu B writes", wsizes[s]);
+                printf("%-20s %10.1f %10.1f %10.1f %10.1f %7.2fx %7.2fx %7.2fx %11s\n", label, st[T_VBPIPE].med,
+                       st[T_VBPIPE_FD].med, st[T_PIPE].med, st[T_SOCKET].med, st[T_VBPIPE].med / st[T_PIPE].med,
+                       st[T_VBPIPE].med / st[T_SOCKET].med, st[T_VBPIPE_FD].med / st[T_PIPE].med,
+                       bench_spread(st[T_VBPIPE], sp, sizeof(sp)));
+        }
+        struct bench_stat md[T_COUNT], pp[T_COUNT];
+        for (int t = 0; t < T_COUNT; t++) {
+                md[t] = stat_of(r->med[t], r->nr);
+                pp[t] = stat_of(r->p99[t], r->nr);
+        }
+        printf("\n%-20s %10s %10s %10s %10s %8s %8s %8s %11s\n", "round trip 1 B (us)", "vbpipe", "vbpipe-fd",
+               "pipe(2)", "socketpair", "vs pipe", "vs sock", "fd/pipe", "spread");
+        printf("%-20s %10.1f %10.1f %10.1f %10.1f %7.2fx %7.2fx %7.2fx %11s\n", "median", md[T_VBPIPE].med,
+               md[T_VBPIPE_FD].med, md[T_PIPE].med, md[T_SOCKET].med, md[T_VBPIPE].med / md[T_PIPE].med,
+               md[T_VBPIPE].med / md[T_SOCKET].med, md[T_VBPIPE_FD].med / md[T_PIPE].med,
+               bench_spread(md[T_VBPIPE], sp, sizeof(sp)));
+        printf("%-20s %10.1f %10.1f %10.1f %10.1f %7.2fx %7.2fx %7.2fx %11s\n", "p99", pp[T_VBPIPE].med,
+               pp[T_VBPIPE_FD].med, pp[T_PIPE].med, pp[T_SOCKET].med, pp[T_VBPIPE].med / pp[T_PIPE].med,
+               pp[T_VBPIPE].med / pp[T_SOCKET].med, pp[T_VBPIPE_FD].med / pp[T_PIPE].med,
+               bench_spread(pp[T_VBPIPE], sp, sizeof(sp)));
+        printf("\n(medians of %d rounds, spread = the vbpipe column's lowest and highest round; %llu MiB per 64 KiB\n"
+               " run, %d round trips per round)\n", rounds, (unsigned long long)mib, nrt);
+        bench_print_targets();
+}
+
 int main(int argc, char **argv)
 {
-        uint64_t mib = 256;
-        int rounds = 20000;
+        uint64_t mib = 64;
+        int nrt = 20000, rounds = 3;
         bool json = false;
+        const char *sessions = NULL;
+        double scale_secs = 1;
         for (int i = 1; i < argc; i++) {
                 if (!strcmp(argv[i], "--mib") && i + 1 < argc)
                         mib = strtoull(argv[++i], NULL, 0);
+                else if (!strcmp(argv[i], "--round-trips") && i + 1 < argc)
+                        nrt = atoi(argv[++i]);
                 else if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
                         rounds = atoi(argv[++i]);
                 else if (!strcmp(argv[i], "--json"))
                         json = true;
+                else if (!strcmp(argv[i], "--sessions") && i + 1 < argc)
+                        sessions = argv[++i];
+                else if (!strcmp(argv[i], "--seconds") && i + 1 < argc)
+                        scale_secs = strtod(argv[++i], NULL);
                 else {
-                        fprintf(stderr, "usage: bench-vbpipe [--mib N] [--rounds N] [--json]\n");
+                        fprintf(stderr, "usage: bench-vbpipe [--mib N] [--round-trips N] [--rounds N] [--json]\n"
+                                        "       bench-vbpipe --sessions N,... [--seconds S] [--json]\n"
+                                        "  --mib N          MiB per 64 KiB-write run (default 64; 4 KiB writes carry\n"
+                                        "                   half, 64 B writes a sixteenth)\n"
+                                        "  --round-trips N  1-byte round trips per round (default 20000)\n"
+                                        "  --rounds N       rounds of every case, 1 to %d (default 3); figures are medians\n"
+                                        "  --sessions N,... scaling instead: N pipes at once (e.g. 1,16,256), S seconds each\n",
+                                ROUNDS_MAX);
                         return 2;
                 }
         }
-        if (mib < 1 || rounds < 100) {
-                fprintf(stderr, "bench-vbpipe: --mib >= 1, --rounds >= 100\n");
+        if (mib < 1 || nrt < 100 || rounds < 1 || rounds > ROUNDS_MAX) {
+                fprintf(stderr, "bench-vbpipe: --mib >= 1, --round-trips >= 100, --rounds 1 to %d\n", ROUNDS_MAX);
                 return 2;
         }
         signal(SIGPIPE, SIG_IGN);
+        if (sessions) {
+                default_env();
+                if (!(scale_secs > 0 && scale_secs <= 600)) {
+                        fprintf(stderr, "bench-vbpipe: --seconds wants a number in (0, 600]\n");
+                        return 2;
+                }
+                return vbpipe_scale(sessions, scale_secs, json);
+        }
         int status = 0;
+        static struct results r;
         if (!platform_up()) {
                 status = 1;
                 goto out;
         }
-
-        static const size_t wsizes[] = { 65536, 4096, 64 };
-        double mbs[3][T_COUNT], med[T_COUNT], p99[T_COUNT];
-        for (int s = 0; s < 3; s++) {
-                /* Small writes cost per call: fewer bytes keep the run short. */
-                uint64_t total = (mib << 20) / (wsizes[s] == 64 ? 16 : wsizes[s] == 4096 ? 2 : 1);
-                total -= total % wsizes[s];
-                for (int t = 0; t < T_COUNT; t++) {
-                        mbs[s][t] = throughput((enum transport)t, wsizes[s], total);
-                        status |= mbs[s][t] < 0;
+        for (int k = 0; k < rounds && !r.failed; k++) {
+                for (int s = 0; s < NSIZES; s++) {
+                        /* Small writes cost per call: fewer bytes keep the run short. */
+                        uint64_t total = (mib << 20) / (wsizes[s] == 64 ? 16 : wsizes[s] == 4096 ? 2 : 1);
+                        total -= total % wsizes[s];
+                        for (int t = 0; t < T_COUNT; t++) {
+                                r.mbs[s][t][k] = throughput((enum transport)t, wsizes[s], total);
+                                r.failed |= r.mbs[s][t][k] < 0;
+                        }
                 }
-        }
-        for (int t = 0; t < T_COUNT; t++)
-                if (!round_trip((enum transport)t, rounds, &med[t], &p99[t])) {
-                        med[t] = p99[t] = -1;
-                        status = 1;
-                }
-
-        if (json) {
-                printf("{\"throughput_mb_s\": {");
-                for (int s = 0; s < 3; s++) {
-                        printf("%s\"%zu\": {", s ? ", " : "", wsizes[s]);
-                        for (int t = 0; t < T_COUNT; t++)
-                                printf("%s\"%s\": %.1f", t ? ", " : "", tname[t], mbs[s][t]);
-                        printf("}");
-                }
-                printf("}, \"round_trip_us\": {");
                 for (int t = 0; t < T_COUNT; t++)
-                        printf("%s\"%s\": {\"median\": %.2f, \"p99\": %.2f}", t ? ", " : "", tname[t], med[t], p99[t]);
-                printf("}}\n");
+                        r.failed |= !round_trip((enum transport)t, nrt, &r.med[t][k], &r.p99[t][k]);
+                r.nr = k + 1;
+        }
+        if (r.failed) {
+                status = 1;
                 goto out;
         }
-        printf("vbpipe between vm2 and vm4 (two pvds, 256 KiB rings) vs pipe(2) and a UNIX socketpair\n");
-        printf("vbpipe: O_DIRECT, vbpipeRead/vbpipeWrite (as under pvrun); vbpipe-fd: read/write through pvd\n\n");
-        printf("%-20s %10s %10s %10s %10s %8s %8s %8s\n", "throughput (MB/s)", "vbpipe", "vbpipe-fd", "pipe(2)",
-               "socketpair", "vs pipe", "vs sock", "fd/pipe");
-        for (int s = 0; s < 3; s++) {
-                char label[32];
-                snprintf(label, sizeof(label), "%zu B writes", wsizes[s]);
-                printf("%-20s %10.1f %10.1f %10.1f %10.1f %7.2fx %7.2fx %7.2fx\n", label, mbs[s][T_VBPIPE],
-                       mbs[s][T_VBPIPE_FD], mbs[s][T_PIPE], mbs[s][T_SOCKET], mbs[s][T_VBPIPE] / mbs[s][T_PIPE],
-                       mbs[s][T_VBPIPE] / mbs[s][T_SOCKET], mbs[s][T_VBPIPE_FD] / mbs[s][T_PIPE]);
-        }
-        printf("\n%-20s %10s %10s %10s %10s %8s %8s %8s\n", "round trip 1 B (us)", "vbpipe", "vbpipe-fd", "pipe(2)",
-               "socketpair", "vs pipe", "vs sock", "fd/pipe");
-        printf("%-20s %10.1f %10.1f %10.1f %10.1f %7.2fx %7.2fx %7.2fx\n", "median", med[T_VBPIPE], med[T_VBPIPE_FD],
-               med[T_PIPE], med[T_SOCKET], med[T_VBPIPE] / med[T_PIPE], med[T_VBPIPE] / med[T_SOCKET],
-               med[T_VBPIPE_FD] / med[T_PIPE]);
-        printf("%-20s %10.1f %10.1f %10.1f %10.1f %7.2fx %7.2fx %7.2fx\n", "p99", p99[T_VBPIPE], p99[T_VBPIPE_FD],
-               p99[T_PIPE], p99[T_SOCKET], p99[T_VBPIPE] / p99[T_PIPE], p99[T_VBPIPE] / p99[T_SOCKET],
-               p99[T_VBPIPE_FD] / p99[T_PIPE]);
-        printf("\n(%llu MiB per 64 KiB run, %d round trips; targets: 64 KiB >= 0.5x pipe(2), round trip <= 3x pipe(2))\n",
-               (unsigned long long)mib, rounds);
+        add_targets(&r);
+        if (json)
+                print_json(&r, mib, rounds);
+        else
+                print_table(&r, mib, rounds, nrt);
 out:
         if (have_plat)
                 pvt_platform_fini(&plat);

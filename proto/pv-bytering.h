@@ -7,7 +7,10 @@
  * and drains them directly (writev to a socket). No bounce buffer.
  *
  * The peer's index is read once per call and checked (used <= size); a bad
- * one makes the ring broken (-EPROTO for every later call).
+ * one makes the ring broken (-EPROTO for every later call). Unlike the
+ * message ring, nothing is cached: each call already pays for a system
+ * call, and pvd moves its own index when a program hands back a ring it
+ * held (daemon/vbpipe/vbpipe-direct.c), so a copy would go stale.
  */
 #ifndef PV_BYTERING_H
 #define PV_BYTERING_H
@@ -18,11 +21,24 @@
 
 /* A byte ring is a struct pv_ring used through these functions only. */
 
+/* Producer: free bytes (one acquire load of the consumer's index), or
+ * -EPROTO if that index is impossible. */
+static inline int64_t pv_bytering_free(struct pv_ring *r)
+{
+        if (r->broken)
+                return -EPROTO;
+        uint32_t cons = ring_load_acquire(&r->hdr->cons);
+        uint32_t used = r->prod - cons;
+        if (used > r->size)
+                return pv_ring_fail(r);
+        return r->size - used;
+}
+
 /* Producer: free space as up to two spans. Returns the number of free bytes
  * (0 when full) or -EPROTO. */
 static inline int64_t pv_bytering_wspan(struct pv_ring *r, struct iovec iov[2], int *iovcnt)
 {
-        int64_t avail = pv_ring_prod_free(r);
+        int64_t avail = pv_bytering_free(r);
         *iovcnt = 0;
         if (avail <= 0)
                 return avail;

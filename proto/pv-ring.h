@@ -4,9 +4,10 @@
  * the model for the other rings in proto/. Header-only, no allocation, no
  * system call: the caller sends the xIRQ when pv_ring_*_notify() says so.
  *
- * Layout: a struct pv_ring_hdr (two cache lines: the producer's and the
- * consumer's) and a data area of a power-of-two size, both at offsets that
- * each side computes from its own configuration (never from shared memory).
+ * Layout: a struct pv_ring_hdr (three cache lines: the producer's index,
+ * the consumer's index, the two sleep flags) and a data area of a
+ * power-of-two size, both at offsets that each side computes from its own
+ * configuration (never from shared memory).
  *
  * Indices are free-running uint32_t byte counts; position = index & mask.
  * A record is an 8-byte header {len, tag} followed by len bytes, padded to a
@@ -25,6 +26,13 @@
  *             fence, exchanges it to 0 and sends an xIRQ if it was set.
  *   prod_wait the same for a producer waiting for room.
  *
+ * Cost per message. Each side keeps the peer's index as it last read and
+ * checked it (`seen`), and reads the shared one again only when that copy
+ * says the ring is full (producer) or empty (consumer): a stream of
+ * messages costs no load of the other side's cache line per message, and
+ * no read-modify-write. Each index and the flags have a cache line of
+ * their own, so publishing one never evicts what the other side polls.
+ *
  * Sleeping: each side calls its notify function (pv_ring_prod_notify(),
  * pv_ring_cons_notify()) before it prepares to sleep, whatever its last call
  * returned, and sends the xIRQ if told to. Pad records are why: a reserve
@@ -35,9 +43,14 @@
  * needs the same rule for the messages of a batch cut short by -EAGAIN.
  *
  * The peer is hostile (DESIGN 5): each index and record header it wrote is
- * read once into a local and checked before use. A bad value makes the ring
- * "broken": every later call returns -EPROTO and nothing outside the data
- * area is touched. Our own index is never read back from shared memory.
+ * read once into a local and checked before use. An index must lie between
+ * the one seen last and our own (the peer's index never moves back, nor past
+ * ours), on a record boundary; a record must lie within what was published.
+ * A bad value makes the ring "broken": every later call returns -EPROTO and
+ * nothing outside the data area is touched. A lie is caught at the next read
+ * of the peer's index (when the ring looks full or empty, or before
+ * sleeping); until then each side only uses space its checked copy allows.
+ * Our own index is never read back from shared memory.
  */
 #ifndef PV_RING_H
 #define PV_RING_H
@@ -51,9 +64,11 @@
 
 struct pv_ring_hdr {
         _Alignas(PV_CACHELINE) uint32_t prod; /* producer: release; consumer: acquire */
-        uint32_t prod_wait;                   /* producer sleeps for room; consumer clears */
         _Alignas(PV_CACHELINE) uint32_t cons; /* consumer: release; producer: acquire */
-        uint32_t cons_wait;                   /* consumer sleeps for data; producer clears */
+        /* Written only around sleeps: apart, so that the other side's notify
+         * check reads a line that stays in its cache. */
+        _Alignas(PV_CACHELINE) uint32_t cons_wait; /* consumer sleeps for data; producer clears */
+        uint32_t prod_wait;                   /* producer sleeps for room; consumer clears */
 };
 
 #define PV_RING_HDR_SIZE   ((uint32_t)sizeof(struct pv_ring_hdr))
@@ -77,6 +92,8 @@ struct pv_ring {
         uint32_t mask;
         uint32_t prod;  /* producer's private index */
         uint32_t cons;  /* consumer's private index */
+        uint32_t seen;  /* the peer's index as last read and checked (message rings) */
+        uint32_t told;  /* our index when the notify check last looked at the peer's flag */
         uint32_t resv;  /* payload length of the reserved, uncommitted record */
         int broken;     /* sticky: the peer wrote nonsense */
         struct pv_ring_stats stats;
@@ -123,41 +140,53 @@ static inline int pv_ring_fail(struct pv_ring *r)
 
 /* ---- producer ---------------------------------------------------------- */
 
-/* Bytes the producer may still write, or -EPROTO if the consumer's index is
- * impossible. One acquire load of the peer's index. */
-static inline int64_t pv_ring_prod_free(struct pv_ring *r)
+/* Read the consumer's index again (one acquire load) and check it: it lies
+ * between the one seen last and ours, on a record boundary. 0 or -EPROTO. */
+static inline int pv_ring_prod_refresh(struct pv_ring *r)
 {
         if (r->broken)
                 return -EPROTO;
-        uint32_t cons = ring_load_acquire(&r->hdr->cons);
-        uint32_t used = r->prod - cons;
-        if (used > r->size)
+        uint32_t c = ring_load_acquire(&r->hdr->cons);
+        if ((uint32_t)(c - r->seen) > (uint32_t)(r->prod - r->seen) || ((r->prod - c) & 7u))
                 return pv_ring_fail(r);
-        return r->size - used;
+        r->seen = c;
+        return 0;
+}
+
+/* Bytes the producer may still write, or -EPROTO if the consumer's index is
+ * impossible. Reads the consumer's index again. */
+static inline int64_t pv_ring_prod_free(struct pv_ring *r)
+{
+        if (pv_ring_prod_refresh(r) < 0)
+                return -EPROTO;
+        return r->size - (r->prod - r->seen);
 }
 
 /* Reserve room for a record of len payload bytes; *payload points where the
  * caller writes them, then pv_ring_commit() publishes. 0, -EAGAIN (full:
- * see pv_ring_prod_prepare_sleep), -EMSGSIZE, -EPROTO. */
+ * see pv_ring_prod_prepare_sleep), -EMSGSIZE, -EPROTO. The consumer's index
+ * is read only when the copy we hold leaves too little room. */
 static inline int pv_ring_reserve(struct pv_ring *r, uint32_t len, void **payload)
 {
+        if (r->broken)
+                return -EPROTO;
         if (len > pv_ring_max_msg(r))
                 return -EMSGSIZE;
-        int64_t avail = pv_ring_prod_free(r);
-        if (avail < 0)
-                return (int)avail;
-        /* Records and pads are multiples of 8, so an honest consumer's index
-         * is too: an unaligned one is corruption, not a count to trust. */
-        if (avail & 7)
-                return pv_ring_fail(r);
         uint32_t need = PV_RING_REC_HDR + pv_ring_align8(len);
         uint32_t pos = r->prod & r->mask;
         uint32_t tail = r->size - pos;
+        uint64_t want = tail < need ? (uint64_t)tail + need : need;
+        uint32_t avail = r->size - (r->prod - r->seen);
+        if (avail < want) {
+                if (pv_ring_prod_refresh(r) < 0)
+                        return -EPROTO;
+                avail = r->size - (r->prod - r->seen);
+        }
         if (tail < need) {
                 /* The record does not fit before the end: pad to the start
                  * as soon as the tail is free, even if the record itself
                  * must still wait for room. */
-                if ((int64_t)tail > avail)
+                if (tail > avail)
                         return -EAGAIN;
                 ring_store_relaxed((uint32_t *)(r->data + pos), PV_RING_PAD);
                 ring_store_relaxed((uint32_t *)(r->data + pos + 4), 0);
@@ -166,7 +195,7 @@ static inline int pv_ring_reserve(struct pv_ring *r, uint32_t len, void **payloa
                 avail -= tail;
                 pos = 0;
         }
-        if ((int64_t)need > avail)
+        if (need > avail)
                 return -EAGAIN;
         ring_store_relaxed((uint32_t *)(r->data + pos), len);
         r->resv = len;
@@ -174,7 +203,8 @@ static inline int pv_ring_reserve(struct pv_ring *r, uint32_t len, void **payloa
         return 0;
 }
 
-/* Publish the record reserved last, with its tag. */
+/* Publish the record reserved last, with its tag: one release store of our
+ * index, to a line the consumer reads only when it has run out. */
 static inline void pv_ring_commit(struct pv_ring *r, uint32_t tag)
 {
         uint32_t pos = r->prod & r->mask;
@@ -201,6 +231,14 @@ static inline int pv_ring_send(struct pv_ring *r, uint32_t tag, const void *buf,
  * asleep and needs an xIRQ. At most one true per sleep of the consumer. */
 static inline bool pv_ring_prod_notify(struct pv_ring *r)
 {
+        /* Nothing published since the last look: the consumer cannot be
+         * waiting for it (a sleep it prepared since then re-checked prod),
+         * and the fence is saved. */
+        if (r->prod == r->told) {
+                r->stats.xirq_suppressed++;
+                return false;
+        }
+        r->told = r->prod;
         ring_full_fence();
         if (ring_load_relaxed(&r->hdr->cons_wait) && ring_exchange(&r->hdr->cons_wait, 0)) {
                 r->stats.xirq_sent++;
@@ -218,8 +256,12 @@ static inline bool pv_ring_prod_prepare_sleep(struct pv_ring *r, uint32_t need)
 {
         ring_store_relaxed(&r->hdr->prod_wait, 1);
         ring_full_fence();
-        int64_t avail = pv_ring_prod_free(r);
-        if (avail < 0 || avail >= (int64_t)need) {
+        /* Byte rings share this: only the bounds are checked here, without
+         * touching `seen`; a message ring's next reserve checks the rest. */
+        uint32_t used = r->broken ? 0 : r->prod - ring_load_acquire(&r->hdr->cons);
+        if (used > r->size)
+                pv_ring_fail(r);
+        if (r->broken || r->size - used >= need) {
                 ring_store_relaxed(&r->hdr->prod_wait, 0);
                 return false;
         }
@@ -239,20 +281,38 @@ static inline uint32_t pv_ring_room_for(const struct pv_ring *r, uint32_t len)
 
 /* ---- consumer ---------------------------------------------------------- */
 
+/* Read the producer's index again (one acquire load) and check it: it lies
+ * ahead of ours by at most the ring, on a record boundary (so it never
+ * moves back either: we consumed up to where it was). 0 or -EPROTO. */
+static inline int pv_ring_cons_refresh(struct pv_ring *r)
+{
+        if (r->broken)
+                return -EPROTO;
+        uint32_t p = ring_load_acquire(&r->hdr->prod);
+        uint32_t used = p - r->cons;
+        if (used > r->size || (used & 7u) || used < r->seen - r->cons)
+                return pv_ring_fail(r);
+        r->seen = p;
+        return 0;
+}
+
 /* Copy the next message out. 0 with *tag and *len set, -EAGAIN if empty,
  * -EPROTO if the producer wrote an impossible index or record, or a record
- * longer than cap (the protocol's maximum for this ring). */
+ * longer than cap (the protocol's maximum for this ring). The producer's
+ * index is read only when the records seen last are all consumed. */
 static inline int pv_ring_recv(struct pv_ring *r, uint32_t *tag, void *buf, uint32_t cap, uint32_t *len)
 {
         if (r->broken)
                 return -EPROTO;
         for (;;) {
-                uint32_t prod = ring_load_acquire(&r->hdr->prod);
-                uint32_t used = prod - r->cons;
-                if (used == 0)
-                        return -EAGAIN;
-                if (used > r->size || (used & 7u))
-                        return pv_ring_fail(r);
+                uint32_t used = r->seen - r->cons;
+                if (used == 0) {
+                        if (pv_ring_cons_refresh(r) < 0)
+                                return -EPROTO;
+                        used = r->seen - r->cons;
+                        if (used == 0)
+                                return -EAGAIN;
+                }
                 uint32_t pos = r->cons & r->mask;
                 uint32_t l = shm_read32(r->data + pos);
                 uint32_t t = shm_read32(r->data + pos + 4);
@@ -289,6 +349,8 @@ static inline int pv_ring_recv(struct pv_ring *r, uint32_t *tag, void *buf, uint
  * ring reports true so that the caller calls recv and sees the error). */
 static inline bool pv_ring_cons_pending(struct pv_ring *r)
 {
+        /* The shared index, not `seen`: byte rings share this. A record
+         * still cached means prod != cons too, unless the peer lied. */
         return r->broken || ring_load_acquire(&r->hdr->prod) != r->cons;
 }
 
@@ -310,6 +372,13 @@ static inline bool pv_ring_cons_prepare_sleep(struct pv_ring *r)
  * for room. */
 static inline bool pv_ring_cons_notify(struct pv_ring *r)
 {
+        /* No room freed since the last look: a producer that sleeps since
+         * then re-checked cons before it did, and waits for more. */
+        if (r->cons == r->told) {
+                r->stats.xirq_suppressed++;
+                return false;
+        }
+        r->told = r->cons;
         ring_full_fence();
         if (ring_load_relaxed(&r->hdr->prod_wait) && ring_exchange(&r->hdr->prod_wait, 0)) {
                 r->stats.xirq_sent++;

@@ -26,7 +26,7 @@ enum pv_region_id {
 };
 
 #define PV_VLINK_MAGIC    0x4b4e4c56u /* "VLNK" */
-#define PV_VLINK_VERSION  1u
+#define PV_VLINK_VERSION  2u  /* 2: ring headers of three cache lines */
 #define PV_CTL_RING_SIZE  (64u * 1024)
 #define PV_CTL_MSG_MAX    (8u * 1024)  /* largest driver message on the control rings */
 

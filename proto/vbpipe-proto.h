@@ -82,7 +82,7 @@ struct vbpipe_msg {
 /* ---- vlink memory --------------------------------------------------------- */
 
 #define VBPIPE_MAGIC    0x45504256u /* "VBPE" */
-#define VBPIPE_VERSION  1u
+#define VBPIPE_VERSION  2u  /* 2: ring headers of three cache lines */
 #define VBPIPE_HDR_SIZE 4096u
 
 struct vbpipe_region {

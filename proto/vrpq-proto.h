@@ -53,7 +53,7 @@
 
 #define VRPQ_MAGIC          0x51505256u /* "VRPQ" */
 #define VRPQ_CHAN_MAGIC     0x4e414843u /* "CHAN" */
-#define VRPQ_VERSION        1u
+#define VRPQ_VERSION        2u  /* 2: counters off the index lines */
 
 /* Limits per vlink (the original driver's) and per info; the same in
  * <pv/vrpq.h>. */
@@ -67,7 +67,7 @@
 #define VRPQ_PARAM_ALIGN    8u          /* parameter blocks start 8-aligned */
 
 #define VRPQ_REGION_HDR_SIZE 4096u
-#define VRPQ_CHAN_HDR_SIZE  512u
+#define VRPQ_CHAN_HDR_SIZE  1024u
 #define VRPQ_TABLE_OFF      VRPQ_REGION_HDR_SIZE
 #define VRPQ_POOL_OFF       (VRPQ_TABLE_OFF + VRPQ_CHANNELS_MAX * VRPQ_CHAN_HDR_SIZE)
 
@@ -157,21 +157,25 @@ struct vrpq_desc {
 #define VRPQ_DF_SYNC        0x1u    /* the producer waits for `done` (VRPQ_REQ_SYNC) */
 #define VRPQ_DF_ALL         VRPQ_DF_SYNC
 
-/* Producer's cache line of a queue. */
+/* Producer's cache lines of a queue: its index alone on the line the
+ * consumer polls, its counters on another (written per request, read only
+ * by pvd for display: on the index line each would cost the consumer's
+ * poll a miss). */
 struct vrpq_prod_line {
         _Alignas(PV_CACHELINE) uint32_t prod;
-        uint32_t port_prod;         /* bytes allocated in the port (for stat) */
+        _Alignas(PV_CACHELINE) uint32_t port_prod; /* bytes allocated in the port (for stat) */
         uint64_t posted;            /* counters, for stat only */
         uint64_t xirq_sent;
         uint64_t xirq_suppressed;
 };
 
-/* Consumer's cache line of a queue. */
+/* Consumer's cache lines of a queue: the indices the producer reads when
+ * its copies run out (or it waits for done), then the counters. */
 struct vrpq_cons_line {
         _Alignas(PV_CACHELINE) uint32_t cons;
         uint32_t port_cons;
         uint32_t done;
-        uint32_t peak_stacked;      /* counters and peaks, for stat only */
+        _Alignas(PV_CACHELINE) uint32_t peak_stacked; /* counters and peaks, for stat only */
         uint32_t peak_port;
         uint32_t reserved;
         uint64_t received;
@@ -193,13 +197,26 @@ struct vrpq_chan_hdr {
          * client; and the client's (poster/caller, callback handler). */
         _Alignas(PV_CACHELINE) uint32_t srv_rx_sleep;
         uint32_t srv_tx_sleep;
-        _Alignas(PV_CACHELINE) uint32_t clt_tx_sleep;
-        uint32_t clt_rx_sleep;
+        /* Hints for waiters, written by their side when it starts waiting
+         * (not trusted: a lie only changes whether the other side polls):
+         * the CPU it runs on plus one, and a token of its kernel, so that
+         * CPUs are compared only between programs of one kernel. A side
+         * writes them only where its pvd says both VMs run on one kernel
+         * (VRPQ_SESS_ONE_KERNEL): two guests may boot the same kernel image
+         * and share its token, but not their CPU numbers. */
+        uint32_t srv_cpu;
+        uint64_t srv_kernel;
         /* Written by the pvds: a channel leaves OPEN for CLOSED when either
          * side ends it, so that busy programs learn it without a system
-         * call. The rest is for display. */
+         * call (enum vrpq_chan_state). On this line, which the client
+         * reads at each notify anyway. */
+        uint32_t state;
+        _Alignas(PV_CACHELINE) uint32_t clt_tx_sleep;
+        uint32_t clt_rx_sleep;
+        uint32_t clt_cpu;
+        uint64_t clt_kernel;
+        /* Written by the server VM's pvd, for display. */
         _Alignas(PV_CACHELINE) uint32_t magic;
-        uint32_t state;             /* enum vrpq_chan_state */
         uint32_t sid, cid;
         struct vrpq_chan_geom geom;
 };
@@ -216,7 +233,8 @@ static inline struct vrpq_chan_hdr *vrpq_chan_hdr_at(void *region, const struct 
 /* ---- program <-> pvd ---------------------------------------------------------- */
 
 enum vrpq_op {
-        /* client: PV_K_INFO -> PV_K_ID, PV_K_TOKEN, layout keys; fd: the region */
+        /* client: PV_K_INFO -> PV_K_ID, PV_K_TOKEN, layout keys, PV_K_FLAGS
+         * (VRPQ_SESS_*); fd: the region */
         VRPQ_OP_SESSION_CREATE = PV_OP_VRPQ_FIRST + 1,
         /* server: waits for a client's session -> the same, plus PV_K_INFO */
         VRPQ_OP_SESSION_ACCEPT,
@@ -245,6 +263,9 @@ enum vrpq_op {
 #define VRPQ_K_END          (PV_K_DRV0 + 12)
 
 _Static_assert(VRPQ_K_END <= PV_K_UINT_END, "VRPQ keys fit the driver range");
+
+/* PV_K_FLAGS of a session's answer. */
+#define VRPQ_SESS_ONE_KERNEL 1u /* both VMs run on one kernel: the waiters' CPU hints mean something */
 
 static inline void vrpq_geom_put(struct pv_msg *m, const struct vrpq_chan_geom *g)
 {

@@ -106,7 +106,9 @@ void gring_place(struct gring *g, uint32_t at)
 {
         gring_reset(g);
         g->prod.prod = at;
+        g->prod.seen = at;
         g->cons.cons = at;
+        g->cons.seen = at;
         g->hdr->prod = at;
         g->hdr->cons = at;
 }

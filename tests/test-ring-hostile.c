@@ -143,16 +143,20 @@ static void test_hostile_record(void)
         gring_close(&g);
 }
 
+/* The producer must now fail at its next read of the consumer's index
+ * (pv_ring_prod_free() reads it; a send reads it when the room it saw last
+ * runs out, see "lies between reads" below), stay failed after the peer
+ * puts things back, and must not have moved its index. */
 static void expect_prod_broken(struct gring *g)
 {
         uint8_t m[16] = { 0 };
         void *p = NULL;
         uint32_t prod = g->prod.prod;
 
+        CU_ASSERT_EQUAL(pv_ring_prod_free(&g->prod), -EPROTO);
         CU_ASSERT_EQUAL(pv_ring_send(&g->prod, 0, m, 16), -EPROTO);
         CU_ASSERT_EQUAL(pv_ring_reserve(&g->prod, 0, &p), -EPROTO);
         CU_ASSERT_PTR_NULL(p);
-        CU_ASSERT_EQUAL(pv_ring_prod_free(&g->prod), -EPROTO);
         /* Not a reason to sleep: the caller must see the error. */
         CU_ASSERT_FALSE(pv_ring_prod_prepare_sleep(&g->prod, 16));
         ring_store_release(&g->peer_hdr->cons, g->prod.prod);
@@ -253,10 +257,115 @@ static void test_hostile_fuzz(void)
         gring_close(&g);
 }
 
+/* Each side reads the other's index only when its checked copy runs out
+ * (full or empty). A peer that changes its index or its records between
+ * those reads gains nothing: the records seen are read once and checked
+ * against the copy, and the lie is found at the next read. */
+static void test_hostile_between_reads_cons(void)
+{
+        struct gring g;
+        CU_ASSERT_FATAL(gring_open(&g, 4096) == 0);
+        uint8_t m[16], buf[64 + 8];
+        uint32_t tag, len;
+
+        /* The producer takes back what it published: the records seen are
+         * delivered, then the index behind ours breaks the ring. Then the
+         * same with an index more than a ring ahead, and one off a record
+         * boundary. */
+        const uint32_t lies[] = { 24, 4 * 24 + 4096 + 8, 4 * 24 + 4 };
+        for (size_t i = 0; i < sizeof(lies) / sizeof(lies[0]); i++) {
+                gring_place(&g, 4096 * (uint32_t)i + 1000);
+                uint32_t start = g.cons.cons;
+                for (uint32_t k = 0; k < 4; k++) {
+                        fill(m, 16, k);
+                        CU_ASSERT_EQUAL(pv_ring_send(&g.prod, k, m, 16), 0);
+                }
+                CU_ASSERT_EQUAL(pv_ring_recv(&g.cons, &tag, buf, 64, &len), 0);
+                ring_store_release(&g.peer_hdr->prod, start + lies[i]);
+                for (uint32_t k = 1; k < 4; k++) {
+                        CU_ASSERT_EQUAL(pv_ring_recv(&g.cons, &tag, buf, 64, &len), 0);
+                        CU_ASSERT_EQUAL(tag, k);
+                        CU_ASSERT(len == 16 && check(buf, 16, k));
+                }
+                expect_cons_broken(&g);
+                CU_ASSERT_EQUAL(g.cons.cons, start + 4 * 24);
+        }
+
+        /* A record rewritten after its index was read: its header is read
+         * when its turn comes, and checked against what was published. */
+        const uint32_t bad_len[] = { 4000, 64, 41, PV_RING_PAD };
+        for (size_t i = 0; i < sizeof(bad_len) / sizeof(bad_len[0]); i++) {
+                gring_place(&g, 512);
+                for (uint32_t k = 0; k < 3; k++)
+                        CU_ASSERT_EQUAL(pv_ring_send(&g.prod, k, m, 16), 0);
+                CU_ASSERT_EQUAL(pv_ring_recv(&g.cons, &tag, buf, 64, &len), 0);
+                peer_put32(&g, (g.cons.cons + 24) & g.cons.mask, bad_len[i]);
+                CU_ASSERT_EQUAL(pv_ring_recv(&g.cons, &tag, buf, 64, &len), 0);
+                expect_cons_broken(&g);
+        }
+        gring_close(&g);
+}
+
+static void test_hostile_between_reads_prod(void)
+{
+        struct gring g;
+        CU_ASSERT_FATAL(gring_open(&g, 4096) == 0);
+        uint8_t m[16], buf[64];
+        uint32_t tag, len, sent = 0, got = 0;
+
+        /* Fill the ring, let the consumer take 10 records, and let the
+         * producer see that (its copy: 240 bytes of room). */
+        gring_place(&g, 0);
+        for (;;) {
+                fill(m, 16, sent);
+                if (pv_ring_send(&g.prod, sent, m, 16) != 0)
+                        break;
+                sent++;
+        }
+        for (; got < 10; got++)
+                CU_ASSERT_EQUAL(pv_ring_recv(&g.cons, &tag, buf, 64, &len), 0);
+        CU_ASSERT_EQUAL(pv_ring_prod_free(&g.prod), 240);
+
+        /* The consumer's index moves back by one record: still within a
+         * ring of ours, which a check of the bounds alone would take. The
+         * producer uses the room it saw, then finds the lie. */
+        ring_store_release(&g.peer_hdr->cons, g.cons.cons - 8);
+        uint32_t more = 0;
+        int rc;
+        for (;;) {
+                fill(m, 16, sent + more);
+                if ((rc = pv_ring_send(&g.prod, sent + more, m, 16)) != 0)
+                        break;
+                more++;
+        }
+        CU_ASSERT_EQUAL(rc, -EPROTO);
+        CU_ASSERT_EQUAL(more, 10);
+        /* No record the consumer had not taken was overwritten. */
+        for (uint32_t k = got; k < sent; k++) {
+                CU_ASSERT_EQUAL_FATAL(pv_ring_recv(&g.cons, &tag, buf, 64, &len), 0);
+                CU_ASSERT_EQUAL(tag, k);
+                CU_ASSERT(len == 16 && check(buf, 16, k));
+        }
+
+        /* Ahead of what we produced, between two reads: so far ahead that
+         * the sends before the next read cannot make it true. */
+        gring_place(&g, 8192);
+        for (uint32_t k = 0; k < 3; k++)
+                CU_ASSERT_EQUAL(pv_ring_send(&g.prod, k, m, 16), 0);
+        ring_store_release(&g.peer_hdr->cons, g.prod.prod + 4096 + 8);
+        for (more = 0; (rc = pv_ring_send(&g.prod, 0, m, 16)) == 0; more++)
+                CU_ASSERT_FATAL(more < 4096 / 24);
+        CU_ASSERT_EQUAL(rc, -EPROTO);
+        expect_prod_broken(&g);
+        gring_close(&g);
+}
+
 const struct pvt_test ring_hostile_tests[] = {
-                { "corrupt prod", test_hostile_prod_index },
-                { "corrupt record", test_hostile_record },
-                { "corrupt cons", test_hostile_cons_index },
-                { "random corruption", test_hostile_fuzz },
+        { "corrupt prod", test_hostile_prod_index },
+        { "corrupt record", test_hostile_record },
+        { "corrupt cons", test_hostile_cons_index },
+        { "random corruption", test_hostile_fuzz },
+        { "lies between reads: producer's", test_hostile_between_reads_cons },
+        { "lies between reads: consumer's", test_hostile_between_reads_prod },
         { NULL, NULL },
 };

@@ -2,10 +2,13 @@
  * program maps the same memory (the session's memory, or where the
  * hypervisor does not slice, its own session on the vlink) and
  * corrupts the channel: the producer's ring index, whole descriptors,
- * parameter offsets, release indices, and the consumer's indices. The
- * victim gets -EPROTO for that channel, never a crash and never a pointer
- * outside PMEM (the server touches every byte it is given; run under ASan
- * by scripts/test.sh); both pvds keep serving and free everything. */
+ * parameter offsets, release indices, and the consumer's indices; or it
+ * lies in the waiters' hints, which must change nothing but when a side
+ * polls (and which the sides write only where their pvds say both VMs run
+ * on one kernel). The victim of a corruption gets -EPROTO for that channel, never
+ * a crash and never a pointer outside PMEM (the server touches every byte
+ * it is given; run under ASan by scripts/test.sh); both pvds keep serving
+ * and free everything. */
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -25,12 +28,13 @@
 #define PMEM    (2u << 20)
 #define CLEAN_COUNT 20000
 
-enum kind { K_PROD = 1, K_DESC, K_OFFSET, K_PEND, K_CONS, K_CLEAN, K_ISOLATE };
+enum kind { K_PROD = 1, K_DESC, K_OFFSET, K_PEND, K_CONS, K_CLEAN, K_HINTS, K_ISOLATE };
 static const char *const kind_name[] = { "", "producer index", "descriptors", "parameter offsets", "release indices",
-                                         "consumer indices", "none (control)", "its own session" };
+                                         "consumer indices", "none (control)", "waiters' hints", "its own session" };
 
-enum { F_SRV_READY, F_CLT_READY, F_SRV_DONE, F_CLT_DONE };
-enum { V_SRV_RC, V_CLT_RC, V_SRV_STICKY, V_SRV_BAD_PTR, V_SRV_COUNT, V_HOSTILE_WRITES, V_SUM, V_NO_SLICE };
+enum { F_SRV_READY, F_CLT_READY, F_SRV_DONE, F_CLT_DONE, F_CLT_HALF, F_LYING };
+enum { V_SRV_RC, V_CLT_RC, V_SRV_STICKY, V_SRV_BAD_PTR, V_SRV_COUNT, V_HOSTILE_WRITES, V_SUM, V_NO_SLICE,
+       V_SRV_KERNEL, V_CLT_KERNEL, V_SRV_CPU, V_CLT_CPU };
 
 static struct pvt_platform plat;
 static struct vt_shared *sh;
@@ -112,9 +116,17 @@ static int client(void *arg)
         vt_set_flag(&sh->flag[F_CLT_READY], 1);
         long long deadline = pvt_now_ms() + 10000;
         for (uint32_t i = 0; !rc; i++) {
-                if (kind == K_CLEAN || kind == K_ISOLATE ? i == CLEAN_COUNT
-                                                         : sh->flag[F_SRV_DONE] || pvt_now_ms() > deadline)
+                if (kind == K_CLEAN || kind == K_HINTS || kind == K_ISOLATE
+                            ? i == CLEAN_COUNT
+                            : sh->flag[F_SRV_DONE] || pvt_now_ms() > deadline)
                         break;
+                /* Half the requests before the hostile program starts
+                 * (true hints), half while it lies or scribbles. */
+                if ((kind == K_HINTS || kind == K_ISOLATE) && i == CLEAN_COUNT / 2) {
+                        vt_set_flag(&sh->flag[F_CLT_HALF], 1);
+                        if (vt_wait_flag(&sh->flag[F_LYING], 1, 5000) < 0)
+                                break;
+                }
                 uint32_t size = 4 + (i * 7919) % 4000;
                 rc = vrpqParamAlloc(c, size, i % 50 ? 0 : 16, &in);
                 if (rc)
@@ -137,6 +149,16 @@ static uint32_t rnd(uint32_t *state)
         return *state;
 }
 
+/* Either side's CPU, said to be of the other's kernel, or of none: only
+ * when they poll may move. */
+static void lie_hints(struct vrpq_chan_hdr *h, uint32_t *seed)
+{
+        h->srv_cpu = rnd(seed) % 4;
+        h->clt_cpu = rnd(seed) % 4;
+        h->srv_kernel = rnd(seed) & 1 ? h->clt_kernel : rnd(seed);
+        h->clt_kernel = rnd(seed) & 1 ? h->srv_kernel : rnd(seed);
+}
+
 /* A program with a session of its own on the vlink writes garbage over all
  * of that session's memory. Where the hypervisor gives each session its own
  * memory, the client's session next to it does not notice. */
@@ -151,6 +173,7 @@ static int isolate(void)
         int fd = pvt_open_emu_object(pvt_vm(&plat, "vm2")->pid, "pvd-vrpq-session-");
         if (fd < 0) {
                 sh->v[V_NO_SLICE] = 1;  /* one region for all: this would break the client */
+                vt_set_flag(&sh->flag[F_LYING], 1);
                 vrpqSessionDestroy(s);
                 return 0;
         }
@@ -164,6 +187,7 @@ static int isolate(void)
                 for (size_t i = 0; i < l.size / 4; i += 1 + (rnd(&seed) & 63))
                         w[i] = rnd(&seed);
                 sh->v[V_HOSTILE_WRITES]++;
+                vt_set_flag(&sh->flag[F_LYING], 1); /* the client's second half may start */
         }
         vrpqSessionDestroy(s);
         return 0;
@@ -216,9 +240,22 @@ static int hostile(void *arg)
         struct vrpq_chan_geom g = h->geom;
         struct vrpq_desc *ring = (struct vrpq_desc *)(base + l.pool_off) + g.req_slot;
         uint32_t seed = 0x9e3779b9u * (uint32_t)kind;
-        vt_sleep_ms(50); /* traffic flows */
+        if (kind == K_HINTS) {
+                /* The hints as the two sides wrote them over half the
+                 * requests, before any lie; then the first lie. */
+                CHK(vt_wait_flag(&sh->flag[F_CLT_HALF], 1, 10000) == 0);
+                sh->v[V_SRV_KERNEL] = (int64_t)h->srv_kernel;
+                sh->v[V_CLT_KERNEL] = (int64_t)h->clt_kernel;
+                sh->v[V_SRV_CPU] = h->srv_cpu;
+                sh->v[V_CLT_CPU] = h->clt_cpu;
+                lie_hints(h, &seed);
+                sh->v[V_HOSTILE_WRITES]++;
+                vt_set_flag(&sh->flag[F_LYING], 1);
+        } else {
+                vt_sleep_ms(50); /* traffic flows */
+        }
         long long deadline = pvt_now_ms() + 5000;
-        volatile int *done = &sh->flag[kind == K_CONS ? F_CLT_DONE : F_SRV_DONE];
+        volatile int *done = &sh->flag[kind == K_CONS || kind == K_HINTS ? F_CLT_DONE : F_SRV_DONE];
         while (kind != K_CLEAN && !*done && pvt_now_ms() < deadline) {
                 uint32_t k = rnd(&seed) & (g.req_cap - 1);
                 switch (kind) {
@@ -244,6 +281,9 @@ static int hostile(void *arg)
                         h->req_c.done = rnd(&seed);
                         h->req_c.port_cons = rnd(&seed);
                         break;
+                case K_HINTS:
+                        lie_hints(h, &seed);
+                        break;
                 default:
                         break;
                 }
@@ -260,6 +300,14 @@ static int hostile(void *arg)
 static int held(const char *vm)
 {
         return vt_held(&plat, vm);
+}
+
+/* Whether the pvds say both VMs run on one kernel: on the emu backend,
+ * unless PVD_HV_CAPS_OFF turned that off. */
+static bool one_kernel(void)
+{
+        const char *off = getenv("PVD_HV_CAPS_OFF");
+        return strcmp(pvt_hv(), "emu") == 0 && !(off && (strstr(off, "one_kernel") || strstr(off, "all")));
 }
 
 static void run_kind(enum kind kind)
@@ -280,8 +328,19 @@ static void run_kind(enum kind kind)
         CU_ASSERT_EQUAL(sh->v[V_SRV_BAD_PTR], 0);
         if (kind == K_ISOLATE && sh->v[V_NO_SLICE]) {
                 printf("\n  (not applicable: the hypervisor does not give sessions memory of their own) ");
-        } else if (kind == K_CLEAN || kind == K_ISOLATE) {
+        } else if (kind == K_CLEAN || kind == K_HINTS || kind == K_ISOLATE) {
                 CU_ASSERT(kind == K_CLEAN || sh->v[V_HOSTILE_WRITES] > 0);
+                /* Each side wrote its kernel's token (the same) where its
+                 * pvd says both VMs share a kernel; else no hint at all. */
+                if (kind == K_HINTS && one_kernel()) {
+                        CU_ASSERT(sh->v[V_SRV_KERNEL] != 0);
+                        CU_ASSERT_EQUAL(sh->v[V_SRV_KERNEL], sh->v[V_CLT_KERNEL]);
+                } else if (kind == K_HINTS) {
+                        CU_ASSERT_EQUAL(sh->v[V_SRV_KERNEL], 0);
+                        CU_ASSERT_EQUAL(sh->v[V_CLT_KERNEL], 0);
+                        CU_ASSERT_EQUAL(sh->v[V_SRV_CPU], 0);
+                        CU_ASSERT_EQUAL(sh->v[V_CLT_CPU], 0);
+                }
                 CU_ASSERT_EQUAL(sh->v[V_SRV_RC], -ECONNRESET);
                 CU_ASSERT_EQUAL(sh->v[V_CLT_RC], 0);
                 CU_ASSERT_EQUAL(sh->v[V_SRV_COUNT], CLEAN_COUNT);
@@ -310,6 +369,7 @@ static void test_offset(void) { run_kind(K_OFFSET); }
 static void test_pend(void) { run_kind(K_PEND); }
 static void test_cons(void) { run_kind(K_CONS); }
 static void test_clean(void) { run_kind(K_CLEAN); }
+static void test_hints(void) { run_kind(K_HINTS); }
 static void test_isolate(void) { run_kind(K_ISOLATE); }
 
 static const struct pvt_test tests[] = {
@@ -319,6 +379,7 @@ static const struct pvt_test tests[] = {
         { "corrupt release indices: server -EPROTO", test_pend },
         { "corrupt consumer indices: client -EPROTO", test_cons },
         { "afterwards, clean traffic flows", test_clean },
+        { "waiters' hints only on one kernel; lying hints: every request served, no error", test_hints },
         { "a program scribbling its own session memory: other sessions flow", test_isolate },
         { NULL, NULL },
 };

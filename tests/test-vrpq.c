@@ -721,9 +721,10 @@ static void test_stat(void)
         CU_ASSERT_EQUAL(pvt_run(&plat, "vm3", a2, out, sizeof(out), err, sizeof(err), 5000), 0);
         CU_ASSERT_PTR_NOT_NULL(strstr(out, "\"stacked\": 100"));
         CU_ASSERT_PTR_NOT_NULL(strstr(out, "\"pmem_used\": 1600"));
-        /* --watch: a line per interval with the occupancy plot. */
+        /* --watch: a line per interval with the occupancy plot (for 1.5 s:
+         * a busy machine may start pvctl late). */
         const char *a3[] = { pvctl, "stat", "vrpq", "--watch", "0.1", NULL };
-        pvt_run(&plat, "vm3", a3, out, sizeof(out), err, sizeof(err), 700);
+        pvt_run(&plat, "vm3", a3, out, sizeof(out), err, sizeof(err), 1500);
         int lines = 0;
         for (const char *p = out; (p = strstr(p, "vm2-vm3-vogl0")); p++)
                 lines++;

@@ -74,10 +74,21 @@ static void atfork_release(void)
         pthread_mutex_unlock(&table_lock);
 }
 
+/* Our pid marks the locks we take: asked once per process, not per call
+ * (getpid is a system call). */
+static uint32_t my_pid;
+
+static void atfork_child(void)
+{
+        __atomic_store_n(&my_pid, (uint32_t)getpid(), __ATOMIC_RELAXED);
+        pthread_mutex_unlock(&table_lock);
+}
+
 static void init_once(void)
 {
         spin_ns = pvc_spin_ns("PVCLIENT_VBPIPE_SPIN_US", VBPD_SPIN_US);
-        pthread_atfork(atfork_prepare, atfork_release, atfork_release);
+        my_pid = (uint32_t)getpid();
+        pthread_atfork(atfork_prepare, atfork_release, atfork_child);
 }
 
 static void vbpd_unref(struct vbpd *v)
@@ -170,7 +181,10 @@ void vbpd_forget(int fd)
                 vbpd_unref(v);
 }
 
-/* The end registered for fd, with a reference, if fd is still its socket. */
+/* The end registered for fd, with a reference. No system call: the
+ * number was the end's socket when it was registered, and the library
+ * forgets it when the program closes it (vbpipeClose; pvrun's close, dup2,
+ * dup3). Every call that goes to the socket checks again (still_ours). */
 static struct vbpd *lookup(int fd)
 {
         if (fd < 0 || fd >= VBPD_MAX_FD || !__atomic_load_n(&table[fd], __ATOMIC_RELAXED))
@@ -180,15 +194,24 @@ static struct vbpd *lookup(int fd)
         if (v)
                 v->refs++;
         pthread_mutex_unlock(&table_lock);
-        if (!v)
-                return NULL;
-        struct stat st;
-        if (fstat(fd, &st) < 0 || st.st_dev != v->dev || st.st_ino != v->ino) {
-                vbpd_unref(v);
-                vbpd_forget(fd);
-                return NULL;
-        }
         return v;
+}
+
+/* fd is still the end's socket (not closed with close(2) and reused):
+ * else forget it and drop the caller's reference; the caller then uses
+ * read(2) or write(2) on whatever fd is now. */
+static bool still_ours(struct vbpd *v, int fd)
+{
+        struct stat st;
+        int e = errno;
+        if (fstat(fd, &st) == 0 && st.st_dev == v->dev && st.st_ino == v->ino) {
+                errno = e;
+                return true;
+        }
+        vbpd_unref(v);
+        vbpd_forget(fd);
+        errno = e;
+        return false;
 }
 
 static void bell(struct vbpd *v)
@@ -199,17 +222,44 @@ static void bell(struct vbpd *v)
 }
 
 /* Take one ring from pvd: only while it lends it. */
-static bool take(struct vbpipe_direct_dir *d)
+static bool take_once(struct vbpipe_direct_dir *d)
 {
         if (!ring_load_acquire(&d->ok) || ring_load_relaxed(&d->lock) != VBPIPE_LOCK_FREE)
                 return false;
-        if (!ring_cas(&d->lock, VBPIPE_LOCK_FREE, (uint32_t)getpid()))
+        if (!ring_cas(&d->lock, VBPIPE_LOCK_FREE, __atomic_load_n(&my_pid, __ATOMIC_RELAXED)))
                 return false;
         if (!ring_load_acquire(&d->ok)) {   /* taken back just before: not ours */
                 ring_store_release(&d->lock, VBPIPE_LOCK_FREE);
                 return false;
         }
         return true;
+}
+
+/* pvd holds a lent ring only for a moment at each event of its own (a
+ * doorbell, the peer's messages), and another thread of ours only for one
+ * call: wait that moment out (TAKE_WAIT_NS at most) rather than go to the
+ * socket, where the bytes that follow would have to queue behind these. */
+#define TAKE_WAIT_NS 20000u
+
+static bool take(struct vbpipe_direct_dir *d)
+{
+        if (take_once(d))
+                return true;
+        uint64_t t0 = 0;
+        for (unsigned i = 1; ring_load_acquire(&d->ok) && spin_ns; i++) {
+                pvc_cpu_relax();
+                if (ring_load_relaxed(&d->lock) == VBPIPE_LOCK_FREE && take_once(d))
+                        return true;
+                if ((i & 63) == 0) {
+                        uint64_t t = pvc_now_ns();
+                        if (!t0)
+                                t0 = t;
+                        else if (t - t0 >= TAKE_WAIT_NS)
+                                break;
+                        pvc_spin_yield(t - t0);   /* the holder may be queued behind us */
+                }
+        }
+        return false;
 }
 
 /* Give it back; ring the doorbell if pvd waits or has work. */
@@ -364,6 +414,7 @@ static ssize_t ring_read(struct vbpd *v, int fd, uint8_t *buf, size_t n, int *nb
                                 t0 = t;
                         else if (t - t0 >= spin_ns)
                                 break;
+                        pvc_spin_yield(t - t0);   /* the peer may be queued behind us */
                 }
                 pvc_cpu_relax();
         }
@@ -401,6 +452,8 @@ int vbpd_read(int fd, void *buf, size_t n, ssize_t *res)
                 *res = got;
                 return 1;
         }
+        if (got == 0 && !still_ours(v, fd))
+                return 0;
         /* The rest through the socket, as pvd moves it: blocks until it
          * is all there (or, with flag 'a', until something is), or EOF, a
          * signal, or EAGAIN with O_NONBLOCK. */
@@ -472,6 +525,7 @@ static size_t ring_write(struct vbpd *v, int fd, const uint8_t *buf, size_t n)
                                 t0 = t;
                         else if (t - t0 >= spin_ns)
                                 break;
+                        pvc_spin_yield(t - t0);   /* the peer may be queued behind us */
                 }
                 pvc_cpu_relax();
         }
@@ -493,7 +547,9 @@ int vbpd_write(int fd, const void *buf, size_t n, ssize_t *res)
         size_t put = 0;
         if (v->acc != O_RDONLY && !is_over(&v->tx_over) && take(&v->page->tx)) {
                 /* Bytes the program wrote into the socket that pvd has not
-                 * moved yet come first: then the socket takes these too. */
+                 * moved yet come first: then the socket takes these too.
+                 * Asked every time: a plain write(2) of the program's own
+                 * puts bytes there that no table of ours sees. */
                 int queued = 0;
                 if (ioctl(fd, SIOCOUTQ, &queued) < 0 || queued > 0 || !sock_drained(v, fd))
                         give(v, &v->page->tx, false);
@@ -505,6 +561,8 @@ int vbpd_write(int fd, const void *buf, size_t n, ssize_t *res)
                 *res = (ssize_t)n;
                 return 1;
         }
+        if (put == 0 && !still_ours(v, fd))
+                return 0;
         /* The rest through the socket: pvd moves it as the ring drains. A
          * reader that is gone makes it fail with EPIPE (and SIGPIPE). */
         __atomic_store_n(&v->tx_sent, true, __ATOMIC_RELAXED);

@@ -4,8 +4,10 @@
  * vbpipe memory and a doorbell (proto/vbpipe-proto.h, "direct access").
  * vbpd_read and vbpd_write then copy between the caller's buffer and the
  * byte rings themselves while pvd lends them, and go through the socket
- * otherwise. Ends are found by fd in a table; an fd whose file is not the
- * end's socket any more (closed and reused) is dropped from it.
+ * otherwise. Ends are found by fd in a table, with no system call; a call
+ * that goes to the socket first checks that the fd is still the end's
+ * (not closed with close(2) and reused), and drops it from the table if
+ * not.
  */
 #ifndef PVC_VBPIPE_DIRECT_H
 #define PVC_VBPIPE_DIRECT_H

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "conn.h"
+#include "pvc-spin.h"
 #include "pv/vrpq.h"
 #include "vrpq-proto.h"
 #include "vrpq-queue.h"
@@ -22,6 +23,7 @@ struct VrpqSession {
         uint64_t token;
         uint8_t *base;                  /* the region, mapped */
         struct vrpq_layout lay;
+        bool one_kernel;                /* pvd says: the peer VM runs on our kernel */
         pthread_mutex_t lock;
         unsigned refs;                  /* the session + each of its channels */
         atomic_bool destroyed;          /* its channels end with it */
@@ -37,15 +39,19 @@ struct VrpqChan {
         uint32_t *my_rx_sleep;          /* ours, waiting for what rx brings */
         uint32_t *peer_rx_sleep;        /* the peer's receiver: after we post */
         uint32_t *peer_tx_sleep;        /* the peer's poster: after we consume */
+        uint32_t *my_cpu, *peer_cpu;    /* hints (vrpq-proto.h) */
+        const uint64_t *peer_kernel;
+        uint64_t kernel;                /* ours; 0: no CPU hints (not one kernel) */
         int kick_fd;                    /* the peer's xIRQ */
         int wait_fd;                    /* ours */
         bool server;
         atomic_bool dead;               /* sticky: the channel ended */
-        uint64_t spin_ns;
+        atomic_bool peer_woken;         /* we kicked a sleeping peer: yield while waiting for it */
+        uint64_t spin_ns;               /* PVCLIENT_VRPQ_SPIN_US: the most a wait polls */
+        struct pvc_spin_learn spin_learn; /* what it polls now */
         void *last_out;                 /* the last block's output bytes */
         VrpqCallbackFn cb_fn;           /* client: handles callbacks while it waits */
         void *cb_ctx;
-        uint32_t last_out_off, last_out_size;
         atomic_int rx_busy;             /* one receiver / callback handler at a time */
         /* Server: the batch vrpqReceive returned, released at the next call. */
         VrpqReq *batch;

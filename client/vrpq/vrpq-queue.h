@@ -124,6 +124,17 @@ static inline int vrpq_txq_port_take(struct vrpq_txq *q, uint32_t need, uint32_t
 {
         if (q->broken)
                 return -EPROTO;
+        /* The common case first: room after the newest block, by the copy
+         * of the consumer's index we hold. */
+        uint32_t in_use = q->port_prod - q->port_cons;
+        if (in_use && need <= q->port_size - q->port_pos && need <= q->port_size - in_use) {
+                *off = q->port_pos;
+                q->port_pos += need;
+                if (q->port_pos == q->port_size)
+                        q->port_pos = 0;
+                q->port_prod += need;
+                return 0;
+        }
         for (int pass = 0; pass < 2; pass++) {
                 uint32_t used = q->port_prod - q->port_cons;
                 if (used == 0)
@@ -149,6 +160,29 @@ static inline int vrpq_txq_port_take(struct vrpq_txq *q, uint32_t need, uint32_t
                         return -EPROTO;
         }
         return -EAGAIN;
+}
+
+/* The common case of vrpq_txq_alloc(), for the callers' fast paths: no
+ * block waiting to be posted, and room after the newest block by the copy
+ * of the consumer's index we hold. The block's input bytes, or NULL when
+ * vrpq_txq_alloc() must decide. */
+static inline void *vrpq_txq_alloc_fast(struct vrpq_txq *q, uint64_t in_size, uint64_t out_size)
+{
+        uint64_t need = ((in_size + 7) & ~(uint64_t)7) + ((out_size + 7) & ~(uint64_t)7);
+        uint32_t pos = q->port_pos, in_use = q->port_prod - q->port_cons;
+        if (q->blk || q->broken || need - 1 >= q->port_size || !in_use || need > q->port_size - pos ||
+            need > q->port_size - in_use)
+                return NULL;
+        q->blk_prev_prod = q->port_prod;
+        q->blk_prev_pos = pos;
+        q->blk = true;
+        q->blk_in_off = pos;
+        q->blk_in_size = (uint32_t)in_size;
+        q->blk_out_off = pos + (uint32_t)((in_size + 7) & ~(uint64_t)7);
+        q->blk_out_size = (uint32_t)out_size;
+        q->port_prod += (uint32_t)need;
+        q->port_pos = pos + (uint32_t)need == q->port_size ? 0 : pos + (uint32_t)need;
+        return q->port + pos;
 }
 
 /* Allocate a parameter block: *in points to its input bytes. 0, -EAGAIN
@@ -202,15 +236,10 @@ static inline int vrpq_txq_post(struct vrpq_txq *q, uint32_t proc_id, uint32_t f
         /* An unposted block below pend is released with this descriptor:
          * it can no longer be given back. */
         q->blk = false;
-        struct vrpq_desc *d = &q->ring[q->prod & q->mask];
-        d->proc_id = proc_id;
-        d->flags = flags;
-        d->in_off = in_off;
-        d->in_size = in_size;
-        d->out_off = out_off;
-        d->out_size = out_size;
-        d->pend = q->port_prod;
-        d->reserved = 0;
+        /* Built whole, then stored at once: two 16-byte stores. */
+        q->ring[q->prod & q->mask] = (struct vrpq_desc){ .proc_id = proc_id, .flags = flags, .in_off = in_off,
+                                                         .in_size = in_size, .out_off = out_off,
+                                                         .out_size = out_size, .pend = q->port_prod };
         *seq = q->prod;
         q->prod++;
         ring_store_release(&q->pl->prod, q->prod);
@@ -320,11 +349,6 @@ static inline int vrpq_rxq_fetch(struct vrpq_rxq *q, struct vrpq_item *items, ui
                 q->peak_stacked = (uint32_t)avail;
                 ring_store_relaxed(&q->cl->peak_stacked, q->peak_stacked);
         }
-        uint32_t used = shm_read32(&q->pl->port_prod) - q->port_cons;
-        if (used <= q->port_size && used > q->peak_port) {
-                q->peak_port = used;
-                ring_store_relaxed(&q->cl->peak_port, used);
-        }
         uint32_t k = (uint32_t)avail < max ? (uint32_t)avail : max;
         for (uint32_t i = 0; i < k; i++) {
                 const struct vrpq_desc *d = &q->ring[(q->cons + i) & q->mask];
@@ -350,6 +374,13 @@ static inline int vrpq_rxq_fetch(struct vrpq_rxq *q, struct vrpq_item *items, ui
                 it->in = in_size ? q->port + in_off : NULL;
                 it->out = out_size ? q->port + out_off : NULL;
                 q->pend_last = pend;
+        }
+        /* The port in use up to the last block: from the descriptors, so
+         * that the producer's counter line is never read. */
+        uint32_t used = q->pend_last - q->port_cons;
+        if (used > q->peak_port) {
+                q->peak_port = used;
+                ring_store_relaxed(&q->cl->peak_port, used);
         }
         q->cons += k;
         ring_store_release(&q->cl->cons, q->cons);

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -139,16 +140,44 @@ int pvc_vrpq_wait(VrpqChan *c, uint32_t *flag, uint32_t *flag2, int (*ready)(Vrp
               int timeout_ms)
 {
         int r;
-        if (timeout_ms != 0 && c->spin_ns) {
+        /* A peer we just woke runs only once it is scheduled, maybe on
+         * this very CPU: give the CPU up between bursts at once, not after
+         * PVC_SPIN_YIELD_NS. */
+        bool woke = atomic_exchange_explicit(&c->peer_woken, false, memory_order_relaxed);
+        uint64_t budget = timeout_ms != 0 && c->spin_ns ? pvc_spin_budget(&c->spin_learn, c->spin_ns) : 0;
+        /* A peer on this very CPU cannot answer while we poll: sleep at
+         * once (the wake-up hands it the CPU). CPU hints compare only
+         * within one kernel. */
+        uint32_t cpu = c->kernel ? pvc_cpu_hint() : 0;
+        bool one_kernel = c->kernel && shm_read64(c->peer_kernel) == c->kernel;
+        if (cpu)
+                ring_store_relaxed(c->my_cpu, cpu);
+        if (budget && one_kernel && cpu && shm_read32(c->peer_cpu) == cpu)
+                budget = 0;
+        if (budget) {
                 uint64_t t0 = pvc_now_ns();
                 for (unsigned i = 1;; i++) {
-                        if ((r = ready(c, arg)))
+                        if ((r = ready(c, arg))) {
+                                if (i > 1)
+                                        pvc_spin_learned(&c->spin_learn, c->spin_ns, true, pvc_now_ns() - t0);
                                 return r;
+                        }
                         if (pvc_vrpq_closed(c))
                                 return closed_ready(c, ready, arg);
                         pvc_cpu_relax();
-                        if ((i & 63) == 0 && pvc_now_ns() - t0 >= c->spin_ns)
-                                break;
+                        if ((i & 63) == 0) {
+                                uint64_t spun = pvc_now_ns() - t0;
+                                if (spun >= budget) {
+                                        pvc_spin_learned(&c->spin_learn, c->spin_ns, false, spun);
+                                        break;
+                                }
+                                if (one_kernel && shm_read32(c->peer_cpu) == cpu)
+                                        break;   /* it came to our CPU: let the wake-up hand it over */
+                                if (woke)
+                                        sched_yield();
+                                else
+                                        pvc_spin_yield(spun);
+                        }
                 }
         }
         uint64_t deadline = timeout_ms > 0 ? pvc_now_ns() + (uint64_t)timeout_ms * 1000000 : 0;
@@ -208,6 +237,16 @@ static int chan_broken(VrpqChan *c, const char *what)
         return pvc_error(-EPROTO, "%s: the other side corrupted the channel's ring indices", what);
 }
 
+/* A live, intact channel: what every call checks first, with loads only
+ * (pvd marks the channel's end in its header; destroying the session ends
+ * it too). The slow paths say what is wrong. */
+static inline bool chan_live(VrpqChan *c)
+{
+        return !atomic_load_explicit(&c->dead, memory_order_relaxed) && !c->tx.broken && !c->rx.broken &&
+               shm_read32(&c->hdr->state) == VRPQ_CHAN_OPEN &&
+               !atomic_load_explicit(&c->session->destroyed, memory_order_relaxed);
+}
+
 static int chan_check(VrpqChan *c, bool server, const char *what)
 {
         if (!c)
@@ -225,6 +264,7 @@ static int chan_check(VrpqChan *c, bool server, const char *what)
 static void notify_rx(VrpqChan *c)
 {
         if (vrpq_wake_needed(c->peer_rx_sleep)) {
+                atomic_store_explicit(&c->peer_woken, true, memory_order_relaxed);
                 uint64_t one = 1;
                 if (write(c->kick_fd, &one, sizeof(one)) < 0) {
                         /* cannot fail on an eventfd short of 2^64 kicks */
@@ -239,6 +279,7 @@ static void notify_rx(VrpqChan *c)
 static void notify_tx(VrpqChan *c)
 {
         if (vrpq_wake_needed(c->peer_tx_sleep)) {
+                atomic_store_explicit(&c->peer_woken, true, memory_order_relaxed);
                 uint64_t one = 1;
                 if (write(c->kick_fd, &one, sizeof(one)) < 0) {
                 }
@@ -340,13 +381,13 @@ static int param_alloc(VrpqChan *c, size_t in_size, size_t out_size, void **in, 
         }
         if (rc < 0)
                 return wait_error(c, rc, what);
-        c->last_out_off = c->tx.blk_out_off;
-        c->last_out_size = c->tx.blk_out_size;
         c->last_out = NULL;
         return 0;
 }
 
-int vrpqParamAlloc(VrpqChan *chan, size_t inSize, size_t outSize, void **in)
+/* Everything but the common case, out of line: the fast paths stay short
+ * (no registers to save for code they seldom run). */
+static __attribute__((noinline)) int param_alloc_slow(VrpqChan *chan, size_t inSize, size_t outSize, void **in)
 {
         if (!chan)
                 return pvc_error(-EINVAL, "vrpqParamAlloc: channel is NULL");
@@ -354,6 +395,20 @@ int vrpqParamAlloc(VrpqChan *chan, size_t inSize, size_t outSize, void **in)
         if (!rc && pvc_vrpq_closed(chan))
                 rc = chan_dead(chan, "vrpqParamAlloc");
         return rc ? rc : param_alloc(chan, inSize, outSize, in, "vrpqParamAlloc");
+}
+
+int vrpqParamAlloc(VrpqChan *chan, size_t inSize, size_t outSize, void **in)
+{
+        /* The common case: a live channel whose port has room. */
+        if (__builtin_expect(chan && in && (inSize | outSize) <= UINT32_MAX && chan_live(chan), 1)) {
+                void *p = vrpq_txq_alloc_fast(&chan->tx, inSize, outSize);
+                if (__builtin_expect(p != NULL, 1)) {
+                        *in = p;
+                        chan->last_out = NULL;
+                        return 0;
+                }
+        }
+        return param_alloc_slow(chan, inSize, outSize, in);
 }
 
 static int post(VrpqChan *c, uint32_t proc, uint32_t flags, void *in, uint32_t *seq, const char *what)
@@ -376,11 +431,33 @@ static int post(VrpqChan *c, uint32_t proc, uint32_t flags, void *in, uint32_t *
         return 0;
 }
 
+/* The common case of a post: a live client channel with room in its
+ * ring, by the copy of the consumer's index we hold. 0 when posted, 1 for
+ * the slow path (which says what is wrong, or waits for room). */
+static inline int post_fast(VrpqChan *c, uint32_t proc, void *in)
+{
+        uint32_t seq;
+        if (!c || c->server || VRPQ_GRP(proc) == 0 || c->tx.prod - c->tx.cons >= c->tx.cap || !chan_live(c))
+                return 1;
+        uint32_t out_off = c->tx.blk_out_off, out_size = c->tx.blk_out_size;
+        if (vrpq_txq_post(&c->tx, proc, 0, in, &seq) < 0)
+                return 1;
+        c->last_out = in ? vrpq_txq_blk_out(&c->tx, out_off, out_size) : NULL;
+        return 0;
+}
+
+static __attribute__((noinline)) int post_slow(VrpqChan *chan, nku32_f procId, void *in, const char *what)
+{
+        int rc = chan_check(chan, false, what);
+        uint32_t seq;
+        return rc ? rc : post(chan, procId, 0, in, &seq, what);
+}
+
 int vrpqPost(VrpqChan *chan, nku32_f procId, void *in)
 {
-        int rc = chan_check(chan, false, "vrpqPost");
-        uint32_t seq;
-        return rc ? rc : post(chan, procId, 0, in, &seq, "vrpqPost");
+        if (__builtin_expect(!post_fast(chan, procId, in), 1))
+                return 0;
+        return post_slow(chan, procId, in, "vrpqPost");
 }
 
 int vrpqNotify(VrpqChan *chan)
@@ -394,10 +471,8 @@ int vrpqNotify(VrpqChan *chan)
 
 int vrpqPostAndNotify(VrpqChan *chan, nku32_f procId, void *in)
 {
-        int rc = chan_check(chan, false, "vrpqPostAndNotify");
-        uint32_t seq;
-        if (!rc)
-                rc = post(chan, procId, 0, in, &seq, "vrpqPostAndNotify");
+        int rc = __builtin_expect(!post_fast(chan, procId, in), 1) ? 0
+                 : post_slow(chan, procId, in, "vrpqPostAndNotify");
         if (!rc)
                 notify_rx(chan);
         return rc;

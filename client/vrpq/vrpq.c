@@ -44,6 +44,9 @@ static int session_from_reply(VrpqSession *s, struct pv_msg *r)
             pmem > (1ull << 32))
                 goto bad;
         s->sid = (uint32_t)sid;
+        uint64_t flags = 0; /* absent: CPU hints stay off */
+        pv_msg_get_u(r, PV_K_FLAGS, &flags);
+        s->one_kernel = flags & VRPQ_SESS_ONE_KERNEL;
         vrpq_layout_init(&s->lay, (uint32_t)reqs, pmem);
         if (s->lay.size != size)
                 goto bad;
@@ -188,6 +191,10 @@ static void chan_attach(VrpqChan *c)
                 c->my_rx_sleep = &h->clt_rx_sleep;
                 c->peer_rx_sleep = &h->srv_rx_sleep;
                 c->peer_tx_sleep = &h->srv_tx_sleep;
+                c->my_cpu = &h->clt_cpu;
+                c->peer_cpu = &h->srv_cpu;
+                c->peer_kernel = &h->srv_kernel;
+                shm_store64(&h->clt_kernel, c->kernel);
         } else {
                 vrpq_txq_init(&c->tx, &h->cb_p, &h->cb_c, cb_ring, g->cb_cap, pmem + g->cbport_off, g->cbport_size);
                 vrpq_rxq_init(&c->rx, &h->req_p, &h->req_c, req_ring, g->req_cap, pmem + g->port_off, g->port_size);
@@ -195,6 +202,10 @@ static void chan_attach(VrpqChan *c)
                 c->my_rx_sleep = &h->srv_rx_sleep;
                 c->peer_rx_sleep = &h->clt_rx_sleep;
                 c->peer_tx_sleep = &h->clt_tx_sleep;
+                c->my_cpu = &h->srv_cpu;
+                c->peer_cpu = &h->clt_cpu;
+                c->peer_kernel = &h->clt_kernel;
+                shm_store64(&h->srv_kernel, c->kernel);
         }
 }
 
@@ -223,6 +234,10 @@ static int chan_open(VrpqSession *s, int op, const void *info, size_t info_len, 
         c->kick_fd = c->wait_fd = -1;
         c->server = s->server;
         c->spin_ns = pvc_vrpq_spin_ns();
+        pvc_spin_learn_init(&c->spin_learn);
+        /* Our kernel's token is no proof that the peer shares it (guests
+         * may boot one image): hints only where pvd says so. */
+        c->kernel = s->one_kernel ? pvc_kernel_token() : 0;
         pthread_mutex_init(&c->bell_lock, NULL);
         pthread_cond_init(&c->bell_cv, NULL);
         pthread_mutex_lock(&s->lock);

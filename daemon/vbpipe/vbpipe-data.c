@@ -6,7 +6,6 @@
  */
 #include <errno.h>
 #include <limits.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,8 +87,10 @@ static void hot_cb(uv_idle_t *h)
                 if (p->txe && !p->txe->tx_full)
                         vbp_tx_pump(p);
                 vbp_rx_pump(p);
+                /* A program woken on this CPU runs first: pvd's loop yields
+                 * once per turn (pvd_hot), however many pipes poll. */
                 if (p->hot)
-                        sched_yield();   /* a program woken on this CPU runs first */
+                        pvd_hot(p->vl->pvd);
         }
         vbp_pipe_leave(p);
 }

@@ -32,33 +32,59 @@ static int64_t take(struct vrpq_buddy *b, unsigned want, unsigned *got)
         return -1;
 }
 
-/* Rings and ports for a channel: the default share is an eighth of the
- * vlink's slots and PMEM (callbacks an eighth of that), then smaller
- * blocks. 0, or -ENOSPC with why. */
+/* Where a channel's rings and ports come from: its session's memory, where
+ * the session has memory of its own, else the vlink's region. */
+static struct vrpq_buddy *chan_slots(struct vrpq_vlink *v, const struct vrpq_chan *ch)
+{
+        return ch->s->base ? &ch->s->slots : &v->slots;
+}
+
+static struct vrpq_buddy *chan_pmem(struct vrpq_vlink *v, const struct vrpq_chan *ch)
+{
+        return ch->s->base ? &ch->s->pmem : &v->pmem;
+}
+
+/* Rings and ports for a channel: the k-th channel open in the memory it
+ * takes them from (its session's own, or the vlink's region that all
+ * sessions share) asks for 1/(8k) of that memory's slots and PMEM
+ * (callbacks an eighth of that), rounded down to powers of two, then
+ * smaller blocks. The first channel gets an eighth, and the shares of k
+ * channels add up to about ln(k)/8: hundreds of channels fit before the
+ * smallest blocks run out, where equal eighths would take it all with the
+ * eighth channel. 0, or -ENOSPC with why. */
 static int chan_carve(struct vrpq_vlink *v, struct vrpq_chan *ch, char *why, size_t len)
 {
         struct vrpq_chan_geom *g = &ch->g;
-        uint32_t slot_units = v->lay.reqs / VRPQ_RING_MIN;
-        uint32_t pmem_units = (uint32_t)(v->lay.pmem_size / VRPQ_PORT_MIN);
-        unsigned ring_want = slot_units >= 8 ? vrpq_log2(slot_units / 8) : 0;
-        unsigned port_want = pmem_units >= 8 ? vrpq_log2(pmem_units / 8) : 0;
+        struct vrpq_buddy *slots = chan_slots(v, ch), *pmem = chan_pmem(v, ch);
+        unsigned open = v->nchan;
+        if (ch->s->base) {
+                open = 0;
+                for (const struct vrpq_chan *o = ch->s->chans; o; o = o->next)
+                        open++;
+        }
+        uint64_t share = 8ull * (open + 1);
+        uint64_t slot_units = v->lay.reqs / VRPQ_RING_MIN;
+        uint64_t pmem_units = v->lay.pmem_size / VRPQ_PORT_MIN;
+        unsigned ring_want = slot_units >= share ? vrpq_log2(slot_units / share) : 0;
+        unsigned port_want = pmem_units >= share ? vrpq_log2(pmem_units / share) : 0;
         int64_t r = -1, cb = -1, p = -1, cp = -1;
+        const char *where = ch->s->base ? "its session's" : "its";
 
-        r = take(&v->slots, ring_want, &ch->ring_order);
+        r = take(slots, ring_want, &ch->ring_order);
         if (r >= 0)
-                cb = take(&v->slots, ch->ring_order >= 3 ? ch->ring_order - 3 : 0, &ch->cb_order);
+                cb = take(slots, ch->ring_order >= 3 ? ch->ring_order - 3 : 0, &ch->cb_order);
         if (r < 0 || cb < 0) {
-                snprintf(why, len, "vlink %s: vrpq-reqs=%u request slots are taken by its %u channels; "
-                         "destroy channels or raise vrpq-reqs", LINK(v), v->lay.reqs, v->nchan);
+                snprintf(why, len, "vlink %s: vrpq-reqs=%u request slots are taken by %s %u channels; "
+                         "destroy channels or raise vrpq-reqs", LINK(v), v->lay.reqs, where, open);
                 goto fail;
         }
-        p = take(&v->pmem, port_want, &ch->port_order);
+        p = take(pmem, port_want, &ch->port_order);
         if (p >= 0)
-                cp = take(&v->pmem, ch->port_order >= 3 ? ch->port_order - 3 : 0, &ch->cbport_order);
+                cp = take(pmem, ch->port_order >= 3 ? ch->port_order - 3 : 0, &ch->cbport_order);
         if (p < 0 || cp < 0) {
-                snprintf(why, len, "vlink %s: vrpq-pmem=%llu bytes of PMEM are taken by the ports of its %u "
+                snprintf(why, len, "vlink %s: vrpq-pmem=%llu bytes of PMEM are taken by the ports of %s %u "
                          "channels; destroy channels or raise vrpq-pmem", LINK(v),
-                         (unsigned long long)v->lay.pmem_size, v->nchan);
+                         (unsigned long long)v->lay.pmem_size, where, open);
                 goto fail;
         }
         g->req_slot = (uint32_t)r * VRPQ_RING_MIN;
@@ -72,21 +98,22 @@ static int chan_carve(struct vrpq_vlink *v, struct vrpq_chan *ch, char *why, siz
         return 0;
 fail:
         if (r >= 0)
-                vrpq_buddy_free(&v->slots, (uint32_t)r, ch->ring_order);
+                vrpq_buddy_free(slots, (uint32_t)r, ch->ring_order);
         if (cb >= 0)
-                vrpq_buddy_free(&v->slots, (uint32_t)cb, ch->cb_order);
+                vrpq_buddy_free(slots, (uint32_t)cb, ch->cb_order);
         if (p >= 0)
-                vrpq_buddy_free(&v->pmem, (uint32_t)p, ch->port_order);
+                vrpq_buddy_free(pmem, (uint32_t)p, ch->port_order);
         return -ENOSPC;
 }
 
 static void chan_uncarve(struct vrpq_vlink *v, struct vrpq_chan *ch)
 {
         const struct vrpq_chan_geom *g = &ch->g;
-        vrpq_buddy_free(&v->slots, g->req_slot / VRPQ_RING_MIN, ch->ring_order);
-        vrpq_buddy_free(&v->slots, g->cb_slot / VRPQ_RING_MIN, ch->cb_order);
-        vrpq_buddy_free(&v->pmem, g->port_off / VRPQ_PORT_MIN, ch->port_order);
-        vrpq_buddy_free(&v->pmem, g->cbport_off / VRPQ_PORT_MIN, ch->cbport_order);
+        struct vrpq_buddy *slots = chan_slots(v, ch), *pmem = chan_pmem(v, ch);
+        vrpq_buddy_free(slots, g->req_slot / VRPQ_RING_MIN, ch->ring_order);
+        vrpq_buddy_free(slots, g->cb_slot / VRPQ_RING_MIN, ch->cb_order);
+        vrpq_buddy_free(pmem, g->port_off / VRPQ_PORT_MIN, ch->port_order);
+        vrpq_buddy_free(pmem, g->cbport_off / VRPQ_PORT_MIN, ch->cbport_order);
 }
 
 /* ---- freeing ---------------------------------------------------------------------- */

@@ -119,6 +119,9 @@ struct vrpq_sess {
         void *base;
         struct hv_mem mem;              /* server end: made here; client end: the grant's (fd borrowed) */
         uint32_t gref;                  /* server end: granted to the client VM */
+        /* Server end, with memory of its own: its slots and PMEM, which
+         * its channels alone share (else the vlink's). */
+        struct vrpq_buddy slots, pmem;
 };
 
 struct vrpq_vlink {

@@ -66,7 +66,13 @@ int vrpq_sess_mem_make(struct vrpq_vlink *v, struct vrpq_sess *s)
                 return rc;
         }
         vrpq_region_hdr_write(p, &v->lay);
-        rc = pvd_grant(v->vl, &s->mem, 0, s->mem.size, &s->gref);
+        rc = vrpq_buddy_init(&s->slots, v->lay.reqs / VRPQ_RING_MIN);
+        if (rc == 0 && (rc = vrpq_buddy_init(&s->pmem, (uint32_t)(v->lay.pmem_size / VRPQ_PORT_MIN))) < 0)
+                vrpq_buddy_fini(&s->slots);
+        if (rc == 0 && (rc = pvd_grant(v->vl, &s->mem, 0, s->mem.size, &s->gref)) < 0) {
+                vrpq_buddy_fini(&s->slots);
+                vrpq_buddy_fini(&s->pmem);
+        }
         if (rc < 0) {
                 munmap(p, v->lay.size);
                 pvd_mem_free(v->vl->pvd, v->vl, &s->mem);
@@ -104,6 +110,8 @@ void vrpq_sess_mem_drop(struct vrpq_vlink *v, struct vrpq_sess *s)
                 pvd_grant_revoke(v->vl, s->gref);
         s->gref = 0;
         pvd_mem_free(v->vl->pvd, v->vl, &s->mem);
+        vrpq_buddy_fini(&s->slots);     /* nothing at the client end */
+        vrpq_buddy_fini(&s->pmem);
 }
 
 static int vrpq_attach(struct pvd_vlink *vl)
@@ -286,6 +294,8 @@ void vrpq_reply_region(struct vrpq_vlink *v, const struct vrpq_sess *s, struct p
         pv_msg_set_u(m, VRPQ_K_REQS, v->lay.reqs);
         pv_msg_set_u(m, VRPQ_K_PMEM_SIZE, v->lay.pmem_size);
         pv_msg_set_u(m, VRPQ_K_REGION_SIZE, v->lay.size);
+        /* Only the backend knows whether the peer VM shares our kernel. */
+        pv_msg_set_u(m, PV_K_FLAGS, pvd_hv_caps(v->vl->pvd) & HV_CAP_ONE_KERNEL ? VRPQ_SESS_ONE_KERNEL : 0);
         if (s->base) {
                 /* Server end: our object; client end: the grant's fd. */
                 struct hv_mem g;

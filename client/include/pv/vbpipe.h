@@ -35,10 +35,12 @@
  * 50 by default, before it sleeps). Mixing them with read, write, poll,
  * epoll and FIONREAD on the same descriptor is fine: bytes keep their
  * order. On any other descriptor they are read(2) and write(2). Close
- * such an end with vbpipeClose, which also lets go of its shared memory
- * (a plain close(2) keeps that until the descriptor number is used
- * again). Programs run under pvrun(1) get all this for their open, read,
- * write and close.
+ * such an end with vbpipeClose, which also lets go of its shared memory:
+ * a call finds its end without a system call, so after a plain close(2)
+ * the number stays the end's for vbpipeRead and vbpipeWrite (which may
+ * still reach the pipe while pvd lends its rings) until vbpipeClose.
+ * Programs run under pvrun(1) get all this for their open, read, write
+ * and close.
  */
 #ifndef PV_VBPIPE_H
 #define PV_VBPIPE_H

@@ -67,9 +67,11 @@
  * handle callbacks in another thread than the one that posts. Destroy a
  * channel (or session) once no other thread uses it.
  *
- * Waiting. A waiting call spins for a few tens of microseconds (so that a
- * busy peer answers without any system call), then sleeps on the channel's
- * xIRQ. PVCLIENT_VRPQ_SPIN_US sets the spin time (0: never spin).
+ * Waiting. A waiting call polls for up to a few tens of microseconds (so
+ * that a busy peer answers without any system call), then sleeps on the
+ * channel's xIRQ; it polls less when its last waits polled in vain, and not
+ * at all while the peer runs on its CPU. PVCLIENT_VRPQ_SPIN_US sets the
+ * most it polls (0: never).
  */
 #ifndef PV_VRPQ_H
 #define PV_VRPQ_H

@@ -1,0 +1,117 @@
+/* Scaling benches: generated platforms and the pvds' CPU time (see
+ * bench-scale.h). */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "bench-scale.h"
+
+int bench_sessions_parse(const char *list, int max, int n[BENCH_SCALE_POINTS])
+{
+        int k = 0;
+        const char *p = list;
+        while (*p) {
+                char *end;
+                long v = strtol(p, &end, 10);
+                if (end == p || v < 1 || v > max || k == BENCH_SCALE_POINTS || (*end && *end != ','))
+                        return -1;
+                n[k++] = (int)v;
+                p = *end ? end + 1 : end;
+        }
+        return k ? k : -1;
+}
+
+long long bench_cpu_ns(pid_t pid)
+{
+        char path[64];
+        snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+        DIR *d = opendir(path);
+        if (!d)
+                return -1;
+        long long sum = 0;
+        struct dirent *e;
+        while ((e = readdir(d))) {
+                if (e->d_name[0] == '.')
+                        continue;
+                char f[128], buf[128];
+                snprintf(f, sizeof(f), "%s/%s/schedstat", path, e->d_name);
+                if (pvt_read_file(f, buf, sizeof(buf)) > 0)
+                        sum += atoll(buf);
+        }
+        closedir(d);
+        return sum;
+}
+
+long long bench_pvd_cpu_ns(const struct pvt_platform *p)
+{
+        long long sum = 0;
+        for (unsigned i = 0; i < p->nvms; i++) {
+                long long v = p->vms[i].pid > 0 ? bench_cpu_ns(p->vms[i].pid) : -1;
+                if (v < 0)
+                        return -1;
+                sum += v;
+        }
+        return sum;
+}
+
+void bench_raise_nofile(void)
+{
+        struct rlimit r;
+        if (getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur < r.rlim_max) {
+                r.rlim_cur = r.rlim_max;
+                setrlimit(RLIMIT_NOFILE, &r);
+        }
+}
+
+static int run_dtc(const char *in, const char *out)
+{
+        fflush(NULL);
+        pid_t pid = fork();
+        if (pid == 0) {
+                execlp("dtc", "dtc", "-q", "-I", "dts", "-O", "dtb", "-o", out, in, (char *)NULL);
+                _exit(127);
+        }
+        int st;
+        if (pid < 0 || waitpid(pid, &st, 0) != pid)
+                return -1;
+        return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+}
+
+int bench_plat_start(struct pvt_platform *p, const char *dts_vm2, const char *dts_vm3, int nvlinks)
+{
+        /* Any platform of the build will do for the directory; the device
+         * tree is ours. */
+        if (pvt_platform_init(p, "demo") < 0) {
+                fprintf(stderr, "bench: cannot make a temporary platform (PV_CONF_DIR=%s)\n", getenv("PV_CONF_DIR"));
+                return -1;
+        }
+        char dts[sizeof(p->dir) + 16];
+        snprintf(dts, sizeof(dts), "%s/scale.dts", p->dir);
+        snprintf(p->dtb, sizeof(p->dtb), "%s/scale.dtb", p->dir);
+        FILE *f = fopen(dts, "w");
+        if (!f)
+                return -1;
+        fprintf(f, "/dts-v1/;\n/ {\n\tcompatible = \"pvd,platform\";\n\tvms {\n"
+                   "\t\tvm2 { vdevs {\n%s\t\t}; };\n\t\tvm3 { vdevs {\n%s\t\t}; };\n\t};\n};\n",
+                dts_vm2, dts_vm3);
+        if (fclose(f) != 0 || run_dtc(dts, p->dtb) < 0) {
+                fprintf(stderr, "bench: cannot compile %s with dtc (is device-tree-compiler installed?)\n", dts);
+                return -1;
+        }
+        const char *quiet[] = { "--log-level", "warning", NULL };
+        if (pvt_pvd_start(p, "vm2", quiet) < 0 || pvt_pvd_start(p, "vm3", quiet) < 0) {
+                fprintf(stderr, "bench: the pvds of vm2 and vm3 did not start (logs in %s)\n", p->dir);
+                return -1;
+        }
+        /* Every vlink up. */
+        if (pvt_wait_vlink(p, "vm3", NULL, "ON", 30000) == 0 && pvt_wait_vlink(p, "vm2", NULL, "ON", 30000) == 0)
+                return 0;
+        fprintf(stderr, "bench: the %d vlinks of the platform did not all come up (logs in %s)\n", nvlinks, p->dir);
+        return -1;
+}

@@ -1,0 +1,33 @@
+/* Scaling benches (bench-vrpq --sessions, bench-vbpipe --sessions): a
+ * platform whose device tree is written for the run, and the CPU time the
+ * pvds spend. */
+#ifndef BENCH_SCALE_H
+#define BENCH_SCALE_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "pvtest.h"
+
+#define BENCH_SCALE_POINTS 8    /* session counts in one --sessions list */
+
+/* Parse "1,16,256" into n[], at most BENCH_SCALE_POINTS values in [1, max].
+ * The count, or -1. */
+int bench_sessions_parse(const char *list, int max, int n[BENCH_SCALE_POINTS]);
+
+/* A temporary platform of VMs vm2 and vm3 whose vdevs are dts_vm2 and
+ * dts_vm3 (node text), started: both pvds ready and every vlink ON.
+ * Needs dtc on the PATH. 0, or -1 with a message on stderr. */
+int bench_plat_start(struct pvt_platform *p, const char *dts_vm2, const char *dts_vm3, int nvlinks);
+
+/* Nanoseconds of CPU used so far by every task of pid, or -1. */
+long long bench_cpu_ns(pid_t pid);
+
+/* The same for every pvd of the platform. */
+long long bench_pvd_cpu_ns(const struct pvt_platform *p);
+
+/* Allow this process and its children (the pvds, the programs) as many fds
+ * as the hard limit does: hundreds of sessions take a few each. */
+void bench_raise_nofile(void);
+
+#endif
