@@ -87,6 +87,7 @@ struct ivs_link {
         uint32_t gen;               /* server: the generation it made; client: the one it joined */
         uint32_t incarnation;       /* ours, chosen when we attach */
         uint32_t peer_inc;          /* the peer's incarnation we are ON with */
+        uint32_t own_st, own_gen;   /* what we last wrote in our area */
         uint64_t peer_beat;
         uint64_t peer_beat_ms;
         bool redo;                  /* look at the state again from the timer */
@@ -239,6 +240,8 @@ static void schedule(struct ivs_link *l, uint64_t ms);
  * a scribble on it lasts until our next step. */
 static void own_state(struct ivs_link *l, uint32_t state, uint32_t gen)
 {
+        l->own_st = state;
+        l->own_gen = gen;
         ring_store_relaxed(&l->own->magic, PV_IVSHM_SIDE_MAGIC);
         ring_store_relaxed(&l->own->incarnation, l->incarnation);
         ring_store_relaxed(&l->own->peer_id, (uint32_t)face_own_id(l));
@@ -325,6 +328,16 @@ static void evaluate(struct ivs_link *l)
         struct pvd_vlink *vl = l->vl;
         if (!l->mem || vl->pvd->stopping)
                 return;
+        /* Our area is ours, but the peer (or any mapping of the memory)
+         * can write over it: write it again from what we know, or both
+         * sides would wait for each other forever once it stops. */
+        if (shm_read32(&l->own->magic) != PV_IVSHM_SIDE_MAGIC ||
+            shm_read32(&l->own->incarnation) != l->incarnation ||
+            shm_read32(&l->own->peer_id) != (uint32_t)face_own_id(l) || shm_read32(&l->own->gen) != l->own_gen ||
+            ring_load_acquire(&l->own->state) != l->own_st) {
+                ivs_log_once(l, "its own area in the vlink's memory was overwritten; writing it again");
+                own_state(l, l->own_st, l->own_gen);
+        }
         bool present = peer_id(l) != 0;
         struct peer_view p;
         peer_read(l, &p);
