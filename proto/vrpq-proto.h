@@ -285,7 +285,11 @@ static inline int vrpq_geom_get(const struct pv_msg *m, struct vrpq_chan_geom *g
  *                   server program's release, the rings and ports can be
  *                   reused
  *   server end -> client end
- *     SESS_OK / SESS_ERR, CHAN_OK (geometry, xIRQ ids) / CHAN_ERR
+ *     SESS_OK / SESS_ERR, CHAN_OK (geometry, xIRQ ids) / CHAN_ERR; SESS_OK's
+ *                   cid is the grant of the session's own memory (0: its
+ *                   channels live in the vlink's VRPQ region), made where
+ *                   the backend keeps each memory object to whom it is
+ *                   handed, so that a program reaches its own sessions only
  *   either
  *     SESS_CLOSE, CHAN_CLOSE  this side ended the session / channel (its
  *                   program destroyed it, died, or the session ended): the

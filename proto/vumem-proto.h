@@ -3,6 +3,8 @@
  *   - the operations programs ask pvd (PV_OP_VUMEM_FIRST..) and the keys
  *     they use;
  *   - the messages the two pvds of a vlink exchange on its control ring;
+ *   - (in vumem-lane.h) the lane, where a session's allocations meet the
+ *     server library without pvd;
  *   - the pdev region (PV_REGION_VUMEM, vumem-pdev bytes): the driver's
  *     bookkeeping, one record per buffer a client VM holds, each with its
  *     chunk list (extents of granted memory).
@@ -191,128 +193,7 @@ struct vumem_m_session_reset {
         char msg[VUMEM_MSG_TEXT];
 };
 
-/* ---- the lane: a session's allocations without pvd -------------------------
- *
- * An ALLOC through pvd crosses four processes (client program, both pvds,
- * server program) and sleeps at each: six wake-ups. The lane lets the
- * client library and the server library meet directly, each polling a
- * little before it sleeps, while pvd keeps every rule and the bookkeeping:
- *
- *   - one page per session (struct vumem_lane), made by the server VM's pvd
- *     when the session opens, granted to the client VM and handed to the
- *     server program (VUMEM_OP_LANE). One request at a time: the client
- *     writes req, then req_seq; the server library answers ans, then
- *     ans_seq. Both sides read what the other wrote once into a local and
- *     check it. A side that stops polling sets its sleep word; the other,
- *     seeing it after its own publication (full fence between), asks its
- *     pvd to carry a wake-up (VUMEM_OP_KICK). pvd writes `dead` when the
- *     server program goes.
- *   - the server library's page with pvd (struct vumem_srv_shm, never seen
- *     by another VM): pvd reserves pdev cells, a buffer id and a handle for
- *     each allocation the lane may answer (resv ring; an empty ring means
- *     "ask pvd", status VUMEM_LANE_SLOW), says per session whether it may
- *     allocate (slots: the master rule), and reads back the log of what the
- *     server program answered. The library writes the log entry before it
- *     publishes the answer, and pvd reads the log before it handles anything
- *     of that vlink (a FREE, an ACCESS, a close, pvctl stat), so a buffer is
- *     always known by the time anyone can name it.
- *   - a lane answer names a memory object's key and an offset in it, and
- *     the client library fetches each object's fd once (VUMEM_OP_OBJECT
- *     through both pvds: the object is granted whole to the client VM).
- */
-
-#define VUMEM_LANE_MAGIC   0x454e414cu /* "LANE" */
-#define VUMEM_LANE_VERSION 3u
-#define VUMEM_LANE_SIZE    4096u
-#define VUMEM_LANE_DONE    0u          /* answered: diag, and the buffer if 0 */
-#define VUMEM_LANE_SLOW    1u          /* not given to the server program: ask pvd */
-
-struct vumem_lane_req {
-        uint32_t alloc_size;
-        uint32_t reserved;
-        uint8_t alloc[VUMEM_ALLOC_MAX];
-};
-
-struct vumem_lane_ans {
-        uint32_t seq;               /* the request's */
-        uint32_t status;            /* VUMEM_LANE_DONE, VUMEM_LANE_SLOW */
-        int32_t diag;
-        uint32_t handle;            /* the session's handle (as from pvd) */
-        uint64_t id;                /* buffer id */
-        uint64_t key;               /* memory object */
-        uint64_t offset;            /* of the buffer's first byte in the object */
-        uint64_t size;
-        uint32_t alloc_size;
-        uint32_t reserved;
-        uint8_t alloc[VUMEM_ALLOC_MAX];
-        char msg[VUMEM_MSG_TEXT];   /* failure: a sentence */
-};
-
-struct vumem_lane {
-        uint32_t magic;             /* written once by pvd */
-        uint32_t version;
-        uint32_t req_seq;           /* client library */
-        uint32_t ans_seq;           /* server library */
-        uint32_t srv_sleep;         /* server library: 1 while asleep */
-        uint32_t clt_sleep;         /* client library: 1 while asleep */
-        uint32_t dead;              /* server VM's pvd: the session is over */
-        uint32_t reserved;
-        struct vumem_lane_req req;
-        struct vumem_lane_ans ans;
-        /* Hints, never trusted for more than a choice between polling and
-         * yielding: the CPU each library last ran on, plus one (0: unknown),
-         * written only where each side's pvd said the numbers compare
-         * (VUMEM_LANE_ONE_KERNEL). A side waiting for one that last ran on
-         * its own CPU yields at once, since polling would only keep the
-         * other from running. */
-        uint32_t clt_cpu;
-        uint32_t srv_cpu;
-};
-
-_Static_assert(sizeof(struct vumem_lane) <= VUMEM_LANE_SIZE, "lane size");
-
-#define VUMEM_SHM_MAGIC   0x4d485356u  /* "VSHM" */
-#define VUMEM_RESV_RING   64u          /* allocations the lane may answer before pvd looks */
-#define VUMEM_LOG_RING    128u         /* >= VUMEM_RESV_RING: the log never overflows */
-#define VUMEM_SLOT_FREE   0u
-#define VUMEM_SLOT_ALLOC  1u           /* the session may allocate on its lane */
-#define VUMEM_SLOT_SLOW   2u           /* it must ask pvd (a master session exists) */
-#define VUMEM_SLOT_WORD(gen, state) (((gen) << 2) | (state))
-
-struct vumem_srv_resv {
-        uint64_t id;
-        uint32_t handle;
-        uint32_t reserved;
-};
-
-struct vumem_srv_log {
-        uint64_t session;           /* VumemReqHeader.sessionId */
-        uint64_t id;                /* from the reservation */
-        uint64_t key;
-        uint64_t offset;
-        uint64_t size;
-        uint64_t vaddr;             /* the server program's address (for its FREE) */
-        uint32_t handle;            /* from the reservation */
-        int32_t diag;               /* < 0: refused; the reservation comes back */
-};
-
-struct vumem_srv_shm {
-        uint32_t magic;
-        uint32_t version;
-        uint32_t resv_prod;         /* pvd */
-        uint32_t resv_cons;         /* library and pvd (CAS: pvd takes back what is left) */
-        uint32_t log_prod;          /* library */
-        uint32_t log_cons;          /* pvd */
-        uint32_t reserved[2];
-        uint32_t slots[VUMEM_SESSIONS_MAX]; /* pvd: VUMEM_SLOT_WORD(gen, state) */
-        struct vumem_srv_resv resv[VUMEM_RESV_RING];
-        struct vumem_srv_log log[VUMEM_LOG_RING];
-};
-
-#define VUMEM_SHM_SIZE ((sizeof(struct vumem_srv_shm) + 4095u) / 4096u * 4096u)
-
-/* A lane request's id in VumemReqHeader.reqId (pvd's ids stay below). */
-#define VUMEM_LANE_REQ_BIT 0x80000000u
+/* The lane (a session's allocations without pvd) is proto/vumem-lane.h. */
 
 /* ---- the pdev region ------------------------------------------------------ */
 

@@ -29,7 +29,11 @@ trap cleanup EXIT
 
 "$B/daemon/pvhv/pvhv" --config "$B/conf/demo.dtb" --dir "$d/hv" --log-level notice 2>>"$d/pvhv.log" &
 pids+=($!)
-until [ -S "$d/hv/vm2-vm3-vogl0.vm2.sock" ]; do sleep 0.1; done
+n=0
+until [ -S "$d/hv/vm2-vm3-vogl0.vm2.sock" ]; do
+    n=$((n + 1)); [ $n -lt 100 ] || { echo "demo: pvhv did not listen; its log:" >&2; cat "$d/pvhv.log" >&2; exit 1; }
+    sleep 0.1
+done
 "$B/daemon/pvd" --config "$B/conf/demo.dtb" --vm vm2 --runtime-dir "$d/vm2" --hv ivshmem \
     --ivshmem-dir "$d/hv" --log-level notice 2>>"$d/vm2.log" &
 pids+=($!)
@@ -37,6 +41,15 @@ pids+=($!)
     --log "$d/vm3-console.log" >>"$d/vm3-vmsh.log" 2>&1 &
 pids+=($!)
 in_guest() { "$vm_sh" --in "$d/g" --timeout 120 -- "$@"; }
+# Until program NAME is connected to host vm2's pvd (30 s at most).
+wait_prog() {
+    local n=0
+    until "$B/client/pvctl" --runtime-dir "$d/vm2" status --json | grep -q "\"comm\": \"$1\""; do
+        n=$((n + 1))
+        [ $n -lt 300 ] || { echo "demo: $1 did not connect to vm2's pvd; its log:" >&2; tail "$d/vm2.log" >&2; exit 1; }
+        sleep 0.1
+    done
+}
 in_guest true || { echo "demo: guest vm3 did not come up; its console:" >&2; tail -n 20 "$d/vm3-console.log" >&2; exit 1; }
 
 echo
@@ -49,7 +62,7 @@ in_guest pvctl status
 echo
 echo "==> VRPQ: vrpq-server in host vm2, vrpq-client in guest vm3"
 PVD_RUNTIME_DIR=$d/vm2 "$ex/vrpq-server" >"$d/srv.out" 2>&1 & srv=$!
-until "$B/client/pvctl" --runtime-dir "$d/vm2" status --json | grep -q '"comm": "vrpq-server"'; do sleep 0.1; done
+wait_prog vrpq-server
 in_guest vrpq-client 42 3
 wait $srv
 cat "$d/srv.out"
@@ -57,7 +70,7 @@ cat "$d/srv.out"
 echo
 echo "==> VUMEM: vumem-server in host vm2, vumem-client in guest vm3"
 PVD_RUNTIME_DIR=$d/vm2 "$ex/vumem-server" >"$d/srv.out" 2>&1 & srv=$!
-until "$B/client/pvctl" --runtime-dir "$d/vm2" status --json | grep -q '"comm": "vumem-server"'; do sleep 0.1; done
+wait_prog vumem-server
 in_guest vumem-client
 kill -TERM $srv
 wait $srv

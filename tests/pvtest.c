@@ -527,6 +527,35 @@ pid_t pvt_spawn(struct pvt_platform *p, const char *vm, int (*fn)(void *), void 
         return pid;
 }
 
+int pvt_open_emu_object(pid_t pid, const char *want)
+{
+        char dir[64], path[128], target[256];
+        snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
+        DIR *d = opendir(dir);
+        if (!d)
+                return -1;
+        char best[128] = "";
+        unsigned long best_n = 0;
+        struct dirent *e;
+        while ((e = readdir(d))) {
+                snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+                ssize_t n = readlink(path, target, sizeof(target) - 1);
+                if (n <= 0)
+                        continue;
+                target[n] = 0;
+                const char *at = strstr(target, want);
+                if (!at)
+                        continue;
+                unsigned long k = strtoul(at + strlen(want), NULL, 10);
+                if (!best[0] || k > best_n) {
+                        snprintf(best, sizeof(best), "%s", path);
+                        best_n = k;
+                }
+        }
+        closedir(d);
+        return best[0] ? open(best, O_RDWR | O_CLOEXEC) : -1;
+}
+
 void *pvt_map_emu_object(int fd, size_t *size)
 {
         struct stat st;

@@ -86,6 +86,10 @@ int pvt_fd_count(void);
  * lane: it starts PV_EMU_MEM_OFFSET in), as a third mapping would; its
  * size in *size. NULL on failure. */
 void *pvt_map_emu_object(int fd, size_t *size);
+/* Open, through /proc, the memfd of process pid whose name contains want;
+ * of several, the one with the greatest number right after want. -1 when
+ * there is none. */
+int pvt_open_emu_object(pid_t pid, const char *want);
 /* Entries in /proc/PID/fd, or -1. */
 int pvt_fd_count_of(pid_t pid);
 /* Milliseconds on a monotonic clock. */

@@ -11,7 +11,6 @@
  *     then EOF; other impossible control messages reset the vlink too.
  * After each, the pipe works again once the vlink is back.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -67,24 +66,9 @@ static int log_count(const char *vm, const char *what)
  * through /proc and mapped a third time. */
 static void *map_vbpipe(size_t *size)
 {
-        char dir[64], path[128], target[256], want[96];
-        snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pvt_vm(&plat, "vm2")->pid);
+        char want[96];
         snprintf(want, sizeof(want), "pvd-%s-r%d", LINK, PV_REGION_VBPIPE);
-        DIR *d = opendir(dir);
-        if (!d)
-                return NULL;
-        int fd = -1;
-        struct dirent *e;
-        while (fd < 0 && (e = readdir(d))) {
-                snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-                ssize_t n = readlink(path, target, sizeof(target) - 1);
-                if (n <= 0)
-                        continue;
-                target[n] = 0;
-                if (strstr(target, want))
-                        fd = open(path, O_RDWR | O_CLOEXEC);
-        }
-        closedir(d);
+        int fd = pvt_open_emu_object(pvt_vm(&plat, "vm2")->pid, want);
         if (fd < 0)
                 return NULL;
         void *base = pvt_map_emu_object(fd, size);

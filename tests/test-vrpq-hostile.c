@@ -1,5 +1,6 @@
 /* Hostile input: while a client and a server exchange requests, a third
- * program maps the same vlink memory (its own session on the vlink) and
+ * program maps the same memory (the session's memory, or where the
+ * hypervisor does not slice, its own session on the vlink) and
  * corrupts the channel: the producer's ring index, whole descriptors,
  * parameter offsets, release indices, and the consumer's indices. The
  * victim gets -EPROTO for that channel, never a crash and never a pointer
@@ -23,12 +24,12 @@
 #define PMEM    (2u << 20)
 #define CLEAN_COUNT 20000
 
-enum kind { K_PROD = 1, K_DESC, K_OFFSET, K_PEND, K_CONS, K_CLEAN };
+enum kind { K_PROD = 1, K_DESC, K_OFFSET, K_PEND, K_CONS, K_CLEAN, K_ISOLATE };
 static const char *const kind_name[] = { "", "producer index", "descriptors", "parameter offsets", "release indices",
-                                         "consumer indices", "none (control)" };
+                                         "consumer indices", "none (control)", "its own session" };
 
 enum { F_SRV_READY, F_CLT_READY, F_SRV_DONE, F_CLT_DONE };
-enum { V_SRV_RC, V_CLT_RC, V_SRV_STICKY, V_SRV_BAD_PTR, V_SRV_COUNT, V_HOSTILE_WRITES, V_SUM };
+enum { V_SRV_RC, V_CLT_RC, V_SRV_STICKY, V_SRV_BAD_PTR, V_SRV_COUNT, V_HOSTILE_WRITES, V_SUM, V_NO_SLICE };
 
 static struct pvt_platform plat;
 static struct vt_shared *sh;
@@ -112,7 +113,8 @@ static int client(void *arg)
         vt_set_flag(&sh->flag[F_CLT_READY], 1);
         long long deadline = pvt_now_ms() + 10000;
         for (uint32_t i = 0; !rc; i++) {
-                if (kind == K_CLEAN ? i == CLEAN_COUNT : sh->flag[F_SRV_DONE] || pvt_now_ms() > deadline)
+                if (kind == K_CLEAN || kind == K_ISOLATE ? i == CLEAN_COUNT
+                                                         : sh->flag[F_SRV_DONE] || pvt_now_ms() > deadline)
                         break;
                 uint32_t size = 4 + (i * 7919) % 4000;
                 rc = vrpqParamAlloc(c, size, i % 50 ? 0 : 16, &in);
@@ -136,22 +138,68 @@ static uint32_t rnd(uint32_t *state)
         return *state;
 }
 
-/* The third mapping: a session of its own on the same vlink gives it the
- * region; the open channel's header says where its rings are. */
-static int hostile(void *arg)
+/* A program with a session of its own on the vlink writes garbage over all
+ * of that session's memory. Where the hypervisor gives each session its own
+ * memory, the client's session next to it does not notice. */
+static int isolate(void)
 {
-        enum kind kind = (enum kind)(intptr_t)arg;
         VrpqSession *s;
         void *shm;
-        /* After the server accepted the client's session, so that it does
-         * not accept ours instead. */
         CHK(vt_wait_flag(&sh->flag[F_SRV_READY], 1, 5000) == 0);
         CHK(vt_wait_flag(&sh->flag[F_CLT_READY], 1, 5000) == 0);
         CHK_OK(vrpqSessionCreate(CLT, NULL, 0, &s));
         CHK_OK(vrpqShmMap(s, &shm));
+        int fd = pvt_open_emu_object(pvt_vm(&plat, "vm2")->pid, "pvd-vrpq-session-");
+        if (fd < 0) {
+                sh->v[V_NO_SLICE] = 1;  /* one region for all: this would break the client */
+                vrpqSessionDestroy(s);
+                return 0;
+        }
+        close(fd);
         struct vrpq_layout l;
         vrpq_layout_init(&l, REQS, PMEM);
-        uint8_t *base = (uint8_t *)shm - l.pmem_off;
+        volatile uint32_t *w = (volatile uint32_t *)((uint8_t *)shm - l.pmem_off);
+        uint32_t seed = 0x2545f491u;
+        long long deadline = pvt_now_ms() + 10000;
+        while (!sh->flag[F_CLT_DONE] && pvt_now_ms() < deadline) {
+                for (size_t i = 0; i < l.size / 4; i += 1 + (rnd(&seed) & 63))
+                        w[i] = rnd(&seed);
+                sh->v[V_HOSTILE_WRITES]++;
+        }
+        vrpqSessionDestroy(s);
+        return 0;
+}
+
+/* The third mapping. Where the hypervisor gives each session memory of its
+ * own, the client's session memory, found in the server pvd's descriptors
+ * (what a hostile client kernel holds); elsewhere a session of our own on
+ * the same vlink gives us the region. The open channel's header says where
+ * its rings are. */
+static int hostile(void *arg)
+{
+        enum kind kind = (enum kind)(intptr_t)arg;
+        VrpqSession *s = NULL;
+        void *shm;
+        if (kind == K_ISOLATE)
+                return isolate();
+        /* After the server accepted the client's session, so that it does
+         * not accept ours instead. */
+        CHK(vt_wait_flag(&sh->flag[F_SRV_READY], 1, 5000) == 0);
+        CHK(vt_wait_flag(&sh->flag[F_CLT_READY], 1, 5000) == 0);
+        struct vrpq_layout l;
+        vrpq_layout_init(&l, REQS, PMEM);
+        uint8_t *base;
+        size_t size = 0;
+        int fd = pvt_open_emu_object(pvt_vm(&plat, "vm2")->pid, "pvd-vrpq-session-");
+        if (fd >= 0) {
+                base = pvt_map_emu_object(fd, &size);
+                close(fd);
+                CHK(base != NULL && size >= l.size);
+        } else {
+                CHK_OK(vrpqSessionCreate(CLT, NULL, 0, &s));
+                CHK_OK(vrpqShmMap(s, &shm));
+                base = (uint8_t *)shm - l.pmem_off;
+        }
         struct vrpq_chan_hdr *h = NULL;
         for (uint32_t i = 0; i < VRPQ_CHANNELS_MAX; i++) {
                 struct vrpq_chan_hdr *x = vrpq_chan_hdr_at(base, &l, i);
@@ -159,7 +207,10 @@ static int hostile(void *arg)
                         h = x;
         }
         if (kind == K_CLEAN) {
-                vrpqSessionDestroy(s);
+                if (s)
+                        vrpqSessionDestroy(s);
+                else
+                        munmap(base, size);
                 return 0;
         }
         CHK(h != NULL);
@@ -200,7 +251,10 @@ static int hostile(void *arg)
                 sh->v[V_HOSTILE_WRITES]++;
                 usleep(20);
         }
-        vrpqSessionDestroy(s);
+        if (s)
+                vrpqSessionDestroy(s);
+        else
+                munmap(base, size);
         return 0;
 }
 
@@ -225,7 +279,10 @@ static void run_kind(enum kind kind)
         CU_ASSERT_EQUAL(pvt_wait(cp, 15000), 0);
         CU_ASSERT_EQUAL(pvt_wait(sp, 15000), 0);
         CU_ASSERT_EQUAL(sh->v[V_SRV_BAD_PTR], 0);
-        if (kind == K_CLEAN) {
+        if (kind == K_ISOLATE && sh->v[V_NO_SLICE]) {
+                printf("\n  (not applicable: the hypervisor does not give sessions memory of their own) ");
+        } else if (kind == K_CLEAN || kind == K_ISOLATE) {
+                CU_ASSERT(kind == K_CLEAN || sh->v[V_HOSTILE_WRITES] > 0);
                 CU_ASSERT_EQUAL(sh->v[V_SRV_RC], -ECONNRESET);
                 CU_ASSERT_EQUAL(sh->v[V_CLT_RC], 0);
                 CU_ASSERT_EQUAL(sh->v[V_SRV_COUNT], CLEAN_COUNT);
@@ -254,6 +311,7 @@ static void test_offset(void) { run_kind(K_OFFSET); }
 static void test_pend(void) { run_kind(K_PEND); }
 static void test_cons(void) { run_kind(K_CONS); }
 static void test_clean(void) { run_kind(K_CLEAN); }
+static void test_isolate(void) { run_kind(K_ISOLATE); }
 
 int main(void)
 {
@@ -266,6 +324,7 @@ int main(void)
         CU_add_test(s, "corrupt release indices: server -EPROTO", test_pend);
         CU_add_test(s, "corrupt consumer indices: client -EPROTO", test_cons);
         CU_add_test(s, "afterwards, clean traffic flows", test_clean);
+        CU_add_test(s, "a program scribbling its own session memory: other sessions flow", test_isolate);
         CU_basic_set_mode(CU_BRM_VERBOSE);
         CU_basic_run_tests();
         unsigned fails = CU_get_number_of_failures() + CU_get_number_of_suites_failed();

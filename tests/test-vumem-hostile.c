@@ -11,7 +11,6 @@
  *   - a server program that bypasses the library answers with memory that
  *     cannot be shared: the client gets -EFAULT, pvd survives.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -38,7 +37,7 @@
 #include "pv-vlink.h"
 #include "pv/vumem-server.h"
 #include "pv/vumem.h"
-#include "vumem-proto.h"
+#include "vumem-lane.h"
 #include "vumem-test.h"
 
 #define LINK "vm2-vm3-vogl0"
@@ -620,38 +619,12 @@ static void *scribbler(void *arg)
 }
 
 /* vm2's pdev memfd of the vogl vlink, opened through /proc. */
-static int open_memfd(pid_t pvd, const char *want);
 
 static int open_pdev(pid_t pvd)
 {
         char want[96];
         snprintf(want, sizeof(want), "pvd-%s-r%d", LINK, PV_REGION_VUMEM);
-        return open_memfd(pvd, want);
-}
-
-/* A memfd of pvd's whose name holds want, opened through /proc. */
-static int open_memfd(pid_t pvd, const char *want)
-{
-        char dir[64], path[128], target[256];
-        snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pvd);
-        DIR *d = opendir(dir);
-        if (!d)
-                return -errno;
-        int fd = -ENOENT;
-        struct dirent *e;
-        while ((e = readdir(d))) {
-                snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-                ssize_t n = readlink(path, target, sizeof(target) - 1);
-                if (n <= 0)
-                        continue;
-                target[n] = 0;
-                if (strstr(target, want)) {
-                        fd = open(path, O_RDWR | O_CLOEXEC);
-                        break;
-                }
-        }
-        closedir(d);
-        return fd;
+        return pvt_open_emu_object(pvd, want);
 }
 
 static void test_pdev_scribbler(void)
@@ -757,7 +730,7 @@ static void test_lane_scribbler(void)
         CU_ASSERT_EQUAL_FATAL(vumemSessionCreate(CLT, &s), 0);
         int lfd = -ENOENT;
         for (int i = 0; i < 100 && lfd < 0; i++) {
-                lfd = open_memfd(pvt_vm(&plat, "vm2")->pid, "pvd-vumem-lane");
+                lfd = pvt_open_emu_object(pvt_vm(&plat, "vm2")->pid, "pvd-vumem-lane");
                 if (lfd < 0)
                         usleep(10000);
         }

@@ -773,6 +773,22 @@ static long lane_allocs(void)
         return strtol(k + strlen("\"lane_allocs\": "), NULL, 10);
 }
 
+/* Until vm2's pvd no longer lists a master session on vogl0 (a session's
+ * destroy closes its connection and returns; the server VM learns of it
+ * a moment later). */
+static bool wait_master_gone(void)
+{
+        char out[16384], err[4096];
+        const char *argv[] = { getenv("PVCTL_BIN"), "stat", "vumem", "--json", NULL };
+        for (int i = 0; i < 500; i++) {
+                if (pvt_run(&plat, "vm2", argv, out, sizeof(out), err, sizeof(err), 5000) == 0 &&
+                    !strstr(out, "\"kind\": \"master\""))
+                        return true;
+                usleep(10000);
+        }
+        return false;
+}
+
 /* Allocations on the session's lane: pvd counts each, keeps the master
  * rule, knows the buffer at once (another session accesses it), and a
  * session with the lane off goes through pvd with the same results. */
@@ -806,6 +822,7 @@ static void test_lane(void)
         CU_ASSERT_EQUAL(lane_allocs(), l0 + 9);
         CU_ASSERT_EQUAL(vumemBufferFree(x), 0);
         CU_ASSERT_EQUAL(vumemSessionDestroy(m), 0);
+        CU_ASSERT(wait_master_gone());
         CU_ASSERT_EQUAL(alloc(s, TA_POOL, 4096, 0x42, &x), 0);
         CU_ASSERT_EQUAL(lane_allocs(), l0 + 10);
         CU_ASSERT_EQUAL(vumemBufferFree(x), 0);

@@ -56,11 +56,9 @@ static int session_from_reply(VrpqSession *s, struct pv_msg *r)
         }
         s->base = p;
         pv_msg_close_fds(r);
-        const struct vrpq_region_hdr *h = p;
-        if (shm_read32(&h->magic) != VRPQ_MAGIC || shm_read32(&h->version) != VRPQ_VERSION ||
-            shm_read32(&h->reqs) != reqs || shm_read64(&h->pmem_size) != pmem ||
-            shm_read64(&h->pmem_off) != s->lay.pmem_off)
-                return pvc_error(-EPROTO, "%s: the VRPQ memory has a bad header (magic, version or sizes)", s->dev);
+        /* The geometry is pvd's answer, never the memory's header: other
+         * programs may write that memory where the hypervisor cannot give
+         * each session its own. */
         return 0;
 bad:
         pv_msg_close_fds(r);

@@ -30,88 +30,17 @@
 #include "conn.h"
 #include "pv/vumem-server.h"
 #include "pvc-spin.h"
-#include "vumem-proto.h"
+#include "vumem-int.h"
 
 #define LANE_SPIN_US 50     /* PVCLIENT_VUMEM_SPIN_US: polling the lanes before sleeping */
 #define LANE_IDLE_MS 100    /* no lane request for this long: sleep without polling */
-
-struct srv_mem {
-        uint32_t key;               /* pvd's name for it: answers name key and offset */
-        uint8_t *vaddr;
-        size_t size;                /* bytes that may be handed out */
-        size_t map_len;             /* mapped (pages) */
-        struct srv_mem *next;
-};
-
-/* A request pvd answers, on the connection pvd also pushes requests on:
- * whoever reads the socket (this thread, or one in vumemReceive) hands the
- * answer over here. */
-struct srv_call {
-        uint32_t seq;
-        bool done;
-        int diag;
-        uint64_t key, off, size, flags;
-        int fd;
-        char msg[256];
-};
-
-/* A request read while waiting for an answer, kept for vumemReceive. */
-struct srv_backlog {
-        VumemReq req;
-        struct srv_backlog *next;
-};
-
-struct srv_out {
-        uint32_t req;
-        uint32_t cmd;
-        /* a lane request */
-        bool lane;
-        uint32_t slot, gen, seq;
-        uint64_t sid;
-        struct vumem_srv_resv resv;
-        struct srv_out *next;
-};
-
-struct srv_lane {
-        struct vumem_lane *lane;
-        uint32_t slot, gen;
-        uint64_t sid;
-        bool master;
-        char vm[36];
-        uint32_t seen;              /* the last request seq taken */
-        bool one_kernel;            /* the CPU hints compare (pvd says) */
-        bool busy;                  /* a request of it awaits vumemRespond */
-};
-
-struct VumemServer {
-        struct pv_conn *conn;
-        pthread_mutex_t rx;         /* one receiver */
-        pthread_mutex_t lock;       /* memory table, unanswered requests, sends, call, backlog */
-        pthread_mutex_t call_mu;    /* one call at a time */
-        pthread_cond_t call_cv;     /* its answer came */
-        struct srv_call *call;      /* the call waiting for its answer (under lock) */
-        struct srv_backlog *backlog, **backlog_tail; /* under lock */
-        uint32_t credit;            /* requests pvd may still push (under rx) */
-        struct srv_mem *mems;
-        struct srv_out *out;
-        /* lanes (under lock) */
-        struct vumem_srv_shm *shm;
-        struct srv_lane *lanes[VUMEM_SESSIONS_MAX];
-        uint16_t act[VUMEM_SESSIONS_MAX]; /* slots with a lane */
-        unsigned nact, next_scan;
-        uint32_t log_prod, lane_req;
-        uint64_t lane_seen_ns;      /* when a lane last brought a request */
-        int last_slot;              /* the lane that did (-1: none yet) */
-        uint64_t spin_ns;
-        char buf[8192];             /* under rx */
-};
 
 static size_t page_size(void)
 {
         return (size_t)sysconf(_SC_PAGESIZE);
 }
 
-static uint32_t new_seq(struct pv_conn *c)
+uint32_t vsrv_new_seq(struct pv_conn *c)
 {
         pthread_mutex_lock(&c->lock);
         uint32_t seq = ++c->seq;
@@ -259,197 +188,13 @@ static int gone(VumemServer *v)
 
 #define CREDIT_ASK  32  /* credit asked for when it runs low */
 
-/* ---- lanes ----------------------------------------------------------------- */
-
-static void post(VumemServer *v, struct pv_msg *m)
+void vsrv_post(VumemServer *v, struct pv_msg *m)
 {
-        pv_msg_set_u(m, PV_K_SEQ, new_seq(v->conn));
+        pv_msg_set_u(m, PV_K_SEQ, vsrv_new_seq(v->conn));
         pv_msg_send(v->conn->fd, m); /* a failure shows at the next receive */
 }
 
-static void lane_drop(VumemServer *v, unsigned k)
-{
-        struct srv_lane *l = v->lanes[v->act[k]];
-        v->lanes[v->act[k]] = NULL;
-        v->act[k] = v->act[--v->nact];
-        munmap(l->lane, VUMEM_LANE_SIZE);
-        free(l);
-}
 
-/* VUMEM_OP_LANE: a session's lane (under lock). */
-static void lane_add(VumemServer *v, struct pv_msg *m)
-{
-        uint64_t slot, gen, sid, off, master = 0, flags = 0;
-        const void *name;
-        uint32_t nlen = 0;
-        if (!v->shm || m->nfds != 1 || pv_msg_get_u(m, PV_K_ID, &slot) < 0 || slot >= VUMEM_SESSIONS_MAX ||
-            pv_msg_get_u(m, PV_K_GEN, &gen) < 0 || gen > 0x3fffffffu || pv_msg_get_u(m, PV_K_TOKEN, &sid) < 0 ||
-            pv_msg_get_u(m, PV_K_OFFSET, &off) < 0)
-                return;
-        pv_msg_get_u(m, PV_K_STATE, &master);
-        pv_msg_get_u(m, PV_K_FLAGS, &flags);
-        void *p;
-        if (pvc_map(m->fds[0], off, VUMEM_LANE_SIZE, &p) < 0)
-                return;
-        struct srv_lane *l = calloc(1, sizeof(*l));
-        if (!l) {
-                munmap(p, VUMEM_LANE_SIZE);
-                return;
-        }
-        for (unsigned k = 0; k < v->nact; k++)
-                if (v->act[k] == slot) {
-                        lane_drop(v, k);
-                        break;
-                }
-        l->lane = p;
-        l->slot = (uint32_t)slot;
-        l->gen = (uint32_t)gen;
-        l->sid = sid;
-        l->master = master != 0;
-        l->one_kernel = flags & VUMEM_LANE_ONE_KERNEL;
-        if (pv_msg_get_b(m, PV_K_NAME, &name, &nlen) == 0)
-                vumem_text_copy(l->vm, sizeof(l->vm), name, nlen);
-        v->lanes[slot] = l;
-        v->act[v->nact++] = (uint16_t)slot;
-}
-
-static void lane_answer(VumemServer *v, struct srv_lane *l, const struct vumem_lane_ans *a)
-{
-        struct vumem_lane *lane = l->lane;
-        memcpy(&lane->ans, a, sizeof(*a));
-        if (l->one_kernel)
-                ring_store_relaxed(&lane->srv_cpu, pvc_cpu_hint());
-        ring_store_release(&lane->ans_seq, a->seq);
-        ring_full_fence();
-        if (ring_load_relaxed(&lane->clt_sleep)) {
-                struct pv_msg m;
-                pv_msg_init(&m, VUMEM_OP_KICK);
-                pv_msg_set_u(&m, PV_K_TOKEN, l->sid);
-                post(v, &m);
-        }
-}
-
-static void lane_refuse(VumemServer *v, struct srv_lane *l, uint32_t seq, uint32_t status, int diag,
-                        const char *text)
-{
-        struct vumem_lane_ans a;
-        memset(&a, 0, sizeof(a));
-        a.seq = seq;
-        a.status = status;
-        a.diag = diag;
-        if (text)
-                snprintf(a.msg, sizeof(a.msg), "%s", text);
-        lane_answer(v, l, &a);
-}
-
-/* Take one reservation of pvd's; nudge pvd when half is left (pvd may be slow to run
- * when the programs of both sides keep the CPUs busy). */
-static bool resv_take(VumemServer *v, struct vumem_srv_resv *out)
-{
-        struct vumem_srv_shm *shm = v->shm;
-        for (;;) {
-                uint32_t cons = ring_load_acquire(&shm->resv_cons);
-                uint32_t prod = ring_load_acquire(&shm->resv_prod);
-                if (cons == prod || prod - cons > VUMEM_RESV_RING)
-                        break;
-                const struct vumem_srv_resv *e = &shm->resv[cons % VUMEM_RESV_RING];
-                struct vumem_srv_resv r = { .id = atomic_load_explicit(PV_A64(&e->id), memory_order_relaxed),
-                                            .handle = ring_load_relaxed(&e->handle) };
-                if (!ring_cas(&shm->resv_cons, cons, cons + 1))
-                        continue;
-                *out = r;
-                if (prod - cons - 1 != VUMEM_RESV_RING / 2)
-                        return true;
-                struct pv_msg m;
-                pv_msg_init(&m, VUMEM_OP_NUDGE);
-                post(v, &m);
-                return true;
-        }
-        struct pv_msg m;
-        pv_msg_init(&m, VUMEM_OP_NUDGE);
-        post(v, &m);
-        return false;
-}
-
-/* A request waiting on a lane, into req (under lock). 1 if one, else 0. */
-static int lane_scan(VumemServer *v, VumemReq *req)
-{
-        for (unsigned n = 0; n < v->nact; n++) {
-                unsigned k = (v->next_scan + n) % v->nact;
-                struct srv_lane *l = v->lanes[v->act[k]];
-                uint32_t word = ring_load_acquire(&v->shm->slots[l->slot]);
-                if (word >> 2 != l->gen || (word & 3) == VUMEM_SLOT_FREE) {
-                        lane_drop(v, k); /* the session ended */
-                        n--;
-                        if (!v->nact)
-                                return 0;
-                        continue;
-                }
-                if (l->busy)
-                        continue;
-                uint32_t seq = ring_load_acquire(&l->lane->req_seq);
-                if (seq == l->seen)
-                        continue;
-                l->seen = seq;
-                uint32_t asize = ring_load_relaxed(&l->lane->req.alloc_size);
-                if (asize > VUMEM_ALLOC_MAX) {
-                        lane_refuse(v, l, seq, VUMEM_LANE_DONE, -EPROTO, "a lane request with too many alloc bytes");
-                        continue;
-                }
-                struct vumem_srv_resv r;
-                if ((word & 3) != VUMEM_SLOT_ALLOC || !resv_take(v, &r)) {
-                        lane_refuse(v, l, seq, VUMEM_LANE_SLOW, 0, NULL);
-                        continue;
-                }
-                struct srv_out *o = calloc(1, sizeof(*o));
-                if (!o) {
-                        lane_refuse(v, l, seq, VUMEM_LANE_SLOW, 0, NULL);
-                        /* the reservation comes back through the log */
-                        struct vumem_srv_log e = { .session = l->sid, .id = r.id, .handle = r.handle, .diag = -ENOMEM };
-                        memcpy(&v->shm->log[v->log_prod % VUMEM_LOG_RING], &e, sizeof(e));
-                        ring_store_release(&v->shm->log_prod, ++v->log_prod);
-                        continue;
-                }
-                memset(req, 0, sizeof(*req));
-                v->lane_req = (v->lane_req + 1) & ~VUMEM_LANE_REQ_BIT;
-                req->header.cmd = VUMEM_CMD_BUFFER_ALLOC;
-                req->header.reqId = VUMEM_LANE_REQ_BIT | v->lane_req;
-                req->header.sessionId = l->sid;
-                req->header.master = l->master;
-                memcpy(req->header.clientVm, l->vm, sizeof(req->header.clientVm));
-                memcpy(req->bufferAlloc.alloc, l->lane->req.alloc, asize);
-                req->bufferAlloc.allocSize = asize;
-                *o = (struct srv_out){ .req = req->header.reqId, .cmd = VUMEM_CMD_BUFFER_ALLOC, .lane = true,
-                                       .slot = l->slot, .gen = l->gen, .seq = seq, .sid = l->sid, .resv = r,
-                                       .next = v->out };
-                v->out = o;
-                l->busy = true;
-                v->next_scan = k + 1;
-                v->last_slot = (int)l->slot;
-                return 1;
-        }
-        return 0;
-}
-
-/* On the lane that last brought a request: publish our CPU hint, *mine,
- * and return the client's (under lock; 0: unknown). */
-static uint32_t lane_peer_cpu(VumemServer *v, uint32_t *mine)
-{
-        struct srv_lane *l = v->last_slot >= 0 ? v->lanes[v->last_slot] : NULL;
-        if (!l || !l->one_kernel)
-                return 0;
-        *mine = pvc_cpu_hint();
-        ring_store_relaxed(&l->lane->srv_cpu, *mine);
-        return ring_load_relaxed(&l->lane->clt_cpu);
-}
-
-static void lanes_sleep(VumemServer *v, uint32_t on)
-{
-        for (unsigned k = 0; k < v->nact; k++)
-                ring_store_relaxed(&v->lanes[v->act[k]]->lane->srv_sleep, on);
-}
-
-/* The call waiting ends with diag (the connection failed). */
 static void call_fail(VumemServer *v, int diag)
 {
         pthread_mutex_lock(&v->lock);
@@ -520,7 +265,7 @@ static int sock_take(VumemServer *v, VumemReq *req)
                 }
                 if (op == VUMEM_OP_LANE) {
                         pthread_mutex_lock(&v->lock);
-                        lane_add(v, &m);
+                        vsrv_lane_add(v, &m);
                         pthread_mutex_unlock(&v->lock);
                 }
                 if (op != VUMEM_OP_REQUEST) {
@@ -576,7 +321,7 @@ static int srv_call(VumemServer *v, struct pv_msg *req, struct srv_call *c)
         pthread_mutex_lock(&v->call_mu);
         memset(c, 0, sizeof(*c));
         c->fd = -1;
-        c->seq = new_seq(v->conn);
+        c->seq = vsrv_new_seq(v->conn);
         pv_msg_set_u(req, PV_K_SEQ, c->seq);
         pthread_mutex_lock(&v->lock);
         v->call = c;
@@ -626,7 +371,7 @@ static int receive_locked(VumemServer *v, VumemReq *req, int timeout_ms)
         if (v->credit < CREDIT_ASK / 2) {
                 struct pv_msg m;
                 pv_msg_init(&m, VUMEM_OP_NEXT);
-                pv_msg_set_u(&m, PV_K_SEQ, new_seq(v->conn));
+                pv_msg_set_u(&m, PV_K_SEQ, vsrv_new_seq(v->conn));
                 pv_msg_set_u(&m, PV_K_COUNT, CREDIT_ASK - v->credit);
                 int rc = pv_msg_send(v->conn->fd, &m);
                 if (rc == -EPIPE || rc == -ECONNRESET)
@@ -650,10 +395,10 @@ static int receive_locked(VumemServer *v, VumemReq *req, int timeout_ms)
                 bool burst = iter % 64 == 63 || iter == 0;
                 uint32_t my_cpu = 0, peer_cpu = 0;
                 pthread_mutex_lock(&v->lock);
-                int got = v->nact ? lane_scan(v, req) : 0;
+                int got = v->nact ? vsrv_lane_scan(v, req) : 0;
                 bool lanes = v->nact != 0 && busy;
                 if (!got && lanes && burst)
-                        peer_cpu = lane_peer_cpu(v, &my_cpu);
+                        peer_cpu = vsrv_lane_peer_cpu(v, &my_cpu);
                 pthread_mutex_unlock(&v->lock);
                 if (got) {
                         v->lane_seen_ns = pvc_now_ns();
@@ -671,9 +416,9 @@ static int receive_locked(VumemServer *v, VumemReq *req, int timeout_ms)
                 /* Sleep: say so on every lane, then look once more (a
                  * client that posted before seeing it kicks no one). */
                 pthread_mutex_lock(&v->lock);
-                lanes_sleep(v, 1);
+                vsrv_lanes_sleep(v, 1);
                 ring_full_fence();
-                got = v->nact ? lane_scan(v, req) : 0;
+                got = v->nact ? vsrv_lane_scan(v, req) : 0;
                 pthread_mutex_unlock(&v->lock);
                 if (!got) {
                         int wait = deadline == UINT64_MAX ? -1
@@ -683,7 +428,7 @@ static int receive_locked(VumemServer *v, VumemReq *req, int timeout_ms)
                         int n = poll(&pf, 1, wait);
                         int e = errno;
                         pthread_mutex_lock(&v->lock);
-                        lanes_sleep(v, 0);
+                        vsrv_lanes_sleep(v, 0);
                         pthread_mutex_unlock(&v->lock);
                         if (n < 0 && e == EINTR)
                                 return pvc_error(-EINTR, "%s: interrupted by a signal", v->conn->name);
@@ -702,7 +447,7 @@ static int receive_locked(VumemServer *v, VumemReq *req, int timeout_ms)
                         continue;
                 }
                 pthread_mutex_lock(&v->lock);
-                lanes_sleep(v, 0);
+                vsrv_lanes_sleep(v, 0);
                 pthread_mutex_unlock(&v->lock);
                 v->lane_seen_ns = pvc_now_ns();
                 return 0;
@@ -725,7 +470,7 @@ int vumemReceive(VumemServer *v, VumemReq *req)
         return vumemReceiveTimeout(v, req, -1);
 }
 
-static struct srv_mem *mem_containing(VumemServer *v, const void *p, size_t size)
+struct srv_mem *vsrv_mem_containing(VumemServer *v, const void *p, size_t size)
 {
         uintptr_t a = (uintptr_t)p;
         for (struct srv_mem *m = v->mems; m; m = m->next) {
@@ -738,67 +483,13 @@ static struct srv_mem *mem_containing(VumemServer *v, const void *p, size_t size
 
 static int send_respond(VumemServer *v, struct pv_msg *m)
 {
-        pv_msg_set_u(m, PV_K_SEQ, new_seq(v->conn));
+        pv_msg_set_u(m, PV_K_SEQ, vsrv_new_seq(v->conn));
         int rc = pv_msg_send(v->conn->fd, m);
         if (rc == -EPIPE || rc == -ECONNRESET)
                 return gone(v);
         if (rc < 0)
                 return pvc_error(rc, "%s: cannot send to pvd: %s", v->conn->name, strerror(-rc));
         return 0;
-}
-
-/* The answer to a lane request: the log entry for pvd first, then the
- * answer on the lane (under lock). */
-static int respond_lane(VumemServer *v, const struct srv_out *o, VumemResp *resp)
-{
-        struct vumem_lane_ans a;
-        memset(&a, 0, sizeof(a));
-        a.seq = o->seq;
-        a.status = VUMEM_LANE_DONE;
-        int rc = 0;
-        const void *vaddr = resp->bufferAlloc.vaddr;
-        size_t size = resp->bufferAlloc.size;
-        struct srv_mem *mem = NULL;
-        if (resp->diag > 0 || resp->diag < -4095) {
-                a.diag = -EINVAL;
-                snprintf(a.msg, sizeof(a.msg), "the server program answered with an invalid diag");
-                rc = pvc_error(-EINVAL, "vumemRespond: diag %d is not 0 or a negative errno", resp->diag);
-        } else if (resp->diag < 0) {
-                a.diag = resp->diag;
-        } else if (!size || resp->bufferAlloc.allocSize > VUMEM_ALLOC_MAX) {
-                a.diag = -EINVAL;
-                snprintf(a.msg, sizeof(a.msg), "the server answered with size %zu and allocSize %u (size must be > "
-                         "0, allocSize <= %d)", size, resp->bufferAlloc.allocSize, VUMEM_ALLOC_MAX);
-                rc = pvc_error(-EINVAL, "vumemRespond: %s", a.msg);
-        } else if (!(mem = mem_containing(v, vaddr, size))) {
-                a.diag = -EFAULT;
-                snprintf(a.msg, sizeof(a.msg), "the server answered with memory VUMEM cannot share: %p (%zu bytes) "
-                         "is not inside memory of vumemServerMemAlloc or vumemServerFdRegister (malloc or stack "
-                         "memory cannot be shared)", vaddr, size);
-                rc = pvc_error(-EFAULT, "vumemRespond: %s", a.msg);
-        }
-        struct vumem_srv_log e = { .session = o->sid, .id = o->resv.id, .handle = o->resv.handle, .diag = a.diag };
-        if (a.diag == 0) {
-                e.key = mem->key;
-                e.offset = (uint64_t)((const uint8_t *)vaddr - mem->vaddr);
-                e.size = size;
-                e.vaddr = (uint64_t)(uintptr_t)vaddr;
-                a.handle = o->resv.handle;
-                a.id = o->resv.id;
-                a.key = mem->key;
-                a.offset = e.offset;
-                a.size = size;
-                a.alloc_size = resp->bufferAlloc.allocSize;
-                memcpy(a.alloc, resp->bufferAlloc.alloc, a.alloc_size);
-        }
-        memcpy(&v->shm->log[v->log_prod % VUMEM_LOG_RING], &e, sizeof(e));
-        ring_store_release(&v->shm->log_prod, ++v->log_prod);
-        struct srv_lane *l = v->lanes[o->slot];
-        if (l && l->gen == o->gen) {
-                l->busy = false;
-                lane_answer(v, l, &a);
-        }
-        return rc;
 }
 
 int vumemRespond(VumemServer *v, VumemResp *resp)
@@ -822,7 +513,7 @@ int vumemRespond(VumemServer *v, VumemResp *resp)
         }
         uint32_t cmd = o->cmd;
         if (o->lane) {
-                rc = respond_lane(v, o, resp);
+                rc = vsrv_respond_lane(v, o, resp);
                 free(o);
                 goto out;
         }
@@ -848,7 +539,7 @@ int vumemRespond(VumemServer *v, VumemResp *resp)
         const void *vaddr = resp->bufferAlloc.vaddr;
         size_t size = resp->bufferAlloc.size;
         struct srv_mem *mem = size && resp->bufferAlloc.allocSize <= VUMEM_ALLOC_MAX
-                                      ? mem_containing(v, vaddr, size) : NULL;
+                                      ? vsrv_mem_containing(v, vaddr, size) : NULL;
         if (!mem) {
                 char text[VUMEM_MSG_TEXT];
                 if (!size || resp->bufferAlloc.allocSize > VUMEM_ALLOC_MAX)
@@ -890,7 +581,7 @@ static int mem_add(VumemServer *v, uint32_t key, void *p, size_t size, size_t ma
                 pv_msg_init(&r, VUMEM_OP_UNREGISTER);
                 pv_msg_set_u(&r, PV_K_VALUE, key);
                 pthread_mutex_lock(&v->lock);
-                post(v, &r);
+                vsrv_post(v, &r);
                 pthread_mutex_unlock(&v->lock);
                 return pvc_error(-ENOMEM, "out of memory");
         }
@@ -941,7 +632,7 @@ int vumemServerMemAlloc(VumemServer *v, size_t size, void **vaddr)
                 pv_msg_init(&r, VUMEM_OP_UNREGISTER);
                 pv_msg_set_u(&r, PV_K_VALUE, c.key);
                 pthread_mutex_lock(&v->lock);
-                post(v, &r);
+                vsrv_post(v, &r);
                 pthread_mutex_unlock(&v->lock);
                 return pvc_error(rc, "vumemServerMemAlloc: cannot map the %llu bytes pvd gave: %s",
                                  (unsigned long long)c.size, strerror(-rc));
@@ -999,7 +690,7 @@ int vumemServerMemFree(VumemServer *v, void *vaddr)
                 struct pv_msg r;
                 pv_msg_init(&r, VUMEM_OP_UNREGISTER);
                 pv_msg_set_u(&r, PV_K_VALUE, m->key);
-                post(v, &r);
+                vsrv_post(v, &r);
         }
         pthread_mutex_unlock(&v->lock);
         if (!m)

@@ -26,52 +26,13 @@
 #include "conn.h"
 #include "pv/vumem.h"
 #include "pvc-spin.h"
-#include "vumem-proto.h"
+#include "vumem-int.h"
 
 #define ANSWER_CAP 8192
 #define LANE_SPIN_US 50
 #define OBJ_CACHE 64        /* memory objects whose fd a session keeps */
 
-struct lane_obj {
-        uint64_t key;
-        uint64_t off, size;         /* the object: size bytes at off of fd */
-        int fd;
-        bool dmabuf;
-};
-
-typedef struct VumemBuffer VumemBuffer;
-
-struct VumemSession {
-        struct pv_conn *conn;
-        pthread_mutex_t lock;       /* the buffer list */
-        bool master;
-        atomic_bool reset;
-        struct VumemBuffer *bufs;
-        /* the lane */
-        struct vumem_lane *lane;
-        bool lane_broken;           /* a corrupt answer: through pvd from now on */
-        bool one_kernel;            /* the lane's CPU hints compare (our pvd says) */
-        pthread_mutex_t lane_lock;  /* one request on it at a time */
-        uint32_t lane_seq;
-        uint64_t spin_ns;
-        struct lane_obj objs[OBJ_CACHE]; /* under lock */
-        unsigned nobjs, obj_next;
-};
-
-struct VumemBuffer {
-        VumemSession *s;
-        uint32_t handle;
-        uint64_t id;
-        uint64_t size;
-        uint64_t off, len;          /* the mapping: offset in fd, length */
-        uint64_t pgoff;             /* the buffer's start in the mapping */
-        int fd;
-        bool dmabuf;
-        void *base;                 /* mapped, or NULL */
-        struct VumemBuffer *next, **pprev;
-};
-
-static int call(VumemSession *s, struct pv_msg *req, struct pv_msg *resp, void *buf)
+int pvc_vumem_call(VumemSession *s, struct pv_msg *req, struct pv_msg *resp, void *buf)
 {
         if (atomic_load(&s->reset))
                 return pvc_error(-ECONNRESET, "%s: this session is over (its server or the vlink went away); "
@@ -184,7 +145,7 @@ int vumemSessionDestroy(VumemSession *s)
         return rc;
 }
 
-static void buffer_link(VumemSession *s, VumemBuffer *b)
+void pvc_vumem_buffer_link(VumemSession *s, VumemBuffer *b)
 {
         pthread_mutex_lock(&s->lock);
         b->next = s->bufs;
@@ -223,241 +184,7 @@ static int buffer_from(VumemSession *s, struct pv_msg *resp, VumemBufferHd *out)
         b->dmabuf = flags & VUMEM_BUF_DMABUF;
         b->fd = resp->fds[0];
         resp->fds[0] = -1;
-        buffer_link(s, b);
-        *out = b;
-        return 0;
-}
-
-/* ---- the lane --------------------------------------------------------------------- */
-
-static int lane_reset(VumemSession *s, const char *why)
-{
-        atomic_store(&s->reset, true);
-        return pvc_error(-ECONNRESET, "%s: %s", s->conn->name,
-                         why ? why : "the VUMEM server program went away; this session is over (mapped buffers "
-                                     "stay valid until unmapped)");
-}
-
-/* Read what pvd sent while we wait: wake-ups, or the end of the session.
- * 0, or -ECONNRESET. */
-static int lane_read_conn(VumemSession *s)
-{
-        if (pthread_mutex_trylock(&s->conn->lock) != 0) {
-                /* A call of another thread reads it (and skips wake-ups). */
-                usleep(100);
-                return 0;
-        }
-        int rc = 0;
-        for (;;) {
-                struct pv_msg m;
-                char buf[1024];
-                int n = pv_msg_recv(s->conn->fd, &m, buf, sizeof(buf), MSG_DONTWAIT);
-                if (n == -EAGAIN)
-                        break;
-                if (n == -EINTR)
-                        continue;
-                if (n < 0) {
-                        rc = lane_reset(s, n == -ECONNRESET ? NULL : "bad message from pvd");
-                        break;
-                }
-                pv_msg_close_fds(&m);
-                if (pv_msg_op(&m) == PV_OP_NONE || (pv_msg_op(&m) == VUMEM_OP_WAKE && pv_msg_diag(&m) < 0)) {
-                        char text[256];
-                        rc = lane_reset(s, pv_msg_get_str(&m, PV_K_MSG, text, sizeof(text)) == 0 ? text : NULL);
-                        break;
-                }
-        }
-        pthread_mutex_unlock(&s->conn->lock);
-        return rc;
-}
-
-/* Wait for the lane's answer to seq: poll, then sleep on the connection. */
-static int lane_wait(VumemSession *s, uint32_t seq)
-{
-        struct vumem_lane *lane = s->lane;
-        uint64_t t0 = pvc_now_ns(), spin_until = t0 + s->spin_ns;
-        for (unsigned iter = 0;; iter++) {
-                if (ring_load_acquire(&lane->ans_seq) == seq)
-                        return 0;
-                if (ring_load_relaxed(&lane->dead) || atomic_load(&s->reset)) {
-                        /* pvd's last words say why, when it sent them. */
-                        int rc = lane_read_conn(s);
-                        return rc < 0 ? rc : lane_reset(s, NULL);
-                }
-                if (iter % 64) {
-                        pvc_cpu_relax();
-                        continue;
-                }
-                uint64_t now = pvc_now_ns();
-                if (now < spin_until) {
-                        uint32_t my_cpu = 0, peer_cpu = 0;
-                        if (s->one_kernel) {
-                                my_cpu = pvc_cpu_hint();
-                                ring_store_relaxed(&lane->clt_cpu, my_cpu);
-                                peer_cpu = ring_load_relaxed(&lane->srv_cpu);
-                        }
-                        pvc_spin_yield_to(now - t0, my_cpu, peer_cpu);
-                        continue;
-                }
-                ring_store_relaxed(&lane->clt_sleep, 1);
-                ring_full_fence();
-                if (ring_load_acquire(&lane->ans_seq) != seq) {
-                        struct pollfd pf = { .fd = s->conn->fd, .events = POLLIN };
-                        int n = poll(&pf, 1, 100);
-                        if (n > 0 && (pf.revents & (POLLHUP | POLLERR)) && !(pf.revents & POLLIN)) {
-                                ring_store_relaxed(&lane->clt_sleep, 0);
-                                return lane_reset(s, NULL);
-                        }
-                        if (n > 0) {
-                                int rc = lane_read_conn(s);
-                                if (rc < 0) {
-                                        ring_store_relaxed(&lane->clt_sleep, 0);
-                                        return rc;
-                                }
-                        }
-                }
-                ring_store_relaxed(&lane->clt_sleep, 0);
-                t0 = pvc_now_ns();
-                spin_until = t0 + s->spin_ns;
-        }
-}
-
-/* The fd of memory object key, fetched once (under nothing; takes lock). */
-static int lane_obj(VumemSession *s, uint64_t key, struct lane_obj *out)
-{
-        pthread_mutex_lock(&s->lock);
-        for (unsigned i = 0; i < s->nobjs; i++)
-                if (s->objs[i].key == key) {
-                        *out = s->objs[i];
-                        pthread_mutex_unlock(&s->lock);
-                        return 0;
-                }
-        pthread_mutex_unlock(&s->lock);
-        struct pv_msg req, resp;
-        char buf[ANSWER_CAP];
-        pv_msg_init(&req, VUMEM_OP_OBJECT);
-        pv_msg_set_u(&req, PV_K_VALUE, key);
-        int rc = call(s, &req, &resp, buf);
-        if (rc < 0)
-                return rc;
-        uint64_t size = 0, off = 0, flags = 0;
-        if (resp.nfds != 1 || pv_msg_get_u(&resp, PV_K_SIZE, &size) < 0 || pv_msg_get_u(&resp, PV_K_OFFSET, &off) < 0 ||
-            (pv_msg_has(&resp, PV_K_FLAGS) && pv_msg_get_u(&resp, PV_K_FLAGS, &flags) < 0)) {
-                pv_msg_close_fds(&resp);
-                return pvc_error(-EPROTO, "%s: malformed memory object answer from pvd", s->conn->name);
-        }
-        struct lane_obj o = { .key = key, .off = off, .size = size, .fd = resp.fds[0],
-                              .dmabuf = flags & VUMEM_BUF_DMABUF };
-        pthread_mutex_lock(&s->lock);
-        if (s->nobjs < OBJ_CACHE) {
-                s->objs[s->nobjs++] = o;
-        } else {
-                /* The oldest goes (its buffers hold their own fds). */
-                close(s->objs[s->obj_next].fd);
-                s->objs[s->obj_next] = o;
-                s->obj_next = (s->obj_next + 1) % OBJ_CACHE;
-        }
-        pthread_mutex_unlock(&s->lock);
-        *out = o;
-        return 0;
-}
-
-static void lane_note_free(VumemSession *s, uint32_t handle, uint64_t size, bool keep)
-{
-        struct pv_msg m;
-        pv_msg_init(&m, VUMEM_OP_NOTE);
-        pv_msg_set_u(&m, PV_K_ID, handle);
-        pv_msg_set_u(&m, PV_K_SIZE, size);
-        if (pvc_conn_post(s->conn, &m) == -ECONNRESET)
-                atomic_store(&s->reset, true);
-        if (keep)
-                return;
-        pv_msg_init(&m, VUMEM_OP_FREE);
-        pv_msg_set_u(&m, PV_K_ID, handle);
-        pv_msg_set_u(&m, PV_K_FLAGS, VUMEM_FREE_NOREPLY);
-        pvc_conn_post(s->conn, &m);
-}
-
-/* An ALLOC on the lane: 1 if it must go through pvd, else 0 or -errno. */
-static int lane_alloc(VumemSession *s, void *alloc, size_t allocSize, VumemBufferHd *out)
-{
-        if (!s->lane || s->lane_broken || atomic_load(&s->reset) || pthread_mutex_trylock(&s->lane_lock) != 0)
-                return 1;
-        struct vumem_lane *lane = s->lane;
-        uint32_t seq = ++s->lane_seq;
-        if (!seq)
-                seq = ++s->lane_seq;
-        if (allocSize)
-                memcpy(lane->req.alloc, alloc, allocSize);
-        ring_store_relaxed(&lane->req.alloc_size, (uint32_t)allocSize);
-        ring_store_release(&lane->req_seq, seq);
-        ring_full_fence();
-        if (ring_load_relaxed(&lane->srv_sleep)) {
-                struct pv_msg m;
-                pv_msg_init(&m, VUMEM_OP_KICK);
-                if (pvc_conn_post(s->conn, &m) == -ECONNRESET)
-                        atomic_store(&s->reset, true);
-        }
-        int rc = lane_wait(s, seq);
-        struct vumem_lane_ans a;
-        if (rc == 0)
-                memcpy(&a, (const void *)&lane->ans, sizeof(a)); /* once: the server VM may rewrite it */
-        pthread_mutex_unlock(&s->lane_lock);
-        if (rc < 0)
-                return rc;
-        if (a.seq != seq || a.status > VUMEM_LANE_SLOW) {
-                s->lane_broken = true;
-                return pvc_error(-EPROTO, "%s: corrupt answer on the session's lane (request %u, answer %u); "
-                                 "the session's allocations go through pvd from now on", s->conn->name, seq, a.seq);
-        }
-        if (a.status == VUMEM_LANE_SLOW)
-                return 1;
-        if (a.diag > 0 || a.diag < -4095)
-                return pvc_error(-EPROTO, "%s: the server VM answered with a bad diag %d", s->conn->name, a.diag);
-        if (a.diag < 0) {
-                char text[VUMEM_MSG_TEXT];
-                vumem_text_copy(text, sizeof(text), a.msg, sizeof(a.msg));
-                return pvc_error(a.diag, "%s: the server program refused the allocation: %s", s->conn->name,
-                                 text[0] ? text : strerror(-a.diag));
-        }
-        if (!a.handle || !a.size || a.alloc_size > VUMEM_ALLOC_MAX || a.size > (1ull << 48))
-                return pvc_error(-EPROTO, "%s: malformed lane answer (handle %u, size %llu)", s->conn->name,
-                                 a.handle, (unsigned long long)a.size);
-        struct lane_obj o = { .fd = -1 };
-        rc = lane_obj(s, a.key, &o);
-        if (rc == -ENOENT)
-                rc = pvc_error(-EPROTO, "%s: the lane answer names memory object %llu, which the server VM does "
-                               "not know", s->conn->name, (unsigned long long)a.key);
-        size_t pg = (size_t)sysconf(_SC_PAGESIZE);
-        uint64_t map_off = a.offset / pg * pg, pgoff = a.offset - map_off;
-        uint64_t map_len = (pgoff + a.size + pg - 1) / pg * pg;
-        if (rc == 0 && (map_off > o.size || map_len > o.size - map_off || map_len > SIZE_MAX))
-                rc = pvc_error(-EPROTO, "%s: the lane answer names bytes [%llu, +%llu) outside its memory object "
-                               "(%llu bytes)", s->conn->name, (unsigned long long)a.offset,
-                               (unsigned long long)a.size, (unsigned long long)o.size);
-        VumemBuffer *b = rc == 0 ? calloc(1, sizeof(*b)) : NULL;
-        if (rc == 0 && !b)
-                rc = pvc_error(-ENOMEM, "out of memory");
-        if (b && (b->fd = fcntl(o.fd, F_DUPFD_CLOEXEC, 0)) < 0) {
-                rc = pvc_error(-errno, "%s: dup: %s", s->conn->name, strerror(errno));
-                free(b);
-        }
-        if (rc < 0) {
-                lane_note_free(s, a.handle, a.size, false); /* what pvd made of it goes */
-                return rc;
-        }
-        b->s = s;
-        b->handle = a.handle;
-        b->id = a.id;
-        b->size = a.size;
-        b->off = o.off + map_off;
-        b->len = map_len;
-        b->pgoff = pgoff;
-        b->dmabuf = o.dmabuf;
-        if (allocSize)
-                memcpy(alloc, a.alloc, a.alloc_size < allocSize ? a.alloc_size : allocSize);
-        lane_note_free(s, a.handle, a.size, true);
-        buffer_link(s, b);
+        pvc_vumem_buffer_link(s, b);
         *out = b;
         return 0;
 }
@@ -470,14 +197,14 @@ int vumemBufferAlloc(VumemSession *s, void *alloc, size_t allocSize, VumemBuffer
         if (allocSize > VUMEM_ALLOC_MAX)
                 return pvc_error(-EINVAL, "vumemBufferAlloc: allocSize %zu is over VUMEM_ALLOC_MAX (%d)", allocSize,
                                  VUMEM_ALLOC_MAX);
-        int rc = lane_alloc(s, alloc, allocSize, bufferHd);
+        int rc = pvc_vumem_lane_alloc(s, alloc, allocSize, bufferHd);
         if (rc <= 0)
                 return rc;
         struct pv_msg req, resp;
         char buf[ANSWER_CAP];
         pv_msg_init(&req, VUMEM_OP_ALLOC);
         pv_msg_set_b(&req, PV_K_DATA, allocSize ? alloc : "", (uint32_t)allocSize);
-        rc = call(s, &req, &resp, buf);
+        rc = pvc_vumem_call(s, &req, &resp, buf);
         if (rc < 0)
                 return rc;
         const void *data;
@@ -496,7 +223,7 @@ int vumemBufferAccess(VumemSession *s, nku64_f id, VumemBufferHd *bufferHd)
         char buf[ANSWER_CAP];
         pv_msg_init(&req, VUMEM_OP_ACCESS);
         pv_msg_set_u(&req, PV_K_VALUE, id);
-        int rc = call(s, &req, &resp, buf);
+        int rc = pvc_vumem_call(s, &req, &resp, buf);
         if (rc < 0)
                 return rc;
         return buffer_from(s, &resp, bufferHd);

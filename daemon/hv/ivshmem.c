@@ -33,6 +33,7 @@
 #include "hv.h"
 #include "id-table.h"
 #include "ivshmem-heap.h"
+#include "ivshmem-int.h"
 #include "ivshmem-pci.h"
 #include "ivshmem-sock.h"
 #include "pv-atomic.h"
@@ -42,68 +43,7 @@
 
 #define IVS_RETRY_MS     200
 #define IVS_STORM_RINGS  200000 /* doorbells a second before the vlink is reset */
-#define IVS_MAX_GRANTS   65536
 #define IVS_DEFAULT_DIR  "/run/pvhv"
-
-/* The heartbeat is a thread of its own: it says "this pvd lives", which a
- * loop that the scheduler keeps waiting (a busy host) must not silence. It
- * only ever writes the heartbeat words of attached vlinks. */
-struct ivs_global {
-        char dir[PVD_DIR_MAX];
-        bool guest;                 /* the PCI face */
-        pthread_t beat;
-        pthread_mutex_t lock;
-        pthread_cond_t cv;
-        bool beating, stop;
-        uint64_t *beats[256];       /* the heartbeat words of attached vlinks */
-};
-
-struct ivs_link;
-
-/* A program xIRQ: this side's eventfd of bit `bit`. */
-struct ivs_xirq {
-        struct ivs_link *l;
-        unsigned bit;
-        int fd;                     /* -1: free */
-        bool mine;                  /* allocated by this side (else the peer's) */
-        bool tx;                    /* this side's programs signal through it (watched) */
-        struct pvd_watch *relay;    /* tx: the watch that relays to the peer */
-};
-
-struct ivs_link {
-        struct pvd_vlink *vl;
-        int side, other;
-        char path[108];
-        struct ivsock *sock;        /* the host face */
-        struct ivpci *pci;          /* the guest face */
-        struct pvd_watch *sock_w, *vec_w[PV_IVSHM_VECTORS];
-        uv_timer_t timer;           /* connect retry, heartbeat, deferred work */
-        uint8_t *mem;
-        uint64_t mem_size;
-        dev_t mem_dev;              /* the memory's identity: a grant must be of it */
-        ino_t mem_ino;
-        struct pv_ivshm_hdr lay;    /* what the memory must look like (our own computation) */
-        struct pv_ivshm_side *own, *peer_area;
-        uint32_t gen;               /* server: the generation it made; client: the one it joined */
-        uint32_t incarnation;       /* ours, chosen when we attach */
-        uint32_t peer_inc;          /* the peer's incarnation we are ON with */
-        uint32_t own_st, own_gen;   /* what we last wrote in our area */
-        uint64_t peer_beat;
-        uint64_t peer_beat_ms;
-        bool redo;                  /* look at the state again from the timer */
-        struct ivs_heap heap;
-        struct id_table own_grant, peer_grant;
-        struct ivs_xirq xirq[PV_IVSHM_XIRQS];
-        uint64_t rings_window_ms, rings_in_window;
-        uint32_t next_grant;
-        uint64_t connects, rings_sent, rings_recv, grants_tx, grants_rx;
-        char last_err[160];
-};
-
-static struct ivs_link *ivs(struct pvd_vlink *vl)
-{
-        return vl->hv;
-}
 
 /* ---- the two faces: what differs between a host process and a guest ----------- */
 
@@ -112,7 +52,7 @@ static bool joined(const struct ivs_link *l)
         return l->pci || (l->sock && ivsock_ready(l->sock));
 }
 
-static int face_mem_fd(const struct ivs_link *l)
+int ivs_mem_fd(const struct ivs_link *l)
 {
         return l->pci ? ivpci_mem_fd(l->pci) : ivsock_mem_fd(l->sock);
 }
@@ -182,8 +122,7 @@ static void beat_set(struct ivs_link *l, uint64_t *w)
         pthread_mutex_unlock(&g->lock);
 }
 
-static void ivs_log_once(struct ivs_link *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void ivs_log_once(struct ivs_link *l, const char *fmt, ...)
+void ivs_log_once(struct ivs_link *l, const char *fmt, ...)
 {
         char buf[sizeof(l->last_err)];
         va_list ap;
@@ -209,7 +148,7 @@ static uint32_t peer_id(struct ivs_link *l)
         return id;
 }
 
-static int ring(struct ivs_link *l, unsigned vec)
+int ivs_ring(struct ivs_link *l, unsigned vec)
 {
         uint32_t id = peer_id(l);
         if (!id)
@@ -254,15 +193,7 @@ static void forget(struct ivs_link *l)
 {
         id_table_clear(&l->own_grant);
         id_table_clear(&l->peer_grant);
-        for (unsigned b = 0; b < PV_IVSHM_XIRQS; b++) {
-                struct ivs_xirq *x = &l->xirq[b];
-                pvd_watch_close(x->relay); /* its own duplicate */
-                if (x->fd >= 0)
-                        close(x->fd);
-                *x = (struct ivs_xirq){ .l = l, .bit = b, .fd = -1 };
-        }
-        for (unsigned w = 0; l->own && w < PV_IVSHM_XIRQS / 64; w++)
-                atomic_exchange_explicit(PV_A64(&l->own->xirq_pending[w]), 0, memory_order_acq_rel);
+        ivs_xirqs_clear(l);
 }
 
 /* The vlink leaves ON (or its handshake stops): say so to the peer. */
@@ -278,7 +209,7 @@ static void go_down(struct ivs_link *l, const char *why)
         }
         forget(l);
         l->rings_in_window = 0; /* a new generation starts with a clean count */
-        if (l->own && ring(l, PV_IVSHM_VEC_LINK) < 0)
+        if (l->own && ivs_ring(l, PV_IVSHM_VEC_LINK) < 0)
                 (void)0; /* the peer is not there: it finds OFF when it comes */
         schedule(l, 0);
 }
@@ -294,7 +225,7 @@ static void make_ready(struct ivs_link *l)
         l->gen = (l->gen + 1) ? l->gen + 1 : 1;
         own_state(l, PV_IVSHM_READY, l->gen);
         pvd_vlink_set_state(vl, PV_VLINK_RESET);
-        ring(l, PV_IVSHM_VEC_LINK);
+        ivs_ring(l, PV_IVSHM_VEC_LINK);
 }
 
 /* What the peer's area says, read once. */
@@ -386,7 +317,7 @@ static void evaluate(struct ivs_link *l)
         l->peer_beat = p.beat;
         l->peer_beat_ms = uv_now(vl->pvd->loop);
         own_state(l, PV_IVSHM_ON, l->gen);
-        ring(l, PV_IVSHM_VEC_LINK);
+        ivs_ring(l, PV_IVSHM_VEC_LINK);
         l->connects++;
         l->last_err[0] = 0;
         pvd_vlink_set_state(vl, PV_VLINK_ON);
@@ -435,7 +366,7 @@ static int attach_memory(struct ivs_link *l)
                              "the same platform file?", (unsigned long long)size, (unsigned long long)l->lay.size);
                 return -EPROTO;
         }
-        void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, face_mem_fd(l), 0);
+        void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, ivs_mem_fd(l), 0);
         if (p == MAP_FAILED)
                 return -errno;
         struct pv_ivshm_hdr h;
@@ -451,7 +382,7 @@ static int attach_memory(struct ivs_link *l)
                 return -EPROTO;
         }
         struct stat st;
-        if (fstat(face_mem_fd(l), &st) < 0) {
+        if (fstat(ivs_mem_fd(l), &st) < 0) {
                 munmap(p, size);
                 return -errno;
         }
@@ -461,7 +392,7 @@ static int attach_memory(struct ivs_link *l)
         l->mem_ino = st.st_ino;
         l->own = (struct pv_ivshm_side *)(l->mem + l->lay.side[l->side].offset);
         l->peer_area = (struct pv_ivshm_side *)(l->mem + l->lay.side[l->other].offset);
-        int fd = face_mem_fd(l);
+        int fd = ivs_mem_fd(l);
         for (int r = 0; r < PV_REGION_COUNT; r++)
                 vl->region[r] = l->lay.region[r].size
                                         ? (struct pvd_region){ .base = l->mem + l->lay.region[r].offset,
@@ -576,22 +507,6 @@ static void schedule(struct ivs_link *l, uint64_t ms)
 
 /* ---- doorbells in ------------------------------------------------------------------------- */
 
-static void xirqs_in(struct ivs_link *l)
-{
-        for (unsigned w = 0; w < PV_IVSHM_XIRQS / 64; w++) {
-                uint64_t bits = atomic_exchange_explicit(PV_A64(&l->own->xirq_pending[w]), 0, memory_order_acq_rel);
-                while (bits) {
-                        unsigned b = w * 64 + (unsigned)__builtin_ctzll(bits);
-                        bits &= bits - 1;
-                        struct ivs_xirq *x = &l->xirq[b];
-                        uint64_t one = 1;
-                        /* A bit we do not know, or one of ours to send: ignored. */
-                        if (x->fd >= 0 && !x->tx && write(x->fd, &one, sizeof(one)) < 0)
-                                (void)0;
-                }
-        }
-}
-
 static void vec_cb(struct pvd_watch *w, int status, int events, void *arg)
 {
         struct ivs_link *l = arg;
@@ -604,7 +519,7 @@ static void vec_cb(struct pvd_watch *w, int status, int events, void *arg)
         }
         if (w == l->vec_w[PV_IVSHM_VEC_XIRQ]) {
                 if (l->vl->state == PV_VLINK_ON)
-                        xirqs_in(l);
+                        ivs_xirqs_in(l);
                 return;
         }
         ring_exchange(&l->own->causes, 0);
@@ -772,219 +687,7 @@ static int ivs_notify(struct pvd_vlink *vl)
         if (!l->own || !joined(l))
                 return -ENOTCONN;
         atomic_fetch_or_explicit(PV_A32(&l->peer_area->causes), PV_IVSHM_CAUSE_RING, memory_order_release);
-        return ring(l, PV_IVSHM_VEC_LINK);
-}
-
-/* ---- program xIRQs --------------------------------------------------------------------------- */
-
-/* A tx xIRQ's program wrote its eventfd: set its bit on the peer's side. */
-static void relay_cb(struct pvd_watch *w, int status, int events, void *arg)
-{
-        struct ivs_xirq *x = arg;
-        struct ivs_link *l = x->l;
-        uint64_t v;
-        if (read(pvd_watch_fd(w), &v, sizeof(v)) < 0 || l->vl->state != PV_VLINK_ON)
-                return;
-        uint64_t bit = 1ull << (x->bit % 64);
-        uint64_t was = atomic_fetch_or_explicit(PV_A64(&l->peer_area->xirq_pending[x->bit / 64]), bit,
-                                                memory_order_acq_rel);
-        if (!(was & bit))
-                ring(l, PV_IVSHM_VEC_XIRQ);
-}
-
-/* This side's end of xIRQ bit b, used as dir. */
-static int xirq_make(struct ivs_link *l, unsigned b, unsigned dir, bool mine)
-{
-        int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        if (fd < 0)
-                return -errno;
-        struct ivs_xirq *x = &l->xirq[b];
-        *x = (struct ivs_xirq){ .l = l, .bit = b, .fd = fd, .mine = mine, .tx = dir == HV_XIRQ_TX };
-        if (x->tx) {
-                /* The watch reads a duplicate: the programs keep the fd. */
-                int wfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-                x->relay = wfd >= 0 ? pvd_watch_new(l->vl->pvd->loop, wfd, UV_READABLE, relay_cb, x) : NULL;
-                if (!x->relay) {
-                        close(fd);
-                        *x = (struct ivs_xirq){ .l = l, .bit = b, .fd = -1 };
-                        return -ENOMEM;
-                }
-        }
-        return 0;
-}
-
-static void xirq_drop(struct ivs_link *l, unsigned b)
-{
-        struct ivs_xirq *x = &l->xirq[b];
-        pvd_watch_close(x->relay);
-        if (x->fd >= 0)
-                close(x->fd);
-        *x = (struct ivs_xirq){ .l = l, .bit = b, .fd = -1 };
-}
-
-static int ivs_xirq_alloc(struct pvd_vlink *vl, unsigned dir, uint32_t *id, int *fd)
-{
-        struct ivs_link *l = ivs(vl);
-        unsigned base = PV_IVSHM_XIRQ_BASE(l->side), b = base;
-        while (b < base + PV_IVSHM_XIRQS / 2 && l->xirq[b].fd >= 0)
-                b++;
-        if (b == base + PV_IVSHM_XIRQS / 2)
-                return -ENOSPC;
-        int rc = xirq_make(l, b, dir, true);
-        if (rc < 0)
-                return rc;
-        struct pv_ivshm_ann a = { .id = b + 1, .bit = b, .dir = dir };
-        rc = pvd_vlink_send_hv(vl, PV_IVSHM_ANN_XIRQ_NEW, &a, sizeof(a));
-        if (rc < 0) {
-                xirq_drop(l, b);
-                return rc;
-        }
-        *id = b + 1;
-        *fd = l->xirq[b].fd;
-        return 0;
-}
-
-static int ivs_xirq_get(struct pvd_vlink *vl, uint32_t id, int *fd)
-{
-        struct ivs_link *l = ivs(vl);
-        unsigned base = PV_IVSHM_XIRQ_BASE(l->other);
-        if (id < base + 1 || id > base + PV_IVSHM_XIRQS / 2 || l->xirq[id - 1].fd < 0 || l->xirq[id - 1].mine)
-                return -ENOENT;
-        *fd = l->xirq[id - 1].fd;
-        return 0;
-}
-
-static void ivs_xirq_free(struct pvd_vlink *vl, uint32_t id)
-{
-        struct ivs_link *l = ivs(vl);
-        if (!l)
-                return;
-        unsigned base = PV_IVSHM_XIRQ_BASE(l->side);
-        if (id < base + 1 || id > base + PV_IVSHM_XIRQS / 2 || l->xirq[id - 1].fd < 0)
-                return;
-        xirq_drop(l, id - 1);
-        struct pv_ivshm_ann a = { .id = id };
-        pvd_vlink_send_hv(vl, PV_IVSHM_ANN_XIRQ_FREE, &a, sizeof(a));
-}
-
-/* ---- memory ----------------------------------------------------------------------------------- */
-
-static int ivs_mem_alloc(struct pvd_vlink *vl, uint64_t size, const char *name, struct hv_mem *out)
-{
-        struct ivs_link *l = ivs(vl);
-        if (!l->mem)
-                return -ENOTCONN;
-        uint64_t off;
-        int rc = ivs_heap_alloc(&l->heap, size, &off);
-        if (rc < 0)
-                return rc;
-        uint64_t len = ivs_heap_round(size);
-        int fd = fcntl(face_mem_fd(l), F_DUPFD_CLOEXEC, 0);
-        if (fd < 0) {
-                ivs_heap_free(&l->heap, off, len);
-                return -errno;
-        }
-        memset(l->mem + off, 0, len);
-        *out = (struct hv_mem){ .fd = fd, .offset = off, .size = len, .id = (uint32_t)(off / PV_IVSHM_PAGE) };
-        return 0;
-}
-
-static void ivs_mem_free(struct pvd_vlink *vl, struct hv_mem *m)
-{
-        struct ivs_link *l = vl ? ivs(vl) : NULL;
-        if (l && l->mem)
-                ivs_heap_free(&l->heap, m->offset, m->size);
-        close(m->fd);
-        m->fd = -1;
-}
-
-static bool in_span(const struct pv_ivshm_span *s, uint64_t off, uint64_t len)
-{
-        return len && off >= s->offset && off - s->offset <= s->size && len <= s->size - (off - s->offset);
-}
-
-static int ivs_grant(struct pvd_vlink *vl, const struct hv_mem *m, uint64_t off, uint64_t len, uint32_t *gref)
-{
-        struct ivs_link *l = ivs(vl);
-        /* Only our own heap of this vlink's memory can be granted (another
-         * vlink's has the same layout: its fd tells them apart). */
-        struct stat st;
-        if (m->flags & HV_MEM_FOREIGN || !in_span(&l->lay.heap[l->side], m->offset + off, len) ||
-            (m->offset + off) % PV_IVSHM_PAGE || len % PV_IVSHM_PAGE || fstat(m->fd, &st) < 0 ||
-            st.st_dev != l->mem_dev || st.st_ino != l->mem_ino)
-                return -EOPNOTSUPP;
-        if (l->own_grant.n >= IVS_MAX_GRANTS)
-                return -ENOSPC;
-        uint32_t id;
-        do
-                id = ++l->next_grant;
-        while (!id || id_table_find(&l->own_grant, id));
-        struct pv_ivshm_ann a = { .id = id, .offset = m->offset + off, .size = len };
-        int rc = pvd_vlink_send_hv(vl, PV_IVSHM_ANN_GRANT_NEW, &a, sizeof(a));
-        if (rc == 0)
-                rc = id_table_add(&l->own_grant, &(struct id_ent){ .id = id, .fd = -1, .offset = a.offset,
-                                                                   .size = len });
-        if (rc < 0)
-                return rc;
-        l->grants_tx++;
-        *gref = id;
-        return 0;
-}
-
-static int ivs_grant_get(struct pvd_vlink *vl, uint32_t gref, struct hv_mem *out)
-{
-        struct ivs_link *l = ivs(vl);
-        struct id_ent *e = id_table_find(&l->peer_grant, gref);
-        if (!e || !l->mem)
-                return -ENOENT;
-        *out = (struct hv_mem){ .fd = face_mem_fd(l), .offset = e->offset, .size = e->size, .id = gref };
-        return 0;
-}
-
-static void ivs_grant_revoke(struct pvd_vlink *vl, uint32_t gref)
-{
-        struct ivs_link *l = ivs(vl);
-        if (!l || !id_table_del(&l->own_grant, gref))
-                return;
-        struct pv_ivshm_ann a = { .id = gref };
-        pvd_vlink_send_hv(vl, PV_IVSHM_ANN_GRANT_REVOKE, &a, sizeof(a));
-}
-
-/* An announcement of the peer's backend, in ring order. */
-static int ivs_ring_msg(struct pvd_vlink *vl, uint32_t type, const void *msg, uint32_t len)
-{
-        struct ivs_link *l = ivs(vl);
-        struct pv_ivshm_ann a;
-        if (len != sizeof(a))
-                return -EPROTO;
-        memcpy(&a, msg, sizeof(a));
-        unsigned base = PV_IVSHM_XIRQ_BASE(l->other);
-        switch (type) {
-        case PV_IVSHM_ANN_GRANT_NEW:
-                if (!in_span(&l->lay.heap[l->other], a.offset, a.size) || a.offset % PV_IVSHM_PAGE ||
-                    a.size % PV_IVSHM_PAGE || l->peer_grant.n >= IVS_MAX_GRANTS) {
-                        ivs_log_once(l, "the peer granted %llu bytes at %llu, outside its heap",
-                                     (unsigned long long)a.size, (unsigned long long)a.offset);
-                        return -EPROTO;
-                }
-                l->grants_rx++;
-                return id_table_add(&l->peer_grant, &(struct id_ent){ .id = a.id, .fd = -1, .offset = a.offset,
-                                                                      .size = a.size }) < 0 ? -EPROTO : 0;
-        case PV_IVSHM_ANN_GRANT_REVOKE:
-                id_table_del(&l->peer_grant, a.id);
-                return 0;
-        case PV_IVSHM_ANN_XIRQ_NEW:
-                if (a.bit < base || a.bit >= base + PV_IVSHM_XIRQS / 2 || a.id != a.bit + 1 ||
-                    (a.dir != HV_XIRQ_TX && a.dir != HV_XIRQ_RX) || l->xirq[a.bit].fd >= 0)
-                        return -EPROTO;
-                /* Our end is used the other way. */
-                return xirq_make(l, a.bit, a.dir == HV_XIRQ_TX ? HV_XIRQ_RX : HV_XIRQ_TX, false) < 0 ? -EPROTO : 0;
-        case PV_IVSHM_ANN_XIRQ_FREE:
-                if (a.id >= base + 1 && a.id <= base + PV_IVSHM_XIRQS / 2 && !l->xirq[a.id - 1].mine)
-                        xirq_drop(l, a.id - 1);
-                return 0;
-        }
-        return -EPROTO;
+        return ivs_ring(l, PV_IVSHM_VEC_LINK);
 }
 
 /* ---- status ----------------------------------------------------------------------------------- */

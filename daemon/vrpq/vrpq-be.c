@@ -96,6 +96,7 @@ static void sess_try_free(struct vrpq_sess *s)
         if (s->conn || s->chans || s->chan_waiters || !(s->local_dead || s->peer_dead))
                 return;
         vrpq_sess_unlink(s);
+        vrpq_sess_mem_drop(s->v, s);
         free(s->info);
         free(s);
 }
@@ -198,7 +199,7 @@ static void bind_session(struct vrpq_vlink *v, struct vrpq_sess *s, struct vrpq_
         pv_msg_set_u(&m, PV_K_TOKEN, s->token);
         if (s->info_len)
                 pv_msg_set_b(&m, PV_K_INFO, s->info, s->info_len);
-        vrpq_reply_region(v, &m);
+        vrpq_reply_region(v, s, &m);
         if (pvd_conn_send(w->c, &m) < 0)
                 return; /* the program is gone: its close comes next */
         s->accepted = true;
@@ -400,6 +401,16 @@ static void on_sess_open(struct vrpq_vlink *v, const struct vrpq_m_open *o)
         s->peer_pid = o->pid;
         memcpy(s->peer_comm, o->comm, VRPQ_COMM_MAX);
         s->peer_comm[VRPQ_COMM_MAX] = 0;
+        int rc = vrpq_sess_mem_make(v, s);
+        if (rc < 0) {
+                char why[VRPQ_ERR_MAX];
+                snprintf(why, sizeof(why), "vlink %s: no memory for the session's rings and PMEM (%s)", LINK(v),
+                         strerror(-rc));
+                free(s->info);
+                free(s);
+                send_err(v, VRPQ_M_SESS_ERR, o->sid, 0, rc == -ENOMEM ? -ENOMEM : -ENOSPC, why);
+                return;
+        }
         /* Appended: accepts take sessions in the order they came. */
         struct vrpq_sess **p = &v->sessions;
         while (*p)
@@ -407,7 +418,7 @@ static void on_sess_open(struct vrpq_vlink *v, const struct vrpq_m_open *o)
         *p = s;
         v->nsess++;
         v->sessions_total++;
-        vrpq_send_id(v, VRPQ_M_SESS_OK, s->sid, 0);
+        vrpq_send_id(v, VRPQ_M_SESS_OK, s->sid, s->gref); /* cid: the session memory's grant */
         match_sessions(v);
 }
 
@@ -583,6 +594,7 @@ void vrpq_srv_down(struct vrpq_vlink *v)
                 fail_chan_waiters(s, "the vlink to the client VM went down");
                 vrpq_conn_detach(s->conn);
                 v->sessions = s->next;
+                vrpq_sess_mem_drop(v, s);
                 free(s->info);
                 free(s);
         }

@@ -18,6 +18,7 @@ static void sess_try_free(struct vrpq_sess *s)
         if (s->conn || s->waiting || s->chans)
                 return;
         vrpq_sess_unlink(s);
+        vrpq_sess_mem_drop(s->v, s);
         free(s);
 }
 
@@ -240,9 +241,13 @@ void vrpq_clt_conn_close(struct vrpq_conn *vc)
 
 /* ---- the server end's messages -------------------------------------------------------------- */
 
-static void on_sess_ok(struct vrpq_vlink *v, struct vrpq_sess *s)
+static void on_sess_ok(struct vrpq_vlink *v, struct vrpq_sess *s, uint32_t gref)
 {
         s->waiting = false;
+        if (vrpq_sess_mem_take(v, s, gref) < 0) {
+                pvd_vlink_fail(v->vl, "vrpq: the server granted session %u memory that is not its session's", s->sid);
+                return;
+        }
         struct vrpq_conn *vc = s->conn;
         if (!vc) {
                 sess_try_free(s);
@@ -252,7 +257,7 @@ static void on_sess_ok(struct vrpq_vlink *v, struct vrpq_sess *s)
         vrpq_reply_init(&m, vc);
         pv_msg_set_u(&m, PV_K_ID, s->sid);
         pv_msg_set_u(&m, PV_K_TOKEN, s->token);
-        vrpq_reply_region(v, &m);
+        vrpq_reply_region(v, s, &m);
         vc->kind = VC_SESS;
         pv_info("%s: session %u of %s[%d] open to %s", vrpq_node_name(vc), s->sid, vc->c->comm,
                 (int)vc->c->cred.pid, v->vl->peer_vm);
@@ -324,7 +329,7 @@ void vrpq_clt_msg(struct vrpq_vlink *v, uint32_t type, const void *msg, uint32_t
         case VRPQ_M_SESS_OK:
                 if (len != sizeof(*id) || !(s = vrpq_sess_find(v, id->sid)) || !s->waiting)
                         break;
-                on_sess_ok(v, s);
+                on_sess_ok(v, s, id->cid);
                 return;
         case VRPQ_M_SESS_ERR: {
                 const struct vrpq_m_err *e = msg;
@@ -404,6 +409,7 @@ void vrpq_clt_down(struct vrpq_vlink *v)
                                             vrpq_node_name(s->conn), v->vl->peer_vm);
                 vrpq_conn_detach(s->conn);
                 v->sessions = s->next;
+                vrpq_sess_mem_drop(v, s);
                 free(s);
         }
         v->nsess = v->nchan = 0;

@@ -109,6 +109,14 @@ struct vrpq_sess {
         char peer_comm[VRPQ_COMM_MAX + 1];
         uint32_t local_pid;
         char local_comm[32];
+        /* The session's own memory, where the backend keeps each memory
+         * object to whom it is handed (HV_CAP_SLICE): the region's layout,
+         * for this session's channels only, so that a program that
+         * scribbles there harms its own sessions only. base NULL: the
+         * session's channels live in the vlink's VRPQ region. */
+        void *base;
+        struct hv_mem mem;              /* server end: made here; client end: the grant's (fd borrowed) */
+        uint32_t gref;                  /* server end: granted to the client VM */
 };
 
 struct vrpq_vlink {
@@ -144,8 +152,18 @@ void vrpq_conn_detach(struct vrpq_conn *vc);
 /* Answer the request waiting on vc with diag and a sentence, or with m. */
 void vrpq_conn_reply_err(struct vrpq_conn *vc, int diag, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void vrpq_reply_init(struct pv_msg *m, const struct vrpq_conn *vc);
-/* Fill a reply with the region: layout keys and its memfd. */
-void vrpq_reply_region(struct vrpq_vlink *v, struct pv_msg *m);
+/* Fill a reply with the session's memory: layout keys, its fd and offset. */
+void vrpq_reply_region(struct vrpq_vlink *v, const struct vrpq_sess *s, struct pv_msg *m);
+/* Write the layout's header at base (the region, or a session's memory). */
+void vrpq_region_hdr_write(void *base, const struct vrpq_layout *l);
+/* Server end: the session's own memory, where the backend slices (0 with
+ * nothing made elsewhere). -errno. */
+int vrpq_sess_mem_make(struct vrpq_vlink *v, struct vrpq_sess *s);
+/* Client end: map the session memory of grant gref (0: the region). */
+int vrpq_sess_mem_take(struct vrpq_vlink *v, struct vrpq_sess *s, uint32_t gref);
+/* Either end: the session is freed: its memory goes (programs keep their
+ * mappings). */
+void vrpq_sess_mem_drop(struct vrpq_vlink *v, struct vrpq_sess *s);
 int vrpq_send(struct vrpq_vlink *v, uint32_t type, const void *msg, uint32_t len);
 void vrpq_send_id(struct vrpq_vlink *v, uint32_t type, uint32_t sid, uint32_t cid);
 struct vrpq_sess *vrpq_sess_find(struct vrpq_vlink *v, uint32_t sid);

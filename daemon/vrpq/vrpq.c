@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -23,11 +24,10 @@ static size_t vrpq_region_size(const struct pv_vlink_cfg *cfg)
         return l.size;
 }
 
-static void vrpq_region_init(struct pvd_vlink *vl)
+void vrpq_region_hdr_write(void *base, const struct vrpq_layout *lay)
 {
-        struct vrpq_layout l;
-        vrpq_layout_init(&l, vl->cfg->vrpq_reqs, vl->cfg->vrpq_pmem);
-        struct vrpq_region_hdr *h = vl->region[PV_REGION_VRPQ].base;
+        const struct vrpq_layout l = *lay;
+        struct vrpq_region_hdr *h = base;
         h->magic = VRPQ_MAGIC;
         h->version = VRPQ_VERSION;
         h->reqs = l.reqs;
@@ -38,6 +38,72 @@ static void vrpq_region_init(struct pvd_vlink *vl)
         h->pool_off = l.pool_off;
         h->pmem_off = l.pmem_off;
         h->pmem_size = l.pmem_size;
+}
+
+static void vrpq_region_init(struct pvd_vlink *vl)
+{
+        struct vrpq_layout l;
+        vrpq_layout_init(&l, vl->cfg->vrpq_reqs, vl->cfg->vrpq_pmem);
+        vrpq_region_hdr_write(vl->region[PV_REGION_VRPQ].base, &l);
+}
+
+/* ---- a session's own memory ------------------------------------------------------------ */
+
+int vrpq_sess_mem_make(struct vrpq_vlink *v, struct vrpq_sess *s)
+{
+        s->mem.fd = -1;
+        if (!(pvd_hv_caps(v->vl->pvd) & HV_CAP_SLICE))
+                return 0;
+        char name[64];
+        snprintf(name, sizeof(name), "pvd-vrpq-session-%u", s->sid);
+        int rc = pvd_mem_alloc(v->vl, v->lay.size, name, &s->mem);
+        if (rc < 0)
+                return rc;
+        void *p = mmap(NULL, v->lay.size, PROT_READ | PROT_WRITE, MAP_SHARED, s->mem.fd, (off_t)s->mem.offset);
+        if (p == MAP_FAILED) {
+                rc = -errno;
+                pvd_mem_free(v->vl->pvd, v->vl, &s->mem);
+                return rc;
+        }
+        vrpq_region_hdr_write(p, &v->lay);
+        rc = pvd_grant(v->vl, &s->mem, 0, s->mem.size, &s->gref);
+        if (rc < 0) {
+                munmap(p, v->lay.size);
+                pvd_mem_free(v->vl->pvd, v->vl, &s->mem);
+                return rc;
+        }
+        s->base = p;
+        return 0;
+}
+
+int vrpq_sess_mem_take(struct vrpq_vlink *v, struct vrpq_sess *s, uint32_t gref)
+{
+        s->mem.fd = -1;
+        if (!gref)
+                return 0;
+        struct hv_mem g;
+        if (pvd_grant_get(v->vl, gref, &g) < 0 || g.size < v->lay.size)
+                return -EPROTO;
+        void *p = mmap(NULL, v->lay.size, PROT_READ | PROT_WRITE, MAP_SHARED, g.fd, (off_t)g.offset);
+        if (p == MAP_FAILED)
+                return -errno;
+        s->base = p;
+        s->mem = g;
+        s->mem.fd = -1; /* the backend's, until the grant goes: not ours to close */
+        s->mem.size = v->lay.size;
+        return 0;
+}
+
+void vrpq_sess_mem_drop(struct vrpq_vlink *v, struct vrpq_sess *s)
+{
+        if (!s->base)
+                return;
+        munmap(s->base, v->lay.size);
+        s->base = NULL;
+        if (s->gref)
+                pvd_grant_revoke(v->vl, s->gref);
+        s->gref = 0;
+        pvd_mem_free(v->vl->pvd, v->vl, &s->mem);
 }
 
 static int vrpq_attach(struct pvd_vlink *vl)
@@ -143,7 +209,7 @@ const char *vrpq_node_name(const struct vrpq_conn *vc)
 
 struct vrpq_chan_hdr *vrpq_hdr(struct vrpq_vlink *v, const struct vrpq_chan *ch)
 {
-        void *base = v->vl->region[PV_REGION_VRPQ].base;
+        void *base = ch->s->base ? ch->s->base : v->vl->region[PV_REGION_VRPQ].base;
         if (!base || !ch->has_geom)
                 return NULL;
         return vrpq_chan_hdr_at(base, &v->lay, ch->g.hdr_index);
@@ -204,11 +270,19 @@ void vrpq_conn_reply_err(struct vrpq_conn *vc, int diag, const char *fmt, ...)
         pvd_conn_send(vc->c, &m);
 }
 
-void vrpq_reply_region(struct vrpq_vlink *v, struct pv_msg *m)
+void vrpq_reply_region(struct vrpq_vlink *v, const struct vrpq_sess *s, struct pv_msg *m)
 {
         pv_msg_set_u(m, VRPQ_K_REQS, v->lay.reqs);
         pv_msg_set_u(m, VRPQ_K_PMEM_SIZE, v->lay.pmem_size);
         pv_msg_set_u(m, VRPQ_K_REGION_SIZE, v->lay.size);
+        if (s->base) {
+                /* Server end: our object; client end: the grant's fd. */
+                struct hv_mem g;
+                int fd = s->mem.fd >= 0 ? s->mem.fd : pvd_grant_get(v->vl, s->mem.id, &g) == 0 ? g.fd : -1;
+                pv_msg_set_u(m, PV_K_OFFSET, s->mem.offset);
+                pv_msg_add_fd(m, fd);
+                return;
+        }
         pv_msg_set_u(m, PV_K_OFFSET, v->vl->region[PV_REGION_VRPQ].offset);
         pv_msg_add_fd(m, v->vl->region[PV_REGION_VRPQ].fd);
 }

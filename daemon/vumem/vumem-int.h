@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 #include "pvd.h"
-#include "vumem-proto.h"
+#include "vumem-lane.h"
 
 #define VS_HBUCKETS 256
 
