@@ -35,7 +35,7 @@ until [ -S "$d/hv/vm2-vm3-vogl0.vm2.sock" ]; do
     sleep 0.1
 done
 "$B/daemon/pvd" --config "$B/conf/demo.dtb" --vm vm2 --runtime-dir "$d/vm2" --hv ivshmem \
-    --ivshmem-dir "$d/hv" --log-level notice 2>>"$d/vm2.log" &
+    --ivshmem-dir "$d/hv" --log-level info 2>>"$d/vm2.log" &
 pids+=($!)
 "$vm_sh" --build "$B" --vm vm3 --config "$B/conf/demo.dtb" --hv-dir "$d/hv" --serve "$d/g" \
     --log "$d/vm3-console.log" >>"$d/vm3-vmsh.log" 2>&1 &

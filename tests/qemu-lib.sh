@@ -111,7 +111,7 @@ run_in() {  # VM COMMAND...
     if is_guest "$vm"; then
         "$vm_sh" --in "$tmp/g/$vm" --timeout "$T" -- "$@"
     else
-        (cd "$tmp" && PATH="$ex:$build/client:$build/tests:$PATH" PVD_RUNTIME_DIR="$tmp/$vm" exec timeout -k 5 "$T" "$@")
+        (cd "$tmp" && PATH="$ex:$build/client:$build/tests:$PATH" PVD_RUNTIME_DIR="$tmp/$vm" exec timeout -k 30 "$T" "$@")
     fi
 }
 
@@ -122,7 +122,7 @@ run_bg() {  # VM FILE COMMAND...
     if is_guest "$vm"; then
         "$vm_sh" --in "$tmp/g/$vm" --timeout "$T" -- "$@" >"$out" 2>&1 &
     else
-        (cd "$tmp" && PATH="$ex:$build/client:$build/tests:$PATH" PVD_RUNTIME_DIR="$tmp/$vm" exec timeout -k 5 "$T" "$@") \
+        (cd "$tmp" && PATH="$ex:$build/client:$build/tests:$PATH" PVD_RUNTIME_DIR="$tmp/$vm" exec timeout -k 30 "$T" "$@") \
             >"$out" 2>&1 &
     fi
     bgp=$!
