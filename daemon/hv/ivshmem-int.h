@@ -60,6 +60,7 @@ struct ivs_link {
         uint32_t gen;               /* server: the generation it made; client: the one it joined */
         uint32_t incarnation;       /* ours, chosen when we attach */
         uint32_t peer_inc;          /* the peer's incarnation we are ON with */
+        uint32_t own_st, own_gen;   /* what we last wrote in our area */
         uint64_t peer_beat;
         uint64_t peer_beat_ms;
         bool redo;                  /* look at the state again from the timer */

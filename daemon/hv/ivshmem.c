@@ -179,6 +179,8 @@ static void schedule(struct ivs_link *l, uint64_t ms);
  * a scribble on it lasts until our next step. */
 static void own_state(struct ivs_link *l, uint32_t state, uint32_t gen)
 {
+        l->own_st = state;
+        l->own_gen = gen;
         ring_store_relaxed(&l->own->magic, PV_IVSHM_SIDE_MAGIC);
         ring_store_relaxed(&l->own->incarnation, l->incarnation);
         ring_store_relaxed(&l->own->peer_id, (uint32_t)face_own_id(l));
@@ -257,6 +259,16 @@ static void evaluate(struct ivs_link *l)
         struct pvd_vlink *vl = l->vl;
         if (!l->mem || vl->pvd->stopping)
                 return;
+        /* Our area is ours, but the peer (or any mapping of the memory)
+         * can write over it: write it again from what we know, or both
+         * sides would wait for each other forever once it stops. */
+        if (shm_read32(&l->own->magic) != PV_IVSHM_SIDE_MAGIC ||
+            shm_read32(&l->own->incarnation) != l->incarnation ||
+            shm_read32(&l->own->peer_id) != (uint32_t)face_own_id(l) || shm_read32(&l->own->gen) != l->own_gen ||
+            ring_load_acquire(&l->own->state) != l->own_st) {
+                ivs_log_once(l, "its own area in the vlink's memory was overwritten; writing it again");
+                own_state(l, l->own_st, l->own_gen);
+        }
         bool present = peer_id(l) != 0;
         struct peer_view p;
         peer_read(l, &p);

@@ -22,6 +22,10 @@
 
 /* Wait before accepting again on a socket paused for want of fds. */
 #define RESUME_MS 200
+/* Every guest of a vlink can write its header: pvhv writes it again this
+ * often, so that a pvd (re)starting in a VM that did not rejoin, a guest's,
+ * finds it whole after a scribble. pvhv writes it and never reads it. */
+#define RESTORE_MS 1000
 
 int pvhv_sock_path(const char *dir, const struct pv_vlink_cfg *cfg, const char *vm, char *buf, size_t len)
 {
@@ -174,6 +178,14 @@ void pvhv_resume_later(struct pvhv *hv)
                 uv_timer_start(&hv->resume, on_resume, RESUME_MS, 0);
 }
 
+static void on_restore(uv_timer_t *t)
+{
+        struct pvhv *hv = t->data;
+        for (unsigned i = 0; i < hv->nlinks; i++)
+                if (hv->links[i].map)
+                        pvhv_link_write_hdr(&hv->links[i]);
+}
+
 static void pvhv_stop(struct pvhv *hv)
 {
         if (hv->stopping)
@@ -184,6 +196,7 @@ static void pvhv_stop(struct pvhv *hv)
                 for (int s = 0; s < 2; s++)
                         pvhv_side_stop(&hv->links[i].side[s]);
         uv_timer_stop(&hv->resume);
+        uv_timer_stop(&hv->restore);
         for (int i = 0; i < 3; i++)
                 uv_signal_stop(&hv->sig[i]);
 }
@@ -245,6 +258,8 @@ int pvhv_run(const struct pvhv_options *opt)
         hv->loop = uv_default_loop();
         uv_timer_init(hv->loop, &hv->resume);
         hv->resume.data = hv;
+        uv_timer_init(hv->loop, &hv->restore);
+        hv->restore.data = hv;
         int signums[3] = { SIGTERM, SIGINT, SIGHUP };
         for (int i = 0; i < 3; i++) {
                 uv_signal_init(hv->loop, &hv->sig[i]);
@@ -264,6 +279,7 @@ int pvhv_run(const struct pvhv_options *opt)
         snprintf(status, sizeof(status), "READY=1\nSTATUS=serving %u vlinks in %s", hv->nlinks, hv->dir);
         pvd_sd_notify(status);
         pv_notice("serving %u vlinks (%u sockets) in %s", hv->nlinks, 2 * hv->nlinks, hv->dir);
+        uv_timer_start(&hv->restore, on_restore, RESTORE_MS, RESTORE_MS);
         uv_run(hv->loop, UV_RUN_DEFAULT);
         rc = 0;
         goto out_close;

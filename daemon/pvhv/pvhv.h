@@ -66,6 +66,7 @@ struct pvhv {
         unsigned nlinks;
         uv_signal_t sig[3];
         uv_timer_t resume;                  /* re-arms paused sockets */
+        uv_timer_t restore;                 /* rewrites the headers */
         int lock_fd;
         bool stopping;
 };
