@@ -5,7 +5,13 @@
  * A read takes the rx ring's lock, first reads what pvd already put in the
  * socket (those bytes come first), then copies from the ring, spinning a
  * little while it waits (PVCLIENT_VBPIPE_SPIN_US, 50 by default; never with
- * O_NONBLOCK or on one CPU), and gives the ring back. Whatever it still
+ * O_NONBLOCK or on one CPU), and gives the ring back. When the peer runs on
+ * another kernel (VBPIPE_INFO_REMOTE: a QEMU guest, or the host beside one)
+ * a wake-up crosses the boundary through both pvds and costs far more
+ * than a poll, and the peer runs whatever our CPUs do: the wait polls
+ * also on one CPU, for a budget learnt from the last waits (at most
+ * PVCLIENT_VBPIPE_REMOTE_SPIN_US, VBPD_REMOTE_SPIN_US by default; a poll
+ * in vain halves it, so an idle end soon stops polling). Whatever it still
  * needs then comes through the socket, pvd moving it as before: a blocking
  * read never busy-waits for long. A write copies into the tx ring when the
  * socket holds none of the program's bytes that pvd has yet to move, and
@@ -39,6 +45,7 @@
 
 #define VBPD_MAX_FD       1024
 #define VBPD_SPIN_US      50
+#define VBPD_REMOTE_SPIN_US 1000
 #define VBPD_ATOMIC_WRITE 4096   /* PIPE_BUF: such writes are never split */
 
 struct vbpd {
@@ -48,6 +55,8 @@ struct vbpd {
         int bell;
         int acc;
         bool any;                  /* flag 'a' */
+        bool remote;               /* the peer runs on another kernel (VBPIPE_INFO_REMOTE) */
+        struct pvc_spin_learn rx_learn, tx_learn;   /* remote: how long polls paid lately */
         bool rx_over, tx_over;     /* the socket said EOF / EPIPE (or an error): that way is over */
         bool tx_sent;              /* bytes went through the socket since pvd was last seen alive */
         unsigned refs;             /* the table's, plus calls in progress */
@@ -62,7 +71,7 @@ struct vbpd {
 static struct vbpd *table[VBPD_MAX_FD];
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
-static uint64_t spin_ns;
+static uint64_t spin_ns, remote_ns;
 
 static void atfork_prepare(void)
 {
@@ -84,9 +93,26 @@ static void atfork_child(void)
         pthread_mutex_unlock(&table_lock);
 }
 
+/* The longest poll for a peer on another kernel: the environment's
+ * microseconds (at most one second), else VBPD_REMOTE_SPIN_US; on one CPU
+ * too, since that peer does not need ours to run. */
+static uint64_t remote_spin_ns(void)
+{
+        unsigned long us = VBPD_REMOTE_SPIN_US;
+        const char *e = getenv("PVCLIENT_VBPIPE_REMOTE_SPIN_US");
+        if (e && *e) {
+                char *end;
+                unsigned long v = strtoul(e, &end, 10);
+                if (!*end && v <= 1000000)
+                        us = v;
+        }
+        return (uint64_t)us * 1000u;
+}
+
 static void init_once(void)
 {
         spin_ns = pvc_spin_ns("PVCLIENT_VBPIPE_SPIN_US", VBPD_SPIN_US);
+        remote_ns = remote_spin_ns();
         my_pid = (uint32_t)getpid();
         pthread_atfork(atfork_prepare, atfork_release, atfork_child);
 }
@@ -107,7 +133,7 @@ static void vbpd_unref(struct vbpd *v)
 }
 
 int vbpd_attach(int fd, int page_fd, uint64_t page_off, int mem_fd, uint64_t mem_off, int bell_fd, uint32_t ring_size,
-                int acc, bool any)
+                int acc, bool any, bool remote)
 {
         pthread_once(&once, init_once);
         int rc = -EINVAL;
@@ -141,6 +167,9 @@ int vbpd_attach(int fd, int page_fd, uint64_t page_off, int mem_fd, uint64_t mem
         v->bell = bell_fd;
         v->acc = acc;
         v->any = any;
+        v->remote = remote;
+        pvc_spin_learn_init(&v->rx_learn);
+        pvc_spin_learn_init(&v->tx_learn);
         v->refs = 1;
         v->page = d;
         v->mem = mem;
@@ -336,11 +365,38 @@ static bool nonblocking(int fd)
         return fl < 0 || (fl & O_NONBLOCK);
 }
 
+/* How long a blocking call of this end polls for the peer before it
+ * sleeps (0: not at all): a peer on this kernel gets the fixed
+ * PVCLIENT_VBPIPE_SPIN_US (none on one CPU), a remote one the learnt
+ * budget. */
+static uint64_t poll_budget(struct vbpd *v, struct pvc_spin_learn *l)
+{
+        if (!v->remote)
+                return spin_ns;
+        bool off = __atomic_load_n(&l->budget, __ATOMIC_RELAXED) == 0;
+        uint64_t b = pvc_spin_budget(l, remote_ns);
+        /* Polling stopped paying (a slow stretch of the peer's, a stream
+         * whose writer was late): its probes get the whole budget, since
+         * an answer across the boundary never comes within the short probe
+         * that suits a peer on our kernel, and polling would never resume.
+         * One wait in PVC_SPIN_PROBE: an end that waits in vain polls
+         * remote_ns / PVC_SPIN_PROBE a wait on average. */
+        return off && b ? remote_ns : b;
+}
+
+/* A poll ended: the peer answered after spun_ns, or did not. */
+static void poll_learned(struct vbpd *v, struct pvc_spin_learn *l, bool answered, uint64_t spun_ns)
+{
+        if (v->remote)
+                pvc_spin_learned(l, remote_ns, answered, spun_ns);
+}
+
 /* ---- read ------------------------------------------------------------------------ */
 
 static ssize_t ring_read(struct vbpd *v, int fd, uint8_t *buf, size_t n, int *nb)
 {
-        bool spin = false;
+        bool spin = false, learnt = false;
+        uint64_t budget = 0;
         struct vbpipe_direct_dir *d = &v->page->rx;
         struct pv_ring_hdr *h = v->rxh;
         uint32_t size = v->size, mask = size - 1;
@@ -383,6 +439,10 @@ static ssize_t ring_read(struct vbpd *v, int fd, uint8_t *buf, size_t n, int *nb
                         cons += (uint32_t)k;
                         got += k;
                         any = true;
+                        if (quiet && !learnt) {
+                                learnt = true;
+                                poll_learned(v, &v->rx_learn, true, t0 ? pvc_now_ns() - t0 : 0);
+                        }
                         ring_store_release(&d->index, cons);
                         ring_store_release(&h->cons, cons);
                         add64(&d->bytes, k);
@@ -399,7 +459,8 @@ static ssize_t ring_read(struct vbpd *v, int fd, uint8_t *buf, size_t n, int *nb
                         /* Asked only now: a read that finds its bytes never
                          * pays for it. */
                         *nb = nonblocking(fd);
-                        spin = !*nb && spin_ns;
+                        budget = *nb ? 0 : poll_budget(v, &v->rx_learn);
+                        spin = budget != 0;
                 }
                 if (!spin)
                         break;
@@ -410,10 +471,14 @@ static ssize_t ring_read(struct vbpd *v, int fd, uint8_t *buf, size_t n, int *nb
                 }
                 if ((i & 63) == 0) {
                         uint64_t t = pvc_now_ns();
-                        if (!t0)
+                        if (!t0) {
                                 t0 = t;
-                        else if (t - t0 >= spin_ns)
+                        } else if (t - t0 >= budget) {
+                                if (!learnt)
+                                        poll_learned(v, &v->rx_learn, false, t - t0);
+                                learnt = true;
                                 break;
+                        }
                         pvc_spin_yield(t - t0);   /* the peer may be queued behind us */
                 }
                 pvc_cpu_relax();
@@ -472,7 +537,8 @@ int vbpd_read(int fd, void *buf, size_t n, ssize_t *res)
 
 static size_t ring_write(struct vbpd *v, int fd, const uint8_t *buf, size_t n)
 {
-        bool spin = false, asked = false;
+        bool spin = false, asked = false, polled = false, learnt = false;
+        uint64_t budget = 0;
         struct vbpipe_direct_dir *d = &v->page->tx;
         struct pv_ring_hdr *h = v->txh;
         uint32_t size = v->size, mask = size - 1;
@@ -495,6 +561,10 @@ static size_t ring_write(struct vbpd *v, int fd, const uint8_t *buf, size_t n)
                         size_t k = n - put < room ? n - put : room;
                         uint32_t pos = prod & mask;
                         size_t first = size - pos < k ? size - pos : k;
+                        if (polled && !learnt) {
+                                learnt = true;
+                                poll_learned(v, &v->tx_learn, true, t0 ? pvc_now_ns() - t0 : 0);
+                        }
                         memcpy(v->txd + pos, buf + put, first);
                         if (k > first)
                                 memcpy(v->txd, buf + put + first, k - first);
@@ -515,16 +585,21 @@ static size_t ring_write(struct vbpd *v, int fd, const uint8_t *buf, size_t n)
                 }
                 if (!asked) {
                         asked = true;
-                        spin = !nonblocking(fd) && spin_ns;
+                        budget = nonblocking(fd) ? 0 : poll_budget(v, &v->tx_learn);
+                        spin = budget != 0;
                 }
                 if (!spin)
                         break;
+                polled = true;
                 if ((i & 63) == 0) {
                         uint64_t t = pvc_now_ns();
-                        if (!t0)
+                        if (!t0) {
                                 t0 = t;
-                        else if (t - t0 >= spin_ns)
+                        } else if (t - t0 >= budget) {
+                                if (!learnt)
+                                        poll_learned(v, &v->tx_learn, false, t - t0);
                                 break;
+                        }
                         pvc_spin_yield(t - t0);   /* the peer may be queued behind us */
                 }
                 pvc_cpu_relax();
