@@ -26,6 +26,7 @@
 #include <linux/sockios.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -269,11 +270,26 @@ static bool take_once(struct vbpipe_direct_dir *d)
  * call: wait that moment out (TAKE_WAIT_NS at most) rather than go to the
  * socket, where the bytes that follow would have to queue behind these. */
 #define TAKE_WAIT_NS 20000u
+/* On one CPU the holder runs only when we let it: pvd, caught in its
+ * event by the wake-up of ours that it caused, or another thread of ours.
+ * An end with a remote peer gives it the CPU up to this many times (on one
+ * kernel and one CPU the socket is as quick as waiting). Without that, a
+ * guest's program that woke from the socket finds the ring held at its
+ * next call, goes to the socket again and wakes pvd again, for ever. */
+#define TAKE_YIELDS 4u
 
-static bool take(struct vbpipe_direct_dir *d)
+static bool take(struct vbpd *v, struct vbpipe_direct_dir *d)
 {
         if (take_once(d))
                 return true;
+        if (!spin_ns && v->remote) {
+                for (unsigned i = 0; i < TAKE_YIELDS && ring_load_acquire(&d->ok); i++) {
+                        sched_yield();
+                        if (ring_load_relaxed(&d->lock) == VBPIPE_LOCK_FREE && take_once(d))
+                                return true;
+                }
+                return false;
+        }
         uint64_t t0 = 0;
         for (unsigned i = 1; ring_load_acquire(&d->ok) && spin_ns; i++) {
                 pvc_cpu_relax();
@@ -402,6 +418,13 @@ static ssize_t ring_read(struct vbpd *v, int fd, uint8_t *buf, size_t n, int *nb
         uint32_t size = v->size, mask = size - 1;
         size_t got = 0;
         bool any = false, kick = false, quiet = false, broken = false;
+        /* A remote peer's answer may come before the loop below starts
+         * watching (a guest's CPU is slow and the host's program polls):
+         * say at once that we watch, while polling pays, so that it needs
+         * no xIRQ, which would wake our pvd on our CPU twice. The end of
+         * the call says it again in any case, and looks for bytes left. */
+        if (v->remote && __atomic_load_n(&v->rx_learn.budget, __ATOMIC_RELAXED))
+                ring_store_relaxed(&h->cons_wait, 0);
         /* What pvd moved into the socket comes first. */
         if (ring_load_acquire(&d->sock)) {
                 ssize_t r = recv(fd, buf, n, MSG_DONTWAIT);
@@ -506,7 +529,7 @@ int vbpd_read(int fd, void *buf, size_t n, ssize_t *res)
         int nb = -1;
         bool any = v->any;
         ssize_t got = 0;
-        if (v->acc != O_WRONLY && !is_over(&v->rx_over) && take(&v->page->rx))
+        if (v->acc != O_WRONLY && !is_over(&v->rx_over) && take(v, &v->page->rx))
                 got = ring_read(v, fd, buf, n, &nb);
         else
                 nb = 1;   /* nothing from the ring: the socket answers alone, as read(2) */
@@ -620,7 +643,7 @@ int vbpd_write(int fd, const void *buf, size_t n, ssize_t *res)
         if (!v)
                 return 0;
         size_t put = 0;
-        if (v->acc != O_RDONLY && !is_over(&v->tx_over) && take(&v->page->tx)) {
+        if (v->acc != O_RDONLY && !is_over(&v->tx_over) && take(v, &v->page->tx)) {
                 /* Bytes the program wrote into the socket that pvd has not
                  * moved yet come first: then the socket takes these too.
                  * Asked every time: a plain write(2) of the program's own

@@ -131,6 +131,12 @@ void vbp_dir_fold(struct vbp_end *e)
         fold_one(&e->dir_seen[1], &d->rx.calls, &p->in.xfers);
         fold_one(&e->dir_seen[2], &d->tx.bytes, &p->out.bytes);
         fold_one(&e->dir_seen[3], &d->tx.calls, &p->out.xfers);
+        /* The program's own notifications of the peer (through pvd's
+         * doorbell) and those it saved because the peer was watching. */
+        fold_one(&e->dir_seen[4], &d->rx.xirq_asked, &p->xirq_sent);
+        fold_one(&e->dir_seen[5], &d->rx.xirq_suppressed, &p->xirq_suppressed);
+        fold_one(&e->dir_seen[6], &d->tx.xirq_asked, &p->xirq_sent);
+        fold_one(&e->dir_seen[7], &d->tx.xirq_suppressed, &p->xirq_suppressed);
         uint32_t pk = shm_read32(&d->rx.peak);
         if (pk <= p->size && pk > p->in.peak)
                 p->in.peak = pk;
