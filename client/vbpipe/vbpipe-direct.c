@@ -8,7 +8,7 @@
  * O_NONBLOCK or on one CPU), and gives the ring back. When the peer runs on
  * another kernel (VBPIPE_INFO_REMOTE: a QEMU guest, or the host beside one)
  * a wake-up crosses the boundary through both pvds and costs far more
- * than a poll, and the peer runs whatever our CPUs do: the wait polls
+ * than a poll, and the peer runs whatever our CPUs do: a read's wait polls
  * also on one CPU, for a budget learnt from the last waits (at most
  * PVCLIENT_VBPIPE_REMOTE_SPIN_US, VBPD_REMOTE_SPIN_US by default; a poll
  * in vain halves it, so an idle end soon stops polling). Whatever it still
@@ -57,7 +57,7 @@ struct vbpd {
         int acc;
         bool any;                  /* flag 'a' */
         bool remote;               /* the peer runs on another kernel (VBPIPE_INFO_REMOTE) */
-        struct pvc_spin_learn rx_learn, tx_learn;   /* remote: how long polls paid lately */
+        struct pvc_spin_learn rx_learn;   /* remote: how long reads' polls paid lately */
         bool rx_over, tx_over;     /* the socket said EOF / EPIPE (or an error): that way is over */
         bool tx_sent;              /* bytes went through the socket since pvd was last seen alive */
         unsigned refs;             /* the table's, plus calls in progress */
@@ -170,7 +170,6 @@ int vbpd_attach(int fd, int page_fd, uint64_t page_off, int mem_fd, uint64_t mem
         v->any = any;
         v->remote = remote;
         pvc_spin_learn_init(&v->rx_learn);
-        pvc_spin_learn_init(&v->tx_learn);
         v->refs = 1;
         v->page = d;
         v->mem = mem;
@@ -560,8 +559,7 @@ int vbpd_read(int fd, void *buf, size_t n, ssize_t *res)
 
 static size_t ring_write(struct vbpd *v, int fd, const uint8_t *buf, size_t n)
 {
-        bool spin = false, asked = false, polled = false, learnt = false;
-        uint64_t budget = 0;
+        bool spin = false, asked = false;
         struct vbpipe_direct_dir *d = &v->page->tx;
         struct pv_ring_hdr *h = v->txh;
         uint32_t size = v->size, mask = size - 1;
@@ -584,10 +582,6 @@ static size_t ring_write(struct vbpd *v, int fd, const uint8_t *buf, size_t n)
                         size_t k = n - put < room ? n - put : room;
                         uint32_t pos = prod & mask;
                         size_t first = size - pos < k ? size - pos : k;
-                        if (polled && !learnt) {
-                                learnt = true;
-                                poll_learned(v, &v->tx_learn, true, t0 ? pvc_now_ns() - t0 : 0);
-                        }
                         memcpy(v->txd + pos, buf + put, first);
                         if (k > first)
                                 memcpy(v->txd, buf + put + first, k - first);
@@ -608,21 +602,19 @@ static size_t ring_write(struct vbpd *v, int fd, const uint8_t *buf, size_t n)
                 }
                 if (!asked) {
                         asked = true;
-                        budget = nonblocking(fd) ? 0 : poll_budget(v, &v->tx_learn);
-                        spin = budget != 0;
+                        /* Waiting for room stays short whatever the peer:
+                         * a writer that polled a slow guest's ring for long
+                         * took the host CPU that guest needed to drain it. */
+                        spin = !nonblocking(fd) && spin_ns;
                 }
                 if (!spin)
                         break;
-                polled = true;
                 if ((i & 63) == 0) {
                         uint64_t t = pvc_now_ns();
-                        if (!t0) {
+                        if (!t0)
                                 t0 = t;
-                        } else if (t - t0 >= budget) {
-                                if (!learnt)
-                                        poll_learned(v, &v->tx_learn, false, t - t0);
+                        else if (t - t0 >= spin_ns)
                                 break;
-                        }
                         pvc_spin_yield(t - t0);   /* the peer may be queued behind us */
                 }
                 pvc_cpu_relax();
