@@ -62,6 +62,11 @@ enum {
 /* PV_K_FLAGS of an OPEN answer: the end's info. */
 #define VBPIPE_INFO_ANY      0x1u /* flag 'a': a read returns what is there */
 #define VBPIPE_INFO_DIRECT   0x2u /* fds 1-3: direct page, vbpipe memory, doorbell */
+/* The peer's end runs on another kernel (the backend lacks
+ * HV_CAP_ONE_KERNEL: a QEMU guest, or the host beside one): it can answer
+ * while a direct call polls the ring, even on one CPU, and a wake-up across
+ * the boundary costs far more than a short poll. */
+#define VBPIPE_INFO_REMOTE   0x4u
 
 /* ---- pvd <-> pvd -------------------------------------------------------- */
 

@@ -5,7 +5,13 @@
  * A read takes the rx ring's lock, first reads what pvd already put in the
  * socket (those bytes come first), then copies from the ring, spinning a
  * little while it waits (PVCLIENT_VBPIPE_SPIN_US, 50 by default; never with
- * O_NONBLOCK or on one CPU), and gives the ring back. Whatever it still
+ * O_NONBLOCK or on one CPU), and gives the ring back. When the peer runs on
+ * another kernel (VBPIPE_INFO_REMOTE: a QEMU guest, or the host beside one)
+ * a wake-up crosses the boundary through both pvds and costs far more
+ * than a poll, and the peer runs whatever our CPUs do: a read's wait polls
+ * also on one CPU, for a budget learnt from the last waits (at most
+ * PVCLIENT_VBPIPE_REMOTE_SPIN_US, VBPD_REMOTE_SPIN_US by default; a poll
+ * in vain halves it, so an idle end soon stops polling). Whatever it still
  * needs then comes through the socket, pvd moving it as before: a blocking
  * read never busy-waits for long. A write copies into the tx ring when the
  * socket holds none of the program's bytes that pvd has yet to move, and
@@ -20,6 +26,7 @@
 #include <linux/sockios.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +46,7 @@
 
 #define VBPD_MAX_FD       1024
 #define VBPD_SPIN_US      50
+#define VBPD_REMOTE_SPIN_US 1000
 #define VBPD_ATOMIC_WRITE 4096   /* PIPE_BUF: such writes are never split */
 
 struct vbpd {
@@ -48,6 +56,8 @@ struct vbpd {
         int bell;
         int acc;
         bool any;                  /* flag 'a' */
+        bool remote;               /* the peer runs on another kernel (VBPIPE_INFO_REMOTE) */
+        struct pvc_spin_learn rx_learn;   /* remote: how long reads' polls paid lately */
         bool rx_over, tx_over;     /* the socket said EOF / EPIPE (or an error): that way is over */
         bool tx_sent;              /* bytes went through the socket since pvd was last seen alive */
         unsigned refs;             /* the table's, plus calls in progress */
@@ -62,7 +72,7 @@ struct vbpd {
 static struct vbpd *table[VBPD_MAX_FD];
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
-static uint64_t spin_ns;
+static uint64_t spin_ns, remote_ns;
 
 static void atfork_prepare(void)
 {
@@ -84,9 +94,26 @@ static void atfork_child(void)
         pthread_mutex_unlock(&table_lock);
 }
 
+/* The longest poll for a peer on another kernel: the environment's
+ * microseconds (at most one second), else VBPD_REMOTE_SPIN_US; on one CPU
+ * too, since that peer does not need ours to run. */
+static uint64_t remote_spin_ns(void)
+{
+        unsigned long us = VBPD_REMOTE_SPIN_US;
+        const char *e = getenv("PVCLIENT_VBPIPE_REMOTE_SPIN_US");
+        if (e && *e) {
+                char *end;
+                unsigned long v = strtoul(e, &end, 10);
+                if (!*end && v <= 1000000)
+                        us = v;
+        }
+        return (uint64_t)us * 1000u;
+}
+
 static void init_once(void)
 {
         spin_ns = pvc_spin_ns("PVCLIENT_VBPIPE_SPIN_US", VBPD_SPIN_US);
+        remote_ns = remote_spin_ns();
         my_pid = (uint32_t)getpid();
         pthread_atfork(atfork_prepare, atfork_release, atfork_child);
 }
@@ -107,7 +134,7 @@ static void vbpd_unref(struct vbpd *v)
 }
 
 int vbpd_attach(int fd, int page_fd, uint64_t page_off, int mem_fd, uint64_t mem_off, int bell_fd, uint32_t ring_size,
-                int acc, bool any)
+                int acc, bool any, bool remote)
 {
         pthread_once(&once, init_once);
         int rc = -EINVAL;
@@ -141,6 +168,8 @@ int vbpd_attach(int fd, int page_fd, uint64_t page_off, int mem_fd, uint64_t mem
         v->bell = bell_fd;
         v->acc = acc;
         v->any = any;
+        v->remote = remote;
+        pvc_spin_learn_init(&v->rx_learn);
         v->refs = 1;
         v->page = d;
         v->mem = mem;
@@ -240,11 +269,26 @@ static bool take_once(struct vbpipe_direct_dir *d)
  * call: wait that moment out (TAKE_WAIT_NS at most) rather than go to the
  * socket, where the bytes that follow would have to queue behind these. */
 #define TAKE_WAIT_NS 20000u
+/* On one CPU the holder runs only when we let it: pvd, caught in its
+ * event by the wake-up of ours that it caused, or another thread of ours.
+ * An end with a remote peer gives it the CPU up to this many times (on one
+ * kernel and one CPU the socket is as quick as waiting). Without that, a
+ * guest's program that woke from the socket finds the ring held at its
+ * next call, goes to the socket again and wakes pvd again, for ever. */
+#define TAKE_YIELDS 4u
 
-static bool take(struct vbpipe_direct_dir *d)
+static bool take(struct vbpd *v, struct vbpipe_direct_dir *d)
 {
         if (take_once(d))
                 return true;
+        if (!spin_ns && v->remote) {
+                for (unsigned i = 0; i < TAKE_YIELDS && ring_load_acquire(&d->ok); i++) {
+                        sched_yield();
+                        if (ring_load_relaxed(&d->lock) == VBPIPE_LOCK_FREE && take_once(d))
+                                return true;
+                }
+                return false;
+        }
         uint64_t t0 = 0;
         for (unsigned i = 1; ring_load_acquire(&d->ok) && spin_ns; i++) {
                 pvc_cpu_relax();
@@ -336,16 +380,50 @@ static bool nonblocking(int fd)
         return fl < 0 || (fl & O_NONBLOCK);
 }
 
+/* How long a blocking call of this end polls for the peer before it
+ * sleeps (0: not at all): a peer on this kernel gets the fixed
+ * PVCLIENT_VBPIPE_SPIN_US (none on one CPU), a remote one the learnt
+ * budget. */
+static uint64_t poll_budget(struct vbpd *v, struct pvc_spin_learn *l)
+{
+        if (!v->remote)
+                return spin_ns;
+        bool off = __atomic_load_n(&l->budget, __ATOMIC_RELAXED) == 0;
+        uint64_t b = pvc_spin_budget(l, remote_ns);
+        /* Polling stopped paying (a slow stretch of the peer's, a stream
+         * whose writer was late): its probes get the whole budget, since
+         * an answer across the boundary never comes within the short probe
+         * that suits a peer on our kernel, and polling would never resume.
+         * One wait in PVC_SPIN_PROBE: an end that waits in vain polls
+         * remote_ns / PVC_SPIN_PROBE a wait on average. */
+        return off && b ? remote_ns : b;
+}
+
+/* A poll ended: the peer answered after spun_ns, or did not. */
+static void poll_learned(struct vbpd *v, struct pvc_spin_learn *l, bool answered, uint64_t spun_ns)
+{
+        if (v->remote)
+                pvc_spin_learned(l, remote_ns, answered, spun_ns);
+}
+
 /* ---- read ------------------------------------------------------------------------ */
 
 static ssize_t ring_read(struct vbpd *v, int fd, uint8_t *buf, size_t n, int *nb)
 {
-        bool spin = false;
+        bool spin = false, learnt = false;
+        uint64_t budget = 0;
         struct vbpipe_direct_dir *d = &v->page->rx;
         struct pv_ring_hdr *h = v->rxh;
         uint32_t size = v->size, mask = size - 1;
         size_t got = 0;
         bool any = false, kick = false, quiet = false, broken = false;
+        /* A remote peer's answer may come before the loop below starts
+         * watching (a guest's CPU is slow and the host's program polls):
+         * say at once that we watch, while polling pays, so that it needs
+         * no xIRQ, which would wake our pvd on our CPU twice. The end of
+         * the call says it again in any case, and looks for bytes left. */
+        if (v->remote && __atomic_load_n(&v->rx_learn.budget, __ATOMIC_RELAXED))
+                ring_store_relaxed(&h->cons_wait, 0);
         /* What pvd moved into the socket comes first. */
         if (ring_load_acquire(&d->sock)) {
                 ssize_t r = recv(fd, buf, n, MSG_DONTWAIT);
@@ -383,6 +461,10 @@ static ssize_t ring_read(struct vbpd *v, int fd, uint8_t *buf, size_t n, int *nb
                         cons += (uint32_t)k;
                         got += k;
                         any = true;
+                        if (quiet && !learnt) {
+                                learnt = true;
+                                poll_learned(v, &v->rx_learn, true, t0 ? pvc_now_ns() - t0 : 0);
+                        }
                         ring_store_release(&d->index, cons);
                         ring_store_release(&h->cons, cons);
                         add64(&d->bytes, k);
@@ -399,7 +481,8 @@ static ssize_t ring_read(struct vbpd *v, int fd, uint8_t *buf, size_t n, int *nb
                         /* Asked only now: a read that finds its bytes never
                          * pays for it. */
                         *nb = nonblocking(fd);
-                        spin = !*nb && spin_ns;
+                        budget = *nb ? 0 : poll_budget(v, &v->rx_learn);
+                        spin = budget != 0;
                 }
                 if (!spin)
                         break;
@@ -410,10 +493,14 @@ static ssize_t ring_read(struct vbpd *v, int fd, uint8_t *buf, size_t n, int *nb
                 }
                 if ((i & 63) == 0) {
                         uint64_t t = pvc_now_ns();
-                        if (!t0)
+                        if (!t0) {
                                 t0 = t;
-                        else if (t - t0 >= spin_ns)
+                        } else if (t - t0 >= budget) {
+                                if (!learnt)
+                                        poll_learned(v, &v->rx_learn, false, t - t0);
+                                learnt = true;
                                 break;
+                        }
                         pvc_spin_yield(t - t0);   /* the peer may be queued behind us */
                 }
                 pvc_cpu_relax();
@@ -441,7 +528,7 @@ int vbpd_read(int fd, void *buf, size_t n, ssize_t *res)
         int nb = -1;
         bool any = v->any;
         ssize_t got = 0;
-        if (v->acc != O_WRONLY && !is_over(&v->rx_over) && take(&v->page->rx))
+        if (v->acc != O_WRONLY && !is_over(&v->rx_over) && take(v, &v->page->rx))
                 got = ring_read(v, fd, buf, n, &nb);
         else
                 nb = 1;   /* nothing from the ring: the socket answers alone, as read(2) */
@@ -515,6 +602,9 @@ static size_t ring_write(struct vbpd *v, int fd, const uint8_t *buf, size_t n)
                 }
                 if (!asked) {
                         asked = true;
+                        /* Waiting for room stays short whatever the peer:
+                         * a writer that polled a slow guest's ring for long
+                         * took the host CPU that guest needed to drain it. */
                         spin = !nonblocking(fd) && spin_ns;
                 }
                 if (!spin)
@@ -545,7 +635,7 @@ int vbpd_write(int fd, const void *buf, size_t n, ssize_t *res)
         if (!v)
                 return 0;
         size_t put = 0;
-        if (v->acc != O_RDONLY && !is_over(&v->tx_over) && take(&v->page->tx)) {
+        if (v->acc != O_RDONLY && !is_over(&v->tx_over) && take(v, &v->page->tx)) {
                 /* Bytes the program wrote into the socket that pvd has not
                  * moved yet come first: then the socket takes these too.
                  * Asked every time: a plain write(2) of the program's own

@@ -19,9 +19,10 @@
 
 /* Register fd's direct access: page_fd, mem_fd and bell_fd are taken (closed
  * here, or kept for the doorbell). acc: O_RDONLY, O_WRONLY or O_RDWR.
+ * remote: the peer runs on another kernel (VBPIPE_INFO_REMOTE).
  * Returns 0 or a negative errno (the end then simply has none). */
 int vbpd_attach(int fd, int page_fd, uint64_t page_off, int mem_fd, uint64_t mem_off, int bell_fd, uint32_t ring_size,
-                int acc, bool any);
+                int acc, bool any, bool remote);
 
 /* fd is closed, or becomes another file: forget it. */
 void vbpd_forget(int fd);

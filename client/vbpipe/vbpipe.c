@@ -71,7 +71,7 @@ int vbpipeOpen(const char *name, int flags)
          * through pvd. */
         if (direct && (flags & O_DIRECT))
                 vbpd_attach(fd, resp.fds[1], page_off, resp.fds[2], mem_off, resp.fds[3], (uint32_t)size, acc,
-                            info & VBPIPE_INFO_ANY);
+                            info & VBPIPE_INFO_ANY, info & VBPIPE_INFO_REMOTE);
         else
                 for (unsigned i = 1; i < resp.nfds; i++)
                         close(resp.fds[i]);

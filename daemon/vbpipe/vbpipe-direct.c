@@ -88,7 +88,8 @@ void vbp_dir_free(struct vbp_end *e)
 }
 
 /* The fds of an open's answer after the end's own: direct page, vbpipe
- * memory, doorbell; the offsets of the two memories in theirs. Returns VBPIPE_INFO_DIRECT if they are there. Only
+ * memory, doorbell; the offsets of the two memories in theirs. Returns VBPIPE_INFO_DIRECT if they are there
+ * (with VBPIPE_INFO_REMOTE when the peer runs on another kernel). Only
  * memory of the vlink's current generation is given, and only it is ever
  * lent (vbp_dir_grant checks the generation). */
 uint64_t vbp_dir_answer_fds(struct vbp_end *e, struct pv_msg *r)
@@ -104,7 +105,7 @@ uint64_t vbp_dir_answer_fds(struct vbp_end *e, struct pv_msg *r)
         pv_msg_add_fd(r, pvd_watch_fd(e->bell));
         pv_msg_set_u(r, PV_K_OFFSET, reg->offset);   /* of the byte rings in their fd */
         pv_msg_set_u(r, PV_K_OFFSET2, 0);            /* of the direct page (pvd's own memfd) */
-        return VBPIPE_INFO_DIRECT;
+        return VBPIPE_INFO_DIRECT | (pvd_hv_caps(p->vl->pvd) & HV_CAP_ONE_KERNEL ? 0 : VBPIPE_INFO_REMOTE);
 }
 
 /* ---- program counters ------------------------------------------------------------ */
@@ -130,6 +131,12 @@ void vbp_dir_fold(struct vbp_end *e)
         fold_one(&e->dir_seen[1], &d->rx.calls, &p->in.xfers);
         fold_one(&e->dir_seen[2], &d->tx.bytes, &p->out.bytes);
         fold_one(&e->dir_seen[3], &d->tx.calls, &p->out.xfers);
+        /* The program's own notifications of the peer (through pvd's
+         * doorbell) and those it saved because the peer was watching. */
+        fold_one(&e->dir_seen[4], &d->rx.xirq_asked, &p->xirq_sent);
+        fold_one(&e->dir_seen[5], &d->rx.xirq_suppressed, &p->xirq_suppressed);
+        fold_one(&e->dir_seen[6], &d->tx.xirq_asked, &p->xirq_sent);
+        fold_one(&e->dir_seen[7], &d->tx.xirq_suppressed, &p->xirq_suppressed);
         uint32_t pk = shm_read32(&d->rx.peak);
         if (pk <= p->size && pk > p->in.peak)
                 p->in.peak = pk;

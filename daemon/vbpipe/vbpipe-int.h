@@ -51,7 +51,8 @@ struct vbp_end {
         struct pvd_watch *bell;    /* the doorbell eventfd */
         uint32_t dir_vgen;         /* vlink generation of the memory the program got */
         bool dir_bad;              /* it wrote an impossible index: no more direct access */
-        uint64_t dir_seen[4];      /* program counters already added: rx bytes, calls, tx bytes, calls */
+        uint64_t dir_seen[8];      /* program counters already added: rx bytes, calls, tx bytes, calls,
+                                      then the xIRQs it asked for and saved, rx and tx */
 };
 
 enum vbp_peer { PEER_CLOSED, PEER_WAITING, PEER_OPEN, PEER_CLOSING };
