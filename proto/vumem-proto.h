@@ -80,6 +80,8 @@ enum vumem_op {
         VUMEM_OP_NUDGE,        /* server program -> pvd: read the log, refill reservations (no answer) */
         VUMEM_OP_MEM_ALLOC,    /* SIZE -> VALUE key, OFFSET, SIZE (pages), FLAGS, one fd: memory of the
                                   hypervisor backend, registered */
+        VUMEM_OP_FREES,        /* pvd -> server program (SEQ 0): several FREE requests in one message:
+                                  NAME client VM, DATA struct vumem_free_ent[] (VUMEM_SERVER_FREES) */
         /* both nodes */
         VUMEM_OP_KICK = PV_OP_VUMEM_FIRST + 0x80, /* program -> pvd: wake the lane's other side
                                                      (server node: TOKEN session) (no answer) */
@@ -100,6 +102,21 @@ enum vumem_op {
 
 #define VUMEM_SESSION_MASTER 1u
 #define VUMEM_SERVER_LANES   1u  /* SERVER_OPEN: the server program serves lanes */
+#define VUMEM_SERVER_FREES   2u  /* SERVER_OPEN: the server program takes VUMEM_OP_FREES */
+
+/* One FREE request of a VUMEM_OP_FREES message. The FREEs a server
+ * program hears of pile up while its clients allocate on their lanes (pvd
+ * holds each VUMEM_FREE_DELAY_MS for company); one message for all of them
+ * costs the program one wake-up and pvd one send, instead of one each. */
+struct vumem_free_ent {
+        uint32_t id;                /* request id */
+        uint32_t reserved;
+        uint64_t buf_id;
+        uint64_t vaddr;             /* the server program's address */
+        uint64_t size;
+};
+
+#define VUMEM_FREES_MAX 64u      /* entries per message (<= VUMEM_CREDIT_MAX) */
 #define VUMEM_BUF_DMABUF     1u
 /* SESSION_OPEN answer, LANE: the lane's CPU hints compare (both sides run
  * on one kernel's CPUs; the pvd of each side says so to its own program). */

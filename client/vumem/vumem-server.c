@@ -66,7 +66,7 @@ int vumemServerCreate(const char *dev, VumemServer **server)
         }
         struct pv_msg req, resp;
         pv_msg_init(&req, VUMEM_OP_SERVER_OPEN);
-        pv_msg_set_u(&req, PV_K_FLAGS, VUMEM_SERVER_LANES);
+        pv_msg_set_u(&req, PV_K_FLAGS, VUMEM_SERVER_LANES | VUMEM_SERVER_FREES);
         resp.nfds = 0;
         rc = pvc_conn_call(v->conn, &req, &resp, v->buf, sizeof(v->buf));
         uint64_t off;
@@ -138,6 +138,30 @@ int vumemServerDestroy(VumemServer *v)
 
 /* ---- requests -------------------------------------------------------------- */
 
+/* Note request id as awaiting vumemRespond (what it matches against). */
+static int out_add(VumemServer *v, uint32_t id, uint32_t cmd)
+{
+        struct srv_out *o = calloc(1, sizeof(*o));
+        if (!o)
+                return pvc_error(-ENOMEM, "out of memory");
+        o->req = id;
+        o->cmd = cmd;
+        pthread_mutex_lock(&v->lock);
+        o->next = v->out;
+        v->out = o;
+        pthread_mutex_unlock(&v->lock);
+        return 0;
+}
+
+static void fill_free(VumemReq *req, uint32_t id, uint64_t bid, uint64_t vaddr, uint64_t size)
+{
+        req->header.cmd = VUMEM_CMD_BUFFER_FREE;
+        req->header.reqId = id;
+        req->bufferFree.vaddr = (void *)(uintptr_t)vaddr;
+        req->bufferFree.size = (size_t)size;
+        req->bufferFree.bufferId = bid;
+}
+
 static int fill_req(VumemServer *v, struct pv_msg *m, VumemReq *req)
 {
         uint64_t id, cmd, sid = 0, master = 0;
@@ -165,20 +189,9 @@ static int fill_req(VumemServer *v, struct pv_msg *m, VumemReq *req)
                 pv_msg_get_u(m, PV_K_VALUE, &bid);
                 pv_msg_get_u(m, PV_K_VALUE2, &vaddr);
                 pv_msg_get_u(m, PV_K_SIZE, &size);
-                req->bufferFree.vaddr = (void *)(uintptr_t)vaddr;
-                req->bufferFree.size = (size_t)size;
-                req->bufferFree.bufferId = bid;
+                fill_free(req, (uint32_t)id, bid, vaddr, size);
         }
-        struct srv_out *o = calloc(1, sizeof(*o));
-        if (!o)
-                return pvc_error(-ENOMEM, "out of memory");
-        o->req = (uint32_t)id;
-        o->cmd = (uint32_t)cmd;
-        pthread_mutex_lock(&v->lock);
-        o->next = v->out;
-        v->out = o;
-        pthread_mutex_unlock(&v->lock);
-        return 0;
+        return out_add(v, (uint32_t)id, (uint32_t)cmd);
 }
 
 static int gone(VumemServer *v)
@@ -234,6 +247,39 @@ static void call_answer(VumemServer *v, struct pv_msg *m)
 
 /* Messages from pvd, without waiting: 1 and req filled for a request, 0
  * when there is nothing more, or an error. Answers to a call go to it. */
+static void backlog_push(VumemServer *v, const VumemReq *req);
+
+/* VUMEM_OP_FREES: the first FREE into req, the others into the backlog
+ * (vumemReceive hands them over first, in order). 1, or -EPROTO. */
+static int take_frees(VumemServer *v, struct pv_msg *m, VumemReq *req)
+{
+        const void *p, *name = NULL;
+        uint32_t len, nlen = 0;
+        if (m->nfds || pv_msg_get_b(m, PV_K_DATA, &p, &len) < 0 || !len || len % sizeof(struct vumem_free_ent) ||
+            len / sizeof(struct vumem_free_ent) > VUMEM_FREES_MAX)
+                return pvc_error(-EPROTO, "%s: malformed FREE requests from pvd", v->conn->name);
+        pv_msg_get_b(m, PV_K_NAME, &name, &nlen);
+        uint32_t n = len / (uint32_t)sizeof(struct vumem_free_ent);
+        v->credit = v->credit > n ? v->credit - n : 0;
+        for (uint32_t i = 0; i < n; i++) {
+                struct vumem_free_ent e;
+                memcpy(&e, (const uint8_t *)p + (size_t)i * sizeof(e), sizeof(e));
+                VumemReq r;
+                memset(&r, 0, sizeof(r));
+                if (name)
+                        vumem_text_copy(r.header.clientVm, sizeof(r.header.clientVm), name, nlen);
+                fill_free(&r, e.id, e.buf_id, e.vaddr, e.size);
+                int rc = out_add(v, e.id, VUMEM_CMD_BUFFER_FREE);
+                if (rc < 0)
+                        return rc;
+                if (i == 0)
+                        *req = r;
+                else
+                        backlog_push(v, &r);
+        }
+        return 1;
+}
+
 static int sock_take(VumemServer *v, VumemReq *req)
 {
         for (;;) {
@@ -267,6 +313,11 @@ static int sock_take(VumemServer *v, VumemReq *req)
                         pthread_mutex_lock(&v->lock);
                         vsrv_lane_add(v, &m);
                         pthread_mutex_unlock(&v->lock);
+                }
+                if (op == VUMEM_OP_FREES) {
+                        rc = take_frees(v, &m, req);
+                        pv_msg_close_fds(&m);
+                        return rc;
                 }
                 if (op != VUMEM_OP_REQUEST) {
                         pv_msg_close_fds(&m); /* a wake-up, or a lane (mapped) */
