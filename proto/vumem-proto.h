@@ -54,17 +54,20 @@
 /* ---- operations (program <-> pvd) ---------------------------------------- */
 
 #define VUMEM_FREE_NOREPLY 1u   /* FREE: the program does not wait; pvd answers only a failure */
+#define VUMEM_FREE_NOTE    2u   /* FREE of a lane's buffer not yet noted: SIZE bytes (a NOTE and a FREE) */
 
 enum vumem_op {
         /* client node */
         VUMEM_OP_SESSION_OPEN = PV_OP_VUMEM_FIRST + 1, /* FLAGS -> TOKEN session id, FLAGS, and its
                                                           lane (one fd, OFFSET) */
         VUMEM_OP_ALLOC,        /* DATA alloc -> BUFFER reply + DATA rewritten alloc */
-        VUMEM_OP_FREE,         /* ID handle, FLAGS (VUMEM_FREE_NOREPLY: answer only a failure) */
+        VUMEM_OP_FREE,         /* ID handle, FLAGS (VUMEM_FREE_NOREPLY: answer only a failure;
+                                  VUMEM_FREE_NOTE: SIZE, the buffer was not noted) */
         VUMEM_OP_ACCESS,       /* VALUE buffer id -> BUFFER reply */
         VUMEM_OP_OBJECT,       /* VALUE object key -> SIZE object bytes, OFFSET, FLAGS, one fd (lane
                                   answers) */
-        VUMEM_OP_NOTE,         /* ID handle, SIZE bytes: a buffer the lane gave (no answer) */
+        VUMEM_OP_NOTE,         /* ID handle, SIZE bytes: a buffer the lane gave (no answer; sent when
+                                  the session's next lane allocation comes, or with its FREE) */
         /* server node */
         VUMEM_OP_SERVER_OPEN = PV_OP_VUMEM_FIRST + 0x40, /* FLAGS (VUMEM_SERVER_LANES) -> the node's name
                                                             in NAME, and with lanes the library's page

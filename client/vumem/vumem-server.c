@@ -32,7 +32,12 @@
 #include "pvc-spin.h"
 #include "vumem-int.h"
 
-#define LANE_SPIN_US 50     /* PVCLIENT_VUMEM_SPIN_US: polling the lanes before sleeping */
+/* PVCLIENT_VUMEM_SPIN_US: polling the lanes before sleeping, in the
+ * thread's CPU time. Longer than a client's wait: a server that slept
+ * costs the next request a wake-up through both pvds, and a client's work
+ * between two requests (mapping, a FREE to its pvd) on a busy machine
+ * often exceeds 50 us. */
+#define LANE_SRV_SPIN_US 200
 #define LANE_IDLE_MS 100    /* no lane request for this long: sleep without polling */
 
 static size_t page_size(void)
@@ -84,7 +89,7 @@ int vumemServerCreate(const char *dev, VumemServer **server)
                 free(v);
                 return rc;
         }
-        v->spin_ns = pvc_spin_ns("PVCLIENT_VUMEM_SPIN_US", LANE_SPIN_US);
+        v->spin_ns = pvc_spin_ns("PVCLIENT_VUMEM_SPIN_US", LANE_SRV_SPIN_US);
         pthread_mutex_init(&v->rx, NULL);
         pthread_mutex_init(&v->lock, NULL);
         pthread_mutex_init(&v->call_mu, NULL);
@@ -433,7 +438,13 @@ static int receive_locked(VumemServer *v, VumemReq *req, int timeout_ms)
         }
         uint64_t now = pvc_now_ns();
         uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : now + (uint64_t)timeout_ms * 1000000u;
-        uint64_t spin_until = now + v->spin_ns;
+        /* The polling budget is the thread's CPU time (pvc_thread_cpu_ns):
+         * a server that shares a CPU with its client yields to it while
+         * the client works between two requests, and so stays awake for
+         * the next one instead of sleeping (then each request costs a
+         * wake-up through both pvds, the round trip's tail). */
+        uint64_t spin_until = now + v->spin_ns * PVC_SPIN_WALL_FACTOR;
+        uint64_t cpu0 = pvc_thread_cpu_ns();
         /* Poll only while the lanes are in use: a server whose clients go
          * through pvd sleeps on the connection at once. */
         bool busy = now - v->lane_seen_ns < LANE_IDLE_MS * 1000000ull;
@@ -460,8 +471,9 @@ static int receive_locked(VumemServer *v, VumemReq *req, int timeout_ms)
                         continue;
                 }
                 now = pvc_now_ns();
-                if (lanes && now < spin_until && now < deadline) {
-                        pvc_spin_yield_to(now + v->spin_ns - spin_until, my_cpu, peer_cpu);
+                uint64_t spun = pvc_thread_cpu_ns() - cpu0;
+                if (lanes && spun < v->spin_ns && now < spin_until && now < deadline) {
+                        pvc_spin_yield_to(spun, my_cpu, peer_cpu);
                         continue;
                 }
                 /* Sleep: say so on every lane, then look once more (a
@@ -492,7 +504,8 @@ static int receive_locked(VumemServer *v, VumemReq *req, int timeout_ms)
                         if (rc != 0)
                                 return rc < 0 ? rc : 0;
                         now = pvc_now_ns();
-                        spin_until = now + v->spin_ns;
+                        spin_until = now + v->spin_ns * PVC_SPIN_WALL_FACTOR;
+                        cpu0 = pvc_thread_cpu_ns();
                         busy = now - v->lane_seen_ns < LANE_IDLE_MS * 1000000ull;
                         iter = 0;
                         continue;

@@ -197,6 +197,7 @@ struct vc_link {
         bool pdev_ok;
         uint32_t ncells;
         uint64_t served, failed;
+        uv_timer_t *free_timer;     /* wakes the server VM's pvd for FREEs sent quietly */
 };
 
 struct vumem_link {
