@@ -66,6 +66,10 @@ struct VrpqChan {
         pthread_cond_t bell_cv;
         bool bell_polling;
         atomic_uint bell_gen;
+        /* Populated ahead of the producer (prefault_ahead), bytes from the
+         * start of the ring and of the port; pf_off: the kernel cannot. */
+        uint32_t pf_ring, pf_port;
+        bool pf_off;
         /* Setup. */
         VrpqSession *session;
         struct pv_conn *conn;           /* the channel's connection to pvd */
