@@ -44,6 +44,7 @@ struct VrpqChan {
         uint64_t kernel;                /* ours; 0: no CPU hints (not one kernel) */
         int kick_fd;                    /* the peer's xIRQ */
         int wait_fd;                    /* ours */
+        bool wait_eventfd;              /* it is an eventfd: one read empties it */
         bool server;
         atomic_bool dead;               /* sticky: the channel ended */
         atomic_bool peer_woken;         /* we kicked a sleeping peer: yield while waiting for it */

@@ -44,10 +44,13 @@ bool pvc_vrpq_closed(VrpqChan *c)
         return c->dead;
 }
 
-static void drain_fd(int fd)
+/* Empty the xIRQ fd. An eventfd's one read takes its whole count: a
+ * second would only return EAGAIN, a system call per wake-up for nothing
+ * (with many channels, one per batch of requests). */
+static void drain_fd(VrpqChan *c)
 {
         uint64_t v;
-        while (read(fd, &v, sizeof(v)) == sizeof(v))
+        while (read(c->wait_fd, &v, sizeof(v)) == sizeof(v) && !c->wait_eventfd)
                 ;
 }
 
@@ -77,7 +80,7 @@ static int bell_sleep(VrpqChan *c, unsigned g0, int timeout_ms)
                         rc = -ECONNRESET;
                 }
                 if (n > 0 && (p[0].revents & POLLIN))
-                        drain_fd(c->wait_fd);
+                        drain_fd(c);
                 pthread_mutex_lock(&c->bell_lock);
                 c->bell_polling = false;
                 atomic_fetch_add(&c->bell_gen, 1);
@@ -113,7 +116,7 @@ static void bell_drain(VrpqChan *c)
 {
         pthread_mutex_lock(&c->bell_lock);
         if (!c->bell_polling) {
-                drain_fd(c->wait_fd);
+                drain_fd(c);
                 atomic_fetch_add(&c->bell_gen, 1);
                 pthread_cond_broadcast(&c->bell_cv);
         }
