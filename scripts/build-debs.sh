@@ -37,6 +37,6 @@ for f in lib/systemd/system/pvd.service lib/systemd/system/pvd@.service usr/lib/
          usr/lib/$multiarch/pkgconfig/pvclient.pc usr/share/man/man3/vrpqSessionCreate.3.gz; do
     [ -e "$root/$f" ] || { echo "missing from the packages: $f"; exit 1; }
 done
-dpkg-deb -I "$out"/pvd_*.deb postinst | grep -q systemd-sysusers ||
+dpkg-deb -I "$out"/pvd_*.deb postinst | grep systemd-sysusers >/dev/null ||
     { echo "pvd's postinst does not create the group pvd"; exit 1; }
 echo "==> built and checked: $(cd "$out" && ls ./*.deb | tr '\n' ' ')"

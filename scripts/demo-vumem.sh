@@ -15,7 +15,7 @@ trap 'kill -TERM $srv 2>/dev/null || true; wait $srv 2>/dev/null || true' EXIT
 # The client's session waits for the server program (VUMEM_SERVER_WAIT_MS);
 # waiting here too keeps the output in order.
 for _ in $(seq 50); do
-    "$B/client/pvctl" --runtime-dir "$DEMO/vm2" stat vumem --json | grep -q '"running": true' && break
+    "$B/client/pvctl" --runtime-dir "$DEMO/vm2" stat vumem --json | grep '"running": true' >/dev/null && break
     sleep 0.1
 done
 

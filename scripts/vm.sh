@@ -528,7 +528,9 @@ mkfifo "$work/console"
 # mawk reads a pipe in whole blocks unless told otherwise: the marker lines
 # must be seen when they come, not when QEMU ends.
 awk_opts=()
-if awk -W version 2>&1 | grep -q mawk; then awk_opts=(-W interactive); fi
+# (Not "| grep -q": under pipefail, grep leaving at the first match can
+# fail the pipeline with awk's SIGPIPE, and then mawk would buffer.)
+case $(awk -W version 2>&1 || true) in *mawk*) awk_opts=(-W interactive) ;; esac
 awk "${awk_opts[@]}" -v tok="PVDVM-$token" -v stfile="$work/status" -v logf="$log" -v readyf="${serve:+$serve/ready}" '
     { print > logf; fflush(logf) }
     index($0, tok " BEGIN") > 0 { on = 1; next }

@@ -111,18 +111,22 @@ run_in() {  # VM COMMAND...
     if is_guest "$vm"; then
         "$vm_sh" --in "$tmp/g/$vm" --timeout "$T" -- "$@"
     else
-        (cd "$tmp" && PATH="$ex:$build/client:$build/tests:$PATH" PVD_RUNTIME_DIR="$tmp/$vm" exec timeout -k 30 "$T" "$@")
+        (cd "$tmp" && PATH="$ex:$build/client:$build/tests:$PATH" PVD_RUNTIME_DIR="$tmp/$vm" exec timeout --foreground -k 30 "$T" "$@")
     fi
 }
 
 # Starts COMMAND in VM in the background, its output in FILE; $bgp is the
-# process to wait for or kill (SIGTERM reaches a guest's command too).
+# process to wait for or kill (SIGTERM reaches a guest's command too). On
+# the host, timeout runs in the foreground mode so that a SIGTERM reaches the
+# program once: timeout's usual second SIGTERM, to its whole process group,
+# can come while a sanitized program's leak check has stopped it at exit,
+# which then hangs until the SIGKILL.
 run_bg() {  # VM FILE COMMAND...
     local vm=$1 out=$2; shift 2
     if is_guest "$vm"; then
         "$vm_sh" --in "$tmp/g/$vm" --timeout "$T" -- "$@" >"$out" 2>&1 &
     else
-        (cd "$tmp" && PATH="$ex:$build/client:$build/tests:$PATH" PVD_RUNTIME_DIR="$tmp/$vm" exec timeout -k 30 "$T" "$@") \
+        (cd "$tmp" && PATH="$ex:$build/client:$build/tests:$PATH" PVD_RUNTIME_DIR="$tmp/$vm" exec timeout --foreground -k 30 "$T" "$@") \
             >"$out" 2>&1 &
     fi
     bgp=$!

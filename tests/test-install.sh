@@ -87,7 +87,7 @@ c_shared() {
 # shellcheck disable=SC2046
 c_static() {
     build cc vrpq-client-static vrpq-client.c $(pkg-config --static --libs pvclient | sed 's/-lpvclient/-l:libpvclient.a/') &&
-        ! objdump -p "$dir/prog/vrpq-client-static" | grep -q 'NEEDED *libpvclient'
+        ! objdump -p "$dir/prog/vrpq-client-static" | grep 'NEEDED *libpvclient' >/dev/null
 }
 # shellcheck disable=SC2046
 cxx_build() { build c++ install-cxx install-cxx.cc $(pkg-config --libs pvclient); }

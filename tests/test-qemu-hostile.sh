@@ -51,7 +51,9 @@ honest() {  # WHEN: the seed's VRPQ and VUMEM examples across $link
     run_in vm3 vumem-client >"$tmp/clt.out" 2>&1 || { cat "$tmp/clt.out"; fail "vumem-client in vm3 failed $1"; }
     expect "$tmp/clt.out" 'the buffer says "hello from the server VM' "vumem-client did not read the buffer $1"
     kill -TERM $srv
-    wait $srv || { cat "$tmp/srv.out"; fail "vumem-server did not stop cleanly $1"; }
+    local st=0
+    wait $srv || st=$?
+    [ $st -eq 0 ] || { cat "$tmp/srv.out"; fail "vumem-server did not stop cleanly $1 (exit status $st)"; }
     echo "honest VRPQ and VUMEM examples across $link $1: ok"
 }
 
