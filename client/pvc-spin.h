@@ -17,6 +17,21 @@ static inline uint64_t pvc_now_ns(void)
         return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* CPU time this thread has used. A poller's budget counts in it: time
+ * the poller spent yielded to the side it waits for (the two often share a
+ * CPU) or preempted is not time it polled in vain. */
+static inline uint64_t pvc_thread_cpu_ns(void)
+{
+        struct timespec ts;
+        if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
+                return pvc_now_ns();
+        return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* A poller that counts its budget in CPU time still sleeps after this many
+ * budgets of wall time. */
+#define PVC_SPIN_WALL_FACTOR 20u
+
 static inline void pvc_cpu_relax(void)
 {
 #if defined(__x86_64__) || defined(__i386__)

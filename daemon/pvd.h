@@ -71,6 +71,13 @@ struct pvd_vlink {
  * (the peer has not drained for too long: the vlink is reset). */
 int pvd_vlink_send(struct pvd_vlink *vl, enum pv_drv_id drv, uint32_t type,
                    const void *msg, uint32_t len);
+/* The same, without waking a sleeping peer: for a message that can wait
+ * until the next pvd_vlink_send or pvd_vlink_flush_notify (the caller
+ * arranges one soon). It keeps its place in the ring's order. */
+int pvd_vlink_send_quiet(struct pvd_vlink *vl, enum pv_drv_id drv, uint32_t type,
+                         const void *msg, uint32_t len);
+/* Wake the peer if it sleeps with messages it has not been told of. */
+void pvd_vlink_flush_notify(struct pvd_vlink *vl);
 
 /* The peer broke the vlink's rules (corrupt ring, impossible message):
  * log why and reset the vlink (OFF, then back ON with fresh memory when the

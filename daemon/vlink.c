@@ -200,7 +200,7 @@ static void pending_flush(struct pvd_vlink *vl)
         tx_notify(vl);
 }
 
-static int send_tag(struct pvd_vlink *vl, uint32_t tag, const void *msg, uint32_t len)
+static int send_tag(struct pvd_vlink *vl, uint32_t tag, const void *msg, uint32_t len, bool quiet)
 {
         if (vl->state != PV_VLINK_ON)
                 return -ENOTCONN;
@@ -209,7 +209,8 @@ static int send_tag(struct pvd_vlink *vl, uint32_t tag, const void *msg, uint32_
         if (!vl->pending_head) {
                 int rc = pv_ring_send(&vl->tx, tag, msg, len);
                 if (rc == 0) {
-                        tx_notify(vl);
+                        if (!quiet)
+                                tx_notify(vl);
                         return 0;
                 }
                 if (rc != -EAGAIN) {
@@ -242,12 +243,25 @@ int pvd_vlink_send(struct pvd_vlink *vl, enum pv_drv_id drv, uint32_t type, cons
 {
         if (drv == PV_DRV_CORE || drv >= PV_DRV_COUNT)
                 return -EINVAL;
-        return send_tag(vl, PV_TAG(drv, type), msg, len);
+        return send_tag(vl, PV_TAG(drv, type), msg, len, false);
+}
+
+int pvd_vlink_send_quiet(struct pvd_vlink *vl, enum pv_drv_id drv, uint32_t type, const void *msg, uint32_t len)
+{
+        if (drv == PV_DRV_CORE || drv >= PV_DRV_COUNT)
+                return -EINVAL;
+        return send_tag(vl, PV_TAG(drv, type), msg, len, true);
+}
+
+void pvd_vlink_flush_notify(struct pvd_vlink *vl)
+{
+        if (vl->state == PV_VLINK_ON)
+                tx_notify(vl);
 }
 
 int pvd_vlink_send_hv(struct pvd_vlink *vl, uint32_t type, const void *msg, uint32_t len)
 {
-        return send_tag(vl, PV_TAG(PV_DRV_CORE, type), msg, len);
+        return send_tag(vl, PV_TAG(PV_DRV_CORE, type), msg, len, false);
 }
 
 /* One message from the peer: the backend's (PV_DRV_CORE) or a driver's.

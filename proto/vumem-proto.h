@@ -54,17 +54,20 @@
 /* ---- operations (program <-> pvd) ---------------------------------------- */
 
 #define VUMEM_FREE_NOREPLY 1u   /* FREE: the program does not wait; pvd answers only a failure */
+#define VUMEM_FREE_NOTE    2u   /* FREE of a lane's buffer not yet noted: SIZE bytes (a NOTE and a FREE) */
 
 enum vumem_op {
         /* client node */
         VUMEM_OP_SESSION_OPEN = PV_OP_VUMEM_FIRST + 1, /* FLAGS -> TOKEN session id, FLAGS, and its
                                                           lane (one fd, OFFSET) */
         VUMEM_OP_ALLOC,        /* DATA alloc -> BUFFER reply + DATA rewritten alloc */
-        VUMEM_OP_FREE,         /* ID handle, FLAGS (VUMEM_FREE_NOREPLY: answer only a failure) */
+        VUMEM_OP_FREE,         /* ID handle, FLAGS (VUMEM_FREE_NOREPLY: answer only a failure;
+                                  VUMEM_FREE_NOTE: SIZE, the buffer was not noted) */
         VUMEM_OP_ACCESS,       /* VALUE buffer id -> BUFFER reply */
         VUMEM_OP_OBJECT,       /* VALUE object key -> SIZE object bytes, OFFSET, FLAGS, one fd (lane
                                   answers) */
-        VUMEM_OP_NOTE,         /* ID handle, SIZE bytes: a buffer the lane gave (no answer) */
+        VUMEM_OP_NOTE,         /* ID handle, SIZE bytes: a buffer the lane gave (no answer; sent when
+                                  the session's next lane allocation comes, or with its FREE) */
         /* server node */
         VUMEM_OP_SERVER_OPEN = PV_OP_VUMEM_FIRST + 0x40, /* FLAGS (VUMEM_SERVER_LANES) -> the node's name
                                                             in NAME, and with lanes the library's page
@@ -80,6 +83,8 @@ enum vumem_op {
         VUMEM_OP_NUDGE,        /* server program -> pvd: read the log, refill reservations (no answer) */
         VUMEM_OP_MEM_ALLOC,    /* SIZE -> VALUE key, OFFSET, SIZE (pages), FLAGS, one fd: memory of the
                                   hypervisor backend, registered */
+        VUMEM_OP_FREES,        /* pvd -> server program (SEQ 0): several FREE requests in one message:
+                                  NAME client VM, DATA struct vumem_free_ent[] (VUMEM_SERVER_FREES) */
         /* both nodes */
         VUMEM_OP_KICK = PV_OP_VUMEM_FIRST + 0x80, /* program -> pvd: wake the lane's other side
                                                      (server node: TOKEN session) (no answer) */
@@ -100,6 +105,21 @@ enum vumem_op {
 
 #define VUMEM_SESSION_MASTER 1u
 #define VUMEM_SERVER_LANES   1u  /* SERVER_OPEN: the server program serves lanes */
+#define VUMEM_SERVER_FREES   2u  /* SERVER_OPEN: the server program takes VUMEM_OP_FREES */
+
+/* One FREE request of a VUMEM_OP_FREES message. The FREEs a server
+ * program hears of pile up while its clients allocate on their lanes (pvd
+ * holds each VUMEM_FREE_DELAY_MS for company); one message for all of them
+ * costs the program one wake-up and pvd one send, instead of one each. */
+struct vumem_free_ent {
+        uint32_t id;                /* request id */
+        uint32_t reserved;
+        uint64_t buf_id;
+        uint64_t vaddr;             /* the server program's address */
+        uint64_t size;
+};
+
+#define VUMEM_FREES_MAX 64u      /* entries per message (<= VUMEM_CREDIT_MAX) */
 #define VUMEM_BUF_DMABUF     1u
 /* SESSION_OPEN answer, LANE: the lane's CPU hints compare (both sides run
  * on one kernel's CPUs; the pvd of each side says so to its own program). */

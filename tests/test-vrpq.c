@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 
@@ -16,6 +17,7 @@
 
 #include "pvt-run.h"
 #include "vrpq-test.h"
+#include "vrpq/vrpq-int.h"
 
 #define SRV0   "/dev/vrpq-srv-vogl0"   /* vm2, for vm3 */
 #define SRV1   "/dev/vrpq-srv-vogl1"   /* vm2, for vm5 */
@@ -413,6 +415,14 @@ static int clt_kinds(void *arg)
         /* Asynchronous: posts, then one notify; post-and-notify. */
         CHK(post_ints(c, 0, 30) == 0);
         sent += 30;
+        /* The notify populated the ring's pages ahead of the producer,
+         * which nobody has written yet. */
+        unsigned char res[16];
+        CHK(mincore((uint8_t *)c->tx.ring + 4096, sizeof(res) * 4096, res) == 0);
+        for (unsigned k = 0; k < sizeof(res); k++)
+                CHK(res[k] & 1);
+        /* The emu backend's xIRQs are eventfds: one read empties them. */
+        CHK(c->wait_eventfd);
         /* Synchronous, with output parameters. */
         for (nku32_f i = 0; i < 200; i++, sent++) {
                 CHK_OK(vrpqParamAlloc(c, 4, 8, &in));

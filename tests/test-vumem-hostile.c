@@ -605,6 +605,114 @@ static void test_raw_server(void)
         CU_ASSERT(pvd_alive("vm3"));
 }
 
+/* A client allocates four buffers and ends its session. */
+static void *alloc4_thread(void *argp)
+{
+        struct alloc_arg *a = argp;
+        VumemSession *s;
+        VumemBufferHd b;
+        a->rc = vumemSessionCreate(CLT, &s);
+        for (int i = 0; i < 4 && a->rc == 0; i++) {
+                struct talloc t = { .op = TA_POOL, .size = 4096 };
+                a->rc = vumemBufferAlloc(s, &t, sizeof(t), &b);
+        }
+        snprintf(a->err, sizeof(a->err), "%s", pvLastError());
+        if (a->rc == 0)
+                vumemSessionDestroy(s);
+        return NULL;
+}
+
+/* A server program that takes VUMEM_OP_FREES hears of the frees that wait
+ * together in one message, each with what it answered. */
+static void test_raw_server_frees(void)
+{
+        CU_ASSERT_FATAL(pvd_alive("vm2") && pvd_alive("vm3"));
+        pvt_use_vm(&plat, "vm2");
+        struct pv_conn *c;
+        CU_ASSERT_EQUAL_FATAL(pvc_conn_open(SRV, &c), 0);
+        struct pv_msg req, resp;
+        static char buf[8192];
+        pv_msg_init(&req, VUMEM_OP_SERVER_OPEN);
+        pv_msg_set_u(&req, PV_K_FLAGS, VUMEM_SERVER_FREES);
+        resp.nfds = 0;
+        CU_ASSERT_EQUAL_FATAL(pvc_conn_call(c, &req, &resp, buf, sizeof(buf)), 0);
+        char err[256];
+        int64_t key = raw_register(c, -1, 4 * 4096, err, sizeof(err));
+        CU_ASSERT_FATAL(key > 0);
+        pv_msg_init(&req, VUMEM_OP_NEXT);
+        pv_msg_set_u(&req, PV_K_SEQ, 1);
+        pv_msg_set_u(&req, PV_K_COUNT, 16);
+        CU_ASSERT_FATAL(pv_msg_send(c->fd, &req) == 0);
+        pvt_use_vm(&plat, "vm3");
+        struct alloc_arg a = { 0 };
+        pthread_t th;
+        pthread_create(&th, NULL, alloc4_thread, &a);
+        int allocs = 0, frees = 0, batches = 0, bad = 0;
+        uint64_t seen = 0; /* which of the four answers came back */
+        while (frees < 4 && !bad) {
+                struct pollfd pf = { .fd = c->fd, .events = POLLIN };
+                if (poll(&pf, 1, 5000) != 1 || pv_msg_recv(c->fd, &resp, buf, sizeof(buf), 0) < 0)
+                        break;
+                pv_msg_close_fds(&resp);
+                uint64_t id = 0, cmd = 0;
+                const void *p;
+                uint32_t len;
+                if (pv_msg_op(&resp) == VUMEM_OP_FREES) {
+                        if (pv_msg_get_b(&resp, PV_K_DATA, &p, &len) < 0 || !len ||
+                            len % sizeof(struct vumem_free_ent)) {
+                                bad++;
+                                break;
+                        }
+                        batches += len > sizeof(struct vumem_free_ent);
+                        for (uint32_t k = 0; k < len / sizeof(struct vumem_free_ent); k++) {
+                                struct vumem_free_ent e;
+                                memcpy(&e, (const uint8_t *)p + k * sizeof(e), sizeof(e));
+                                uint64_t i = e.vaddr / 0x10000 - 1;
+                                bad += i >= 4 || e.vaddr % 0x10000 || e.size != 4096 || !e.buf_id ||
+                                       (seen & (1ull << i));
+                                seen |= i < 4 ? 1ull << i : 0;
+                                frees++;
+                        }
+                        continue;
+                }
+                if (pv_msg_op(&resp) != VUMEM_OP_REQUEST || pv_msg_get_u(&resp, PV_K_ID, &id) < 0 ||
+                    pv_msg_get_u(&resp, PV_K_COUNT, &cmd) < 0)
+                        continue;
+                if (cmd == VUMEM_CMD_BUFFER_FREE) {
+                        uint64_t vaddr = 0;
+                        pv_msg_get_u(&resp, PV_K_VALUE2, &vaddr);
+                        uint64_t i = vaddr / 0x10000 - 1;
+                        bad += i >= 4 || (seen & (1ull << i));
+                        seen |= i < 4 ? 1ull << i : 0;
+                        frees++;
+                        continue;
+                }
+                /* The n-th ALLOC: page n of the object, at server address (n+1) * 64 KiB. */
+                pv_msg_init(&req, VUMEM_OP_RESPOND);
+                pv_msg_set_u(&req, PV_K_SEQ, 2);
+                pv_msg_set_u(&req, PV_K_ID, id);
+                pv_msg_set_i(&req, PV_K_DIAG, 0);
+                pv_msg_set_u(&req, PV_K_VALUE2, (uint64_t)(allocs + 1) * 0x10000);
+                pv_msg_set_u(&req, PV_K_SIZE, 4096);
+                pv_msg_set_u(&req, PV_K_VALUE, (uint64_t)key);
+                pv_msg_set_u(&req, PV_K_OFFSET, (uint64_t)allocs * 4096);
+                pv_msg_set_u(&req, PV_K_OFFSET2, 0);
+                allocs++;
+                CU_ASSERT(pv_msg_send(c->fd, &req) == 0);
+        }
+        pthread_join(th, NULL);
+        CU_ASSERT_EQUAL(a.rc, 0);
+        CU_ASSERT_EQUAL(allocs, 4);
+        CU_ASSERT_EQUAL(frees, 4);
+        CU_ASSERT_EQUAL(seen, 0xf);
+        CU_ASSERT_EQUAL(bad, 0);
+        /* The session's end freed all four at once: one message for them. */
+        CU_ASSERT(batches >= 1);
+        pvc_conn_close(c);
+        CU_ASSERT(pvd_alive("vm2"));
+        CU_ASSERT(pvd_alive("vm3"));
+}
+
 /* ---- a third mapping of the pdev region ------------------------------------------------- */
 
 static atomic_bool scribbling;
@@ -1042,6 +1150,7 @@ static void test_fake_server(void)
 static const struct pvt_test tests[] = {
         { "fake client VM: bad requests fail alone", test_fake_client },
         { "raw server program: memory that cannot be shared", test_raw_server },
+        { "raw server program: frees that wait together come in one message", test_raw_server_frees },
         { "third mapping scribbles on a session's lane", test_lane_scribbler },
         { "third mapping scribbles in the pdev", test_pdev_scribbler },
         { "fake server VM: corrupt records and answers", test_fake_server },

@@ -406,6 +406,27 @@ static void poll_learned(struct vbpd *v, struct pvc_spin_learn *l, bool answered
                 pvc_spin_learned(l, remote_ns, answered, spun_ns);
 }
 
+/* Between bursts of polling the ring: true once the wait has polled for
+ * spin_ns of this thread's CPU time (*c0: where it started; *t0, wall
+ * time). Time yielded to the peer, which often shares our CPU, or taken by
+ * preemption is not time polled in vain: counting it made a waiter give up
+ * while the peer was about to answer, and then its bytes went the slow way
+ * through pvd and the socket (the round trip's tail). Still bounded in
+ * wall time. */
+static bool spin_over(uint64_t *t0, uint64_t *c0)
+{
+        uint64_t t = pvc_now_ns(), c = pvc_thread_cpu_ns();
+        if (!*t0) {
+                *t0 = t;
+                *c0 = c;
+                return false;
+        }
+        if (c - *c0 >= spin_ns || t - *t0 >= spin_ns * PVC_SPIN_WALL_FACTOR)
+                return true;
+        pvc_spin_yield(c - *c0);   /* the peer may be queued behind us */
+        return false;
+}
+
 /* ---- read ------------------------------------------------------------------------ */
 
 static ssize_t ring_read(struct vbpd *v, int fd, uint8_t *buf, size_t n, int *nb)
@@ -440,7 +461,7 @@ static ssize_t ring_read(struct vbpd *v, int fd, uint8_t *buf, size_t n, int *nb
                         ring_store_relaxed(&d->sock, 0);   /* pvd puts none there while we hold rx */
         }
         uint32_t cons = shm_read32(&d->index);
-        uint64_t t0 = 0;
+        uint64_t t0 = 0, c0 = 0;
         for (unsigned i = 0; got < n; i++) {
                 if (!ring_load_acquire(&d->ok))
                         break;   /* pvd takes the ring back (its vlink goes down) */
@@ -491,7 +512,10 @@ static ssize_t ring_read(struct vbpd *v, int fd, uint8_t *buf, size_t n, int *nb
                         ring_store_relaxed(&h->cons_wait, 0);
                         quiet = true;
                 }
-                if ((i & 63) == 0) {
+                /* A peer on our kernel: spin_ns of this thread's CPU time;
+                 * a remote one: the learnt budget, in wall time (the
+                 * answer crosses a boundary whatever we run). */
+                if ((i & 63) == 0 && v->remote) {
                         uint64_t t = pvc_now_ns();
                         if (!t0) {
                                 t0 = t;
@@ -502,6 +526,8 @@ static ssize_t ring_read(struct vbpd *v, int fd, uint8_t *buf, size_t n, int *nb
                                 break;
                         }
                         pvc_spin_yield(t - t0);   /* the peer may be queued behind us */
+                } else if ((i & 63) == 0 && spin_over(&t0, &c0)) {
+                        break;
                 }
                 pvc_cpu_relax();
         }
@@ -570,7 +596,7 @@ static size_t ring_write(struct vbpd *v, int fd, const uint8_t *buf, size_t n)
          * of it, or goes to the socket whole. */
         size_t atom = n <= VBPD_ATOMIC_WRITE && n <= size ? n : 1;
         uint32_t prod = shm_read32(&d->index);
-        uint64_t t0 = 0;
+        uint64_t t0 = 0, c0 = 0;
         for (unsigned i = 0; put < n; i++) {
                 if (!ring_load_acquire(&d->ok))
                         break;   /* pvd takes the ring back (its vlink goes down) */
@@ -609,14 +635,8 @@ static size_t ring_write(struct vbpd *v, int fd, const uint8_t *buf, size_t n)
                 }
                 if (!spin)
                         break;
-                if ((i & 63) == 0) {
-                        uint64_t t = pvc_now_ns();
-                        if (!t0)
-                                t0 = t;
-                        else if (t - t0 >= spin_ns)
-                                break;
-                        pvc_spin_yield(t - t0);   /* the peer may be queued behind us */
-                }
+                if ((i & 63) == 0 && spin_over(&t0, &c0))
+                        break;
                 pvc_cpu_relax();
         }
         if (put)

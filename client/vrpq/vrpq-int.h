@@ -44,6 +44,7 @@ struct VrpqChan {
         uint64_t kernel;                /* ours; 0: no CPU hints (not one kernel) */
         int kick_fd;                    /* the peer's xIRQ */
         int wait_fd;                    /* ours */
+        bool wait_eventfd;              /* it is an eventfd: one read empties it */
         bool server;
         atomic_bool dead;               /* sticky: the channel ended */
         atomic_bool peer_woken;         /* we kicked a sleeping peer: yield while waiting for it */
@@ -66,6 +67,10 @@ struct VrpqChan {
         pthread_cond_t bell_cv;
         bool bell_polling;
         atomic_uint bell_gen;
+        /* Populated ahead of the producer (prefault_ahead), bytes from the
+         * start of the ring and of the port; pf_off: the kernel cannot. */
+        uint32_t pf_ring, pf_port;
+        bool pf_off;
         /* Setup. */
         VrpqSession *session;
         struct pv_conn *conn;           /* the channel's connection to pvd */

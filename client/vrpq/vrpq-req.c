@@ -9,6 +9,7 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -43,10 +44,13 @@ bool pvc_vrpq_closed(VrpqChan *c)
         return c->dead;
 }
 
-static void drain_fd(int fd)
+/* Empty the xIRQ fd. An eventfd's one read takes its whole count: a
+ * second would only return EAGAIN, a system call per wake-up for nothing
+ * (with many channels, one per batch of requests). */
+static void drain_fd(VrpqChan *c)
 {
         uint64_t v;
-        while (read(fd, &v, sizeof(v)) == sizeof(v))
+        while (read(c->wait_fd, &v, sizeof(v)) == sizeof(v) && !c->wait_eventfd)
                 ;
 }
 
@@ -76,7 +80,7 @@ static int bell_sleep(VrpqChan *c, unsigned g0, int timeout_ms)
                         rc = -ECONNRESET;
                 }
                 if (n > 0 && (p[0].revents & POLLIN))
-                        drain_fd(c->wait_fd);
+                        drain_fd(c);
                 pthread_mutex_lock(&c->bell_lock);
                 c->bell_polling = false;
                 atomic_fetch_add(&c->bell_gen, 1);
@@ -112,7 +116,7 @@ static void bell_drain(VrpqChan *c)
 {
         pthread_mutex_lock(&c->bell_lock);
         if (!c->bell_polling) {
-                drain_fd(c->wait_fd);
+                drain_fd(c);
                 atomic_fetch_add(&c->bell_gen, 1);
                 pthread_cond_broadcast(&c->bell_cv);
         }
@@ -260,9 +264,49 @@ static int chan_check(VrpqChan *c, bool server, const char *what)
         return 0;
 }
 
+/* A producer streams through its ring and its port, and a fresh channel's
+ * memory has no pages yet: each first write of a page is a page fault
+ * (a page cleared in the kernel), one per hundred or so requests. With many
+ * channels the pages of each stay cold for long, and those faults become a
+ * large part of a request's cost. Once per notification the producer asks
+ * for the next PF_CHUNK ahead of it in one call (MADV_POPULATE_WRITE)
+ * instead, until the whole ring and port have been through once. */
+#define PF_CHUNK (256u << 10)
+
+static int pf_region(uint32_t *done, uint8_t *base, size_t size, size_t pos)
+{
+#ifdef MADV_POPULATE_WRITE
+        if (*done >= size || pos + PF_CHUNK / 2 < *done)
+                return 0;
+        size_t from = pos > *done ? pos : *done;
+        size_t to = size - from > PF_CHUNK ? from + PF_CHUNK : size;
+        uintptr_t pg = 4096, a = ((uintptr_t)base + from) & ~(pg - 1), e = ((uintptr_t)base + to) & ~(pg - 1);
+        if (e > a && madvise((void *)a, e - a, MADV_POPULATE_WRITE) < 0)
+                return -1;
+        *done = (uint32_t)to;
+        return 0;
+#else
+        (void)done, (void)base, (void)size, (void)pos;
+        return -1;
+#endif
+}
+
+static void prefault_ahead(VrpqChan *c)
+{
+        struct vrpq_txq *q = &c->tx;
+        size_t ring_size = (size_t)q->cap * sizeof(*q->ring);
+        if (c->pf_off || (c->pf_ring >= ring_size && c->pf_port >= q->port_size))
+                return;
+        if (ring_size > UINT32_MAX ||
+            pf_region(&c->pf_ring, (uint8_t *)q->ring, ring_size, (size_t)(q->prod & q->mask) * sizeof(*q->ring)) < 0 ||
+            pf_region(&c->pf_port, q->port, q->port_size, q->port_pos) < 0)
+                c->pf_off = true; /* an older kernel: the pages fault in as they are used */
+}
+
 /* Wake the peer's receiver after posting. */
 static void notify_rx(VrpqChan *c)
 {
+        prefault_ahead(c);
         if (vrpq_wake_needed(c->peer_rx_sleep)) {
                 atomic_store_explicit(&c->peer_woken, true, memory_order_relaxed);
                 uint64_t one = 1;

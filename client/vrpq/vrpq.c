@@ -14,6 +14,19 @@
 
 #include "vrpq-int.h"
 
+/* Whether fd is an eventfd: one read empties it (an xIRQ of any other
+ * kind is read until empty). */
+static bool fd_is_eventfd(int fd)
+{
+        char path[64], link[64];
+        snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+        ssize_t n = readlink(path, link, sizeof(link) - 1);
+        if (n < 0)
+                return false;
+        link[n] = 0;
+        return strcmp(link, "anon_inode:[eventfd]") == 0;
+}
+
 #define REPLY_MAX (VRPQ_INFO_MAX + 2048)
 
 /* ---- sessions ---------------------------------------------------------------- */
@@ -276,6 +289,7 @@ static int chan_open(VrpqSession *s, int op, const void *info, size_t info_len, 
                 rc = pvc_error(-errno, "%s: cannot set up the channel's xIRQ: %s", s->dev, strerror(errno));
                 goto fail;
         }
+        c->wait_eventfd = fd_is_eventfd(c->wait_fd);
         if (c->server && info_size) {
                 const void *p = NULL;
                 uint32_t n = 0;

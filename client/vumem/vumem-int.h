@@ -45,6 +45,7 @@ struct VumemSession {
         pthread_mutex_t lane_lock;  /* one request on it at a time */
         uint32_t lane_seq;
         uint64_t spin_ns;
+        struct VumemBuffer *note_due; /* under lock: a lane's buffer pvd has not been told of */
         struct lane_obj objs[OBJ_CACHE]; /* under lock */
         unsigned nobjs, obj_next;
 };

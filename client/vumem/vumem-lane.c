@@ -242,7 +242,17 @@ int pvc_vumem_lane_alloc(VumemSession *s, void *alloc, size_t allocSize, VumemBu
         b->dmabuf = o.dmabuf;
         if (allocSize)
                 memcpy(alloc, a.alloc, a.alloc_size < allocSize ? a.alloc_size : allocSize);
-        lane_note_free(s, a.handle, a.size, true);
+        /* pvd hears of the buffer with the session's next lane allocation,
+         * or with its FREE when that comes first: a program that allocates
+         * and frees in turn sends one message per buffer, not two. */
+        pthread_mutex_lock(&s->lock);
+        VumemBuffer *due = s->note_due;
+        uint32_t due_handle = due ? due->handle : 0;
+        uint64_t due_size = due ? due->size : 0;
+        s->note_due = b;
+        pthread_mutex_unlock(&s->lock);
+        if (due)
+                lane_note_free(s, due_handle, due_size, true);
         pvc_vumem_buffer_link(s, b);
         *out = b;
         return 0;

@@ -32,7 +32,12 @@
 #include "pvc-spin.h"
 #include "vumem-int.h"
 
-#define LANE_SPIN_US 50     /* PVCLIENT_VUMEM_SPIN_US: polling the lanes before sleeping */
+/* PVCLIENT_VUMEM_SPIN_US: polling the lanes before sleeping, in the
+ * thread's CPU time. Longer than a client's wait: a server that slept
+ * costs the next request a wake-up through both pvds, and a client's work
+ * between two requests (mapping, a FREE to its pvd) on a busy machine
+ * often exceeds 50 us. */
+#define LANE_SRV_SPIN_US 200
 #define LANE_IDLE_MS 100    /* no lane request for this long: sleep without polling */
 
 static size_t page_size(void)
@@ -66,7 +71,7 @@ int vumemServerCreate(const char *dev, VumemServer **server)
         }
         struct pv_msg req, resp;
         pv_msg_init(&req, VUMEM_OP_SERVER_OPEN);
-        pv_msg_set_u(&req, PV_K_FLAGS, VUMEM_SERVER_LANES);
+        pv_msg_set_u(&req, PV_K_FLAGS, VUMEM_SERVER_LANES | VUMEM_SERVER_FREES);
         resp.nfds = 0;
         rc = pvc_conn_call(v->conn, &req, &resp, v->buf, sizeof(v->buf));
         uint64_t off;
@@ -84,7 +89,7 @@ int vumemServerCreate(const char *dev, VumemServer **server)
                 free(v);
                 return rc;
         }
-        v->spin_ns = pvc_spin_ns("PVCLIENT_VUMEM_SPIN_US", LANE_SPIN_US);
+        v->spin_ns = pvc_spin_ns("PVCLIENT_VUMEM_SPIN_US", LANE_SRV_SPIN_US);
         pthread_mutex_init(&v->rx, NULL);
         pthread_mutex_init(&v->lock, NULL);
         pthread_mutex_init(&v->call_mu, NULL);
@@ -138,6 +143,30 @@ int vumemServerDestroy(VumemServer *v)
 
 /* ---- requests -------------------------------------------------------------- */
 
+/* Note request id as awaiting vumemRespond (what it matches against). */
+static int out_add(VumemServer *v, uint32_t id, uint32_t cmd)
+{
+        struct srv_out *o = calloc(1, sizeof(*o));
+        if (!o)
+                return pvc_error(-ENOMEM, "out of memory");
+        o->req = id;
+        o->cmd = cmd;
+        pthread_mutex_lock(&v->lock);
+        o->next = v->out;
+        v->out = o;
+        pthread_mutex_unlock(&v->lock);
+        return 0;
+}
+
+static void fill_free(VumemReq *req, uint32_t id, uint64_t bid, uint64_t vaddr, uint64_t size)
+{
+        req->header.cmd = VUMEM_CMD_BUFFER_FREE;
+        req->header.reqId = id;
+        req->bufferFree.vaddr = (void *)(uintptr_t)vaddr;
+        req->bufferFree.size = (size_t)size;
+        req->bufferFree.bufferId = bid;
+}
+
 static int fill_req(VumemServer *v, struct pv_msg *m, VumemReq *req)
 {
         uint64_t id, cmd, sid = 0, master = 0;
@@ -165,20 +194,9 @@ static int fill_req(VumemServer *v, struct pv_msg *m, VumemReq *req)
                 pv_msg_get_u(m, PV_K_VALUE, &bid);
                 pv_msg_get_u(m, PV_K_VALUE2, &vaddr);
                 pv_msg_get_u(m, PV_K_SIZE, &size);
-                req->bufferFree.vaddr = (void *)(uintptr_t)vaddr;
-                req->bufferFree.size = (size_t)size;
-                req->bufferFree.bufferId = bid;
+                fill_free(req, (uint32_t)id, bid, vaddr, size);
         }
-        struct srv_out *o = calloc(1, sizeof(*o));
-        if (!o)
-                return pvc_error(-ENOMEM, "out of memory");
-        o->req = (uint32_t)id;
-        o->cmd = (uint32_t)cmd;
-        pthread_mutex_lock(&v->lock);
-        o->next = v->out;
-        v->out = o;
-        pthread_mutex_unlock(&v->lock);
-        return 0;
+        return out_add(v, (uint32_t)id, (uint32_t)cmd);
 }
 
 static int gone(VumemServer *v)
@@ -234,6 +252,39 @@ static void call_answer(VumemServer *v, struct pv_msg *m)
 
 /* Messages from pvd, without waiting: 1 and req filled for a request, 0
  * when there is nothing more, or an error. Answers to a call go to it. */
+static void backlog_push(VumemServer *v, const VumemReq *req);
+
+/* VUMEM_OP_FREES: the first FREE into req, the others into the backlog
+ * (vumemReceive hands them over first, in order). 1, or -EPROTO. */
+static int take_frees(VumemServer *v, struct pv_msg *m, VumemReq *req)
+{
+        const void *p, *name = NULL;
+        uint32_t len, nlen = 0;
+        if (m->nfds || pv_msg_get_b(m, PV_K_DATA, &p, &len) < 0 || !len || len % sizeof(struct vumem_free_ent) ||
+            len / sizeof(struct vumem_free_ent) > VUMEM_FREES_MAX)
+                return pvc_error(-EPROTO, "%s: malformed FREE requests from pvd", v->conn->name);
+        pv_msg_get_b(m, PV_K_NAME, &name, &nlen);
+        uint32_t n = len / (uint32_t)sizeof(struct vumem_free_ent);
+        v->credit = v->credit > n ? v->credit - n : 0;
+        for (uint32_t i = 0; i < n; i++) {
+                struct vumem_free_ent e;
+                memcpy(&e, (const uint8_t *)p + (size_t)i * sizeof(e), sizeof(e));
+                VumemReq r;
+                memset(&r, 0, sizeof(r));
+                if (name)
+                        vumem_text_copy(r.header.clientVm, sizeof(r.header.clientVm), name, nlen);
+                fill_free(&r, e.id, e.buf_id, e.vaddr, e.size);
+                int rc = out_add(v, e.id, VUMEM_CMD_BUFFER_FREE);
+                if (rc < 0)
+                        return rc;
+                if (i == 0)
+                        *req = r;
+                else
+                        backlog_push(v, &r);
+        }
+        return 1;
+}
+
 static int sock_take(VumemServer *v, VumemReq *req)
 {
         for (;;) {
@@ -267,6 +318,11 @@ static int sock_take(VumemServer *v, VumemReq *req)
                         pthread_mutex_lock(&v->lock);
                         vsrv_lane_add(v, &m);
                         pthread_mutex_unlock(&v->lock);
+                }
+                if (op == VUMEM_OP_FREES) {
+                        rc = take_frees(v, &m, req);
+                        pv_msg_close_fds(&m);
+                        return rc;
                 }
                 if (op != VUMEM_OP_REQUEST) {
                         pv_msg_close_fds(&m); /* a wake-up, or a lane (mapped) */
@@ -382,7 +438,13 @@ static int receive_locked(VumemServer *v, VumemReq *req, int timeout_ms)
         }
         uint64_t now = pvc_now_ns();
         uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : now + (uint64_t)timeout_ms * 1000000u;
-        uint64_t spin_until = now + v->spin_ns;
+        /* The polling budget is the thread's CPU time (pvc_thread_cpu_ns):
+         * a server that shares a CPU with its client yields to it while
+         * the client works between two requests, and so stays awake for
+         * the next one instead of sleeping (then each request costs a
+         * wake-up through both pvds, the round trip's tail). */
+        uint64_t spin_until = now + v->spin_ns * PVC_SPIN_WALL_FACTOR;
+        uint64_t cpu0 = pvc_thread_cpu_ns();
         /* Poll only while the lanes are in use: a server whose clients go
          * through pvd sleeps on the connection at once. */
         bool busy = now - v->lane_seen_ns < LANE_IDLE_MS * 1000000ull;
@@ -409,8 +471,9 @@ static int receive_locked(VumemServer *v, VumemReq *req, int timeout_ms)
                         continue;
                 }
                 now = pvc_now_ns();
-                if (lanes && now < spin_until && now < deadline) {
-                        pvc_spin_yield_to(now + v->spin_ns - spin_until, my_cpu, peer_cpu);
+                uint64_t spun = pvc_thread_cpu_ns() - cpu0;
+                if (lanes && spun < v->spin_ns && now < spin_until && now < deadline) {
+                        pvc_spin_yield_to(spun, my_cpu, peer_cpu);
                         continue;
                 }
                 /* Sleep: say so on every lane, then look once more (a
@@ -441,7 +504,8 @@ static int receive_locked(VumemServer *v, VumemReq *req, int timeout_ms)
                         if (rc != 0)
                                 return rc < 0 ? rc : 0;
                         now = pvc_now_ns();
-                        spin_until = now + v->spin_ns;
+                        spin_until = now + v->spin_ns * PVC_SPIN_WALL_FACTOR;
+                        cpu0 = pvc_thread_cpu_ns();
                         busy = now - v->lane_seen_ns < LANE_IDLE_MS * 1000000ull;
                         iter = 0;
                         continue;

@@ -239,6 +239,9 @@ int vumemBufferFree(VumemBufferHd b)
         *b->pprev = b->next;
         if (b->next)
                 b->next->pprev = b->pprev;
+        bool note = s->note_due == b;
+        if (note)
+                s->note_due = NULL;
         pthread_mutex_unlock(&s->lock);
         int rc = 0;
         if (!atomic_load(&s->reset)) {
@@ -248,7 +251,9 @@ int vumemBufferFree(VumemBufferHd b)
                 struct pv_msg req;
                 pv_msg_init(&req, VUMEM_OP_FREE);
                 pv_msg_set_u(&req, PV_K_ID, b->handle);
-                pv_msg_set_u(&req, PV_K_FLAGS, VUMEM_FREE_NOREPLY);
+                pv_msg_set_u(&req, PV_K_FLAGS, VUMEM_FREE_NOREPLY | (note ? VUMEM_FREE_NOTE : 0));
+                if (note)
+                        pv_msg_set_u(&req, PV_K_SIZE, b->size);
                 rc = pvc_conn_post(s->conn, &req);
                 if (rc == -ECONNRESET)
                         atomic_store(&s->reset, true);

@@ -49,6 +49,30 @@ static void give(struct vs_link *L, struct vs_req *q)
         pvd_hot(L->vl->pvd); /* its answer comes back through here */
 }
 
+/* FREEs from the head of the queue, as many as credit and one message
+ * allow, in one VUMEM_OP_FREES. */
+static void give_frees(struct vs_link *L)
+{
+        struct vumem_free_ent e[VUMEM_FREES_MAX];
+        uint32_t n = 0;
+        while (L->queue && L->queue->cmd == VUMEM_CMD_BUFFER_FREE && n < VUMEM_FREES_MAX && n < L->credit) {
+                struct vs_req *q = L->queue;
+                L->queue = q->next;
+                if (!L->queue)
+                        L->queue_tail = NULL;
+                e[n++] = (struct vumem_free_ent){ .id = q->id, .buf_id = q->buf_id, .vaddr = q->vaddr,
+                                                  .size = q->size };
+                free(q);
+        }
+        struct pv_msg m;
+        pv_msg_init(&m, VUMEM_OP_FREES);
+        pv_msg_set_u(&m, PV_K_SEQ, 0);
+        pv_msg_set_str(&m, PV_K_NAME, L->vl->peer_vm);
+        pv_msg_set_b(&m, PV_K_DATA, e, n * (uint32_t)sizeof(e[0]));
+        L->credit -= n;
+        pvd_conn_send(L->server, &m);
+}
+
 /* Push what the server program has credit for; FREEs alone only if
  * frees_too. */
 static void pump(struct vs_link *L, bool frees_too)
@@ -62,6 +86,11 @@ static void pump(struct vs_link *L, bool frees_too)
                         return;
         }
         while (L->queue && L->credit && L->server) {
+                if (L->server_frees && L->queue->cmd == VUMEM_CMD_BUFFER_FREE && L->queue->next &&
+                    L->queue->next->cmd == VUMEM_CMD_BUFFER_FREE && L->credit > 1) {
+                        give_frees(L);
+                        continue;
+                }
                 struct vs_req *q = L->queue;
                 L->queue = q->next;
                 if (!L->queue)
@@ -305,6 +334,7 @@ static int on_server_open(struct vs_link *L, struct pvd_conn *c, struct pv_msg *
         pv_msg_set_str(&r, PV_K_NAME, vs_node_name(L));
         uint64_t flags = 0;
         pv_msg_get_u(m, PV_K_FLAGS, &flags);
+        L->server_frees = flags & VUMEM_SERVER_FREES;
         if (flags & VUMEM_SERVER_LANES)
                 vs_lane_server_open(L, &r); /* its page with pvd, if it can be made */
         else

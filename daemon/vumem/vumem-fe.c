@@ -181,6 +181,27 @@ static struct vc_hent *hent_find(struct vc_session *s, uint32_t handle)
         return NULL;
 }
 
+static int hent_add(struct vc_session *s, uint32_t handle, uint64_t size)
+{
+        if (s->nh == s->caph) {
+                unsigned cap = s->caph ? s->caph * 2 : 16;
+                struct vc_hent *h = realloc(s->h, cap * sizeof(*h));
+                if (!h)
+                        return -ENOMEM;
+                s->h = h;
+                s->caph = cap;
+        }
+        s->h[s->nh++] = (struct vc_hent){ .handle = handle, .size = size };
+        s->bytes += size;
+        return 0;
+}
+
+static void free_timer_cb(uv_timer_t *t)
+{
+        struct vc_link *L = t->data;
+        pvd_vlink_flush_notify(L->vl);
+}
+
 /* A free is answered here, once it is on the ring: the server VM applies
  * it before any later request of this VM, and a handle this pvd knows
  * cannot fail there (a session reset ends the session anyway). It spares
@@ -198,6 +219,14 @@ static int op_free(struct vc_link *L, struct pvd_conn *c, struct pv_msg *m)
         if (!s)
                 return 0;
         struct vc_hent *h = hent_find(s, handle);
+        uint64_t size;
+        if (!h && (flags & VUMEM_FREE_NOTE) && handle && pv_msg_get_u(m, PV_K_SIZE, &size) == 0 &&
+            s->nh < VUMEM_HANDLES_MAX && hent_add(s, handle, size) == 0) {
+                /* A lane's buffer this pvd had not heard of: the server VM
+                 * checks the handle, as for any FREE. */
+                L->served++;
+                h = hent_find(s, handle);
+        }
         if (!h) {
                 pvd_conn_reply_err(c, m, -ENOENT, "%s: no buffer handle %u in this session", node_name(L), handle);
                 return 0;
@@ -207,7 +236,14 @@ static int op_free(struct vc_link *L, struct pvd_conn *c, struct pv_msg *m)
         msg.req = 0; /* no answer wanted */
         msg.session = s->cid;
         msg.handle = handle;
-        int rc = pvd_vlink_send(L->vl, PV_DRV_VUMEM, VUMEM_MSG_FREE, &msg, sizeof(msg));
+        /* Nobody waits for it: it goes on the ring without waking the
+         * server VM's pvd, which reads it with the next message, or when
+         * free_timer says so (the server program hears of frees late
+         * anyway, VUMEM_FREE_DELAY_MS). A program that allocates and frees
+         * in a loop on its lane then costs that pvd no wake-up per buffer. */
+        int rc = pvd_vlink_send_quiet(L->vl, PV_DRV_VUMEM, VUMEM_MSG_FREE, &msg, sizeof(msg));
+        if (rc == 0 && !uv_is_active((uv_handle_t *)L->free_timer))
+                uv_timer_start(L->free_timer, free_timer_cb, VUMEM_FREE_DELAY_MS, 0);
         if (rc < 0) {
                 pvd_conn_reply_err(c, m, -ECONNRESET, "%s: the vlink to %s is down (%s)", node_name(L),
                                    L->vl->peer_vm, strerror(-rc));
@@ -221,20 +257,6 @@ static int op_free(struct vc_link *L, struct pvd_conn *c, struct pv_msg *m)
         return 0;
 }
 
-static int hent_add(struct vc_session *s, uint32_t handle, uint64_t size)
-{
-        if (s->nh == s->caph) {
-                unsigned cap = s->caph ? s->caph * 2 : 16;
-                struct vc_hent *h = realloc(s->h, cap * sizeof(*h));
-                if (!h)
-                        return -ENOMEM;
-                s->h = h;
-                s->caph = cap;
-        }
-        s->h[s->nh++] = (struct vc_hent){ .handle = handle, .size = size };
-        s->bytes += size;
-        return 0;
-}
 
 /* A buffer the session's lane gave: known here so that its FREE goes
  * through as any other (the server VM checks the handle). */

@@ -128,6 +128,7 @@ struct vs_link {
         struct pvd_conn *server;    /* the server program, or NULL */
         uint64_t server_starts;
         uint32_t credit;            /* requests the server program takes without asking */
+        bool server_frees;          /* it takes VUMEM_OP_FREES */
         uv_timer_t *free_timer;     /* pushes FREEs that wait alone */
         struct vs_req *queue, *queue_tail; /* not yet given to the server program */
         struct vs_req *given;       /* given, waiting for RESPOND (ALLOC) */
@@ -196,6 +197,7 @@ struct vc_link {
         bool pdev_ok;
         uint32_t ncells;
         uint64_t served, failed;
+        uv_timer_t *free_timer;     /* wakes the server VM's pvd for FREEs sent quietly */
 };
 
 struct vumem_link {

@@ -163,6 +163,13 @@ static int vumem_attach(struct pvd_vlink *vl)
                 V->c.vl = vl;
                 V->c.node = node;
                 V->c.next_req = 1;
+                V->c.free_timer = malloc(sizeof(uv_timer_t));
+                if (!V->c.free_timer) {
+                        free(V);
+                        return -ENOMEM;
+                }
+                uv_timer_init(vl->pvd->loop, V->c.free_timer);
+                V->c.free_timer->data = &V->c;
         }
         vl->drv[PV_DRV_VUMEM] = V;
         return 0;
@@ -182,6 +189,8 @@ static void vumem_detach(struct pvd_vlink *vl)
                 free(V->s.bitmap);
         } else {
                 vc_down(&V->c);
+                uv_timer_stop(V->c.free_timer);
+                uv_close((uv_handle_t *)V->c.free_timer, timer_free);
         }
         free(V);
         vl->drv[PV_DRV_VUMEM] = NULL;
