@@ -143,9 +143,10 @@ static inline void pvc_spin_learned(struct pvc_spin_learn *l, uint64_t max_ns, b
         __atomic_store_n(&l->budget, b, __ATOMIC_RELAXED);
 }
 
-/* Nanoseconds to poll: the environment variable's microseconds (at most one
- * second), else def_us; never on one CPU (the other side could not run). */
-static inline uint64_t pvc_spin_ns(const char *env, unsigned long def_us)
+/* Nanoseconds to poll for a peer on another kernel: the environment
+ * variable's microseconds (at most one second), else def_us; on one CPU
+ * too, since that peer does not need ours to run. */
+static inline uint64_t pvc_spin_ns_remote(const char *env, unsigned long def_us)
 {
         unsigned long us = def_us;
         const char *e = getenv(env);
@@ -155,9 +156,14 @@ static inline uint64_t pvc_spin_ns(const char *env, unsigned long def_us)
                 if (!*end && v <= 1000000)
                         us = v;
         }
-        if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
-                us = 0;
         return (uint64_t)us * 1000u;
+}
+
+/* Nanoseconds to poll for a peer on this kernel: the same, but never on
+ * one CPU (the other side could not run). */
+static inline uint64_t pvc_spin_ns(const char *env, unsigned long def_us)
+{
+        return sysconf(_SC_NPROCESSORS_ONLN) < 2 ? 0 : pvc_spin_ns_remote(env, def_us);
 }
 
 #endif

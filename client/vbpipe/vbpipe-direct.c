@@ -94,20 +94,10 @@ static void atfork_child(void)
         pthread_mutex_unlock(&table_lock);
 }
 
-/* The longest poll for a peer on another kernel: the environment's
- * microseconds (at most one second), else VBPD_REMOTE_SPIN_US; on one CPU
- * too, since that peer does not need ours to run. */
+/* The longest poll for a peer on another kernel. */
 static uint64_t remote_spin_ns(void)
 {
-        unsigned long us = VBPD_REMOTE_SPIN_US;
-        const char *e = getenv("PVCLIENT_VBPIPE_REMOTE_SPIN_US");
-        if (e && *e) {
-                char *end;
-                unsigned long v = strtoul(e, &end, 10);
-                if (!*end && v <= 1000000)
-                        us = v;
-        }
-        return (uint64_t)us * 1000u;
+        return pvc_spin_ns_remote("PVCLIENT_VBPIPE_REMOTE_SPIN_US", VBPD_REMOTE_SPIN_US);
 }
 
 static void init_once(void)

@@ -48,7 +48,8 @@ struct VrpqChan {
         bool server;
         atomic_bool dead;               /* sticky: the channel ended */
         atomic_bool peer_woken;         /* we kicked a sleeping peer: yield while waiting for it */
-        uint64_t spin_ns;               /* PVCLIENT_VRPQ_SPIN_US: the most a wait polls */
+        uint64_t spin_ns;               /* PVCLIENT_VRPQ_[REMOTE_]SPIN_US: the most a wait polls */
+        bool remote;                    /* the peer runs on another kernel */
         struct pvc_spin_learn spin_learn; /* what it polls now */
         void *last_out;                 /* the last block's output bytes */
         VrpqCallbackFn cb_fn;           /* client: handles callbacks while it waits */
@@ -87,6 +88,6 @@ int pvc_vrpq_wait(VrpqChan *c, uint32_t *flag, uint32_t *flag2, int (*ready)(Vrp
               int timeout_ms);
 /* The channel ended (a pvd marked it, or its connection hung up). */
 bool pvc_vrpq_closed(VrpqChan *c);
-uint64_t pvc_vrpq_spin_ns(void);
+uint64_t pvc_vrpq_spin_ns(bool remote);
 
 #endif

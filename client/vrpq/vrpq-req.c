@@ -17,21 +17,26 @@
 #include "vrpq-int.h"
 
 #define SPIN_US_DEFAULT 50
+/* A peer on another kernel (a QEMU guest, or the host beside one) answers
+ * a wait that sleeps only through both pvds and an interrupt, which in a
+ * guest cost hundreds of microseconds: poll longer, also on one CPU. */
+#define REMOTE_SPIN_US_DEFAULT 1000
 
 /* ---- waiting ------------------------------------------------------------------ */
 
-static uint64_t spin_ns_value;
+static uint64_t spin_ns_value, remote_spin_ns_value;
 static pthread_once_t spin_once = PTHREAD_ONCE_INIT;
 
 static void spin_init(void)
 {
         spin_ns_value = pvc_spin_ns("PVCLIENT_VRPQ_SPIN_US", SPIN_US_DEFAULT);
+        remote_spin_ns_value = pvc_spin_ns_remote("PVCLIENT_VRPQ_REMOTE_SPIN_US", REMOTE_SPIN_US_DEFAULT);
 }
 
-uint64_t pvc_vrpq_spin_ns(void)
+uint64_t pvc_vrpq_spin_ns(bool remote)
 {
         pthread_once(&spin_once, spin_init);
-        return spin_ns_value;
+        return remote ? remote_spin_ns_value : spin_ns_value;
 }
 
 bool pvc_vrpq_closed(VrpqChan *c)
@@ -149,6 +154,11 @@ int pvc_vrpq_wait(VrpqChan *c, uint32_t *flag, uint32_t *flag2, int (*ready)(Vrp
          * PVC_SPIN_YIELD_NS. */
         bool woke = atomic_exchange_explicit(&c->peer_woken, false, memory_order_relaxed);
         uint64_t budget = timeout_ms != 0 && c->spin_ns ? pvc_spin_budget(&c->spin_learn, c->spin_ns) : 0;
+        /* A remote peer's answer never comes within the short probe that
+         * suits one on our kernel: a probe of a waiter that stopped polling
+         * gets the whole budget, or polling would never resume. */
+        if (c->remote && budget && !__atomic_load_n(&c->spin_learn.budget, __ATOMIC_RELAXED))
+                budget = c->spin_ns;
         /* A peer on this very CPU cannot answer while we poll: sleep at
          * once (the wake-up hands it the CPU). CPU hints compare only
          * within one kernel. */

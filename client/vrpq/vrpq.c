@@ -246,7 +246,8 @@ static int chan_open(VrpqSession *s, int op, const void *info, size_t info_len, 
                 return pvc_error(-ENOMEM, "out of memory");
         c->kick_fd = c->wait_fd = -1;
         c->server = s->server;
-        c->spin_ns = pvc_vrpq_spin_ns();
+        c->remote = !s->one_kernel;
+        c->spin_ns = pvc_vrpq_spin_ns(c->remote);
         pvc_spin_learn_init(&c->spin_learn);
         /* Our kernel's token is no proof that the peer shares it (guests
          * may boot one image): hints only where pvd says so. */
