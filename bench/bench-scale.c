@@ -1,6 +1,5 @@
 /* Scaling benches: generated platforms and the pvds' CPU time (see
  * bench-scale.h). */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -27,32 +26,11 @@ int bench_sessions_parse(const char *list, int max, int n[BENCH_SCALE_POINTS])
         return k ? k : -1;
 }
 
-long long bench_cpu_ns(pid_t pid)
-{
-        char path[64];
-        snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
-        DIR *d = opendir(path);
-        if (!d)
-                return -1;
-        long long sum = 0;
-        struct dirent *e;
-        while ((e = readdir(d))) {
-                if (e->d_name[0] == '.')
-                        continue;
-                char f[128], buf[128];
-                snprintf(f, sizeof(f), "%s/%s/schedstat", path, e->d_name);
-                if (pvt_read_file(f, buf, sizeof(buf)) > 0)
-                        sum += atoll(buf);
-        }
-        closedir(d);
-        return sum;
-}
-
 long long bench_pvd_cpu_ns(const struct pvt_platform *p)
 {
         long long sum = 0;
         for (unsigned i = 0; i < p->nvms; i++) {
-                long long v = p->vms[i].pid > 0 ? bench_cpu_ns(p->vms[i].pid) : -1;
+                long long v = p->vms[i].pid > 0 ? pvt_cpu_ns(p->vms[i].pid) : -1;
                 if (v < 0)
                         return -1;
                 sum += v;

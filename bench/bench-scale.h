@@ -20,9 +20,6 @@ int bench_sessions_parse(const char *list, int max, int n[BENCH_SCALE_POINTS]);
  * Needs dtc on the PATH. 0, or -1 with a message on stderr. */
 int bench_plat_start(struct pvt_platform *p, const char *dts_vm2, const char *dts_vm3, int nvlinks);
 
-/* Nanoseconds of CPU used so far by every task of pid, or -1. */
-long long bench_cpu_ns(pid_t pid);
-
 /* The same for every pvd of the platform. */
 long long bench_pvd_cpu_ns(const struct pvt_platform *p);
 

@@ -376,3 +376,11 @@ int cp_res_settle(struct cp *cp, const char *vm, const struct cp_res *base, int 
                 usleep(20000);
         return rc;
 }
+
+bool cp_leaked(struct cp *cp, const char *vm, const struct cp_res *base, const struct cp_res *now)
+{
+        if (now->fds == base->fds && now->memfds == base->memfds)
+                return false;
+        cp_show_fds(pvt_vm(&cp->plat, vm)->pid);
+        return true;
+}

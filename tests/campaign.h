@@ -120,6 +120,9 @@ void cp_show_fds(pid_t pid);
 /* Wait (timeout_ms) until vm's pvd holds no more fds and memfds than base
  * (connections close asynchronously); its resources then. */
 int cp_res_settle(struct cp *cp, const char *vm, const struct cp_res *base, int timeout_ms, struct cp_res *now);
+/* Whether vm's pvd holds other fds or memfds now than at base (now: from
+ * cp_res_settle); if so, its fds are printed on stderr. */
+bool cp_leaked(struct cp *cp, const char *vm, const struct cp_res *base, const struct cp_res *now);
 
 /* Clock, figures. */
 int64_t cp_now_ns(void);

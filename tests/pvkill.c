@@ -174,10 +174,7 @@ int main(int argc, char **argv)
                 cp_res_settle(&cp, cp_vms[i], &base[i], 5000, &now);
                 printf("pvd %s: fds %d -> %d, memfds %d -> %d; RSS %ld KiB at the start, %ld KiB at the end\n",
                        cp_vms[i], base[i].fds, now.fds, base[i].memfds, now.memfds, first[i].rss_kb, end[i].rss_kb);
-                if (now.fds != base[i].fds || now.memfds != base[i].memfds) {
-                        cp_show_fds(pvt_vm(&cp.plat, cp_vms[i])->pid);
-                        leaks++;
-                }
+                leaks += cp_leaked(&cp, cp_vms[i], &base[i], &now);
         }
         double dmed = cp_median(detect_ms, ndetect), dmax = cp_max(detect_ms, ndetect);
         double rmed = cp_median(recover_ms, nrecover), rmax = cp_max(recover_ms, nrecover);

@@ -276,10 +276,7 @@ int main(int argc, char **argv)
                 cp_res_settle(&cp, cp_vms[i], &base[i], 5000, &now);
                 printf("pvd %s: fds %d -> %d, memfds %d -> %d\n", cp_vms[i], base[i].fds, now.fds, base[i].memfds,
                        now.memfds);
-                if (now.fds != base[i].fds || now.memfds != base[i].memfds) {
-                        cp_show_fds(pvt_vm(&cp.plat, cp_vms[i])->pid);
-                        bad++;
-                }
+                bad += cp_leaked(&cp, cp_vms[i], &base[i], &now);
         }
         printf("pvload: %u rounds; status answered within %.1f ms at worst; %s crashed\n", rounds, worst_status_ms,
                died ? died : "nothing");

@@ -102,10 +102,7 @@ int main(int argc, char **argv)
                        "the end (%+ld KiB since %.0f s)\n",
                        cp_vms[i], base[i].fds, now.fds, base[i].memfds, now.memfds, smp[0].r[i].rss_kb,
                        q->r[i].rss_kb, q->t, last->r[i].rss_kb, growth, q->t);
-                if (now.fds != base[i].fds || now.memfds != base[i].memfds) {
-                        cp_show_fds(pvt_vm(&cp.plat, cp_vms[i])->pid);
-                        leaks++;
-                }
+                leaks += cp_leaked(&cp, cp_vms[i], &base[i], &now);
                 if (cp_sanitized(pvt_vm(&cp.plat, cp_vms[i])->pid))
                         printf("  (RSS not judged: this pvd runs under AddressSanitizer, whose quarantine keeps "
                                "freed memory)\n");

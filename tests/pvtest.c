@@ -56,6 +56,27 @@ int pvt_fd_count_of(pid_t pid)
         return n - (pid == getpid()); /* the DIR's own fd */
 }
 
+long long pvt_cpu_ns(pid_t pid)
+{
+        char path[64];
+        snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+        DIR *d = opendir(path);
+        if (!d)
+                return -1;
+        long long sum = 0;
+        struct dirent *e;
+        while ((e = readdir(d))) {
+                if (e->d_name[0] == '.')
+                        continue;
+                char f[128], buf[128];
+                snprintf(f, sizeof(f), "%s/%s/schedstat", path, e->d_name);
+                if (pvt_read_file(f, buf, sizeof(buf)) > 0)
+                        sum += atoll(buf);
+        }
+        closedir(d);
+        return sum;
+}
+
 ssize_t pvt_read_file(const char *path, char *buf, size_t cap)
 {
         int fd = open(path, O_RDONLY | O_CLOEXEC);

@@ -102,6 +102,8 @@ void *pvt_map_emu_object(int fd, size_t *size);
 int pvt_open_emu_object(pid_t pid, const char *want);
 /* Entries in /proc/PID/fd, or -1. */
 int pvt_fd_count_of(pid_t pid);
+/* Nanoseconds of CPU used so far by every task of pid (its schedstat), or -1. */
+long long pvt_cpu_ns(pid_t pid);
 /* Milliseconds on a monotonic clock. */
 long long pvt_now_ms(void);
 /* Read a whole file into buf (NUL-terminated). Bytes read or -errno. */

@@ -13,7 +13,6 @@
  * requests and a call of a procedure every server ignores or prints, then
  * sleeps. The chat client's stdin is a pipe the test holds open after one
  * line, so that it waits for the next. */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -53,28 +52,6 @@ static void add_proc(const char *what, pid_t pid)
 {
         if (pid > 0 && nprocs < NPROC_MAX)
                 procs[nprocs++] = (struct proc){ what, pid };
-}
-
-/* Nanoseconds of CPU used by every task of pid so far, or -1. */
-static long long cpu_ns(pid_t pid)
-{
-        char path[64];
-        snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
-        DIR *d = opendir(path);
-        if (!d)
-                return -1;
-        long long sum = 0;
-        struct dirent *e;
-        while ((e = readdir(d))) {
-                if (e->d_name[0] == '.')
-                        continue;
-                char f[128], buf[128];
-                snprintf(f, sizeof(f), "%s/%s/schedstat", path, e->d_name);
-                if (pvt_read_file(f, buf, sizeof(buf)) > 0)
-                        sum += atoll(buf);
-        }
-        closedir(d);
-        return sum;
 }
 
 /* Start argv in vm, with stdin from in_fd (-1: /dev/null) and its output
@@ -199,20 +176,20 @@ static void test_idle(void)
         CU_ASSERT(all_alive());
         long long before[NPROC_MAX], after[NPROC_MAX];
         for (int i = 0; i < nprocs; i++)
-                before[i] = cpu_ns(procs[i].pid);
+                before[i] = pvt_cpu_ns(procs[i].pid);
         long long t0 = pvt_now_ms();
         /* The measure must see a spinner's 300 ms of CPU. */
         pid_t spin = pvt_spawn(&plat, NULL, spinner, NULL);
-        long long spin0 = cpu_ns(spin);
+        long long spin0 = pvt_cpu_ns(spin);
         usleep(MEASURE_MS * 1000);
-        long long spin1 = cpu_ns(spin);
+        long long spin1 = pvt_cpu_ns(spin);
         kill(spin, SIGKILL);
         CU_ASSERT(pvt_wait(spin, 5000) == 128 + SIGKILL);
         CU_ASSERT(spin0 >= 0 && spin1 - spin0 >= 250 * 1000000LL);
         long long dt_ms = pvt_now_ms() - t0;
         long long total = 0;
         for (int i = 0; i < nprocs; i++) {
-                after[i] = cpu_ns(procs[i].pid);
+                after[i] = pvt_cpu_ns(procs[i].pid);
                 CU_ASSERT(before[i] >= 0 && after[i] >= before[i]);
                 total += after[i] - before[i];
         }
