@@ -58,34 +58,62 @@ static pid_t start(const char *vm, const char *const *argv, const char *log)
         return pid;
 }
 
-/* Run a server in vm2 and its client in vm3; 0 if both succeeded. */
-static int pair(const char *const *server, const char *const *client, const char *log)
+/*
+ * Each run writes to a log of its own, emptied before the run; a failed
+ * run's output is appended to the worker's log with a line saying what
+ * failed, so the log holds failures only and the end of a long run shows
+ * them.
+ */
+static void run_log_begin(const char *run)
 {
-        pid_t s = start("vm2", server, log);
-        pid_t c = start("vm3", client, log);
+        int fd = open(run, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd >= 0)
+                close(fd);
+}
+
+static void run_log_keep(const char *run, const char *log, const char *what)
+{
+        FILE *in = fopen(run, "re"), *out = fopen(log, "ae");
+        if (out) {
+                char buf[4096];
+                size_t n;
+                while (in && (n = fread(buf, 1, sizeof(buf), in)) > 0)
+                        fwrite(buf, 1, n, out);
+                fprintf(out, "^^^ %s\n", what);
+                fclose(out);
+        }
+        if (in)
+                fclose(in);
+}
+
+/* Run a server in vm2 and its client in vm3; 0 if both succeeded. */
+static int pair(const char *const *server, const char *const *client, const char *run, const char *log)
+{
+        run_log_begin(run);
+        pid_t s = start("vm2", server, run);
+        pid_t c = start("vm3", client, run);
         int cs = pvt_wait(c, 30000), ss = pvt_wait(s, 30000);
         if (cs || ss) {
-                FILE *f = fopen(log, "a");
-                if (f) {
-                        fprintf(f, "^^^ %s: server status %d, client status %d\n", client[0], ss, cs);
-                        fclose(f);
-                }
+                char what[400];
+                snprintf(what, sizeof(what), "%s: server status %d, client status %d", client[0], ss, cs);
+                run_log_keep(run, log, what);
         }
         return cs || ss;
 }
 
 static int vrpq_worker(void *arg)
 {
-        char log[320];
+        char log[320], run[320];
         snprintf(log, sizeof(log), "%s/vrpq.log", dir);
+        snprintf(run, sizeof(run), "%s/vrpq.run.log", dir);
         unsigned runs = 0, fails = 0;
         while (pvt_now_ms() < deadline) {
                 const char *as[] = { vrpq_server, NULL }, *ac[] = { vrpq_client, "7", "200", NULL };
                 const char *ss[] = { vrpq_sync, "server", NULL }, *sc[] = { vrpq_sync, "client", "300", NULL };
                 const char *cs[] = { vrpq_callback, "server", NULL }, *cc[] = { vrpq_callback, "client", "3", NULL };
-                fails += pair(as, ac, log);
-                fails += pair(ss, sc, log);
-                fails += pair(cs, cc, log);
+                fails += pair(as, ac, run, log);
+                fails += pair(ss, sc, run, log);
+                fails += pair(cs, cc, run, log);
                 runs += 3;
         }
         printf("vrpq: %u example pairs, %u failed\n", runs, fails);
@@ -95,18 +123,18 @@ static int vrpq_worker(void *arg)
 
 static int vumem_client_worker(void *arg)
 {
-        char log[320];
+        char log[320], run[320];
         snprintf(log, sizeof(log), "%s/vumem-client.log", dir);
+        snprintf(run, sizeof(run), "%s/vumem-client.run.log", dir);
         unsigned runs = 0, fails = 0;
         while (pvt_now_ms() < deadline) {
                 const char *argv[] = { vumem_client, "/dev/vumem-clt-vogl0", NULL };
-                int st = pvt_wait(start("vm3", argv, log), 30000);
+                run_log_begin(run);
+                int st = pvt_wait(start("vm3", argv, run), 30000);
                 if (st) {
-                        FILE *f = fopen(log, "a");
-                        if (f) {
-                                fprintf(f, "^^^ vumem-client status %d\n", st);
-                                fclose(f);
-                        }
+                        char what[80];
+                        snprintf(what, sizeof(what), "vumem-client run %u: status %d", runs, st);
+                        run_log_keep(run, log, what);
                 }
                 fails += st != 0;
                 runs++;
@@ -174,8 +202,9 @@ static bool same_file(const char *a, const char *b)
 
 static int vbpipe_worker(void *arg)
 {
-        char log[320], data[320], out[320], cmd[700];
+        char log[320], run[320], data[320], out[320], cmd[700];
         snprintf(log, sizeof(log), "%s/vbpipe.log", dir);
+        snprintf(run, sizeof(run), "%s/vbpipe.run.log", dir);
         snprintf(data, sizeof(data), "%s/stream.in", dir);
         snprintf(out, sizeof(out), "%s/stream.out", dir);
         snprintf(cmd, sizeof(cmd), "cat /dev/vbpipe0 > %s", out);
@@ -186,16 +215,15 @@ static int vbpipe_worker(void *arg)
                 unlink(out);
                 const char *rd[] = { pvrun, "/bin/sh", "-c", cmd, NULL };
                 const char *wr[] = { pvrun, "/bin/dd", ifarg, "of=/dev/vbpipe0", "bs=65536", "status=none", NULL };
-                pid_t r = start("vm2", rd, log), w = start("vm4", wr, log);
+                run_log_begin(run);
+                pid_t r = start("vm2", rd, run), w = start("vm4", wr, run);
                 int ws = pvt_wait(w, 30000), rs = pvt_wait(r, 30000);
                 bool ok = !ws && !rs && same_file(data, out);
                 if (!ok) {
-                        FILE *f = fopen(log, "a");
-                        if (f) {
-                                fprintf(f, "^^^ stream %u: writer %d, reader %d, %s\n", runs, ws, rs,
-                                        ws || rs ? "" : "the bytes differ");
-                                fclose(f);
-                        }
+                        char what[120];
+                        snprintf(what, sizeof(what), "stream %u: writer %d, reader %d%s", runs, ws, rs,
+                                 ws || rs ? "" : ", the bytes differ");
+                        run_log_keep(run, log, what);
                 }
                 fails += !ok;
                 runs++;
@@ -296,13 +324,18 @@ static int bad_lines(const char *log)
 
 static void show(const char *name)
 {
-        char path[320];
-        static char buf[1 << 16];
+        char path[320], buf[4001];
         snprintf(path, sizeof(path), "%s/%s", dir, name);
-        ssize_t n = pvt_read_file(path, buf, sizeof(buf));
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return;
+        off_t end = lseek(fd, 0, SEEK_END);
+        off_t from = end > 4000 ? end - 4000 : 0;
+        ssize_t n = pread(fd, buf, sizeof(buf) - 1, from);
+        close(fd);
         if (n > 0) {
-                const char *tail = n > 4000 ? buf + n - 4000 : buf;
-                fprintf(stderr, "--- %s (end) ---\n%s\n", name, tail);
+                buf[n] = 0;
+                fprintf(stderr, "--- %s (%s) ---\n%s\n", name, from ? "its last 4000 bytes" : "whole", buf);
         }
 }
 
