@@ -142,12 +142,28 @@ static inline uint64_t vbpipe_c2s_data(uint64_t ring_size)
  * its socket holds nothing pvd has not read yet. Before letting go of rx,
  * the program arms cons_wait and rings the doorbell if bytes are left, so
  * that pvd moves them into the socket: poll and FIONREAD see them there.
+ * A program that reads in a loop need not (rx only):
+ *   reading  program: 1, "I come back for the bytes: leave them in the
+ *            ring" (cons_wait stays 0: the peer sends no xIRQ for them).
+ *            pvd: while it is 1, pvd moves no byte of the ring into the
+ *            socket, and looks every VBPIPE_LOOKOUT_US (doubling up
+ *            to VBPIPE_LOOKOUT_MAX_US) whether the program still reads (its index or calls moved, or it holds
+ *            the lock); when it does not, pvd sets it to 0 and does as
+ *            above. Both set it only while holding the lock; a program
+ *            that could not take the ring and sleeps in the socket
+ *            instead clears it without, and rings the doorbell.
+ *   lookout  pvd: 1 while it looks (its timer runs). A program that sets
+ *            reading while lookout is 0 rings the doorbell, so that pvd
+ *            starts looking.
  * pvd treats the page as written by a stranger: an index out of bounds
- * ends the direct access of that end.
+ * ends the direct access of that end; reading is only a hint (a program
+ * that says it reads and does not has its bytes moved a period later).
  */
 
 #define VBPIPE_DIRECT_MAGIC   0x52494456u /* "VDIR" */
-#define VBPIPE_DIRECT_VERSION 1u
+#define VBPIPE_DIRECT_VERSION 2u
+#define VBPIPE_LOOKOUT_US     100u
+#define VBPIPE_LOOKOUT_MAX_US 1000u
 #define VBPIPE_DIRECT_SIZE    4096u
 #define VBPIPE_LOCK_FREE      0u
 #define VBPIPE_LOCK_PVD       1u
@@ -163,6 +179,8 @@ struct vbpipe_direct_dir {
                                          holder last found it empty */
         uint64_t bytes, calls;        /* program: bytes moved, calls that moved some */
         uint64_t xirq_asked, xirq_suppressed;
+        uint32_t reading;             /* rx: the program reads in a loop (see above) */
+        uint32_t lookout;             /* rx: pvd looks every VBPIPE_LOOKOUT_US */
 };
 
 struct vbpipe_direct {

@@ -202,6 +202,71 @@ void test_direct_seen(void)
         CU_ASSERT(vbt_idle());
 }
 
+/* ---- a reader that reads in a loop, then stops --------------------------------------- */
+
+/* The reader (vm4) reads in a loop while the writer streams: what it
+ * leaves in the ring stays there for its next read (rx.reading), with no
+ * xIRQ and nothing moved into the socket. Then it stops for a while and
+ * polls the socket, as an event loop does: pvd sees that it stopped and
+ * moves the bytes there; every byte arrives once, in order. */
+#define LOOP_BYTES (1u << 20)
+#define LOOP_CHUNK 4096u
+
+static int loop_a(void)
+{
+        int fd = vbt_open(P0, O_RDWR | O_DIRECT);
+        CK(fd >= 0);
+        static uint8_t buf[LOOP_BYTES];
+        vbt_fill(buf, sizeof(buf), 9, 0);
+        for (size_t off = 0; off < LOOP_BYTES; off += LOOP_CHUNK)
+                CK(vbpipeWrite(fd, buf + off, LOOP_CHUNK) == (ssize_t)LOOP_CHUNK);
+        CK(vbt_hear(20000));
+        CK(vbpipeClose(fd) == 0);
+        return 0;
+}
+
+static int loop_b(void)
+{
+        int fd = vbt_open(P0, O_RDWR | O_DIRECT);
+        CK(fd >= 0);
+        static uint8_t buf[LOOP_BYTES];
+        size_t got = 0;
+        while (got < LOOP_BYTES / 2) {
+                CK(vbpipeRead(fd, buf + got, LOOP_CHUNK) == (ssize_t)LOOP_CHUNK);
+                got += LOOP_CHUNK;
+        }
+        /* Stopped: the writer fills the ring meanwhile. */
+        usleep(100000);
+        CK(vbt_wait_ev(fd, POLLIN, 5000) & POLLIN);
+        int avail = 0;
+        CK(ioctl(fd, FIONREAD, &avail) == 0 && avail > 0);
+        /* Plain read(2) from here on: the socket alone, as pvd moves the
+         * rest (the end's ring is not touched by read(2)). */
+        while (got < LOOP_BYTES) {
+                ssize_t r = read(fd, buf + got, LOOP_BYTES - got);
+                CK(r > 0);
+                got += (size_t)r;
+        }
+        CK(vbt_check(buf, sizeof(buf), 9, 0));
+        vbt_tell();
+        CK(vbpipeClose(fd) == 0);
+        return 0;
+}
+
+void test_direct_loop_reader(void)
+{
+        uint64_t spells0 = 0, stops0 = 0, spells1 = 0, stops1 = 0;
+        CU_ASSERT(vbt_stat_u64("vm4", P0, NULL, "reader_lookouts", &spells0));
+        CU_ASSERT(vbt_stat_u64("vm4", P0, NULL, "reader_stops", &stops0));
+        vbt_run(loop_a, loop_b, NULL, NULL);
+        CU_ASSERT(vbt_stat_u64("vm4", P0, NULL, "reader_lookouts", &spells1));
+        CU_ASSERT(vbt_stat_u64("vm4", P0, NULL, "reader_stops", &stops1));
+        /* The loop made pvd look out, and the stop ended it. */
+        CU_ASSERT(spells1 > spells0);
+        CU_ASSERT(stops1 > stops0);
+        CU_ASSERT(vbt_idle());
+}
+
 /* ---- a program that writes nonsense into its direct page -------------------------- */
 
 /* The end's direct page, as this process maps it. */

@@ -630,6 +630,7 @@ static const struct pvt_test tests[] = {
         { "direct: 64-byte writes, 64 KiB reads, every byte", test_direct_small_writes },
         { "direct: the rest, then EOF; EPIPE", test_direct_eof },
         { "direct: poll and FIONREAD see the bytes; the socket's come first", test_direct_seen },
+        { "direct: a reader in a loop finds its bytes in the ring; when it stops, in the socket", test_direct_loop_reader },
         { "direct: impossible indices in the direct page: no more direct access, or a reset", test_direct_liar },
         { NULL, NULL },
 };

@@ -48,6 +48,11 @@
 #define VBPD_SPIN_US      50
 #define VBPD_REMOTE_SPIN_US 1000
 #define VBPD_ATOMIC_WRITE 4096   /* PIPE_BUF: such writes are never split */
+/* A read that comes within this of the last one's return, twice in a row:
+ * the program reads in a loop (a copy, a pvrun'd cat), and the next read
+ * takes what this one leaves in the ring (rx.reading). */
+#define VBPD_TIGHT_NS     20000u
+#define VBPD_TIGHT_CALLS  2u
 
 struct vbpd {
         int fd;
@@ -60,6 +65,8 @@ struct vbpd {
         struct pvc_spin_learn rx_learn;   /* remote: how long reads' polls paid lately */
         bool rx_over, tx_over;     /* the socket said EOF / EPIPE (or an error): that way is over */
         bool tx_sent;              /* bytes went through the socket since pvd was last seen alive */
+        uint64_t rx_end_ns;        /* when the last read returned */
+        unsigned rx_tight;         /* reads in a row that came soon after the one before */
         unsigned refs;             /* the table's, plus calls in progress */
         struct vbpipe_direct *page;
         uint8_t *mem;
@@ -419,7 +426,7 @@ static bool spin_over(uint64_t *t0, uint64_t *c0)
 
 /* ---- read ------------------------------------------------------------------------ */
 
-static ssize_t ring_read(struct vbpd *v, int fd, uint8_t *buf, size_t n, int *nb)
+static ssize_t ring_read(struct vbpd *v, int fd, uint8_t *buf, size_t n, int *nb, bool loop)
 {
         bool spin = false, learnt = false;
         uint64_t budget = 0;
@@ -523,6 +530,21 @@ static ssize_t ring_read(struct vbpd *v, int fd, uint8_t *buf, size_t n, int *nb
         }
         if (any)
                 add64(&d->calls, 1);
+        if (loop && !broken && (got == n || (got && v->any)) && ring_load_acquire(&d->ok)) {
+                /* The program reads in a loop and this call is complete:
+                 * what is left, and what the peer writes meanwhile, waits
+                 * in the ring for its next read, with no xIRQ; pvd looks
+                 * out for a program that stops (rx.reading). */
+                ring_store_relaxed(&d->reading, 1);
+                ring_store_relaxed(&h->cons_wait, 0);
+                ring_full_fence();
+                bool looks = ring_load_relaxed(&d->lookout) != 0;
+                if (kick)
+                        ring_store_relaxed(&d->kick, 1);
+                give(v, d, kick || !looks);
+                return (ssize_t)got;
+        }
+        ring_store_relaxed(&d->reading, 0);
         /* pvd is the consumer of record again: the peer wakes it for new
          * bytes, and bytes left in the ring go to the socket. */
         ring_store_relaxed(&h->cons_wait, 1);
@@ -544,25 +566,42 @@ int vbpd_read(int fd, void *buf, size_t n, ssize_t *res)
         int nb = -1;
         bool any = v->any;
         ssize_t got = 0;
+        /* Racy between threads of one end: only a hint. */
+        uint64_t now = pvc_now_ns();
+        unsigned tight = now - __atomic_load_n(&v->rx_end_ns, __ATOMIC_RELAXED) < VBPD_TIGHT_NS
+                                 ? __atomic_load_n(&v->rx_tight, __ATOMIC_RELAXED) + 1
+                                 : 0;
+        __atomic_store_n(&v->rx_tight, tight < VBPD_TIGHT_CALLS ? tight : VBPD_TIGHT_CALLS, __ATOMIC_RELAXED);
         if (v->acc != O_WRONLY && !is_over(&v->rx_over) && take(v, &v->page->rx))
-                got = ring_read(v, fd, buf, n, &nb);
+                got = ring_read(v, fd, buf, n, &nb, tight >= VBPD_TIGHT_CALLS);
         else
                 nb = 1;   /* nothing from the ring: the socket answers alone, as read(2) */
         if (got >= 0 && (size_t)got < n && nb < 0)
                 nb = nonblocking(fd);
         if (got < 0 || (size_t)got == n || (got > 0 && (any || nb))) {
+                __atomic_store_n(&v->rx_end_ns, pvc_now_ns(), __ATOMIC_RELAXED);
                 vbpd_unref(v);
                 *res = got;
                 return 1;
         }
         if (got == 0 && !still_ours(v, fd))
                 return 0;
+        if (got == 0 && v->acc != O_WRONLY && ring_load_relaxed(&v->page->rx.reading)) {
+                /* The ring was not ours this time (pvd held it), and the
+                 * last read said it would come back for what is left: say
+                 * that it sleeps in the socket now, so that pvd moves the
+                 * bytes there at once. */
+                ring_store_relaxed(&v->page->rx.reading, 0);
+                ring_full_fence();
+                bell(v);
+        }
         /* The rest through the socket, as pvd moves it: blocks until it
          * is all there (or, with flag 'a', until something is), or EOF, a
          * signal, or EAGAIN with O_NONBLOCK. */
         ssize_t r = recv(fd, (uint8_t *)buf + got, n - (size_t)got, 0);
         if (final_error(r))
                 rx_ended(v, fd);
+        __atomic_store_n(&v->rx_end_ns, pvc_now_ns(), __ATOMIC_RELAXED);
         vbpd_unref(v);
         if (r < 0)
                 *res = got > 0 ? got : -1;

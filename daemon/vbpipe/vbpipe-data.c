@@ -225,6 +225,13 @@ void vbp_rx_pump(struct vbp_pipe *p)
                         vbp_fail_corrupt(p, "the peer's producer index of its ring is impossible");
                 return;
         }
+        if (vbp_dir_reading(p, e)) {
+                /* The program reads in a loop and comes back for them;
+                 * pvd looks out for it (vbpipe-direct.c). */
+                if (pv_bytering_used(&p->rx) < 0)
+                        vbp_fail_corrupt(p, "the peer's producer index of its ring is impossible");
+                return;
+        }
         int fd = end_fd(e);
         for (int round = 0; round < VBP_PUMP_ROUNDS; round++) {
                 struct iovec iov[2];

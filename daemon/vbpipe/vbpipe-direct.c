@@ -28,6 +28,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include "vbpipe-int.h"
@@ -342,16 +343,146 @@ static void lend(struct vbpipe_direct_dir *d, bool ok, uint32_t index)
         ring_store_release(&d->lock, VBPIPE_LOCK_FREE);
 }
 
+static bool steady(struct vbp_pipe *p, struct vbp_end *e)
+{
+        return !e->dir_bad && p->on && e->dir_vgen == p->vl->gen && e->st == VBP_OPEN && !e->gone;
+}
+
+static bool rx_lendable(struct vbp_pipe *p, struct vbp_end *e)
+{
+        return steady(p, e) && p->seg.active && p->seg.to == e && !p->seg.fin && !e->rx_done && !e->tail &&
+               !p->rx.broken;
+}
+
+/* ---- looking out for a program that reads in a loop ------------------------------ */
+
+/* A program that reads in a loop comes back for the bytes left in the rx
+ * ring, and for those the peer writes meanwhile: moving them into the
+ * socket (and the peer's xIRQ for each) would only slow it down, as it
+ * would read them from the socket next. So while it says so (rx.reading)
+ * pvd leaves them in the ring and looks every VBPIPE_LOOKOUT_US whether
+ * it still reads; when it stopped (it polls the socket now, or does
+ * something else), pvd moves them as usual. The first look comes after
+ * VBPIPE_LOOKOUT_US, and each that finds it still reading doubles the
+ * period up to VBPIPE_LOOKOUT_MAX_US, so that a long stream costs pvd a
+ * wake-up per millisecond, and a reader that stops finds its bytes in
+ * the socket two periods later at most. An event loop that reads until
+ * EAGAIN never waits for that: its last read says it sleeps. */
+
+static void lookout_arm(struct vbp_pipe *p, uint64_t us)
+{
+        struct itimerspec it = { .it_value = { .tv_sec = 0, .tv_nsec = (long)us * 1000 } };
+        timerfd_settime(pvd_watch_fd(p->lookout), 0, &it, NULL);
+}
+
+static void lookout_stop(struct vbp_pipe *p, struct vbp_end *e)
+{
+        if (p->looking) {
+                struct itimerspec it = { 0 };
+                timerfd_settime(pvd_watch_fd(p->lookout), 0, &it, NULL);
+        }
+        p->looking = false;
+        if (e && e->dir)
+                ring_store_relaxed(&e->dir->rx.lookout, 0);
+}
+
+/* The program says it reads, and pvd may leave the bytes to it: rx may be
+ * lent, and pvd looks (or starts to at the end of this entry). */
+bool vbp_dir_reading(struct vbp_pipe *p, struct vbp_end *e)
+{
+        return e && e->dir && p->lookout && rx_lendable(p, e) && ring_load_relaxed(&e->dir->rx.reading) == 1;
+}
+
+/* The program moved on since the last look (read without the lock: a
+ * hint, which only decides when to look again). */
+static bool look_moved(struct vbp_pipe *p, struct vbpipe_direct_dir *d)
+{
+        uint32_t index = shm_read32(&d->index);
+        uint64_t calls = shm_read64(&d->calls);
+        bool moved = index != p->look_index || calls != p->look_calls;
+        p->look_index = index;
+        p->look_calls = calls;
+        return moved;
+}
+
+/* End of an entry point, rx held by pvd: start or stop looking. */
+static void lookout_update(struct vbp_pipe *p, struct vbp_end *e, bool rx_ok)
+{
+        struct vbpipe_direct_dir *d = &e->dir->rx;
+        if (!p->lookout || ring_load_acquire(&d->lock) != VBPIPE_LOCK_PVD)
+                return;
+        if (!rx_ok || ring_load_relaxed(&d->reading) != 1) {
+                ring_store_relaxed(&d->reading, 0);
+                lookout_stop(p, e);
+                return;
+        }
+        if (p->looking)
+                return;
+        p->looking = true;
+        p->look_spells++;
+        p->look_us = VBPIPE_LOOKOUT_US;
+        look_moved(p, d);
+        ring_store_relaxed(&d->lookout, 1);
+        lookout_arm(p, p->look_us);
+}
+
+static void lookout_cb(struct pvd_watch *w, int status, int events, void *arg)
+{
+        (void)status;
+        (void)events;
+        struct vbp_pipe *p = arg;
+        uint64_t n;
+        if (read(pvd_watch_fd(w), &n, sizeof(n)) < 0 && errno != EAGAIN)
+                return;
+        if (!p->looking)
+                return;
+        struct vbp_end *e = p->cur;
+        if (!e || !e->dir) {
+                lookout_stop(p, NULL);
+                return;
+        }
+        struct vbpipe_direct_dir *d = &e->dir->rx;
+        /* Still reading: look again, later, without taking the ring from
+         * it. A holder (at the rings now) may say that it reads at the end
+         * of this call. */
+        uint32_t lock = ring_load_acquire(&d->lock);
+        bool moved = look_moved(p, d);
+        if ((lock != VBPIPE_LOCK_FREE && lock != VBPIPE_LOCK_PVD) ||
+            (moved && ring_load_relaxed(&d->reading) == 1)) {
+                p->look_us = p->look_us * 2 < VBPIPE_LOOKOUT_MAX_US ? p->look_us * 2 : VBPIPE_LOOKOUT_MAX_US;
+                lookout_arm(p, p->look_us);
+                return;
+        }
+        if (!vbp_enter(p, CLAIM_TRY)) {
+                lookout_arm(p, p->look_us);   /* taken just now: it reads */
+                vbp_pipe_leave(p);
+                return;
+        }
+        if (ring_load_relaxed(&d->reading) == 1 && look_moved(p, d)) {
+                lookout_arm(p, p->look_us);
+        } else {
+                /* It stopped reading: what is in the ring goes to the
+                 * socket, and the peer wakes pvd for more. */
+                ring_store_relaxed(&d->reading, 0);
+                lookout_stop(p, e);
+                p->look_stops++;
+                vbp_rx_pump(p);
+        }
+        vbp_pipe_leave(p);
+}
+
 /* End of an entry point: lend the rings that may be lent. */
 void vbp_dir_grant(struct vbp_pipe *p)
 {
         struct vbp_end *e = p->cur;
-        if (!e || !e->dir)
+        if (!e || !e->dir) {
+                if (p->looking)
+                        lookout_stop(p, NULL);
                 return;
-        bool steady = !e->dir_bad && p->on && e->dir_vgen == p->vl->gen && e->st == VBP_OPEN && !e->gone;
-        bool rx_ok = steady && p->seg.active && p->seg.to == e && !p->seg.fin && !e->rx_done && !e->tail &&
-                     !p->rx.broken;
-        bool tx_ok = steady && p->txe == e && !e->tx_done && !e->filler && !p->tx.broken;
+        }
+        bool rx_ok = rx_lendable(p, e);
+        bool tx_ok = steady(p, e) && p->txe == e && !e->tx_done && !e->filler && !p->tx.broken;
+        lookout_update(p, e, rx_ok);
         lend(&e->dir->rx, rx_ok, p->rx.cons);
         lend(&e->dir->tx, tx_ok, p->tx.prod);
 }
@@ -403,6 +534,9 @@ int vbp_dir_init(struct vbp_pipe *p)
                 return -ENOMEM;
         }
         p->stuck->data = p;
+        /* Without it, pvd moves the bytes a reader leaves, as before. */
+        int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+        p->lookout = tfd >= 0 ? pvd_watch_new(p->vl->pvd->loop, tfd, UV_READABLE, lookout_cb, p) : NULL;
         return 0;
 }
 
@@ -416,4 +550,7 @@ void vbp_dir_fini(struct vbp_pipe *p)
         if (p->stuck)
                 uv_close((uv_handle_t *)p->stuck, timer_closed);
         p->stuck = NULL;
+        pvd_watch_close(p->lookout);
+        p->lookout = NULL;
+        p->looking = false;
 }

@@ -107,6 +107,15 @@ struct vbp_pipe {
         struct vbp_qmsg *q_head, *q_tail;
         uv_timer_t *stuck;         /* looks at a holder that keeps a ring too long */
         uint64_t dir_deferred, dir_stolen;
+        /* Looking out for a program that reads in a loop (rx.reading): a
+         * timerfd, and where the program was at the last look. */
+        struct pvd_watch *lookout;
+        bool looking;
+        uint32_t look_index;
+        uint64_t look_calls;
+        unsigned look_us;          /* the period of looks now */
+        uint64_t look_spells;      /* lookouts started */
+        uint64_t look_stops;       /* looks that found the program had stopped reading */
         /* wakeup= */
         int wake_fd;
         char wake_path[128];
@@ -163,6 +172,7 @@ bool vbp_dir_claim(struct vbp_pipe *p, enum vbp_claim mode);
 bool vbp_dir_withdraw(struct vbp_pipe *p);
 bool vbp_enter(struct vbp_pipe *p, enum vbp_claim mode);
 void vbp_dir_grant(struct vbp_pipe *p);
+bool vbp_dir_reading(struct vbp_pipe *p, struct vbp_end *e);
 void vbp_dir_fold(struct vbp_end *e);
 int vbp_dir_init(struct vbp_pipe *p);
 void vbp_dir_fini(struct vbp_pipe *p);

@@ -55,7 +55,7 @@ void vbpipe_stat(struct pvd_vlink *vl, msgpack_packer *pk)
                 snprintf(reason, sizeof(reason), "%s is not writable here: wakeup= is accepted and ignored",
                          p->wake_path);
 
-        msgpack_pack_map(pk, 18);
+        msgpack_pack_map(pk, 20);
         pvd_pack_kv_str(pk, "pipe", p->name);
         pvd_pack_kv_str(pk, "flags", p->any ? "a" : "");
         pvd_pack_kv_u64(pk, "ring_size", p->size);
@@ -78,6 +78,11 @@ void vbpipe_stat(struct pvd_vlink *vl, msgpack_packer *pk)
         pack_flow(pk, "from_peer", &p->in, rx_fill);
         pvd_pack_kv_u64(pk, "xirq_sent", sent);
         pvd_pack_kv_u64(pk, "xirq_suppressed", saved);
+        /* Direct readers that read in a loop: spells in which their bytes
+         * stayed in the ring for them, and spells that ended because the
+         * reader stopped (its bytes then went to the socket). */
+        pvd_pack_kv_u64(pk, "reader_lookouts", p->look_spells);
+        pvd_pack_kv_u64(pk, "reader_stops", p->look_stops);
         pvd_pack_kv_u64(pk, "wakeup_ms", p->wakeup_ms);
         pvd_pack_kv_bool(pk, "wake_lock", p->wake_fd >= 0);
         pvd_pack_kv_str(pk, "wake_lock_path", p->wake_path);
