@@ -13,7 +13,11 @@
  * PVCLIENT_VBPIPE_REMOTE_SPIN_US, VBPD_REMOTE_SPIN_US by default; a poll
  * in vain halves it, so an idle end soon stops polling). Whatever it still
  * needs then comes through the socket, pvd moving it as before: a blocking
- * read never busy-waits for long. A write copies into the tx ring when the
+ * read never busy-waits for long. A read that comes soon after the last
+ * one's return (twice in a row: the program reads in a loop) and gets all
+ * it asked for leaves the rest in the ring for the next, and the peer's
+ * new bytes too, with no xIRQ (rx.reading); pvd looks out for a program
+ * that stops, and moves them into the socket then. A write copies into the tx ring when the
  * socket holds none of the program's bytes that pvd has yet to move, and
  * the rest goes through the socket.
  *
