@@ -17,9 +17,9 @@
  * one's return (twice in a row: the program reads in a loop) and gets all
  * it asked for leaves the rest in the ring for the next, and the peer's
  * new bytes too, with no xIRQ (rx.reading); pvd looks out for a program
- * that stops, and moves them into the socket then. A write copies into the tx ring when the
- * socket holds none of the program's bytes that pvd has yet to move, and
- * the rest goes through the socket.
+ * that stops, and moves them into the socket then. A write copies into
+ * the tx ring when the socket holds none of the program's bytes that pvd
+ * has yet to move, and the rest goes through the socket.
  *
  * Everything read from the rings is checked (DESIGN 5): the peer's index
  * is read once and must be within the ring, or the read or write falls

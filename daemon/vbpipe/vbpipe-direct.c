@@ -454,7 +454,10 @@ static void lookout_cb(struct pvd_watch *w, int status, int events, void *arg)
                 return;
         }
         if (!vbp_enter(p, CLAIM_TRY)) {
-                lookout_arm(p, p->look_us);   /* taken just now: it reads */
+                /* A ring was taken just now: rx, it reads; tx, it writes
+                 * (often, maybe) and may have stopped reading all the
+                 * same. Look again soon. */
+                lookout_arm(p, VBPIPE_LOOKOUT_US);
                 vbp_pipe_leave(p);
                 return;
         }
