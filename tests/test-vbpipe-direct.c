@@ -267,6 +267,66 @@ void test_direct_loop_reader(void)
         CU_ASSERT(vbt_idle());
 }
 
+/* An event loop (O_NONBLOCK, poll, read until EAGAIN) reads in a loop too,
+ * but its last read of each burst says that it sleeps: the next message
+ * reaches its socket at once, and pvd never has to find out that it
+ * stopped (reader_stops does not move). */
+#define EV_MSGS 100u
+#define EV_MSG  (32u << 10)
+
+static int ev_a(void)
+{
+        int fd = vbt_open(P0, O_RDWR | O_DIRECT);
+        CK(fd >= 0);
+        static uint8_t buf[EV_MSG];
+        for (unsigned i = 0; i < EV_MSGS; i++) {
+                vbt_fill(buf, sizeof(buf), 11, (uint64_t)i * EV_MSG);
+                CK(vbpipeWrite(fd, buf, sizeof(buf)) == (ssize_t)sizeof(buf));
+                CK(vbt_hear(10000));
+        }
+        CK(vbpipeClose(fd) == 0);
+        return 0;
+}
+
+static int ev_b(void)
+{
+        int fd = vbt_open(P0, O_RDWR | O_DIRECT);
+        CK(fd >= 0);
+        CK(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) == 0);
+        static uint8_t buf[EV_MSG];
+        uint8_t chunk[LOOP_CHUNK];
+        for (unsigned i = 0; i < EV_MSGS; i++) {
+                size_t got = 0;
+                while (got < EV_MSG) {
+                        CK(vbt_wait_ev(fd, POLLIN, 5000) & POLLIN);
+                        ssize_t r;
+                        while ((r = vbpipeRead(fd, chunk, sizeof(chunk))) > 0) {
+                                CK(got + (size_t)r <= EV_MSG);
+                                memcpy(buf + got, chunk, (size_t)r);
+                                got += (size_t)r;
+                        }
+                        CK(r < 0 && errno == EAGAIN);
+                }
+                CK(vbt_check(buf, sizeof(buf), 11, (uint64_t)i * EV_MSG));
+                vbt_tell();
+        }
+        CK(vbpipeClose(fd) == 0);
+        return 0;
+}
+
+void test_direct_event_loop_reader(void)
+{
+        uint64_t spells0 = 0, stops0 = 0, spells1 = 0, stops1 = 0;
+        CU_ASSERT(vbt_stat_u64("vm4", P0, NULL, "reader_lookouts", &spells0));
+        CU_ASSERT(vbt_stat_u64("vm4", P0, NULL, "reader_stops", &stops0));
+        vbt_run(ev_a, ev_b, NULL, NULL);
+        CU_ASSERT(vbt_stat_u64("vm4", P0, NULL, "reader_lookouts", &spells1));
+        CU_ASSERT(vbt_stat_u64("vm4", P0, NULL, "reader_stops", &stops1));
+        CU_ASSERT(spells1 > spells0);   /* its bursts read in a loop */
+        CU_ASSERT_EQUAL(stops1, stops0);
+        CU_ASSERT(vbt_idle());
+}
+
 /* ---- a program that writes nonsense into its direct page -------------------------- */
 
 /* The end's direct page, as this process maps it. */

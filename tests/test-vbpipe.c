@@ -631,6 +631,7 @@ static const struct pvt_test tests[] = {
         { "direct: the rest, then EOF; EPIPE", test_direct_eof },
         { "direct: poll and FIONREAD see the bytes; the socket's come first", test_direct_seen },
         { "direct: a reader in a loop finds its bytes in the ring; when it stops, in the socket", test_direct_loop_reader },
+        { "direct: an event loop reading until EAGAIN never waits for pvd to see it stop", test_direct_event_loop_reader },
         { "direct: impossible indices in the direct page: no more direct access, or a reset", test_direct_liar },
         { NULL, NULL },
 };

@@ -97,6 +97,7 @@ void test_direct_small_writes(void);
 void test_direct_eof(void);
 void test_direct_seen(void);
 void test_direct_loop_reader(void);
+void test_direct_event_loop_reader(void);
 void test_direct_liar(void);
 
 /* test-vbpipe-stat.c */

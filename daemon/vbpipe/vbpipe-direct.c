@@ -461,14 +461,17 @@ static void lookout_cb(struct pvd_watch *w, int status, int events, void *arg)
                 vbp_pipe_leave(p);
                 return;
         }
-        if (ring_load_relaxed(&d->reading) == 1 && look_moved(p, d)) {
+        bool reading = ring_load_relaxed(&d->reading) == 1;
+        if (reading && look_moved(p, d)) {
                 lookout_arm(p, p->look_us);
         } else {
-                /* It stopped reading: what is in the ring goes to the
-                 * socket, and the peer wakes pvd for more. */
+                /* It stopped reading (found here), or said it sleeps now:
+                 * what is in the ring goes to the socket, and the peer
+                 * wakes pvd for more. */
                 ring_store_relaxed(&d->reading, 0);
                 lookout_stop(p, e);
-                p->look_stops++;
+                if (reading)
+                        p->look_stops++;
                 vbp_rx_pump(p);
         }
         vbp_pipe_leave(p);
