@@ -209,6 +209,8 @@ void test_direct_seen(void)
  * xIRQ and nothing moved into the socket. Then it stops for a while and
  * polls the socket, as an event loop does: pvd sees that it stopped and
  * moves the bytes there; every byte arrives once, in order. */
+static struct vbpipe_direct *my_page(void);
+
 #define LOOP_BYTES (1u << 20)
 #define LOOP_CHUNK 4096u
 
@@ -231,10 +233,17 @@ static int loop_b(void)
         CK(fd >= 0);
         static uint8_t buf[LOOP_BYTES];
         size_t got = 0;
-        while (got < LOOP_BYTES / 2) {
+        /* Half of it, and on until the last read left the rest to the
+         * next (a read that had to sleep in the socket, its writer being
+         * late, says it sleeps). */
+        struct vbpipe_direct *page = my_page();
+        CK(page != NULL);
+        while (got < LOOP_BYTES / 2 ||
+               (got < LOOP_BYTES - (256u << 10) && !__atomic_load_n(&page->rx.reading, __ATOMIC_RELAXED))) {
                 CK(vbpipeRead(fd, buf + got, LOOP_CHUNK) == (ssize_t)LOOP_CHUNK);
                 got += LOOP_CHUNK;
         }
+        CK(__atomic_load_n(&page->rx.reading, __ATOMIC_RELAXED) == 1);
         /* Stopped: the writer fills the ring meanwhile. */
         usleep(100000);
         CK(vbt_wait_ev(fd, POLLIN, 5000) & POLLIN);
