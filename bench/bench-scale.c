@@ -26,6 +26,31 @@ int bench_sessions_parse(const char *list, int max, int n[BENCH_SCALE_POINTS])
         return k ? k : -1;
 }
 
+int bench_scale_run(const char *prog, const char *list, int max, void (*run)(struct bench_scale_point *),
+                    struct bench_scale_point pts[BENCH_SCALE_POINTS], const struct bench_scale_point **one,
+                    const struct bench_scale_point **big)
+{
+        int ns[BENCH_SCALE_POINTS];
+        int k = bench_sessions_parse(list, max, ns);
+        if (k < 0) {
+                fprintf(stderr, "%s: --sessions wants numbers from 1 to %d, comma-separated\n", prog, max);
+                return -1;
+        }
+        bench_raise_nofile();
+        *one = *big = NULL;
+        for (int i = 0; i < k; i++) {
+                pts[i] = (struct bench_scale_point){ .n = ns[i], .pvd_ns = -1 };
+                run(&pts[i]);
+        }
+        for (int i = 0; i < k; i++) {
+                if (pts[i].ok && pts[i].n == 1)
+                        *one = &pts[i];
+                if (pts[i].ok && pts[i].n > 1 && (!*big || pts[i].n > (*big)->n))
+                        *big = &pts[i];
+        }
+        return k;
+}
+
 long long bench_pvd_cpu_ns(const struct pvt_platform *p)
 {
         long long sum = 0;

@@ -158,13 +158,7 @@ static int writer(void *arg)
         return 0;
 }
 
-struct point {
-        int n;
-        double writes_per_s, mb_per_s, pvd_ns_per_write;
-        bool ok;
-};
-
-static void run_point(struct point *pt)
+static void run_point(struct bench_scale_point *pt)
 {
         struct pvt_platform plat;
         pt->ok = false;
@@ -201,9 +195,9 @@ static void run_point(struct point *pt)
                 goto out;
         }
         double dt = ss->t1 - ss->t0;
-        pt->writes_per_s = (double)ss->written / dt;
+        pt->rate = (double)ss->written / dt;
         pt->mb_per_s = (double)ss->read / dt / 1e6;
-        pt->pvd_ns_per_write = cpu0 >= 0 && cpu1 >= cpu0 ? (double)(cpu1 - cpu0) / (double)ss->written : -1;
+        pt->pvd_ns = cpu0 >= 0 && cpu1 >= cpu0 ? (double)(cpu1 - cpu0) / (double)ss->written : -1;
         pt->ok = true;
 out:
         free(be);
@@ -213,40 +207,28 @@ out:
 
 int vbpipe_scale(const char *list, double seconds, bool json)
 {
-        int ns[BENCH_SCALE_POINTS];
-        int k = bench_sessions_parse(list, VBPIPE_SCALE_MAX, ns);
-        if (k < 0) {
-                fprintf(stderr, "bench-vbpipe: --sessions wants numbers from 1 to %d, comma-separated\n",
-                        VBPIPE_SCALE_MAX);
-                return 2;
-        }
         ss = mmap(NULL, sizeof(*ss), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
         if (ss == MAP_FAILED)
                 return 1;
         secs = seconds;
-        bench_raise_nofile();
-        struct point pts[BENCH_SCALE_POINTS];
-        int failed = 0;
-        for (int i = 0; i < k; i++) {
-                pts[i].n = ns[i];
-                run_point(&pts[i]);
-                failed |= !pts[i].ok;
+        struct bench_scale_point pts[BENCH_SCALE_POINTS];
+        const struct bench_scale_point *one, *big;
+        int k = bench_scale_run("bench-vbpipe", list, VBPIPE_SCALE_MAX, run_point, pts, &one, &big);
+        if (k < 0) {
+                munmap(ss, sizeof(*ss));
+                return 2;
         }
-        const struct point *one = NULL, *big = NULL;
+        int failed = 0;
         for (int i = 0; i < k; i++)
-                if (pts[i].ok && pts[i].n == 1)
-                        one = &pts[i];
-        for (int i = 0; i < k; i++)
-                if (pts[i].ok && pts[i].n > 1 && (!big || pts[i].n > big->n))
-                        big = &pts[i];
+                failed |= !pts[i].ok;
         if (one && big) {
                 char fig[64];
                 snprintf(fig, sizeof(fig), "vbpipe %d pipes, 4 KiB writes/s", big->n);
-                bench_target(fig, big->writes_per_s, "vbpipe 1 pipe, 4 KiB writes/s", one->writes_per_s, "wr/s",
+                bench_target(fig, big->rate, "vbpipe 1 pipe, 4 KiB writes/s", one->rate, "wr/s",
                              true, 1);
                 snprintf(fig, sizeof(fig), "vbpipe %d pipes, pvd CPU/write", big->n);
                 /* "Not growing": within 1.5x, the noise of a shared machine. */
-                bench_target(fig, big->pvd_ns_per_write, "vbpipe 1 pipe, pvd CPU/write", one->pvd_ns_per_write, "ns",
+                bench_target(fig, big->pvd_ns, "vbpipe 1 pipe, pvd CPU/write", one->pvd_ns, "ns",
                              false, 1.5);
         }
         if (json) {
@@ -254,8 +236,8 @@ int vbpipe_scale(const char *list, double seconds, bool json)
                 for (int i = 0; i < k; i++)
                         printf("%s\n  {\"pipes\": %d, \"ok\": %s, \"writes_per_s\": %.0f, \"mb_per_s\": %.1f, "
                                "\"pvd_cpu_ns_per_write\": %.1f}", i ? "," : "", pts[i].n,
-                               pts[i].ok ? "true" : "false", pts[i].writes_per_s, pts[i].mb_per_s,
-                               pts[i].pvd_ns_per_write);
+                               pts[i].ok ? "true" : "false", pts[i].rate, pts[i].mb_per_s,
+                               pts[i].pvd_ns);
                 printf("\n], ");
                 bench_json_targets();
                 printf("}\n");
@@ -267,8 +249,8 @@ int vbpipe_scale(const char *list, double seconds, bool json)
                         if (!pts[i].ok)
                                 printf("%10d %16s\n", pts[i].n, "failed");
                         else
-                                printf("%10d %16.0f %10.1f %20.0f\n", pts[i].n, pts[i].writes_per_s, pts[i].mb_per_s,
-                                       pts[i].pvd_ns_per_write);
+                                printf("%10d %16.0f %10.1f %20.0f\n", pts[i].n, pts[i].rate, pts[i].mb_per_s,
+                                       pts[i].pvd_ns);
                 }
                 bench_print_targets();
         }

@@ -154,13 +154,7 @@ static int client(void *arg)
         return 0;
 }
 
-struct point {
-        int n;
-        double rate, pvd_ns_per_req;
-        bool ok;
-};
-
-static void run_point(struct point *pt)
+static void run_point(struct bench_scale_point *pt)
 {
         struct pvt_platform plat;
         pt->ok = false;
@@ -193,7 +187,7 @@ static void run_point(struct point *pt)
                 goto out;
         }
         pt->rate = (double)ss->posted / (ss->t1 - ss->t0);
-        pt->pvd_ns_per_req = cpu0 >= 0 && cpu1 >= cpu0 ? (double)(cpu1 - cpu0) / (double)ss->posted : -1;
+        pt->pvd_ns = cpu0 >= 0 && cpu1 >= cpu0 ? (double)(cpu1 - cpu0) / (double)ss->posted : -1;
         pt->ok = true;
 out:
         pvt_platform_fini(&plat);
@@ -201,32 +195,20 @@ out:
 
 int vrpq_scale(const char *list, double seconds, bool json)
 {
-        int ns[BENCH_SCALE_POINTS];
-        int k = bench_sessions_parse(list, VRPQ_SCALE_MAX, ns);
-        if (k < 0) {
-                fprintf(stderr, "bench-vrpq: --sessions wants numbers from 1 to %d, comma-separated\n",
-                        VRPQ_SCALE_MAX);
-                return 2;
-        }
         ss = mmap(NULL, sizeof(*ss), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
         if (ss == MAP_FAILED)
                 return 1;
         secs = seconds;
-        bench_raise_nofile();
-        struct point pts[BENCH_SCALE_POINTS];
-        int failed = 0;
-        for (int i = 0; i < k; i++) {
-                pts[i].n = ns[i];
-                run_point(&pts[i]);
-                failed |= !pts[i].ok;
+        struct bench_scale_point pts[BENCH_SCALE_POINTS];
+        const struct bench_scale_point *one, *big;
+        int k = bench_scale_run("bench-vrpq", list, VRPQ_SCALE_MAX, run_point, pts, &one, &big);
+        if (k < 0) {
+                munmap(ss, sizeof(*ss));
+                return 2;
         }
-        const struct point *one = NULL, *big = NULL;
+        int failed = 0;
         for (int i = 0; i < k; i++)
-                if (pts[i].ok && pts[i].n == 1)
-                        one = &pts[i];
-        for (int i = 0; i < k; i++)
-                if (pts[i].ok && pts[i].n > 1 && (!big || pts[i].n > big->n))
-                        big = &pts[i];
+                failed |= !pts[i].ok;
         if (one && big) {
                 char fig[64];
                 snprintf(fig, sizeof(fig), "vrpq %d sessions, requests/s", big->n);
@@ -235,16 +217,16 @@ int vrpq_scale(const char *list, double seconds, bool json)
                 /* "Not growing": within 1.5x (the noise of a shared machine
                  * on a small figure) of the 1-session figure, or of 1 ns
                  * when that is less: pvd is not on VRPQ's data path. */
-                bench_target(fig, big->pvd_ns_per_req > 0 ? big->pvd_ns_per_req : 1e-3,
+                bench_target(fig, big->pvd_ns > 0 ? big->pvd_ns : 1e-3,
                              "max(1 session, 1 ns), pvd CPU/request",
-                             one->pvd_ns_per_req > 1 ? one->pvd_ns_per_req : 1, "ns", false, 1.5);
+                             one->pvd_ns > 1 ? one->pvd_ns : 1, "ns", false, 1.5);
         }
         if (json) {
                 printf("{\"bench\": \"vrpq-scale\", \"seconds\": %g, \"points\": [", seconds);
                 for (int i = 0; i < k; i++)
                         printf("%s\n  {\"sessions\": %d, \"ok\": %s, \"requests_per_s\": %.0f, "
                                "\"pvd_cpu_ns_per_request\": %.2f}", i ? "," : "", pts[i].n,
-                               pts[i].ok ? "true" : "false", pts[i].rate, pts[i].pvd_ns_per_req);
+                               pts[i].ok ? "true" : "false", pts[i].rate, pts[i].pvd_ns);
                 printf("\n], ");
                 bench_json_targets();
                 printf("}\n");
@@ -256,7 +238,7 @@ int vrpq_scale(const char *list, double seconds, bool json)
                         if (!pts[i].ok)
                                 printf("%10d %16s\n", pts[i].n, "failed");
                         else
-                                printf("%10d %16.0f %22.2f\n", pts[i].n, pts[i].rate, pts[i].pvd_ns_per_req);
+                                printf("%10d %16.0f %22.2f\n", pts[i].n, pts[i].rate, pts[i].pvd_ns);
                 }
                 bench_print_targets();
         }
