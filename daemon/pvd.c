@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -22,6 +21,7 @@
 #include <unistd.h>
 
 #include "hv/hv.h"
+#include "lockfile.h"
 #include "pvd-limits.h"
 #include "node.h"
 #include "pvd-core.h"
@@ -66,49 +66,21 @@ void pvd_sd_notify(const char *msg)
 
 int pvd_mkdir_p(const char *dir, mode_t mode)
 {
-        char buf[PATH_MAX];
-        int n = snprintf(buf, sizeof(buf), "%s", dir);
-        if (n < 0 || (size_t)n >= sizeof(buf))
-                return -ENAMETOOLONG;
-        for (char *p = buf + 1; *p; p++) {
-                if (*p != '/')
-                        continue;
-                *p = 0;
-                if (mkdir(buf, mode) < 0 && errno != EEXIST)
-                        return -errno;
-                *p = '/';
-        }
-        if (mkdir(buf, mode) < 0 && errno != EEXIST)
-                return -errno;
-        struct stat st;
-        if (stat(buf, &st) < 0)
-                return -errno;
-        return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+        return pv_mkdir_p(dir, mode);
 }
 
 /* Take an exclusive lock on path, recording who holds it. On conflict, say
  * who holds it. */
 int pvd_lock_take(struct pvd *pvd, const char *path, const char *what)
 {
-        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-        if (fd < 0) {
-                pv_err("cannot open lock %s: %s", path, strerror(errno));
-                return -errno;
-        }
-        if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-                char holder[128] = "";
-                ssize_t n = pread(fd, holder, sizeof(holder) - 1, 0);
-                holder[n > 0 ? n : 0] = 0;
-                holder[strcspn(holder, "\n")] = 0;
-                pv_err("another pvd (%s) already %s; stop it first (lock %s)", holder[0] ? holder : "unknown",
-                       what, path);
-                close(fd);
-                return -EBUSY;
-        }
-        char line[128];
-        int len = snprintf(line, sizeof(line), "%s, pid %d\n", pvd->vm_name, (int)getpid());
-        if (ftruncate(fd, 0) < 0 || pwrite(fd, line, (size_t)len, 0) != len)
-                pv_warn("cannot record our pid in %s", path);
+        char line[128], holder[128];
+        snprintf(line, sizeof(line), "%s, pid %d\n", pvd->vm_name, (int)getpid());
+        int fd = pv_lockfile_take(path, line, holder, sizeof(holder));
+        if (fd == -EBUSY)
+                pv_err("another pvd (%s) already %s; stop it first (lock %s)", holder[0] ? holder : "unknown", what,
+                       path);
+        else if (fd < 0)
+                pv_err("cannot open lock %s: %s", path, strerror(-fd));
         return fd;
 }
 

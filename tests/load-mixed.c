@@ -324,19 +324,9 @@ static int bad_lines(const char *log)
 
 static void show(const char *name)
 {
-        char path[320], buf[4001];
+        char path[320];
         snprintf(path, sizeof(path), "%s/%s", dir, name);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-                return;
-        off_t end = lseek(fd, 0, SEEK_END);
-        off_t from = end > 4000 ? end - 4000 : 0;
-        ssize_t n = pread(fd, buf, sizeof(buf) - 1, from);
-        close(fd);
-        if (n > 0) {
-                buf[n] = 0;
-                fprintf(stderr, "--- %s (%s) ---\n%s\n", name, from ? "its last 4000 bytes" : "whole", buf);
-        }
+        pvt_show_log_tail(path, 4000);
 }
 
 int main(int argc, char **argv)

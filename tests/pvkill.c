@@ -139,8 +139,11 @@ int main(int argc, char **argv)
                 int64_t t_back = cp_now_ns();
                 if (victim < CP_NPROGS)
                         cp_spawn(&cp, (enum cp_prog)victim);
-                else if (pvt_pvd_start(&cp.plat, what, cp_pvd_args()) < 0)
-                        fprintf(stderr, "round %u: the pvd of %s does not start again\n", rounds, what);
+                else if ((rc = pvt_pvd_start(&cp.plat, what, cp_pvd_args())) < 0) {
+                        fprintf(stderr, "round %u: the pvd of %s does not start again (%s)\n", rounds, what,
+                                rc == -ECHILD ? "it exited" : strerror(-rc));
+                        pvt_show_log_tail(pvt_vm(&cp.plat, what)->log, 4000);
+                }
                 if (cp_all_flowing(&cp, cp_now_ns(), RECOVER_MAX_MS) < 0) {
                         fprintf(stderr, "round %u: after %s was killed, the programs did not all recover\n", rounds,
                                 what);

@@ -95,21 +95,23 @@ ssize_t pvt_read_file(const char *path, char *buf, size_t cap)
 }
 
 /* The last 64 KiB of a pvd log, on stderr. */
-static void show_log_tail(const char *path)
+void pvt_show_log_tail(const char *path, size_t max)
 {
         static char buf[64 * 1024 + 1];
+        if (max > sizeof(buf) - 1)
+                max = sizeof(buf) - 1;
         int fd = open(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0)
                 return;
         off_t end = lseek(fd, 0, SEEK_END);
         ssize_t n = -1;
         if (end >= 0)
-                n = pread(fd, buf, sizeof(buf) - 1, end > (off_t)sizeof(buf) - 1 ? end - (off_t)(sizeof(buf) - 1) : 0);
+                n = pread(fd, buf, max, end > (off_t)max ? end - (off_t)max : 0);
         close(fd);
         if (n <= 0)
                 return;
         buf[n] = 0;
-        fprintf(stderr, "---- %s ----\n%s", path, buf);
+        fprintf(stderr, "---- %s%s ----\n%s\n", path, end > (off_t)max ? " (its end)" : "", buf);
 }
 
 const char *pvt_conf(const char *file, char *buf, size_t len)
@@ -192,6 +194,15 @@ static pid_t start_ready(const char *dir, const char *tag, const char *const *ar
                 }
         }
         if (rc < 0 && pid > 0) {
+                /* Never ready: say where it is stuck before it goes. */
+                fprintf(stderr, "pvtest: %s (pid %d) not ready within 10 s:\n", argv[0], (int)pid);
+                static const char *const what[] = { "wchan", "syscall", "stack" };
+                for (size_t i = 0; i < sizeof(what) / sizeof(what[0]); i++) {
+                        char path[64], buf[2048];
+                        snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, what[i]);
+                        if (pvt_read_file(path, buf, sizeof(buf)) > 0)
+                                fprintf(stderr, "  %s: %s%s", what[i], buf, buf[strlen(buf) - 1] == '\n' ? "" : "\n");
+                }
                 kill(pid, SIGKILL);
                 waitpid(pid, NULL, 0);
         }
@@ -381,11 +392,11 @@ int pvt_platform_fini(struct pvt_platform *p)
         /* A pvd may log its last lines to the log; show them on failure. */
         if (getenv("PVT_SHOW_LOGS")) {
                 for (unsigned i = 0; i < p->nvms; i++)
-                        show_log_tail(p->vms[i].log);
+                        pvt_show_log_tail(p->vms[i].log, 64 * 1024);
                 if (p->dir[0]) {
                         char log[192];
                         snprintf(log, sizeof(log), "%s/pvhv.log", p->dir);
-                        show_log_tail(log);
+                        pvt_show_log_tail(log, 64 * 1024);
                 }
         }
         if (p->dir[0])

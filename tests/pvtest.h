@@ -108,6 +108,8 @@ long long pvt_cpu_ns(pid_t pid);
 long long pvt_now_ms(void);
 /* Read a whole file into buf (NUL-terminated). Bytes read or -errno. */
 ssize_t pvt_read_file(const char *path, char *buf, size_t cap);
+/* The last max bytes (at most 64 KiB) of a log, on stderr. */
+void pvt_show_log_tail(const char *path, size_t max);
 
 /* A path inside the build tree's conf directory. */
 const char *pvt_conf(const char *file, char *buf, size_t len);

@@ -240,12 +240,38 @@ static void test_client_death_and_return(void)
         CU_ASSERT(vlink_gen("vm2", LINK_VOGL) > gen);
 }
 
+/* A second pvd for vm, refused: its error names the holder. */
+static void second_pvd_says(const char *vm, const char *holder)
+{
+        const char *pvd = getenv("PVD_BIN");
+        struct pvt_vm *v = pvt_vm(&plat, vm);
+        static char out[4096], err[4096];
+        const char *argv[] = { pvd, "--config", plat.dtb, "--vm", vm, "--runtime-dir", v->rt,
+                               "--platform-dir", plat.platform_dir, NULL };
+        CU_ASSERT_EQUAL(pvt_run(&plat, NULL, argv, out, sizeof(out), err, sizeof(err), 5000), 1);
+        if (!strstr(err, holder))
+                fprintf(stderr, "test-platform: wanted \"%s\" in: %s\n", holder, err);
+        CU_ASSERT_PTR_NOT_NULL(strstr(err, holder));
+}
+
 static void test_server_death_and_return(void)
 {
         CU_ASSERT(pvt_pvd_stop(&plat, "vm2", SIGKILL) != -1);
         CU_ASSERT_EQUAL(pvt_wait_vlink(&plat, "vm3", LINK_VOGL, "OFF", 2000), 0);
         CU_ASSERT_EQUAL(pvt_wait_vlink(&plat, "vm4", LINK_VBPIPE, "OFF", 2000), 0);
+        /* The dead one's record, longer than the next one's: the lock
+         * files are written over, not truncated (a truncation waits for
+         * the disk's writeback of the last record). */
+        char lock[300];
+        snprintf(lock, sizeof(lock), "%s/pvd.lock", pvt_vm(&plat, "vm2")->rt);
+        FILE *f = fopen(lock, "w");
+        CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+        fprintf(f, "vm2, pid 2147483647 of a much longer record than any pvd writes\nand a second line\n");
+        fclose(f);
         CU_ASSERT_EQUAL_FATAL(pvt_pvd_start(&plat, "vm2", NULL), 0);
+        char holder[64];
+        snprintf(holder, sizeof(holder), "another pvd (vm2, pid %d) already", (int)pvt_vm(&plat, "vm2")->pid);
+        second_pvd_says("vm2", holder);
         CU_ASSERT_EQUAL(pvt_wait_vlink(&plat, "vm3", LINK_VOGL, "ON", 5000), 0);
         CU_ASSERT_EQUAL(pvt_wait_vlink(&plat, "vm4", LINK_VBPIPE, "ON", 5000), 0);
         CU_ASSERT_EQUAL(pvt_wait_vlink(&plat, "vm2", NULL, "ON", 5000), 0);
@@ -254,14 +280,10 @@ static void test_server_death_and_return(void)
 /* A second pvd for the same VM and runtime directory refuses to start. */
 static void test_second_pvd_refused(void)
 {
-        const char *pvd = getenv("PVD_BIN");
         struct pvt_vm *vm3 = pvt_vm(&plat, "vm3");
-        static char out[4096], err[4096];
-        const char *argv[] = { pvd, "--config", plat.dtb, "--vm", "vm3", "--runtime-dir", vm3->rt,
-                               "--platform-dir", plat.platform_dir, NULL };
-        int st = pvt_run(&plat, NULL, argv, out, sizeof(out), err, sizeof(err), 5000);
-        CU_ASSERT_EQUAL(st, 1);
-        CU_ASSERT_PTR_NOT_NULL(strstr(err, "another pvd"));
+        char holder[64];
+        snprintf(holder, sizeof(holder), "another pvd (vm3, pid %d) already", (int)vm3->pid);
+        second_pvd_says("vm3", holder);
         /* The running one is untouched. */
         CU_ASSERT(is_socket(vm3->rt, "vrpq-clt-vogl0"));
         CU_ASSERT_EQUAL(pvt_wait_vlink(&plat, "vm3", LINK_VOGL, "ON", 1000), 0);

@@ -10,12 +10,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "lockfile.h"
 #include "log.h"
 #include "pvd-core.h"
 #include "pvhv.h"
@@ -36,53 +36,18 @@ int pvhv_sock_path(const char *dir, const struct pv_vlink_cfg *cfg, const char *
         return 0;
 }
 
-static int mkdir_p(const char *dir, mode_t mode)
-{
-        char buf[PATH_MAX];
-        int n = snprintf(buf, sizeof(buf), "%s", dir);
-        if (n < 0 || (size_t)n >= sizeof(buf))
-                return -ENAMETOOLONG;
-        for (char *p = buf + 1; *p; p++) {
-                if (*p != '/')
-                        continue;
-                *p = 0;
-                if (mkdir(buf, mode) < 0 && errno != EEXIST)
-                        return -errno;
-                *p = '/';
-        }
-        if (mkdir(buf, mode) < 0 && errno != EEXIST)
-                return -errno;
-        struct stat st;
-        if (stat(buf, &st) < 0)
-                return -errno;
-        return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
-}
-
 /* DIR/pvhv.lock, held for pvhv's life, names its holder. */
 static int take_lock(const char *dir)
 {
-        char path[PVHV_DIR_MAX + 16];
+        char path[PVHV_DIR_MAX + 16], line[32], holder[64];
         snprintf(path, sizeof(path), "%s/pvhv.lock", dir);
-        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-        if (fd < 0) {
-                int e = errno;
-                pv_err("cannot open the lock %s: %s", path, strerror(e));
-                return -e;
-        }
-        if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-                char holder[64] = "";
-                ssize_t n = pread(fd, holder, sizeof(holder) - 1, 0);
-                holder[n > 0 ? n : 0] = 0;
-                holder[strcspn(holder, "\n")] = 0;
+        snprintf(line, sizeof(line), "pid %d\n", (int)getpid());
+        int fd = pv_lockfile_take(path, line, holder, sizeof(holder));
+        if (fd == -EBUSY)
                 pv_err("another pvhv (%s) already serves %s; stop it first (lock %s)",
                        holder[0] ? holder : "pid unknown", dir, path);
-                close(fd);
-                return -EBUSY;
-        }
-        char line[32];
-        int len = snprintf(line, sizeof(line), "pid %d\n", (int)getpid());
-        if (ftruncate(fd, 0) < 0 || pwrite(fd, line, (size_t)len, 0) != len)
-                pv_warn("cannot record our pid in %s", path);
+        else if (fd < 0)
+                pv_err("cannot open the lock %s: %s", path, strerror(-fd));
         return fd;
 }
 
@@ -234,7 +199,7 @@ int pvhv_run(const struct pvhv_options *opt)
                 goto out;
         }
         snprintf(hv->dir, sizeof(hv->dir), "%s", opt->dir);
-        int e = mkdir_p(hv->dir, 0755);
+        int e = pv_mkdir_p(hv->dir, 0755);
         if (e < 0) {
                 pv_err("cannot create %s: %s", hv->dir, strerror(-e));
                 goto out;
