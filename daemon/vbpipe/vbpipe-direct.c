@@ -455,9 +455,11 @@ static void lookout_cb(struct pvd_watch *w, int status, int events, void *arg)
         }
         if (!vbp_enter(p, CLAIM_TRY)) {
                 /* A ring was taken just now: rx, it reads; tx, it writes
-                 * (often, maybe) and may have stopped reading all the
-                 * same. Look again soon. */
-                lookout_arm(p, VBPIPE_LOOKOUT_US);
+                 * and may have stopped reading all the same. Look again,
+                 * less often while that lasts: a program that keeps tx
+                 * does not make pvd look more than once a period. */
+                p->look_us = p->look_us * 2 < VBPIPE_LOOKOUT_MAX_US ? p->look_us * 2 : VBPIPE_LOOKOUT_MAX_US;
+                lookout_arm(p, p->look_us);
                 vbp_pipe_leave(p);
                 return;
         }
