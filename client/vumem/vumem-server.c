@@ -250,8 +250,6 @@ static void call_answer(VumemServer *v, struct pv_msg *m)
         pv_msg_close_fds(m);
 }
 
-/* Messages from pvd, without waiting: 1 and req filled for a request, 0
- * when there is nothing more, or an error. Answers to a call go to it. */
 static void backlog_push(VumemServer *v, const VumemReq *req);
 
 /* VUMEM_OP_FREES: the first FREE into req, the others into the backlog
@@ -285,6 +283,8 @@ static int take_frees(VumemServer *v, struct pv_msg *m, VumemReq *req)
         return 1;
 }
 
+/* Messages from pvd, without waiting: 1 and req filled for a request, 0
+ * when there is nothing more, or an error. Answers to a call go to it. */
 static int sock_take(VumemServer *v, VumemReq *req)
 {
         for (;;) {

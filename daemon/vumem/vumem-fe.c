@@ -257,7 +257,6 @@ static int op_free(struct vc_link *L, struct pvd_conn *c, struct pv_msg *m)
         return 0;
 }
 
-
 /* A buffer the session's lane gave: known here so that its FREE goes
  * through as any other (the server VM checks the handle). */
 static int op_note(struct vc_link *L, struct pvd_conn *c, struct pv_msg *m)
