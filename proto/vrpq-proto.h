@@ -53,7 +53,7 @@
 
 #define VRPQ_MAGIC          0x51505256u /* "VRPQ" */
 #define VRPQ_CHAN_MAGIC     0x4e414843u /* "CHAN" */
-#define VRPQ_VERSION        2u  /* 2: counters off the index lines */
+#define VRPQ_VERSION        3u  /* 2: counters off the index lines; 3: state off the sleep flags' line */
 
 /* Limits per vlink (the original driver's) and per info; the same in
  * <pv/vrpq.h>. */
@@ -206,17 +206,19 @@ struct vrpq_chan_hdr {
          * and share its token, but not their CPU numbers. */
         uint32_t srv_cpu;
         uint64_t srv_kernel;
-        /* Written by the pvds: a channel leaves OPEN for CLOSED when either
-         * side ends it, so that busy programs learn it without a system
-         * call (enum vrpq_chan_state). On this line, which the client
-         * reads at each notify anyway. */
-        uint32_t state;
         _Alignas(PV_CACHELINE) uint32_t clt_tx_sleep;
         uint32_t clt_rx_sleep;
         uint32_t clt_cpu;
         uint64_t clt_kernel;
+        /* Written by the pvds: a channel leaves OPEN for CLOSED when either
+         * side ends it, so that busy programs learn it without a system
+         * call (enum vrpq_chan_state). Both sides read it at every post and
+         * allocation: on a line nobody writes while the channel is open, so
+         * that it stays in each side's cache (beside the sleep flags, each
+         * arming of the server's moved it away from the client). */
+        _Alignas(PV_CACHELINE) uint32_t state;
         /* Written by the server VM's pvd, for display. */
-        _Alignas(PV_CACHELINE) uint32_t magic;
+        uint32_t magic;
         uint32_t sid, cid;
         struct vrpq_chan_geom geom;
 };
