@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "bench-scale.h"
+#include "bench-util.h"
 
 int bench_sessions_parse(const char *list, int max, int n[BENCH_SCALE_POINTS])
 {
@@ -26,9 +27,9 @@ int bench_sessions_parse(const char *list, int max, int n[BENCH_SCALE_POINTS])
         return k ? k : -1;
 }
 
-int bench_scale_run(const char *prog, const char *list, int max, void (*run)(struct bench_scale_point *),
-                    struct bench_scale_point pts[BENCH_SCALE_POINTS], const struct bench_scale_point **one,
-                    const struct bench_scale_point **big)
+int bench_scale_run(const char *prog, const char *list, int max, int rounds,
+                    void (*run)(struct bench_scale_point *), struct bench_scale_point pts[BENCH_SCALE_POINTS],
+                    const struct bench_scale_point **one, const struct bench_scale_point **big)
 {
         int ns[BENCH_SCALE_POINTS];
         int k = bench_sessions_parse(list, max, ns);
@@ -36,11 +37,48 @@ int bench_scale_run(const char *prog, const char *list, int max, void (*run)(str
                 fprintf(stderr, "%s: --sessions wants numbers from 1 to %d, comma-separated\n", prog, max);
                 return -1;
         }
+        if (rounds < 1 || rounds > BENCH_SCALE_ROUNDS) {
+                fprintf(stderr, "%s: --rounds wants 1 to %d\n", prog, BENCH_SCALE_ROUNDS);
+                return -1;
+        }
         bench_raise_nofile();
         *one = *big = NULL;
+        /* Per point and round; a round that failed is left out of the
+         * figures, and the point is marked failed. */
+        static double rate[BENCH_SCALE_POINTS][BENCH_SCALE_ROUNDS], pvd[BENCH_SCALE_POINTS][BENCH_SCALE_ROUNDS],
+                mbs[BENCH_SCALE_POINTS][BENCH_SCALE_ROUNDS];
+        int got[BENCH_SCALE_POINTS] = { 0 }, npvd[BENCH_SCALE_POINTS] = { 0 };
+        for (int i = 0; i < k; i++)
+                pts[i] = (struct bench_scale_point){ .n = ns[i], .ok = true, .pvd_ns = -1 };
+        /* Interleaved: a quiet or a busy spell of the machine falls on
+         * every point alike. */
+        for (int r = 0; r < rounds; r++) {
+                for (int i = 0; i < k; i++) {
+                        struct bench_scale_point one_round = { .n = ns[i], .pvd_ns = -1 };
+                        run(&one_round);
+                        if (!one_round.ok) {
+                                pts[i].ok = false;
+                                continue;
+                        }
+                        rate[i][got[i]] = one_round.rate;
+                        mbs[i][got[i]++] = one_round.mb_per_s;
+                        if (one_round.pvd_ns >= 0)
+                                pvd[i][npvd[i]++] = one_round.pvd_ns;
+                }
+        }
         for (int i = 0; i < k; i++) {
-                pts[i] = (struct bench_scale_point){ .n = ns[i], .pvd_ns = -1 };
-                run(&pts[i]);
+                if (!got[i]) {
+                        pts[i].ok = false;
+                        continue;
+                }
+                struct bench_stat st = bench_stat_of(rate[i], got[i]);
+                pts[i].rate = st.med;
+                pts[i].rate_lo = st.lo;
+                pts[i].rate_hi = st.hi;
+                pts[i].rounds = got[i];
+                pts[i].mb_per_s = bench_stat_of(mbs[i], got[i]).med;
+                /* Unknown in any round: unknown. */
+                pts[i].pvd_ns = npvd[i] == got[i] ? bench_stat_of(pvd[i], npvd[i]).med : -1;
         }
         for (int i = 0; i < k; i++) {
                 if (pts[i].ok && pts[i].n == 1)
@@ -49,6 +87,12 @@ int bench_scale_run(const char *prog, const char *list, int max, void (*run)(str
                         *big = &pts[i];
         }
         return k;
+}
+
+const char *bench_scale_spread(const struct bench_scale_point *pt, char *buf, size_t len)
+{
+        struct bench_stat st = { .med = pt->rate, .lo = pt->rate_lo, .hi = pt->rate_hi, .n = pt->rounds };
+        return bench_spread(st, buf, len);
 }
 
 long long bench_pvd_cpu_ns(const struct pvt_platform *p)

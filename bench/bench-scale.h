@@ -15,22 +15,32 @@
  * The count, or -1. */
 int bench_sessions_parse(const char *list, int max, int n[BENCH_SCALE_POINTS]);
 
-/* One point of a scaling run: n sessions (or pipes) at once. */
+#define BENCH_SCALE_ROUNDS 16   /* --rounds at most */
+
+/* One point of a scaling run: n sessions (or pipes) at once. run() fills
+ * one round's figures; bench_scale_run() leaves in them the median of the
+ * rounds, and the lowest and highest rate in rate_lo and rate_hi. */
 struct bench_scale_point {
         int n;
-        bool ok;
+        bool ok;               /* every round ran */
         double rate;           /* operations per second, all of them together */
         double pvd_ns;         /* the pvds' CPU nanoseconds per operation (-1: unknown) */
         double mb_per_s;       /* bytes moved, where the bench moves bytes */
+        double rate_lo, rate_hi;
+        int rounds;
 };
 
-/* Run the points of list (numbers from 1 to max; run fills each), raising
- * the fd limit first; *one is the 1-session point and *big the largest
- * other one, each NULL when missing or failed. The number of points, or -1
- * after saying on stderr that the list is wrong (prog: whose message). */
-int bench_scale_run(const char *prog, const char *list, int max, void (*run)(struct bench_scale_point *),
-                    struct bench_scale_point pts[BENCH_SCALE_POINTS], const struct bench_scale_point **one,
-                    const struct bench_scale_point **big);
+/* Run the points of list (numbers from 1 to max; run fills each) rounds
+ * times, interleaved (every point once, then again), raising the fd limit
+ * first; *one is the 1-session point and *big the largest other one, each
+ * NULL when missing or failed. The number of points, or -1 after saying on
+ * stderr that the list is wrong (prog: whose message). */
+int bench_scale_run(const char *prog, const char *list, int max, int rounds,
+                    void (*run)(struct bench_scale_point *), struct bench_scale_point pts[BENCH_SCALE_POINTS],
+                    const struct bench_scale_point **one, const struct bench_scale_point **big);
+
+/* "-12%/+30%": the spread of a point's rate around its median. */
+const char *bench_scale_spread(const struct bench_scale_point *pt, char *buf, size_t len);
 
 /* A temporary platform of VMs vm2 and vm3 whose vdevs are dts_vm2 and
  * dts_vm3 (node text), started: both pvds ready and every vlink ON.

@@ -8,8 +8,10 @@
  * ends epoll finds readable.
  * Printed per N: the aggregate writes per second and MB/s (first write to
  * the last byte read), and the CPU time both pvds spent meanwhile, per
- * write. Targets: the rate at the largest N at least that at 1; pvd CPU per
- * write not growing with N. */
+ * write. Each point runs --rounds times (default 3), interleaved with the
+ * others, on a platform of its own; the figures are the medians. Targets:
+ * the rate at the largest N at least that at 1; pvd CPU per write not
+ * growing with N. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -205,7 +207,7 @@ out:
         pvt_platform_fini(&plat);
 }
 
-int vbpipe_scale(const char *list, double seconds, bool json)
+int vbpipe_scale(const char *list, double seconds, int rounds, bool json)
 {
         ss = mmap(NULL, sizeof(*ss), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
         if (ss == MAP_FAILED)
@@ -213,7 +215,7 @@ int vbpipe_scale(const char *list, double seconds, bool json)
         secs = seconds;
         struct bench_scale_point pts[BENCH_SCALE_POINTS];
         const struct bench_scale_point *one, *big;
-        int k = bench_scale_run("bench-vbpipe", list, VBPIPE_SCALE_MAX, run_point, pts, &one, &big);
+        int k = bench_scale_run("bench-vbpipe", list, VBPIPE_SCALE_MAX, rounds, run_point, pts, &one, &big);
         if (k < 0) {
                 munmap(ss, sizeof(*ss));
                 return 2;
@@ -232,26 +234,30 @@ int vbpipe_scale(const char *list, double seconds, bool json)
                              false, 1.5);
         }
         if (json) {
-                printf("{\"bench\": \"vbpipe-scale\", \"seconds\": %g, \"points\": [", seconds);
+                printf("{\"bench\": \"vbpipe-scale\", \"seconds\": %g, \"rounds\": %d, \"points\": [", seconds,
+                       rounds);
                 for (int i = 0; i < k; i++)
-                        printf("%s\n  {\"pipes\": %d, \"ok\": %s, \"writes_per_s\": %.0f, \"mb_per_s\": %.1f, "
+                        printf("%s\n  {\"pipes\": %d, \"ok\": %s, \"writes_per_s\": %.0f, "
+                               "\"writes_per_s_lowest\": %.0f, \"writes_per_s_highest\": %.0f, \"mb_per_s\": %.1f, "
                                "\"pvd_cpu_ns_per_write\": %.1f}", i ? "," : "", pts[i].n,
-                               pts[i].ok ? "true" : "false", pts[i].rate, pts[i].mb_per_s,
-                               pts[i].pvd_ns);
+                               pts[i].ok ? "true" : "false", pts[i].rate, pts[i].rate_lo, pts[i].rate_hi,
+                               pts[i].mb_per_s, pts[i].pvd_ns);
                 printf("\n], ");
                 bench_json_targets();
                 printf("}\n");
         } else {
                 printf("VBPIPE with N pipes at once (4 KiB writes through both pvds, epoll reader), %g s per point\n",
                        seconds);
-                printf("%10s %16s %10s %20s\n", "pipes", "writes/s", "MB/s", "pvd CPU ns/write");
+                printf("%10s %16s %10s %20s %12s\n", "pipes", "writes/s", "MB/s", "pvd CPU ns/write", "spread");
                 for (int i = 0; i < k; i++) {
+                        char sp[32];
                         if (!pts[i].ok)
                                 printf("%10d %16s\n", pts[i].n, "failed");
                         else
-                                printf("%10d %16.0f %10.1f %20.0f\n", pts[i].n, pts[i].rate, pts[i].mb_per_s,
-                                       pts[i].pvd_ns);
+                                printf("%10d %16.0f %10.1f %20.0f %12s\n", pts[i].n, pts[i].rate, pts[i].mb_per_s,
+                                       pts[i].pvd_ns, bench_scale_spread(&pts[i], sp, sizeof(sp)));
                 }
+                printf("(medians of %d rounds, interleaved; spread = the lowest and highest round's rate)\n", rounds);
                 bench_print_targets();
         }
         munmap(ss, sizeof(*ss));

@@ -477,7 +477,8 @@ int main(int argc, char **argv)
                                         "                   half, 64 B writes a sixteenth)\n"
                                         "  --round-trips N  1-byte round trips per round (default 20000)\n"
                                         "  --rounds N       rounds of every case, 1 to %d (default 3); figures are medians\n"
-                                        "  --sessions N,... scaling instead: N pipes at once (e.g. 1,16,256), S seconds each\n",
+                                        "  --sessions N,... scaling instead: N pipes at once (e.g. 1,16,256), S seconds each,\n"
+                                        "                   --rounds rounds of every point\n",
                                 ROUNDS_MAX);
                         return 2;
                 }
@@ -493,7 +494,7 @@ int main(int argc, char **argv)
                         fprintf(stderr, "bench-vbpipe: --seconds wants a number in (0, 600]\n");
                         return 2;
                 }
-                return vbpipe_scale(sessions, scale_secs, json);
+                return vbpipe_scale(sessions, scale_secs, rounds, json);
         }
         int status = 0;
         static struct results r;

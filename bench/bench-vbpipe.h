@@ -7,6 +7,6 @@
 #define VBPIPE_SCALE_MAX 256    /* pipes in one --sessions point: a platform's most vlinks */
 
 /* bench-vbpipe --sessions LIST: one point per pipe count. The exit status. */
-int vbpipe_scale(const char *list, double seconds, bool json);
+int vbpipe_scale(const char *list, double seconds, int rounds, bool json);
 
 #endif

@@ -6,8 +6,10 @@
  * fd with epoll and drains the ready ones with vrpqReceiveTimeout(..., 0),
  * as an event loop would. Printed per N: the aggregate requests per second
  * (first post to the answer of a last call on every channel), and the CPU
- * time both pvds spent meanwhile, per request. Targets: the rate at the
- * largest N at least that at 1; pvd CPU per request not growing with N. */
+ * time both pvds spent meanwhile, per request. Each point runs --rounds
+ * times (default 3), interleaved with the others, on a platform of its
+ * own; the figures are the medians. Targets: the rate at the largest N at
+ * least that at 1; pvd CPU per request not growing with N. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -193,7 +195,7 @@ out:
         pvt_platform_fini(&plat);
 }
 
-int vrpq_scale(const char *list, double seconds, bool json)
+int vrpq_scale(const char *list, double seconds, int rounds, bool json)
 {
         ss = mmap(NULL, sizeof(*ss), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
         if (ss == MAP_FAILED)
@@ -201,7 +203,7 @@ int vrpq_scale(const char *list, double seconds, bool json)
         secs = seconds;
         struct bench_scale_point pts[BENCH_SCALE_POINTS];
         const struct bench_scale_point *one, *big;
-        int k = bench_scale_run("bench-vrpq", list, VRPQ_SCALE_MAX, run_point, pts, &one, &big);
+        int k = bench_scale_run("bench-vrpq", list, VRPQ_SCALE_MAX, rounds, run_point, pts, &one, &big);
         if (k < 0) {
                 munmap(ss, sizeof(*ss));
                 return 2;
@@ -222,24 +224,30 @@ int vrpq_scale(const char *list, double seconds, bool json)
                              one->pvd_ns > 1 ? one->pvd_ns : 1, "ns", false, 1.5);
         }
         if (json) {
-                printf("{\"bench\": \"vrpq-scale\", \"seconds\": %g, \"points\": [", seconds);
+                printf("{\"bench\": \"vrpq-scale\", \"seconds\": %g, \"rounds\": %d, \"points\": [", seconds,
+                       rounds);
                 for (int i = 0; i < k; i++)
                         printf("%s\n  {\"sessions\": %d, \"ok\": %s, \"requests_per_s\": %.0f, "
+                               "\"requests_per_s_lowest\": %.0f, \"requests_per_s_highest\": %.0f, "
                                "\"pvd_cpu_ns_per_request\": %.2f}", i ? "," : "", pts[i].n,
-                               pts[i].ok ? "true" : "false", pts[i].rate, pts[i].pvd_ns);
+                               pts[i].ok ? "true" : "false", pts[i].rate, pts[i].rate_lo, pts[i].rate_hi,
+                               pts[i].pvd_ns);
                 printf("\n], ");
                 bench_json_targets();
                 printf("}\n");
         } else {
                 printf("VRPQ with N sessions at once (a channel each; batches of %d, epoll server), %g s per point\n",
                        BATCH, seconds);
-                printf("%10s %16s %22s\n", "sessions", "requests/s", "pvd CPU ns/request");
+                printf("%10s %16s %22s %12s\n", "sessions", "requests/s", "pvd CPU ns/request", "spread");
                 for (int i = 0; i < k; i++) {
+                        char sp[32];
                         if (!pts[i].ok)
                                 printf("%10d %16s\n", pts[i].n, "failed");
                         else
-                                printf("%10d %16.0f %22.2f\n", pts[i].n, pts[i].rate, pts[i].pvd_ns);
+                                printf("%10d %16.0f %22.2f %12s\n", pts[i].n, pts[i].rate, pts[i].pvd_ns,
+                                       bench_scale_spread(&pts[i], sp, sizeof(sp)));
                 }
+                printf("(medians of %d rounds, interleaved; spread = the lowest and highest round's rate)\n", rounds);
                 bench_print_targets();
         }
         munmap(ss, sizeof(*ss));

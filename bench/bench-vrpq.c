@@ -529,6 +529,7 @@ int main(int argc, char **argv)
 {
         bool json = false;
         int rounds = 5;
+        bool rounds_given = false;
         const char *only = NULL, *sessions = NULL;
         for (int i = 1; i < argc; i++) {
                 if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc) {
@@ -539,6 +540,7 @@ int main(int argc, char **argv)
                         }
                 } else if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc) {
                         rounds = atoi(argv[++i]);
+                        rounds_given = true;
                         if (rounds < 1 || rounds > ROUNDS_MAX) {
                                 fprintf(stderr, "bench-vrpq: --rounds wants 1 to %d\n", ROUNDS_MAX);
                                 return 2;
@@ -552,7 +554,8 @@ int main(int argc, char **argv)
                 } else {
                         fprintf(stderr, "usage: bench-vrpq [--seconds N] [--rounds N] [--case TEXT] [--sessions N,...] [--json]\n"
                                         "  --case TEXT  only the cases whose name contains TEXT (several: A,B)\n"
-                                        "  --sessions N,...  scaling instead: N sessions at once (e.g. 1,16,256)\n");
+                                        "  --sessions N,...  scaling instead: N sessions at once (e.g. 1,16,256);\n"
+                                        "                    --rounds rounds of every point (default 3)\n");
                         return strcmp(argv[i], "--help") ? 2 : 0;
                 }
         }
@@ -561,7 +564,7 @@ int main(int argc, char **argv)
         if (!getenv("PV_CONF_DIR"))
                 setenv("PV_CONF_DIR", PV_CONF_DIR_DEFAULT, 1);
         if (sessions)
-                return vrpq_scale(sessions, seconds, json);
+                return vrpq_scale(sessions, seconds, rounds_given ? rounds : 3, json);
         sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
         if (sh == MAP_FAILED)
                 return 1;

@@ -12,6 +12,6 @@
 #define VRPQ_SCALE_MAX  512                     /* sessions in one --sessions point */
 
 /* bench-vrpq --sessions LIST: one point per session count. The exit status. */
-int vrpq_scale(const char *list, double seconds, bool json);
+int vrpq_scale(const char *list, double seconds, int rounds, bool json);
 
 #endif
