@@ -171,13 +171,31 @@ pid_t cp_spawn(struct cp *cp, enum cp_prog k)
 
 int cp_all_flowing(struct cp *cp, int64_t since_ns, int timeout_ms)
 {
-        long long end = pvt_now_ms() + timeout_ms;
+        long long start = pvt_now_ms(), end = start + timeout_ms;
+        bool told = false;
         for (;;) {
                 int stuck = 0;
                 for (int k = 0; k < CP_NPROGS; k++)
                         stuck += cp->sh->slot[k].ok_ns <= since_ns;
-                if (!stuck)
+                if (!stuck) {
+                        if (told)
+                                fprintf(stderr, "  all working again after %lld ms\n", pvt_now_ms() - start);
                         return 0;
+                }
+                /* Recovery takes milliseconds: after 5 s, say who waits and
+                 * where, while it still waits. */
+                if (!told && timeout_ms > 5000 && pvt_now_ms() - start >= 5000) {
+                        told = true;
+                        for (int k = 0; k < CP_NPROGS; k++) {
+                                if (cp->sh->slot[k].ok_ns > since_ns)
+                                        continue;
+                                fprintf(stderr, "  %s (%s, pid %d) has done no work for 5 s; last error: %s\n",
+                                        progs[k].name, progs[k].vm, (int)cp->prog[k], cp->sh->slot[k].last_error);
+                                if (cp->prog[k] > 0)
+                                        pvt_show_stuck(cp->prog[k]);
+                        }
+                        pvt_show_waiting(0);
+                }
                 if (pvt_now_ms() >= end) {
                         for (int k = 0; k < CP_NPROGS; k++)
                                 if (cp->sh->slot[k].ok_ns <= since_ns)

@@ -136,6 +136,52 @@ void pvt_need_emu(const char *why)
         exit(77);
 }
 
+void pvt_show_stuck(pid_t pid)
+{
+        static const char *const what[] = { "wchan", "syscall", "stack" };
+        char path[64], buf[2048];
+        snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+        if (pvt_read_file(path, buf, sizeof(buf)) > 0) {
+                const char *st = strrchr(buf, ')');
+                if (st && st[1] == ' ' && st[2])
+                        fprintf(stderr, "  state: %c\n", st[2]);
+        }
+        for (size_t i = 0; i < sizeof(what) / sizeof(what[0]); i++) {
+                snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, what[i]);
+                if (pvt_read_file(path, buf, sizeof(buf)) > 0)
+                        fprintf(stderr, "  %s: %s%s", what[i], buf, buf[strlen(buf) - 1] == '\n' ? "" : "\n");
+        }
+}
+
+void pvt_show_waiting(pid_t pid)
+{
+        DIR *d = opendir("/proc");
+        struct dirent *de;
+        int shown = 0;
+        while (d && (de = readdir(d)) && shown < 16) {
+                char *end;
+                long p = strtol(de->d_name, &end, 10);
+                if (*end || p <= 0 || p == pid)
+                        continue;
+                char path[64], buf[2048];
+                snprintf(path, sizeof(path), "/proc/%ld/stat", p);
+                if (pvt_read_file(path, buf, sizeof(buf)) <= 0)
+                        continue;
+                const char *st = strrchr(buf, ')'), *name = strchr(buf, '(');
+                if (!st || !name || st[1] != ' ' || st[2] != 'D')
+                        continue;
+                fprintf(stderr, "  also waiting (D): pid %ld %.*s\n", p, (int)(st - name + 1), name);
+                snprintf(path, sizeof(path), "/proc/%ld/stack", p);
+                if (pvt_read_file(path, buf, sizeof(buf)) > 0)
+                        fprintf(stderr, "%s%s", buf, buf[strlen(buf) - 1] == '\n' ? "" : "\n");
+                shown++;
+        }
+        if (d)
+                closedir(d);
+        if (!shown)
+                fprintf(stderr, "  no other task of this system waits in state D\n");
+}
+
 /* Start argv (its output appended to log) with NOTIFY_SOCKET set, and wait
  * for its READY=1 (10 s). The pid, or -errno. */
 static pid_t start_ready(const char *dir, const char *tag, const char *const *argv, const char *log, unsigned nofile)
@@ -196,13 +242,7 @@ static pid_t start_ready(const char *dir, const char *tag, const char *const *ar
         if (rc < 0 && pid > 0) {
                 /* Never ready: say where it is stuck before it goes. */
                 fprintf(stderr, "pvtest: %s (pid %d) not ready within 10 s:\n", argv[0], (int)pid);
-                static const char *const what[] = { "wchan", "syscall", "stack" };
-                for (size_t i = 0; i < sizeof(what) / sizeof(what[0]); i++) {
-                        char path[64], buf[2048];
-                        snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, what[i]);
-                        if (pvt_read_file(path, buf, sizeof(buf)) > 0)
-                                fprintf(stderr, "  %s: %s%s", what[i], buf, buf[strlen(buf) - 1] == '\n' ? "" : "\n");
-                }
+                pvt_show_stuck(pid);
                 kill(pid, SIGKILL);
                 waitpid(pid, NULL, 0);
         }
@@ -344,12 +384,25 @@ int pvt_pvd_stop(struct pvt_platform *p, const char *vm, int sig)
         if (!v || v->pid <= 0)
                 return -1;
         kill(v->pid, sig);
-        long long deadline = pvt_now_ms() + 5000;
+        long long t0 = pvt_now_ms(), deadline = t0 + 5000;
+        bool told = false;
         int st = -1;
         while (pvt_now_ms() < deadline) {
                 if (waitpid(v->pid, &st, WNOHANG) == v->pid) {
+                        if (told)
+                                fprintf(stderr, "pvtest: the pvd of %s ended %lld ms after signal %d\n", vm,
+                                        pvt_now_ms() - t0, sig);
                         v->pid = 0;
                         return st;
+                }
+                /* A process killed goes at once unless the kernel holds it
+                 * in a system call that cannot be interrupted: say where. */
+                if (!told && sig == SIGKILL && pvt_now_ms() - t0 >= 1000) {
+                        fprintf(stderr, "pvtest: the pvd of %s (pid %d) is still there 1 s after SIGKILL:\n", vm,
+                                (int)v->pid);
+                        pvt_show_stuck(v->pid);
+                        pvt_show_waiting(v->pid);
+                        told = true;
                 }
                 sleep_ms(5);
         }

@@ -110,6 +110,12 @@ long long pvt_now_ms(void);
 ssize_t pvt_read_file(const char *path, char *buf, size_t cap);
 /* The last max bytes (at most 64 KiB) of a log, on stderr. */
 void pvt_show_log_tail(const char *path, size_t max);
+/* On stderr: where a process that does not move is (its state, wait
+ * channel, system call and kernel stack, those the kernel lets us read). */
+void pvt_show_stuck(pid_t pid);
+/* On stderr: every task of the system but pid in uninterruptible sleep
+ * (state D), with its kernel stack: who waits in the kernel, and on what. */
+void pvt_show_waiting(pid_t pid);
 
 /* A path inside the build tree's conf directory. */
 const char *pvt_conf(const char *file, char *buf, size_t len);
