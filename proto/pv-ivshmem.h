@@ -111,7 +111,12 @@ struct pv_ivshm_hdr {
  *           READY (release), ring the client's link vector;
  *   client: the server is READY in a generation it has not joined yet:
  *           check the memory, state ON with that gen (release), ring;
- *   server: the client is ON in our gen: state ON.
+ *           memory that fails the check: wait for the next generation;
+ *   server: the client is ON in our gen: state ON;
+ *   server, READY and its regions' headers found written over (by any
+ *           mapping of the memory): a new generation, at most once per
+ *           PV_IVSHM_BEAT_MS, or a client that refused them would wait
+ *           for one forever.
  * Either side's state leaving ON (or going back: OFF, another gen, a new
  * incarnation) is the link going down for the other, which then starts
  * over. A pvd that restarts while its VM lives writes a new incarnation and

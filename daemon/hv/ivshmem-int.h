@@ -63,6 +63,7 @@ struct ivs_link {
         uint32_t own_st, own_gen;   /* what we last wrote in our area */
         uint64_t peer_beat;
         uint64_t peer_beat_ms;
+        uint64_t remade_ms;         /* server: the last regions made again for a client that found them bad */
         bool redo;                  /* look at the state again from the timer */
         struct ivs_heap heap;
         struct id_table own_grant, peer_grant;

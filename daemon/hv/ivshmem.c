@@ -300,8 +300,22 @@ static void evaluate(struct ivs_link *l)
                         pvd_vlink_set_state(vl, PV_VLINK_ON);
                         return;
                 }
-                if (mine != PV_IVSHM_READY || (p.state == PV_IVSHM_ON && p.gen != l->gen))
+                if (mine != PV_IVSHM_READY || (p.state == PV_IVSHM_ON && p.gen != l->gen)) {
                         make_ready(l);
+                        return;
+                }
+                /* Ready, and the regions we made for this generation were
+                 * written over since: a client finds them bad and waits for
+                 * a generation it can join, which would never come. Make
+                 * them again, once per heartbeat period at most (a mapping
+                 * that keeps writing could otherwise keep us clearing). */
+                uint64_t now = uv_now(vl->pvd->loop);
+                if (!regions_sane(l) && now - l->remade_ms >= PV_IVSHM_BEAT_MS) {
+                        l->remade_ms = now;
+                        ivs_log_once(l, "our control region was written over while the peer had not joined; making "
+                                     "the regions again");
+                        make_ready(l);
+                }
                 return;
         }
         /* client: a generation we have not joined (a restarted server
