@@ -16,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "campaign.h"
@@ -42,32 +41,6 @@ static const int pvd_observers[3][4] = {
         { CP_VRPQ_SRV, -1, -1, -1 },                     /* vm3 (the VUMEM server is not told) */
         { CP_PIPE_SRV, -1, -1, -1 },                     /* vm4 */
 };
-
-/* Wait for a program killed with SIGKILL (5 s at most). It goes at once
- * unless the kernel holds it in a system call, and its peers cannot see it
- * go before: after 1 s, say where it is and who else waits. */
-static void reap_killed(pid_t pid, const char *what)
-{
-        long long t0 = pvt_now_ms();
-        bool told = false;
-        while (pvt_now_ms() - t0 < 5000) {
-                int st;
-                if (waitpid(pid, &st, WNOHANG) == pid) {
-                        if (told)
-                                fprintf(stderr, "pvkill: the %s ended %lld ms after SIGKILL\n", what,
-                                        pvt_now_ms() - t0);
-                        return;
-                }
-                if (!told && pvt_now_ms() - t0 >= 1000) {
-                        fprintf(stderr, "pvkill: the %s (pid %d) is still there 1 s after SIGKILL:\n", what, (int)pid);
-                        pvt_show_stuck(pid);
-                        pvt_show_waiting(pid);
-                        told = true;
-                }
-                usleep(2000);
-        }
-        pvt_wait(pid, 0);
-}
 
 static double *detect_ms, *recover_ms;
 static size_t ndetect, nrecover;
@@ -126,7 +99,7 @@ int main(int argc, char **argv)
                         what = cp_prog_name((enum cp_prog)victim);
                         obs = prog_observers[victim];
                         pvt_kill(cp.prog[victim], SIGKILL);
-                        reap_killed(cp.prog[victim], what);
+                        pvt_reap(cp.prog[victim], SIGKILL, what, 5000);
                         cp.prog[victim] = 0;
                         prog_kills++;
                 } else {

@@ -378,38 +378,44 @@ int pvt_kill(pid_t pid, int sig)
         return kill(pid, sig) < 0 ? -errno : 0;
 }
 
+int pvt_reap(pid_t pid, int sig, const char *what, int timeout_ms)
+{
+        long long t0 = pvt_now_ms();
+        bool told = false;
+        int st;
+        while (pvt_now_ms() - t0 < timeout_ms) {
+                if (waitpid(pid, &st, WNOHANG) == pid) {
+                        if (told)
+                                fprintf(stderr, "pvtest: %s ended %lld ms after signal %d\n", what, pvt_now_ms() - t0,
+                                        sig);
+                        return st;
+                }
+                /* A process killed goes at once unless the kernel holds it
+                 * in a system call that cannot be interrupted: say where. */
+                if (!told && sig == SIGKILL && pvt_now_ms() - t0 >= 1000) {
+                        fprintf(stderr, "pvtest: %s (pid %d) is still there 1 s after SIGKILL:\n", what, (int)pid);
+                        pvt_show_stuck(pid);
+                        pvt_show_waiting(pid);
+                        told = true;
+                }
+                sleep_ms(5);
+        }
+        kill(pid, SIGKILL);
+        waitpid(pid, &st, 0);
+        return -ETIMEDOUT;
+}
+
 int pvt_pvd_stop(struct pvt_platform *p, const char *vm, int sig)
 {
         struct pvt_vm *v = pvt_vm(p, vm);
         if (!v || v->pid <= 0)
                 return -1;
         kill(v->pid, sig);
-        long long t0 = pvt_now_ms(), deadline = t0 + 5000;
-        bool told = false;
-        int st = -1;
-        while (pvt_now_ms() < deadline) {
-                if (waitpid(v->pid, &st, WNOHANG) == v->pid) {
-                        if (told)
-                                fprintf(stderr, "pvtest: the pvd of %s ended %lld ms after signal %d\n", vm,
-                                        pvt_now_ms() - t0, sig);
-                        v->pid = 0;
-                        return st;
-                }
-                /* A process killed goes at once unless the kernel holds it
-                 * in a system call that cannot be interrupted: say where. */
-                if (!told && sig == SIGKILL && pvt_now_ms() - t0 >= 1000) {
-                        fprintf(stderr, "pvtest: the pvd of %s (pid %d) is still there 1 s after SIGKILL:\n", vm,
-                                (int)v->pid);
-                        pvt_show_stuck(v->pid);
-                        pvt_show_waiting(v->pid);
-                        told = true;
-                }
-                sleep_ms(5);
-        }
-        kill(v->pid, SIGKILL);
-        waitpid(v->pid, &st, 0);
+        char what[64];
+        snprintf(what, sizeof(what), "the pvd of %s", vm);
+        int st = pvt_reap(v->pid, sig, what, 5000);
         v->pid = 0;
-        return -1;
+        return st == -ETIMEDOUT ? -1 : st;
 }
 
 static int leftovers;
@@ -421,6 +427,17 @@ static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *
                 leftovers++;
         }
         return remove(path);
+}
+
+void pvt_show_logs(const struct pvt_platform *p, size_t max)
+{
+        for (unsigned i = 0; i < p->nvms; i++)
+                pvt_show_log_tail(p->vms[i].log, max);
+        if (p->dir[0]) {
+                char log[sizeof(p->dir) + 16];
+                snprintf(log, sizeof(log), "%s/pvhv.log", p->dir);
+                pvt_show_log_tail(log, max);
+        }
 }
 
 int pvt_platform_fini(struct pvt_platform *p)
@@ -444,13 +461,7 @@ int pvt_platform_fini(struct pvt_platform *p)
         }
         /* A pvd may log its last lines to the log; show them on failure. */
         if (getenv("PVT_SHOW_LOGS")) {
-                for (unsigned i = 0; i < p->nvms; i++)
-                        pvt_show_log_tail(p->vms[i].log, 64 * 1024);
-                if (p->dir[0]) {
-                        char log[192];
-                        snprintf(log, sizeof(log), "%s/pvhv.log", p->dir);
-                        pvt_show_log_tail(log, 64 * 1024);
-                }
+                pvt_show_logs(p, 64 * 1024);
         }
         if (p->dir[0])
                 nftw(p->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);

@@ -116,6 +116,12 @@ void pvt_show_stuck(pid_t pid);
 /* On stderr: every task of the system but pid in uninterruptible sleep
  * (state D), with its kernel stack: who waits in the kernel, and on what. */
 void pvt_show_waiting(pid_t pid);
+/* The end (max bytes) of every pvd's log and of pvhv's, on stderr. */
+void pvt_show_logs(const struct pvt_platform *p, size_t max);
+/* Wait timeout_ms for pid, just sent sig, to end (after 1 s of a SIGKILL,
+ * say where it waits: what names it). Its wait status, or -ETIMEDOUT once
+ * it was killed and reaped. */
+int pvt_reap(pid_t pid, int sig, const char *what, int timeout_ms);
 
 /* A path inside the build tree's conf directory. */
 const char *pvt_conf(const char *file, char *buf, size_t len);

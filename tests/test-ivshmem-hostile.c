@@ -323,13 +323,8 @@ static void test_third_mapping(void)
         int on3 = pvt_wait_vlink(&plat, "vm3", LINK, "ON", 5000), on2 = pvt_wait_vlink(&plat, "vm2", LINK, "ON", 5000);
         CU_ASSERT_EQUAL(on3, 0);
         CU_ASSERT_EQUAL(on2, 0);
-        if (on3 || on2) {
-                pvt_show_log_tail(pvt_vm(&plat, "vm2")->log, 3000);
-                pvt_show_log_tail(pvt_vm(&plat, "vm3")->log, 3000);
-                char hvlog[sizeof(plat.dir) + 16];
-                snprintf(hvlog, sizeof(hvlog), "%s/pvhv.log", plat.dir);
-                pvt_show_log_tail(hvlog, 3000);
-        }
+        if (on3 || on2)
+                pvt_show_logs(&plat, 3000);
         /* And a rejoin (here vm3's) finds it whole. */
         pvt_pvd_stop(&plat, "vm3", SIGTERM);
         CU_ASSERT_EQUAL_FATAL(pvt_pvd_start(&plat, "vm3", NULL), 0);

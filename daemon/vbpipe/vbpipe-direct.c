@@ -375,6 +375,13 @@ static void lookout_arm(struct vbp_pipe *p, uint64_t us)
         timerfd_settime(pvd_watch_fd(p->lookout), 0, &it, NULL);
 }
 
+/* The next look, a period twice as long (up to VBPIPE_LOOKOUT_MAX_US). */
+static void lookout_later(struct vbp_pipe *p)
+{
+        p->look_us = p->look_us * 2 < VBPIPE_LOOKOUT_MAX_US ? p->look_us * 2 : VBPIPE_LOOKOUT_MAX_US;
+        lookout_arm(p, p->look_us);
+}
+
 static void lookout_stop(struct vbp_pipe *p, struct vbp_end *e)
 {
         if (p->looking) {
@@ -449,8 +456,7 @@ static void lookout_cb(struct pvd_watch *w, int status, int events, void *arg)
         bool moved = look_moved(p, d);
         if ((lock != VBPIPE_LOCK_FREE && lock != VBPIPE_LOCK_PVD) ||
             (moved && ring_load_relaxed(&d->reading) == 1)) {
-                p->look_us = p->look_us * 2 < VBPIPE_LOOKOUT_MAX_US ? p->look_us * 2 : VBPIPE_LOOKOUT_MAX_US;
-                lookout_arm(p, p->look_us);
+                lookout_later(p);
                 return;
         }
         if (!vbp_enter(p, CLAIM_TRY)) {
@@ -458,8 +464,7 @@ static void lookout_cb(struct pvd_watch *w, int status, int events, void *arg)
                  * and may have stopped reading all the same. Look again,
                  * less often while that lasts: a program that keeps tx
                  * does not make pvd look more than once a period. */
-                p->look_us = p->look_us * 2 < VBPIPE_LOOKOUT_MAX_US ? p->look_us * 2 : VBPIPE_LOOKOUT_MAX_US;
-                lookout_arm(p, p->look_us);
+                lookout_later(p);
                 vbp_pipe_leave(p);
                 return;
         }
