@@ -19,8 +19,10 @@
  * pvd <-> pvd (control ring messages of driver PV_DRV_VBPIPE, each a
  * struct vbpipe_msg):
  *   OPEN  gen             my end `gen` is open and has no partner yet
- *   PAIR  gen, peer_gen   (server -> client only) server end `gen` and
- *                         client end `peer_gen` form a conversation
+ *   PAIR  gen, peer_gen   (server -> client only) server end `gen` offers
+ *                         a conversation to client end `peer_gen`
+ *   ACCEPT gen, peer_gen  (client -> server only) client end `gen` takes
+ *                         server end `peer_gen`: the conversation starts
  *   STOP  gen             the reader of my end `gen` is gone: send me
  *                         nothing more for it, and FIN
  *   FIN   gen, index      my end `gen` produced no byte beyond ring index
@@ -29,7 +31,13 @@
  * followed, sooner or later, by exactly one FIN for the same gen (an end
  * closed before pairing sends STOP and FIN with the index it started at).
  * The server decides the pairings, so that both sides agree which end
- * reads which bytes. A new pairing starts only when both directions of the
+ * reads which bytes. Neither side pairs an end whose program is gone, even
+ * when its loop has not heard yet: each looks at the program's sockets
+ * first. The server answers its program's open only at the ACCEPT; a
+ * client whose end closed before the PAIR came does not accept it, and
+ * that end's STOP tells the server, whose end then waits for the next
+ * client end. So an open never returns paired with a program that died
+ * before it began. A new pairing starts only when both directions of the
  * previous conversation are finished (each side has sent its FIN and
  * consumed the other's bytes up to its FIN index): the bytes of one
  * conversation can never be read as another's.
@@ -75,11 +83,12 @@ enum vbpipe_msg_type {
         VBPIPE_MSG_PAIR = 2,
         VBPIPE_MSG_STOP = 3,
         VBPIPE_MSG_FIN = 4,
+        VBPIPE_MSG_ACCEPT = 5,
 };
 
 struct vbpipe_msg {
         uint32_t gen;       /* the sender's end */
-        uint32_t peer_gen;  /* PAIR: the client's end; else 0 */
+        uint32_t peer_gen;  /* PAIR: the client's end; ACCEPT: the server's; else 0 */
         uint32_t index;     /* FIN: where the sender's bytes end; else 0 */
         uint32_t reserved;  /* 0 */
 };
@@ -87,7 +96,7 @@ struct vbpipe_msg {
 /* ---- vlink memory --------------------------------------------------------- */
 
 #define VBPIPE_MAGIC    0x45504256u /* "VBPE" */
-#define VBPIPE_VERSION  2u  /* 2: ring headers of three cache lines */
+#define VBPIPE_VERSION  3u  /* 2: ring headers of three cache lines; 3: ACCEPT */
 #define VBPIPE_HDR_SIZE 4096u
 
 struct vbpipe_region {

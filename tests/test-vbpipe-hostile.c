@@ -293,22 +293,33 @@ static void fake_produce(struct fake *f, struct vbs_stream *st, uint32_t n)
         fake_notify(f);
 }
 
-/* A FIN that claims bytes never produced, ahead of or behind what was. */
-static void fin_lie(uint32_t produced, uint32_t claimed)
+/* vm4's pvd replaced by the fake, a reader in vm2 waiting in its open,
+ * the fake's end 1 announced and offered a PAIR (not yet accepted). The
+ * reader's pid; *srv_end: the server's end. */
+static pid_t fake_with_reader(struct fake *f, uint32_t *srv_end)
 {
         CU_ASSERT_EQUAL_FATAL(pvt_pvd_stop(&plat, "vm4", SIGTERM), 0);
-        int before = log_count("vm2", "impossible message");
-        struct fake f;
-        CU_ASSERT_EQUAL_FATAL(fake_join(&f), 0);
+        CU_ASSERT_EQUAL_FATAL(fake_join(f), 0);
         CU_ASSERT_EQUAL(pvt_wait_vlink(&plat, "vm2", LINK, "ON", 5000), 0);
         pid_t a = vbt_run(0, "vm2", VBT_READ, false);
         struct vbpipe_msg m;
-        CU_ASSERT_EQUAL_FATAL(fake_expect(&f, VBPIPE_MSG_OPEN, &m), 0);
-        uint32_t srv_end = m.gen;
-        fake_send(&f, VBPIPE_MSG_OPEN, 1, 0, 0);
-        CU_ASSERT_EQUAL_FATAL(fake_expect(&f, VBPIPE_MSG_PAIR, &m), 0);
-        CU_ASSERT_EQUAL(m.gen, srv_end);
+        CU_ASSERT_EQUAL_FATAL(fake_expect(f, VBPIPE_MSG_OPEN, &m), 0);
+        *srv_end = m.gen;
+        fake_send(f, VBPIPE_MSG_OPEN, 1, 0, 0);
+        CU_ASSERT_EQUAL_FATAL(fake_expect(f, VBPIPE_MSG_PAIR, &m), 0);
+        CU_ASSERT_EQUAL(m.gen, *srv_end);
         CU_ASSERT_EQUAL(m.peer_gen, 1);
+        return a;
+}
+
+/* A FIN that claims bytes never produced, ahead of or behind what was. */
+static void fin_lie(uint32_t produced, uint32_t claimed)
+{
+        int before = log_count("vm2", "impossible message");
+        struct fake f;
+        uint32_t srv_end;
+        pid_t a = fake_with_reader(&f, &srv_end);
+        fake_send(&f, VBPIPE_MSG_ACCEPT, 1, srv_end, 0);
         CU_ASSERT(VBT_WAIT_FOR(vbt_pg[0].opened, 5000));
         struct vbs_stream st;
         vbs_init(&st, vbt_seed(1));
@@ -358,6 +369,7 @@ static void test_bad_messages(void)
                 { "a message of the wrong length", VBPIPE_MSG_OPEN, 8, 1, 0, 0, false },
                 { "an OPEN of an end that is not new", VBPIPE_MSG_OPEN, sizeof(struct vbpipe_msg), 1, 0, 0, true },
                 { "a PAIR from the client", VBPIPE_MSG_PAIR, sizeof(struct vbpipe_msg), 1, 1, 0, true },
+                { "an ACCEPT of a PAIR never offered", VBPIPE_MSG_ACCEPT, sizeof(struct vbpipe_msg), 1, 1, 0, true },
                 { "a STOP of an end never announced", VBPIPE_MSG_STOP, sizeof(struct vbpipe_msg), 7, 0, 0, false },
                 { "a FIN of an end never announced", VBPIPE_MSG_FIN, sizeof(struct vbpipe_msg), 7, 0, 0, false },
                 { "an OPEN with an index", VBPIPE_MSG_OPEN, sizeof(struct vbpipe_msg), 1, 0, 5, false },
@@ -382,6 +394,44 @@ static void test_bad_messages(void)
                 fake_fini(&f);
                 CU_ASSERT_EQUAL(pvt_wait_vlink(&plat, "vm2", LINK, "OFF", 5000), 0);
         }
+        CU_ASSERT_EQUAL_FATAL(pvt_pvd_start(&plat, "vm4", NULL), 0);
+        wait_link_on();
+        vbt_conversation();
+}
+
+/* The client refuses a PAIR (its end closed before the PAIR came: STOP and
+ * FIN, no ACCEPT): the server's program goes on waiting, and its open
+ * returns with the client's next end, whose bytes it reads. */
+static void test_pair_refused(void)
+{
+        int before = log_count("vm2", "impossible message");
+        struct fake f;
+        uint32_t srv_end;
+        pid_t a = fake_with_reader(&f, &srv_end);
+        struct vbpipe_msg m;
+        fake_send(&f, VBPIPE_MSG_STOP, 1, 0, 0);
+        fake_send(&f, VBPIPE_MSG_FIN, 1, 0, 0);
+        usleep(200 * 1000);
+        CU_ASSERT_EQUAL(vbt_pg[0].opened, 0);   /* no conversation with end 1 */
+        fake_send(&f, VBPIPE_MSG_OPEN, 2, 0, 0);
+        CU_ASSERT_EQUAL_FATAL(fake_expect(&f, VBPIPE_MSG_PAIR, &m), 0);
+        CU_ASSERT_EQUAL(m.gen, srv_end);
+        CU_ASSERT_EQUAL(m.peer_gen, 2);
+        usleep(100 * 1000);
+        CU_ASSERT_EQUAL(vbt_pg[0].opened, 0);   /* offered, not yet taken */
+        fake_send(&f, VBPIPE_MSG_ACCEPT, 2, srv_end, 0);
+        CU_ASSERT(VBT_WAIT_FOR(vbt_pg[0].opened, 5000));
+        struct vbs_stream st;
+        vbs_init(&st, vbt_seed(1));
+        fake_produce(&f, &st, 3000);
+        fake_send(&f, VBPIPE_MSG_FIN, 2, 0, 3000);
+        CU_ASSERT_EQUAL(pvt_wait(a, VBT_PROMPT_MS), 0);
+        CU_ASSERT_FALSE(vbt_pg[0].wrong);
+        CU_ASSERT_EQUAL(vbt_pg[0].got, 3000);
+        CU_ASSERT_EQUAL(vbt_pg[0].rerr, 0);
+        CU_ASSERT_EQUAL(log_count("vm2", "impossible message"), before);
+        CU_ASSERT(pvd_alive("vm2"));
+        fake_fini(&f);
         CU_ASSERT_EQUAL_FATAL(pvt_pvd_start(&plat, "vm4", NULL), 0);
         wait_link_on();
         vbt_conversation();
@@ -419,6 +469,7 @@ static const struct pvt_test tests[] = {
         { "a FIN beyond the bytes produced: reset, the bytes, then EOF", test_fin_ahead },
         { "a FIN behind the bytes produced: reset, the bytes, then EOF", test_fin_behind },
         { "impossible control messages reset the vlink", test_bad_messages },
+        { "a PAIR the client refuses: the server's open waits for the next end", test_pair_refused },
         { NULL, NULL },
 };
 

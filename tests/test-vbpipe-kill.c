@@ -7,7 +7,10 @@
  *     completes once its pvd is back and a program there opens;
  *   - the local pvd killed under a program: EOF and EPIPE too;
  *   - a program killed while its open waits for the peer: the next open
- *     of that end works.
+ *     of that end works;
+ *   - the same while its pvd is stopped, so that the peer's open comes
+ *     before that pvd's loop hears of the death: the peer's open is never
+ *     paired with the dead program, and waits for the next one.
  * Every byte read is checked against the sender's stream
  * (tests/vbpipe-test.c): what arrives before the EOF is never garbage.
  */
@@ -128,6 +131,40 @@ static void test_opener_killed(void)
         vbt_conversation();
 }
 
+/* A program in dead_vm dies in its blocking open while its pvd is stopped
+ * (SIGSTOP): the kernel knows, the pvd's loop not yet. A program in the
+ * other VM opens, then the pvd goes on: that open must wait for a live
+ * program, not return paired with the dead one (and hit EOF at once). */
+static void opener_killed_unseen(const char *dead_vm)
+{
+        bool dead_is_vm4 = !strcmp(dead_vm, "vm4");
+        const char *live_vm = dead_is_vm4 ? "vm2" : "vm4";
+        int live = dead_is_vm4 ? 2 : 3, next = dead_is_vm4 ? 3 : 2;
+        pid_t d = vbt_run(dead_is_vm4, dead_vm, VBT_HOLD, false);
+        usleep(200 * 1000);   /* its open reached pvd, which announced it */
+        CU_ASSERT_EQUAL(vbt_pg[dead_is_vm4].opened, 0);
+        pid_t pvd = pvt_vm(&plat, dead_vm)->pid;
+        CU_ASSERT_EQUAL_FATAL(kill(pvd, SIGSTOP), 0);
+        pvt_kill(d, SIGKILL);
+        CU_ASSERT_EQUAL(pvt_wait(d, VBT_PROMPT_MS), 128 + SIGKILL);
+        pid_t l = vbt_run(live, live_vm, VBT_CONV, false);
+        usleep(150 * 1000);   /* its open went to the stopped pvd's side */
+        CU_ASSERT_EQUAL(kill(pvd, SIGCONT), 0);
+        usleep(300 * 1000);
+        if (vbt_pg[live].opened)
+                printf("\n    %s's open returned, paired with the dead program in %s ", live_vm, dead_vm);
+        CU_ASSERT_EQUAL(vbt_pg[live].opened, 0);
+        pid_t n = vbt_run(next, dead_vm, VBT_CONV, false);
+        vbt_conversation_end(dead_is_vm4 ? l : n, dead_is_vm4 ? n : l);
+}
+
+static void test_opener_killed_unseen(void)
+{
+        opener_killed_unseen("vm4");   /* the client's program: the server's PAIR is refused */
+        opener_killed_unseen("vm2");   /* the server's: no PAIR goes */
+        vbt_conversation();
+}
+
 static int suite_init(void)
 {
         vbt_direct = false;
@@ -150,6 +187,7 @@ static const struct pvt_test tests[] = {
         { "the peer's pvd killed mid-stream: EOF and EPIPE; an open waits for its return", test_peer_pvd_killed },
         { "the local pvd killed under its program: EOF and EPIPE", test_local_pvd_killed },
         { "a program killed before the peer opened: the next open works", test_opener_killed },
+        { "a program killed in its open before its pvd heard: the peer's open waits for the next", test_opener_killed_unseen },
         { NULL, NULL },
 };
 

@@ -188,7 +188,21 @@ void vbt_check_survivor(pid_t pid, int i, const char *what, bool pvd_died)
 void vbt_conversation(void)
 {
         pid_t a = vbt_run(2, "vm2", VBT_CONV, false), b = vbt_run(3, "vm4", VBT_CONV, false);
+        vbt_conversation_end(a, b);
+}
+
+void vbt_conversation_end(pid_t a, pid_t b)
+{
         int ra = pvt_wait(a, 20000), rb = pvt_wait(b, 20000);
+        for (int i = 2; i < 4; i++) {
+                int rc = i == 2 ? ra : rb;
+                const struct vbt_prog *p = &vbt_pg[i];
+                if (rc || p->sent != VBT_CONV_BYTES || p->got != VBT_CONV_BYTES || p->werr || p->rerr || p->wrong)
+                        printf("\n    conversation, %s's program: exit %d, opened %d, read %llu (errno %d), "
+                               "wrote %llu (errno %d)%s ",
+                               i == 2 ? "vm2" : "vm4", rc, p->opened, (unsigned long long)p->got, p->rerr,
+                               (unsigned long long)p->sent, p->werr, p->wrong ? ", a wrong byte" : "");
+        }
         CU_ASSERT_EQUAL(ra, 0);
         CU_ASSERT_EQUAL(rb, 0);
         for (int i = 2; i < 4; i++) {

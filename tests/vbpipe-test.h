@@ -76,5 +76,7 @@ void vbt_start_streams(pid_t *a, pid_t *b);
 void vbt_check_survivor(pid_t pid, int i, const char *what, bool pvd_died);
 /* Programs 2 (vm2) and 3 (vm4) open and exchange VBT_CONV_BYTES each way. */
 void vbt_conversation(void);
+/* The same for programs 2 (pid a) and 3 (pid b) started by the caller. */
+void vbt_conversation_end(pid_t a, pid_t b);
 
 #endif

@@ -87,12 +87,16 @@ struct vbp_pipe {
         /* The peer's ends as the messages tell (reset at each ON). */
         bool peer_waiting;         /* an announced end without partner */
         uint32_t peer_wait_gen;
+        bool peer_wait_stopped;    /* ... whose STOP came: it closed before pairing */
+        bool proposed;             /* server: PAIR sent, its ACCEPT or the end's STOP awaited */
+        uint32_t proposed_gen;     /* ... of this server end */
         uint32_t peer_max_gen;
         uint32_t paired_max;       /* client: highest own end the server paired */
         uint32_t announced_max;    /* client: highest own end announced */
         enum vbp_peer peer;
         /* Statistics. */
         uint64_t conversations, refused_busy, cancelled;
+        uint64_t pair_refused;     /* PAIRs the other side refused (its end had closed) */
         struct vbp_flow out, in;   /* program -> peer, peer -> program */
         uint64_t xirq_sent, xirq_suppressed;     /* of rings already detached */
         /* Hot polling: for spin_us after bytes moved, the loop polls D and
@@ -149,6 +153,7 @@ void vbp_seg_end(struct vbp_pipe *p);
 void vbp_reader_gone(struct vbp_end *e);
 void vbp_end_gone(struct vbp_end *e);
 void vbp_end_check_gone(struct vbp_end *e);
+bool vbp_peer_send(struct vbp_pipe *p, uint32_t type, uint32_t gen, uint32_t peer_gen, uint32_t index);
 
 /* vbpipe-data.c: the pumps between the program's socket and the rings */
 void vbp_fail_corrupt(struct vbp_pipe *p, const char *what);

@@ -20,6 +20,7 @@ static bool on_open(struct vbp_pipe *p, const struct vbpipe_msg *m)
         p->peer_max_gen = m->gen;
         p->peer_waiting = true;
         p->peer_wait_gen = m->gen;
+        p->peer_wait_stopped = false;
         p->peer = PEER_WAITING;
         return true;
 }
@@ -33,20 +34,49 @@ static bool on_pair(struct vbp_pipe *p, const struct vbpipe_msg *m)
                 return false;
         if (c <= p->paired_max || c > p->announced_max)
                 return false;
-        if (s > p->peer_max_gen)
+        if (s > p->peer_max_gen) {
                 p->peer_max_gen = s;
-        p->peer_waiting = false;
+                p->peer_waiting = true;   /* a PAIR announces the server's end too */
+                p->peer_wait_gen = s;
+                p->peer_wait_stopped = false;
+        }
         p->paired_max = c;
         struct vbp_end *e = p->cur;
+        vbp_end_check_gone(e);
         if (e && e->gen == c && e->st == VBP_WAIT && !e->gone) {
-                vbp_end_pair(e, s);
+                if (vbp_peer_send(p, VBPIPE_MSG_ACCEPT, c, s, 0))
+                        vbp_end_pair(e, s);
                 return true;
         }
-        /* It paired an end of ours that gave up meanwhile: that end's STOP
-         * and FIN are on their way; the server's bytes go nowhere. */
+        /* The end it offers to pair closed meanwhile (its program may be
+         * dead without the loop knowing yet): no conversation. That end's
+         * STOP and FIN, sent or on their way, tell the server, whose end
+         * waits on for our next one. */
+        pv_debug("vbpipe %s: the server's end %u offered a conversation to our end %u, which is closed", p->name,
+                 s, c);
+        return true;
+}
+
+/* Server: the client's end took ours; what the server's program is
+ * answered only now. */
+static bool on_accept(struct vbp_pipe *p, const struct vbpipe_msg *m)
+{
+        uint32_t c = m->gen, s = m->peer_gen;
+        if (p->vl->side != PV_SERVER || m->index || !p->proposed || !p->peer_waiting || c != p->peer_wait_gen ||
+            s != p->proposed_gen || p->seg.active || p->txe)
+                return false;
+        p->proposed = false;
+        struct vbp_end *e = p->cur;
+        if (e && e->gen == s && e->st == VBP_WAIT && !e->gone) {
+                vbp_end_pair(e, c);
+                return true;
+        }
+        /* Our end closed after the PAIR went: its STOP and FIN are on
+         * their way (pipe_reap); the client's bytes go nowhere. */
+        p->peer_waiting = false;
         memset(&p->seg, 0, sizeof(p->seg));
         p->seg.active = true;
-        p->seg.gen = s;
+        p->seg.gen = c;
         p->peer = PEER_OPEN;
         return true;
 }
@@ -55,6 +85,17 @@ static bool on_stop(struct vbp_pipe *p, const struct vbpipe_msg *m)
 {
         if (m->peer_gen || m->index || m->gen > p->peer_max_gen)
                 return false;
+        if (p->peer_waiting && p->peer_wait_gen == m->gen) {
+                /* A waiting end closed: never pair with it (its FIN
+                 * follows). A PAIR offered to it is refused. */
+                p->peer_wait_stopped = true;
+                if (p->proposed) {
+                        p->proposed = false;
+                        p->pair_refused++;
+                        pv_debug("vbpipe %s: the peer's end %u closed before it took ours", p->name, m->gen);
+                }
+                return true;
+        }
         if (p->seg.active && p->seg.gen == m->gen) {
                 p->seg.stopped = true;
                 p->peer = PEER_CLOSING;
@@ -195,6 +236,9 @@ void vbp_msg_handle(struct vbp_pipe *p, uint32_t type, const struct vbpipe_msg *
         case VBPIPE_MSG_FIN:
                 ok = on_fin(p, &m);
                 break;
+        case VBPIPE_MSG_ACCEPT:
+                ok = on_accept(p, &m);
+                break;
         default:
                 ok = false;
         }
@@ -271,7 +315,7 @@ void vbpipe_up(struct pvd_vlink *vl)
         memset(&p->seg, 0, sizeof(p->seg));
         p->rx_start = 0;
         p->txe = NULL;
-        p->peer_waiting = false;
+        p->peer_waiting = p->peer_wait_stopped = p->proposed = false;
         p->peer_max_gen = p->paired_max = p->announced_max = 0;
         p->peer = PEER_CLOSED;
         p->on = true;
@@ -341,7 +385,7 @@ void vbpipe_down(struct pvd_vlink *vl)
         memset(&p->rx, 0, sizeof(p->rx));
         memset(&p->seg, 0, sizeof(p->seg));
         p->txe = NULL;
-        p->peer_waiting = false;
+        p->peer_waiting = p->peer_wait_stopped = p->proposed = false;
         p->peer = PEER_CLOSED;
         p->on = false;
         vbp_pipe_leave(p);

@@ -55,7 +55,7 @@ void vbpipe_stat(struct pvd_vlink *vl, msgpack_packer *pk)
                 snprintf(reason, sizeof(reason), "%s is not writable here: wakeup= is accepted and ignored",
                          p->wake_path);
 
-        msgpack_pack_map(pk, 20);
+        msgpack_pack_map(pk, 21);
         pvd_pack_kv_str(pk, "pipe", p->name);
         pvd_pack_kv_str(pk, "flags", p->any ? "a" : "");
         pvd_pack_kv_u64(pk, "ring_size", p->size);
@@ -74,6 +74,7 @@ void vbpipe_stat(struct pvd_vlink *vl, msgpack_packer *pk)
         pvd_pack_kv_u64(pk, "conversations", p->conversations);
         pvd_pack_kv_u64(pk, "refused_busy", p->refused_busy);
         pvd_pack_kv_u64(pk, "abandoned_opens", p->cancelled);
+        pvd_pack_kv_u64(pk, "pairings_refused", p->pair_refused);
         pack_flow(pk, "to_peer", &p->out, tx_fill);
         pack_flow(pk, "from_peer", &p->in, rx_fill);
         pvd_pack_kv_u64(pk, "xirq_sent", sent);

@@ -8,8 +8,9 @@
  * thus has a real fd: read, write, poll, epoll, FIONREAD, close.
  *
  * Which end reads which bytes is the protocol of proto/vbpipe-proto.h:
- * OPEN, PAIR (the server decides), STOP (my reader is gone) and FIN (my
- * bytes end here) on the control ring. The peer's bytes of one end are a
+ * OPEN, PAIR (the server proposes), ACCEPT (the client's end is still
+ * there), STOP (my reader is gone) and FIN (my bytes end here) on the
+ * control ring. The peer's bytes of one end are a
  * "segment" of our rx ring, ended by its FIN; a segment nobody reads any
  * more is discarded up to its FIN, never further, so bytes of one
  * conversation are never read as another's.
@@ -73,7 +74,7 @@ void vbp_pipe_leave(struct vbp_pipe *p)
 
 /* Send a message to the peer pvd. false if the vlink is not ON afterwards
  * (a failed send resets it): the caller stops there. */
-static bool peer_send(struct vbp_pipe *p, uint32_t type, uint32_t gen, uint32_t peer_gen, uint32_t index)
+bool vbp_peer_send(struct vbp_pipe *p, uint32_t type, uint32_t gen, uint32_t peer_gen, uint32_t index)
 {
         if (!p->on)
                 return false;
@@ -165,7 +166,7 @@ void vbp_reader_gone(struct vbp_end *e)
                  * wait for room in a ring that only its STOP (our FIN, then
                  * a discard) will empty. */
                 e->stop_sent = true;
-                peer_send(p, VBPIPE_MSG_STOP, e->gen, 0, 0);
+                vbp_peer_send(p, VBPIPE_MSG_STOP, e->gen, 0, 0);
         }
 }
 
@@ -181,7 +182,7 @@ void vbp_tx_finish(struct vbp_end *e)
                 p->txe = NULL;
         vbp_end_watch(e);
         pv_debug("vbpipe %s: end %u: FIN at %u", p->name, e->gen, p->tx.prod);
-        peer_send(p, VBPIPE_MSG_FIN, e->gen, 0, p->tx.prod);
+        vbp_peer_send(p, VBPIPE_MSG_FIN, e->gen, 0, p->tx.prod);
 }
 
 /* The program's end is closed (or shut both ways). */
@@ -200,10 +201,21 @@ void vbp_end_gone(struct vbp_end *e)
         vbp_end_watch(e);
 }
 
-/* The program closed its end, whether or not the loop said so yet. */
+/* The program closed its end, or died in its blocking open, whether or
+ * not the loop said so yet. The kernel knows at once: a program reaped
+ * before its peer opens is never paired with it, however late pvd's
+ * loop comes to its hang-up. */
 void vbp_end_check_gone(struct vbp_end *e)
 {
-        if (e && !e->gone && e->prog_fd < 0 && vbp_end_hung_up(e))
+        if (!e || e->gone)
+                return;
+        if (e->prog_fd < 0) {
+                if (vbp_end_hung_up(e))
+                        vbp_end_gone(e);
+                return;
+        }
+        struct pollfd pf = { .fd = e->conn ? e->conn->fd : -1, .events = POLLRDHUP };
+        if (e->conn && poll(&pf, 1, 0) == 1 && (pf.revents & (POLLHUP | POLLERR | POLLRDHUP)))
                 vbp_end_gone(e);
 }
 
@@ -268,6 +280,7 @@ void vbp_end_pair(struct vbp_end *e, uint32_t peer_gen)
         p->seg.gen = peer_gen;
         p->seg.to = e;
         p->peer_waiting = false;
+        p->proposed = false;
         p->peer = PEER_OPEN;
         p->conversations++;
         end_drop_filler(e);
@@ -290,7 +303,7 @@ void vbp_end_announce(struct vbp_end *e)
                 p->announced_max = e->gen;
         /* The server pairs in pipe_reap when it can; it announces the end
          * anyway, so that the client can show the server's end waiting. */
-        peer_send(p, VBPIPE_MSG_OPEN, e->gen, 0, 0);
+        vbp_peer_send(p, VBPIPE_MSG_OPEN, e->gen, 0, 0);
 }
 
 static bool end_over(const struct vbp_end *e)
@@ -346,8 +359,8 @@ static void pipe_reap(struct vbp_pipe *p)
                                 p->cancelled++;
                                 pv_debug("vbpipe %s: %s[%d] gave up its open", p->name, e->comm, (int)e->pid);
                                 /* An announced end ends like any other: STOP, FIN. */
-                                if (e->announced && peer_send(p, VBPIPE_MSG_STOP, e->gen, 0, 0))
-                                        peer_send(p, VBPIPE_MSG_FIN, e->gen, 0, p->tx.prod);
+                                if (e->announced && vbp_peer_send(p, VBPIPE_MSG_STOP, e->gen, 0, 0))
+                                        vbp_peer_send(p, VBPIPE_MSG_FIN, e->gen, 0, p->tx.prod);
                         } else {
                                 pv_info("vbpipe %s: conversation of %s[%d] closed", p->name, e->comm, (int)e->pid);
                         }
@@ -358,13 +371,19 @@ static void pipe_reap(struct vbp_pipe *p)
                                 vbp_end_announce(p->cur);
                         continue;
                 }
-                /* The server pairs its waiting end with the client's once
-                 * both directions of the previous conversation are done. */
+                /* The server offers to pair its waiting end with the client's
+                 * once both directions of the previous conversation are
+                 * done, and its own program is still there. The
+                 * conversation starts at the client's ACCEPT; a client end
+                 * that closed meanwhile refuses by its STOP (vbpipe-peer.c). */
                 if (p->vl->side == PV_SERVER && p->on && e && e->st == VBP_WAIT && e->announced && !e->gone &&
-                    p->peer_waiting && !p->seg.active && !p->txe) {
-                        uint32_t c = p->peer_wait_gen;
-                        if (peer_send(p, VBPIPE_MSG_PAIR, e->gen, c, 0))
-                                vbp_end_pair(e, c);
+                    p->peer_waiting && !p->peer_wait_stopped && !p->proposed && !p->seg.active && !p->txe) {
+                        vbp_end_check_gone(e);
+                        if (e->gone)
+                                continue;
+                        p->proposed = true;
+                        p->proposed_gen = e->gen;
+                        vbp_peer_send(p, VBPIPE_MSG_PAIR, e->gen, p->peer_wait_gen, 0);
                         continue;
                 }
                 break;
