@@ -141,6 +141,7 @@ static bool on_fin(struct vbp_pipe *p, const struct vbpipe_msg *m)
                 if (m->index != expect)
                         return false;
                 p->peer_waiting = false;
+                p->proposed = false;   /* a PAIR offered to it is refused (its STOP said so already) */
                 p->peer = PEER_CLOSED;
                 return true;
         }
