@@ -147,6 +147,8 @@ int main(int argc, char **argv)
                 if (cp_all_flowing(&cp, cp_now_ns(), RECOVER_MAX_MS) < 0) {
                         fprintf(stderr, "round %u: after %s was killed, the programs did not all recover\n", rounds,
                                 what);
+                        if (!o.keep_logs)
+                                pvt_show_logs(&cp.plat, 6000);
                         stuck++;
                         break;
                 }
@@ -186,6 +188,8 @@ int main(int argc, char **argv)
                "%s crashed; %d leaks\n",
                rounds, prog_kills, pvd_kills, dmed, dmax, ndetect, rmed, rmax, (unsigned long long)ops,
                (unsigned long long)corrupt, died ? died : "nothing", leaks);
+        if (o.keep_logs)
+                pvt_show_logs(&cp.plat, (size_t)1 << 20);
         failures += cp_stop(&cp);
         free(detect_ms);
         free(recover_ms);
