@@ -188,8 +188,6 @@ int main(int argc, char **argv)
                "%s crashed; %d leaks\n",
                rounds, prog_kills, pvd_kills, dmed, dmax, ndetect, rmed, rmax, (unsigned long long)ops,
                (unsigned long long)corrupt, died ? died : "nothing", leaks);
-        if (o.keep_logs)
-                pvt_show_logs(&cp.plat, (size_t)1 << 20);
         failures += cp_stop(&cp);
         free(detect_ms);
         free(recover_ms);
