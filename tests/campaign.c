@@ -169,6 +169,25 @@ pid_t cp_spawn(struct cp *cp, enum cp_prog k)
         return pid;
 }
 
+/* What pvd says in vm: pvctl with args (status, or stat DRIVER). */
+static void show_pvctl(struct cp *cp, const char *vm, const char *a1, const char *a2)
+{
+        static char out[16384], err[1024];
+        const char *pvctl = getenv("PVCTL_BIN");
+        const char *argv[] = { pvctl, a1, a2, NULL };
+        if (!pvctl)
+                return;
+        int rc = pvt_run(&cp->plat, vm, argv, out, sizeof(out), err, sizeof(err), 3000);
+        fprintf(stderr, "  ---- pvctl %s%s%s in %s (exit %d) ----\n%s%s", a1, a2 ? " " : "", a2 ? a2 : "", vm, rc, out,
+                err);
+}
+
+/* The driver of program k, as pvctl stat names it. */
+static const char *prog_driver(int k)
+{
+        return k == CP_VRPQ_SRV || k == CP_VRPQ_CLT ? "vrpq" : k == CP_VUMEM_SRV || k == CP_VUMEM_CLT ? "vumem" : "vbpipe";
+}
+
 int cp_all_flowing(struct cp *cp, int64_t since_ns, int timeout_ms)
 {
         long long start = pvt_now_ms(), end = start + timeout_ms;
@@ -195,6 +214,13 @@ int cp_all_flowing(struct cp *cp, int64_t since_ns, int timeout_ms)
                                         pvt_show_stuck(cp->prog[k]);
                         }
                         pvt_show_waiting(0);
+                        /* The vlinks and programs each pvd sees, and the
+                         * stuck drivers' sessions, pipes or buffers. */
+                        for (int i = 0; i < 3; i++)
+                                show_pvctl(cp, cp_vms[i], "status", NULL);
+                        for (int k = 0; k < CP_NPROGS; k++)
+                                if (cp->sh->slot[k].ok_ns <= since_ns)
+                                        show_pvctl(cp, progs[k].vm, "stat", prog_driver(k));
                 }
                 if (pvt_now_ms() >= end) {
                         for (int k = 0; k < CP_NPROGS; k++)
