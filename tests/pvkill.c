@@ -21,6 +21,12 @@
 #include "campaign.h"
 
 #define DETECT_MAX_MS   1000
+/* A victim still there this long after SIGKILL is held by the kernel
+ * (state D while it tears its memory down: README, Reliability): its
+ * descriptors close only at its end, and nobody can see it go before, so
+ * detection counts from its end (known within pvt_reap's 5 ms poll). */
+#define SLOW_EXIT_MS    100
+#define REAP_POLL_MS    5
 #define DETECT_WAIT_MS  3000
 #define RECOVER_MAX_MS  10000
 #define OBS_MAX         (1 << 20)
@@ -76,7 +82,7 @@ int main(int argc, char **argv)
                 cp_res(pvt_vm(&cp.plat, cp_vms[i])->pid, &first[i]);
         printf("pvkill: seed %llu, %.0f s\n", (unsigned long long)o.seed, o.duration_s);
 
-        unsigned rounds = 0, prog_kills = 0, pvd_kills = 0, late = 0, stuck = 0;
+        unsigned rounds = 0, prog_kills = 0, pvd_kills = 0, late = 0, stuck = 0, slow_exits = 0;
         const char *died = NULL;
         int64_t stop_ns = cp_now_ns() + (int64_t)(o.duration_s * 1e9);
         while (cp_now_ns() < stop_ns && !died && !cp_interrupted) {
@@ -108,6 +114,11 @@ int main(int argc, char **argv)
                         pvt_pvd_stop(&cp.plat, what, SIGKILL);
                         pvd_kills++;
                 }
+                int64_t t_gone = cp_now_ns(), t_from = t_kill;
+                if (t_gone - t_kill > (int64_t)SLOW_EXIT_MS * 1000000) {
+                        t_from = t_gone - (int64_t)REAP_POLL_MS * 1000000;
+                        slow_exits++;
+                }
                 /* Each peer sees it: its call fails after the kill. */
                 double worst = 0;
                 for (int j = 0; j < 4 && obs[j] >= 0; j++) {
@@ -123,7 +134,7 @@ int main(int argc, char **argv)
                                 late++;
                                 continue;
                         }
-                        double ms = (double)(s->fail_ns - t_kill) / 1e6;
+                        double ms = (double)(s->fail_ns - t_from) / 1e6;
                         if (ms < 0)
                                 ms = 0;
                         if (ndetect < OBS_MAX)
@@ -184,10 +195,10 @@ int main(int argc, char **argv)
         double dmed = cp_median(detect_ms, ndetect), dmax = cp_max(detect_ms, ndetect);
         double rmed = cp_median(recover_ms, nrecover), rmax = cp_max(recover_ms, nrecover);
         printf("pvkill: %u rounds (%u program kills, %u pvd kills); detection median %.2f ms, max %.2f ms "
-               "(%zu observations); recovery median %.1f ms, max %.1f ms; %llu operations, %llu corrupt; "
-               "%s crashed; %d leaks\n",
-               rounds, prog_kills, pvd_kills, dmed, dmax, ndetect, rmed, rmax, (unsigned long long)ops,
-               (unsigned long long)corrupt, died ? died : "nothing", leaks);
+               "(%zu observations; %u victims took over %d ms to go, and count from their end); recovery median "
+               "%.1f ms, max %.1f ms; %llu operations, %llu corrupt; %s crashed; %d leaks\n",
+               rounds, prog_kills, pvd_kills, dmed, dmax, ndetect, slow_exits, SLOW_EXIT_MS, rmed, rmax,
+               (unsigned long long)ops, (unsigned long long)corrupt, died ? died : "nothing", leaks);
         failures += cp_stop(&cp);
         free(detect_ms);
         free(recover_ms);
