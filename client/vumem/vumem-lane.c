@@ -21,10 +21,26 @@
 
 /* ---- the lane --------------------------------------------------------------------- */
 
-static int lane_reset(VumemSession *s, const char *why)
+/* The session is over. The reason: pvd's last words on the connection
+ * (said: this read's; else what an earlier call read, such as the post
+ * that found the connection closed), or ours (why), or the usual one.
+ * locked: the caller holds the connection's lock. */
+static int lane_reset(VumemSession *s, const char *said, const char *why, bool locked)
 {
         atomic_store(&s->reset, true);
-        return pvc_error(-ECONNRESET, "%s: %s", s->conn->name,
+        struct pv_conn *c = s->conn;
+        char text[sizeof(c->last_word)] = "";
+        if (!locked)
+                pthread_mutex_lock(&c->lock);
+        if (said && said[0])
+                snprintf(c->last_word, sizeof(c->last_word), "%s", said);
+        if (!why)
+                snprintf(text, sizeof(text), "%s", c->last_word);
+        if (!locked)
+                pthread_mutex_unlock(&c->lock);
+        if (text[0])
+                return pvc_error(-ECONNRESET, "%s", text);
+        return pvc_error(-ECONNRESET, "%s: %s", c->name,
                          why ? why : "the VUMEM server program went away; this session is over (mapped buffers "
                                      "stay valid until unmapped)");
 }
@@ -48,13 +64,14 @@ static int lane_read_conn(VumemSession *s)
                 if (n == -EINTR)
                         continue;
                 if (n < 0) {
-                        rc = lane_reset(s, n == -ECONNRESET ? NULL : "bad message from pvd");
+                        rc = lane_reset(s, NULL, n == -ECONNRESET ? NULL : "bad message from pvd", true);
                         break;
                 }
                 pv_msg_close_fds(&m);
                 if (pv_msg_op(&m) == PV_OP_NONE || (pv_msg_op(&m) == VUMEM_OP_WAKE && pv_msg_diag(&m) < 0)) {
                         char text[256];
-                        rc = lane_reset(s, pv_msg_get_str(&m, PV_K_MSG, text, sizeof(text)) == 0 ? text : NULL);
+                        rc = lane_reset(s, pv_msg_get_str(&m, PV_K_MSG, text, sizeof(text)) == 0 ? text : NULL, NULL,
+                                        true);
                         break;
                 }
         }
@@ -73,7 +90,7 @@ static int lane_wait(VumemSession *s, uint32_t seq)
                 if (ring_load_relaxed(&lane->dead) || atomic_load(&s->reset)) {
                         /* pvd's last words say why, when it sent them. */
                         int rc = lane_read_conn(s);
-                        return rc < 0 ? rc : lane_reset(s, NULL);
+                        return rc < 0 ? rc : lane_reset(s, NULL, NULL, false);
                 }
                 if (iter % 64) {
                         pvc_cpu_relax();
@@ -97,7 +114,7 @@ static int lane_wait(VumemSession *s, uint32_t seq)
                         int n = poll(&pf, 1, 100);
                         if (n > 0 && (pf.revents & (POLLHUP | POLLERR)) && !(pf.revents & POLLIN)) {
                                 ring_store_relaxed(&lane->clt_sleep, 0);
-                                return lane_reset(s, NULL);
+                                return lane_reset(s, NULL, NULL, false);
                         }
                         if (n > 0) {
                                 int rc = lane_read_conn(s);
