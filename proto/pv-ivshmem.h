@@ -106,12 +106,20 @@ struct pv_ivshm_hdr {
  *
  * Link state. Side s's pvd writes its own area only; the other reads it
  * once per look, into locals, and checks it. The server side drives:
- *   server: the client is present (pvhv) and not ON in our generation:
- *           zero the regions, write their headers, gen = gen + 1, state
- *           READY (release), ring the client's link vector;
+ *   server: not READY (its first look, or the link went down) and the
+ *           client present (pvhv): zero the regions, write their headers,
+ *           gen = gen + 1 (generations count from a random start in each
+ *           incarnation), state READY (release), ring the client's link
+ *           vector. A READY server waits: a client ON in another
+ *           generation leaves it when it sees ours (a new generation then
+ *           would clear the regions under a client still writing);
  *   client: the server is READY in a generation it has not joined yet:
- *           check the memory, state ON with that gen (release), ring;
- *           memory that fails the check: wait for the next generation;
+ *           check the memory, write its halves of the control rings'
+ *           headers again (c2s prod and prod_wait, s2c cons and cons_wait:
+ *           a late write of the generation it left may have landed after
+ *           the server cleared them), state ON with that gen (release),
+ *           ring; memory that fails the check: wait for the next
+ *           generation;
  *   server: the client is ON in our gen: state ON;
  *   server, READY and its regions' headers found written over (by any
  *           mapping of the memory): a new generation, at most once per

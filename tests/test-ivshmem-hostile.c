@@ -344,6 +344,89 @@ static void test_third_mapping(void)
         CU_ASSERT_EQUAL(pvt_wait(s, 10000), 0);
 }
 
+/* How many times vm's log says needle. */
+static int log_count(const char *vm, const char *needle)
+{
+        static char buf[1 << 20];
+        int n = 0;
+        if (pvt_read_file(pvt_vm(&plat, vm)->log, buf, sizeof(buf)) > 0)
+                for (const char *p = buf; (p = strstr(p, needle)); p++)
+                        n++;
+        return n;
+}
+
+/* The VRPQ walkthrough across the vlink: server in vm2, client in vm3. */
+static void walkthrough(const char *rounds)
+{
+        static char out[4096], err[4096];
+        const char *srv[] = { vrpq_server, NULL }, *clt[] = { vrpq_client, "3", rounds, NULL };
+        pid_t s = fork();
+        if (s == 0) {
+                setenv("PVD_RUNTIME_DIR", pvt_vm(&plat, "vm2")->rt, 1);
+                int dn = open("/dev/null", O_WRONLY | O_CLOEXEC);
+                dup2(dn, 1);
+                execv(srv[0], (char *const *)srv);
+                _exit(127);
+        }
+        CU_ASSERT_EQUAL(pvt_run(&plat, "vm3", clt, out, sizeof(out), err, sizeof(err), 10000), 0);
+        CU_ASSERT_EQUAL(pvt_wait(s, 10000), 0);
+}
+
+/* A client pvd's late writes from the generation it leaves. vm3's pvd
+ * stops while ON; vm2 sees its heartbeat stop and offers a new generation,
+ * one only, and waits (vm3's area still says ON in the old one). Then the
+ * writes vm3's pvd made in the old generation land after vm2 cleared the
+ * regions (written here, as if its last stores had been that late): a
+ * producer index with a record of zeros behind it, a producer asleep, a
+ * consumer index. vm3 goes on, sees the new generation and joins it; vm2
+ * must read none of that as the new generation's (the zero record would be
+ * a malformed message, and the vlink would reset), and VRPQ works across. */
+static void test_late_writes(void)
+{
+        CU_ASSERT_EQUAL_FATAL(pvt_wait_vlink(&plat, "vm2", LINK, "ON", 5000), 0);
+        CU_ASSERT_EQUAL_FATAL(pvt_wait_vlink(&plat, "vm3", LINK, "ON", 5000), 0);
+        size_t size = 0;
+        uint8_t *mem = third_mapping(&size);
+        CU_ASSERT_FATAL(mem != NULL);
+        struct pv_ivshm_hdr h;
+        memcpy(&h, mem, sizeof(h));
+        struct pv_ivshm_side *srv = (struct pv_ivshm_side *)(mem + h.side[PV_SERVER].offset);
+        struct pv_vlink_ctl *ctl = (struct pv_vlink_ctl *)(mem + h.region[PV_REGION_CTL].offset);
+        uint32_t gen = shm_read32(&srv->gen);
+        int resets = log_count("vm2", "resetting the link");
+        pid_t vm3 = pvt_vm(&plat, "vm3")->pid;
+        CU_ASSERT_FATAL(kill(vm3, SIGSTOP) == 0);
+        long long end = pvt_now_ms() + 5000;
+        while ((ring_load_acquire(&srv->state) != PV_IVSHM_READY || shm_read32(&srv->gen) == gen) &&
+               pvt_now_ms() < end)
+                usleep(10 * 1000);
+        uint32_t offered = shm_read32(&srv->gen);
+        bool ready = ring_load_acquire(&srv->state) == PV_IVSHM_READY && offered != gen;
+        CU_ASSERT(ready);
+        if (ready) {
+                /* Four heartbeat periods: vm2 makes no other generation. */
+                usleep(4 * PV_IVSHM_BEAT_MS * 1000);
+                CU_ASSERT_EQUAL(shm_read32(&srv->gen), offered);
+                CU_ASSERT_EQUAL(ring_load_acquire(&srv->state), PV_IVSHM_READY);
+        }
+        ring_store_relaxed(&ctl->c2s.prod, 8);
+        ring_store_relaxed(&ctl->c2s.prod_wait, 1);
+        ring_store_relaxed(&ctl->s2c.cons, 64);
+        ring_store_relaxed(&ctl->s2c.cons_wait, 1);
+        CU_ASSERT_FATAL(kill(vm3, SIGCONT) == 0);
+        CU_ASSERT_EQUAL(pvt_wait_vlink(&plat, "vm3", LINK, "ON", 5000), 0);
+        CU_ASSERT_EQUAL(pvt_wait_vlink(&plat, "vm2", LINK, "ON", 5000), 0);
+        usleep(300 * 1000);
+        int more = log_count("vm2", "resetting the link") - resets;
+        CU_ASSERT_EQUAL(more, 0);
+        if (more)
+                pvt_show_logs(&plat, 3000);
+        CU_ASSERT_EQUAL(shm_read32(&srv->gen), offered);
+        CU_ASSERT_EQUAL(ring_load_relaxed(&ctl->c2s.prod_wait), 0);
+        munmap(mem, size);
+        walkthrough("10");
+}
+
 static int fds_before;
 
 static int suite_init(void)
@@ -364,6 +447,7 @@ static int suite_fini(void)
 static const struct pvt_test tests[] = {
         { "a fake peer that lies and storms", test_fake_peer },
         { "a third mapping scribbles the vlink's memory", test_third_mapping },
+        { "a client's late writes from the generation it left", test_late_writes },
         { NULL, NULL },
 };
 

@@ -12,7 +12,8 @@
  * (or the error). Exit 0 when reading ended with EOF and writing with
  * EPIPE, 1 otherwise, 2 when the open failed.
  *
- *   vbpipe-duplex echo [DEVICE]     echoes every byte until EOF
+ *   vbpipe-duplex echo [DEVICE [US]]  echoes every byte until EOF, each
+ *                                     answer US microseconds after its byte
  *   vbpipe-duplex ping N [DEVICE]   N one-byte round trips with an echo
  *
  * These two open the end with O_DIRECT, as a program that wants speed
@@ -74,8 +75,9 @@ static int io_fail(const char *what, ssize_t n)
         return 1;
 }
 
-/* echo (rounds 0: until EOF) or ping (rounds > 0) on an O_DIRECT end. */
-static int one_byte(const char *dev, unsigned long rounds)
+/* echo (rounds 0: until EOF; each answer delay_us after its byte) or ping
+ * (rounds > 0) on an O_DIRECT end. */
+static int one_byte(const char *dev, unsigned long rounds, unsigned long delay_us)
 {
         int e = vbpipeOpen(dev, O_RDWR | O_DIRECT);
         if (e < 0) {
@@ -97,6 +99,11 @@ static int one_byte(const char *dev, unsigned long rounds)
                                 break;   /* the pinger closed: done */
                         return io_fail("reading", n);
                 }
+                if (!rounds && delay_us) {
+                        struct timespec d = { (time_t)(delay_us / 1000000), (long)(delay_us % 1000000) * 1000 };
+                        while (nanosleep(&d, &d) < 0 && errno == EINTR)
+                                ;
+                }
                 if (!rounds && (n = vbpipeWrite(e, &in, 1)) != 1)
                         return io_fail("echoing", n);
                 if (rounds && in != out) {
@@ -112,9 +119,9 @@ static int one_byte(const char *dev, unsigned long rounds)
 int main(int argc, char **argv)
 {
         if (argc > 1 && !strcmp(argv[1], "echo"))
-                return one_byte(argc > 2 ? argv[2] : "/dev/vbpipe0", 0);
+                return one_byte(argc > 2 ? argv[2] : "/dev/vbpipe0", 0, argc > 3 ? strtoul(argv[3], NULL, 10) : 0);
         if (argc > 2 && !strcmp(argv[1], "ping"))
-                return one_byte(argc > 3 ? argv[3] : "/dev/vbpipe0", strtoul(argv[2], NULL, 10));
+                return one_byte(argc > 3 ? argv[3] : "/dev/vbpipe0", strtoul(argv[2], NULL, 10), 0);
         const char *dev = argc > 1 ? argv[1] : "/dev/vbpipe0";
         static char buf[CHUNK];
         uint64_t got = 0;

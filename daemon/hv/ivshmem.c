@@ -252,6 +252,22 @@ static bool regions_sane(struct ivs_link *l)
                shm_read32(&ctl->ring_size) == PV_CTL_RING_SIZE;
 }
 
+/* Client, joining a generation: our halves of the control rings' headers
+ * (the c2s producer's, the s2c consumer's), written again before we say
+ * ON. A write of ours from the generation we leave can land after the
+ * server cleared the regions for this one, before we saw it: the server
+ * would take a stale producer index for this generation's, and skip or
+ * read twice what we send now. The server writes the rings only once it
+ * sees us ON (release, after these). */
+static void rings_own_reset(struct ivs_link *l)
+{
+        struct pv_vlink_ctl *ctl = l->vl->region[PV_REGION_CTL].base;
+        ring_store_relaxed(&ctl->c2s.prod, 0);
+        ring_store_relaxed(&ctl->c2s.prod_wait, 0);
+        ring_store_relaxed(&ctl->s2c.cons, 0);
+        ring_store_relaxed(&ctl->s2c.cons_wait, 0);
+}
+
 /* Look at both sides and move the link (the state machine of
  * proto/pv-ivshmem.h). */
 static void evaluate(struct ivs_link *l)
@@ -300,7 +316,13 @@ static void evaluate(struct ivs_link *l)
                         pvd_vlink_set_state(vl, PV_VLINK_ON);
                         return;
                 }
-                if (mine != PV_IVSHM_READY || (p.state == PV_IVSHM_ON && p.gen != l->gen)) {
+                /* A client ON in another generation is about to see ours
+                 * and leave that one (or is a dead pvd's area, which its
+                 * VM's next pvd writes again): making more generations
+                 * meanwhile would clear the regions under a client still
+                 * writing in the last, and offer it one more it cannot
+                 * join in time. */
+                if (mine != PV_IVSHM_READY) {
                         make_ready(l);
                         return;
                 }
@@ -330,6 +352,7 @@ static void evaluate(struct ivs_link *l)
         l->peer_inc = p.inc;
         l->peer_beat = p.beat;
         l->peer_beat_ms = uv_now(vl->pvd->loop);
+        rings_own_reset(l);
         own_state(l, PV_IVSHM_ON, l->gen);
         ivs_ring(l, PV_IVSHM_VEC_LINK);
         l->connects++;
@@ -420,7 +443,10 @@ static int attach_memory(struct ivs_link *l)
         l->incarnation = (uint32_t)pvd_random64();
         own_state(l, PV_IVSHM_OFF, 0);
         beat_set(l, &l->own->heartbeat);
-        l->gen = 0;
+        /* A server counts its generations from a random start: a client
+         * still ON in a generation of this pvd's predecessor is never
+         * taken for one that joined ours. */
+        l->gen = l->side == PV_SERVER ? (uint32_t)pvd_random64() : 0;
         for (unsigned i = 0; i < PV_IVSHM_VECTORS; i++) {
                 int dfd = fcntl(face_vector_fd(l, i), F_DUPFD_CLOEXEC, 0);
                 l->vec_w[i] = dfd >= 0 ? pvd_watch_new(vl->pvd->loop, dfd, UV_READABLE, vec_cb, l) : NULL;
