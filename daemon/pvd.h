@@ -97,6 +97,10 @@ void pv_vlink_cfg_region_sizes(const struct pv_vlink_cfg *cfg, size_t sizes[PV_R
 /* Server end: fresh regions are mapped in vl->region[]; the control
  * header and each driver's region_init run before the peer sees them. */
 void pvd_vlink_regions_created(struct pvd_vlink *vl);
+/* Client end of a backend whose memory outlives a generation: before it
+ * says ON, the shared words it owns in the control region and the drivers'
+ * regions are written again (see struct pvd_driver, client_join). */
+void pvd_vlink_client_join(struct pvd_vlink *vl);
 void pvd_vlink_set_state(struct pvd_vlink *vl, enum pv_vlink_state st);
 void pvd_vlink_xirq(struct pvd_vlink *vl);  /* the peer's control xIRQ */
 
@@ -183,6 +187,12 @@ struct pvd_driver {
         /* Server end: fresh memory of this driver's region, not yet seen by
          * the peer: write its layout header (optional). */
         void (*region_init)(struct pvd_vlink *vl);
+        /* Client end, about to say ON in memory that held an earlier
+         * generation (the ivshmem backend): write again the shared words
+         * this side owns in the driver's region (its rings' indices and
+         * sleep flags), so that a late write of the last generation's is
+         * never read as this one's (optional). */
+        void (*client_join)(struct pvd_vlink *vl);
         /* pvd starts / stops: private state in vl->drv[id]. */
         int (*attach)(struct pvd_vlink *vl);
         void (*detach)(struct pvd_vlink *vl);

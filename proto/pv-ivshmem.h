@@ -114,10 +114,11 @@ struct pv_ivshm_hdr {
  *           generation leaves it when it sees ours (a new generation then
  *           would clear the regions under a client still writing);
  *   client: the server is READY in a generation it has not joined yet:
- *           check the memory, write its halves of the control rings'
- *           headers again (c2s prod and prod_wait, s2c cons and cons_wait:
- *           a late write of the generation it left may have landed after
- *           the server cleared them), state ON with that gen (release),
+ *           check the memory, write its halves of the rings' headers
+ *           again (the control rings' and a vbpipe's: c2s prod and
+ *           prod_wait, s2c cons and cons_wait; a late write of the
+ *           generation it left may have landed after the server cleared
+ *           them), state ON with that gen (release),
  *           ring; memory that fails the check: wait for the next
  *           generation;
  *   server: the client is ON in our gen: state ON;

@@ -36,6 +36,7 @@
 #include "pv-ivshmem.h"
 #include "pv-ring.h"
 #include "pv-vlink.h"
+#include "vbpipe-proto.h"
 #include "pvtest.h"
 #include "pvt-run.h"
 
@@ -257,9 +258,11 @@ static void test_fake_peer(void)
         CU_ASSERT_EQUAL(pvt_wait(s, 10000), 0);
 }
 
-/* The memory object of the vlink, as a third party that got hold of it. */
-static uint8_t *third_mapping(size_t *size)
+/* The memory object of a vlink, as a third party that got hold of it. */
+static uint8_t *mapping_of(const char *link, size_t *size)
 {
+        char name[96];
+        snprintf(name, sizeof(name), "pvhv:%s", link);
         char dir[64], path[320], target[256];
         snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)plat.pvhv);
         DIR *d = opendir(dir);
@@ -270,7 +273,7 @@ static uint8_t *third_mapping(size_t *size)
                 if (n <= 0)
                         continue;
                 target[n] = 0;
-                if (strstr(target, "pvhv:" LINK))
+                if (strstr(target, name))
                         fd = open(path, O_RDWR | O_CLOEXEC);
         }
         if (d)
@@ -285,6 +288,11 @@ static uint8_t *third_mapping(size_t *size)
         uint8_t *p = mmap(NULL, *size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
         close(fd);
         return p == MAP_FAILED ? NULL : p;
+}
+
+static uint8_t *third_mapping(size_t *size)
+{
+        return mapping_of(LINK, size);
 }
 
 static void test_third_mapping(void)
@@ -372,30 +380,33 @@ static void walkthrough(const char *rounds)
         CU_ASSERT_EQUAL(pvt_wait(s, 10000), 0);
 }
 
-/* A client pvd's late writes from the generation it leaves. vm3's pvd
- * stops while ON; vm2 sees its heartbeat stop and offers a new generation,
- * one only, and waits (vm3's area still says ON in the old one). Then the
- * writes vm3's pvd made in the old generation land after vm2 cleared the
- * regions (written here, as if its last stores had been that late): a
- * producer index with a record of zeros behind it, a producer asleep, a
- * consumer index. vm3 goes on, sees the new generation and joins it; vm2
- * must read none of that as the new generation's (the zero record would be
- * a malformed message, and the vlink would reset), and VRPQ works across. */
-static void test_late_writes(void)
+/* A client pvd's late writes from the generation it leaves. The client's
+ * pvd stops while ON; the server sees its heartbeat stop and offers a new
+ * generation, one only, and waits (the client's area still says ON in the
+ * old one). Then the writes the client made in the old generation land
+ * after the server cleared the regions (written here, as if its last
+ * stores had been that late): in the control ring, a producer index with a
+ * record of zeros behind it, a producer asleep, a consumer index; in a
+ * vbpipe's byte rings the same. The client goes on, sees the new generation
+ * and joins it: the server must read none of that as the new generation's
+ * (the zero record would be a malformed message and reset the vlink; the
+ * zero bytes, a conversation's first bytes). */
+static void late_writes(const char *link, const char *server, const char *client, uint64_t vbpipe_off)
 {
-        CU_ASSERT_EQUAL_FATAL(pvt_wait_vlink(&plat, "vm2", LINK, "ON", 5000), 0);
-        CU_ASSERT_EQUAL_FATAL(pvt_wait_vlink(&plat, "vm3", LINK, "ON", 5000), 0);
+        CU_ASSERT_EQUAL_FATAL(pvt_wait_vlink(&plat, server, link, "ON", 5000), 0);
+        CU_ASSERT_EQUAL_FATAL(pvt_wait_vlink(&plat, client, link, "ON", 5000), 0);
         size_t size = 0;
-        uint8_t *mem = third_mapping(&size);
+        uint8_t *mem = mapping_of(link, &size);
         CU_ASSERT_FATAL(mem != NULL);
         struct pv_ivshm_hdr h;
         memcpy(&h, mem, sizeof(h));
         struct pv_ivshm_side *srv = (struct pv_ivshm_side *)(mem + h.side[PV_SERVER].offset);
         struct pv_vlink_ctl *ctl = (struct pv_vlink_ctl *)(mem + h.region[PV_REGION_CTL].offset);
+        struct vbpipe_region *vb = vbpipe_off ? (struct vbpipe_region *)(mem + vbpipe_off) : NULL;
         uint32_t gen = shm_read32(&srv->gen);
-        int resets = log_count("vm2", "resetting the link");
-        pid_t vm3 = pvt_vm(&plat, "vm3")->pid;
-        CU_ASSERT_FATAL(kill(vm3, SIGSTOP) == 0);
+        int resets = log_count(server, "resetting the link");
+        pid_t cpid = pvt_vm(&plat, client)->pid;
+        CU_ASSERT_FATAL(kill(cpid, SIGSTOP) == 0);
         long long end = pvt_now_ms() + 5000;
         while ((ring_load_acquire(&srv->state) != PV_IVSHM_READY || shm_read32(&srv->gen) == gen) &&
                pvt_now_ms() < end)
@@ -404,7 +415,7 @@ static void test_late_writes(void)
         bool ready = ring_load_acquire(&srv->state) == PV_IVSHM_READY && offered != gen;
         CU_ASSERT(ready);
         if (ready) {
-                /* Four heartbeat periods: vm2 makes no other generation. */
+                /* Four heartbeat periods: the server makes no other generation. */
                 usleep(4 * PV_IVSHM_BEAT_MS * 1000);
                 CU_ASSERT_EQUAL(shm_read32(&srv->gen), offered);
                 CU_ASSERT_EQUAL(ring_load_acquire(&srv->state), PV_IVSHM_READY);
@@ -413,18 +424,45 @@ static void test_late_writes(void)
         ring_store_relaxed(&ctl->c2s.prod_wait, 1);
         ring_store_relaxed(&ctl->s2c.cons, 64);
         ring_store_relaxed(&ctl->s2c.cons_wait, 1);
-        CU_ASSERT_FATAL(kill(vm3, SIGCONT) == 0);
-        CU_ASSERT_EQUAL(pvt_wait_vlink(&plat, "vm3", LINK, "ON", 5000), 0);
-        CU_ASSERT_EQUAL(pvt_wait_vlink(&plat, "vm2", LINK, "ON", 5000), 0);
+        if (vb) {
+                ring_store_relaxed(&vb->c2s.prod, 24);
+                ring_store_relaxed(&vb->c2s.prod_wait, 1);
+                ring_store_relaxed(&vb->s2c.cons, 40);
+        }
+        CU_ASSERT_FATAL(kill(cpid, SIGCONT) == 0);
+        CU_ASSERT_EQUAL(pvt_wait_vlink(&plat, client, link, "ON", 5000), 0);
+        CU_ASSERT_EQUAL(pvt_wait_vlink(&plat, server, link, "ON", 5000), 0);
+        if (vb) {
+                /* No conversation since: nothing else wrote them. */
+                CU_ASSERT_EQUAL(ring_load_relaxed(&vb->c2s.prod), 0);
+                CU_ASSERT_EQUAL(ring_load_relaxed(&vb->c2s.prod_wait), 0);
+                CU_ASSERT_EQUAL(ring_load_relaxed(&vb->s2c.cons), 0);
+        }
         usleep(300 * 1000);
-        int more = log_count("vm2", "resetting the link") - resets;
+        int more = log_count(server, "resetting the link") - resets;
         CU_ASSERT_EQUAL(more, 0);
         if (more)
                 pvt_show_logs(&plat, 3000);
         CU_ASSERT_EQUAL(shm_read32(&srv->gen), offered);
         CU_ASSERT_EQUAL(ring_load_relaxed(&ctl->c2s.prod_wait), 0);
         munmap(mem, size);
+}
+
+static void test_late_writes(void)
+{
+        late_writes(LINK, "vm2", "vm3", 0);
         walkthrough("10");
+        /* A vbpipe's rings too (vm2 serves, vm4 is the client). */
+        CU_ASSERT_EQUAL_FATAL(pvt_pvd_start(&plat, "vm4", NULL), 0);
+        size_t size = 0;
+        uint8_t *mem = mapping_of("vm2-vm4-vbpipe0", &size);
+        CU_ASSERT_FATAL(mem != NULL);
+        struct pv_ivshm_hdr h;
+        memcpy(&h, mem, sizeof(h));
+        munmap(mem, size);
+        CU_ASSERT_FATAL(h.region[PV_REGION_VBPIPE].size != 0);
+        late_writes("vm2-vm4-vbpipe0", "vm2", "vm4", h.region[PV_REGION_VBPIPE].offset);
+        pvt_pvd_stop(&plat, "vm4", SIGTERM);
 }
 
 static int fds_before;

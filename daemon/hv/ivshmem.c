@@ -252,22 +252,6 @@ static bool regions_sane(struct ivs_link *l)
                shm_read32(&ctl->ring_size) == PV_CTL_RING_SIZE;
 }
 
-/* Client, joining a generation: our halves of the control rings' headers
- * (the c2s producer's, the s2c consumer's), written again before we say
- * ON. A write of ours from the generation we leave can land after the
- * server cleared the regions for this one, before we saw it: the server
- * would take a stale producer index for this generation's, and skip or
- * read twice what we send now. The server writes the rings only once it
- * sees us ON (release, after these). */
-static void rings_own_reset(struct ivs_link *l)
-{
-        struct pv_vlink_ctl *ctl = l->vl->region[PV_REGION_CTL].base;
-        ring_store_relaxed(&ctl->c2s.prod, 0);
-        ring_store_relaxed(&ctl->c2s.prod_wait, 0);
-        ring_store_relaxed(&ctl->s2c.cons, 0);
-        ring_store_relaxed(&ctl->s2c.cons_wait, 0);
-}
-
 /* Look at both sides and move the link (the state machine of
  * proto/pv-ivshmem.h). */
 static void evaluate(struct ivs_link *l)
@@ -352,7 +336,11 @@ static void evaluate(struct ivs_link *l)
         l->peer_inc = p.inc;
         l->peer_beat = p.beat;
         l->peer_beat_ms = uv_now(vl->pvd->loop);
-        rings_own_reset(l);
+        /* A write of ours from the generation we leave can land after the
+         * server cleared the regions for this one, before we saw it: the
+         * server would take a stale index for this generation's, and skip
+         * or read twice what we send now. */
+        pvd_vlink_client_join(vl);
         own_state(l, PV_IVSHM_ON, l->gen);
         ivs_ring(l, PV_IVSHM_VEC_LINK);
         l->connects++;

@@ -192,6 +192,7 @@ void vbpipe_msg(struct pvd_vlink *vl, uint32_t type, const void *msg, uint32_t l
 void vbpipe_kick(struct pvd_vlink *vl);
 size_t vbpipe_region_size(const struct pv_vlink_cfg *cfg);
 void vbpipe_region_init(struct pvd_vlink *vl);
+void vbpipe_client_join(struct pvd_vlink *vl);
 void vbpipe_up(struct pvd_vlink *vl);
 void vbpipe_down(struct pvd_vlink *vl);
 int vbpipe_attach(struct pvd_vlink *vl);

@@ -287,6 +287,19 @@ void vbpipe_region_init(struct pvd_vlink *vl)
         h->ring_size = (uint32_t)vl->cfg->vbpipe_size;
 }
 
+void vbpipe_client_join(struct pvd_vlink *vl)
+{
+        struct vbp_pipe *p = pipe_of(vl);
+        struct pvd_region *r = &vl->region[PV_REGION_VBPIPE];
+        if (r->size < vbpipe_region_bytes(p->size))
+                return;   /* vbpipe_up says so */
+        struct vbpipe_region *h = r->base;
+        ring_store_relaxed(&h->c2s.prod, 0);
+        ring_store_relaxed(&h->c2s.prod_wait, 0);
+        ring_store_relaxed(&h->s2c.cons, 0);
+        ring_store_relaxed(&h->s2c.cons_wait, 0);
+}
+
 void vbpipe_up(struct pvd_vlink *vl)
 {
         struct vbp_pipe *p = pipe_of(vl);

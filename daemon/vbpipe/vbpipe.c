@@ -538,6 +538,7 @@ const struct pvd_driver pvd_drv_vbpipe = {
         .region = PV_REGION_VBPIPE,
         .region_size = vbpipe_region_size,
         .region_init = vbpipe_region_init,
+        .client_join = vbpipe_client_join,
         .attach = vbpipe_attach,
         .detach = vbpipe_detach,
         .up = vbpipe_up,
