@@ -379,6 +379,7 @@ static int liar_a(void)
 {
         int fd = vbt_open(P0, O_RDWR);
         CK(fd >= 0);
+        vbt_tell();   /* open: B may lie now */
         static uint8_t buf[65536];
         size_t n = vbt_read_n(fd, buf, sizeof(buf));
         CK(vbt_check(buf, n, 9, 0));   /* the real bytes, however many */
@@ -390,7 +391,10 @@ static int liar_a(void)
 
 /* B takes a ring's lock as the library would, hands back an index that
  * is behind where it took over (or, lie 2, far beyond the peer's), then
- * sends honestly. */
+ * sends honestly. It lies once A's open returned: B's open returns as its
+ * pvd accepts the pairing, A's when the acceptance reaches vm2, and the
+ * vlink reset of lie 2 in between would leave A's open waiting for
+ * another partner, as it should. */
 enum lie { TX_BEHIND, RX_BEHIND, TX_BEYOND };
 
 static enum lie the_lie;
@@ -401,6 +405,7 @@ static int liar_b(void)
         CK(fd >= 0);
         struct vbpipe_direct *d = my_page();
         CK(d && d->magic == VBPIPE_DIRECT_MAGIC);
+        CK(vbt_hear(10000));
         struct vbpipe_direct_dir *dir = the_lie == RX_BEHIND ? &d->rx : &d->tx;
         long long end = pvt_now_ms() + 5000;
         while (!__atomic_compare_exchange_n(&dir->lock, &(uint32_t){ VBPIPE_LOCK_FREE }, (uint32_t)getpid(), false,
