@@ -480,6 +480,12 @@ static ssize_t ring_read(struct vbpd *v, int fd, uint8_t *buf, size_t n, int *nb
                         memcpy(buf + got, v->rxd + pos, first);
                         if (k > first)
                                 memcpy(buf + got + first, v->rxd, k - first);
+                        /* pvd took the ring back during the copy (its
+                         * vlink went down): these bytes are not ours to
+                         * take, and on a memory that outlives the vlink's
+                         * generation our index must not move again. */
+                        if (!ring_load_acquire(&d->ok))
+                                break;
                         cons += (uint32_t)k;
                         got += k;
                         any = true;
@@ -644,6 +650,11 @@ static size_t ring_write(struct vbpd *v, int fd, const uint8_t *buf, size_t n)
                         memcpy(v->txd + pos, buf + put, first);
                         if (k > first)
                                 memcpy(v->txd, buf + put + first, k - first);
+                        /* As in ring_read: not published if pvd took the
+                         * ring back meanwhile (the bytes go through the
+                         * socket). */
+                        if (!ring_load_acquire(&d->ok))
+                                break;
                         prod += (uint32_t)k;
                         put += k;
                         ring_store_release(&d->index, prod);
