@@ -78,10 +78,7 @@ void pvd_vlink_client_join(struct pvd_vlink *vl)
          * consumer's. The server writes the rings only once it sees us ON
          * (a release store after these). */
         struct pv_vlink_ctl *ctl = vl->region[PV_REGION_CTL].base;
-        ring_store_relaxed(&ctl->c2s.prod, 0);
-        ring_store_relaxed(&ctl->c2s.prod_wait, 0);
-        ring_store_relaxed(&ctl->s2c.cons, 0);
-        ring_store_relaxed(&ctl->s2c.cons_wait, 0);
+        pv_ring_hdr_rejoin(&ctl->c2s, &ctl->s2c);
         for (int d = 0; d < PV_DRV_COUNT; d++) {
                 const struct pvd_driver *drv = pvd_drivers[d];
                 if (drv && drv->client_join && vl->drv[d] && vl->region[drv->region].base)

@@ -126,6 +126,19 @@ static inline int pv_ring_init(struct pv_ring *r, void *hdr, void *data, uint32_
         return 0;
 }
 
+/* A side joining memory that held an earlier generation of a pair of rings
+ * (the ivshmem backend): write again the words it owns, the producer's of
+ * the ring it sends on and the consumer's of the one it reads, so that a
+ * late store of the last generation's is never taken for this one's. The
+ * peer must not use the rings before a release store that follows. */
+static inline void pv_ring_hdr_rejoin(struct pv_ring_hdr *tx, struct pv_ring_hdr *rx)
+{
+        ring_store_relaxed(&tx->prod, 0);
+        ring_store_relaxed(&tx->prod_wait, 0);
+        ring_store_relaxed(&rx->cons, 0);
+        ring_store_relaxed(&rx->cons_wait, 0);
+}
+
 /* Largest payload one record can carry. */
 static inline uint32_t pv_ring_max_msg(const struct pv_ring *r)
 {

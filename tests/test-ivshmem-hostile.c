@@ -148,17 +148,41 @@ static uint32_t fake_join_gen(struct fake *f, uint32_t after)
         return 0;
 }
 
+/* How many times vm's log says needle. */
+static int log_count(const char *vm, const char *needle)
+{
+        static char buf[1 << 20];
+        int n = 0;
+        if (pvt_read_file(pvt_vm(&plat, vm)->log, buf, sizeof(buf)) > 0)
+                for (const char *p = buf; (p = strstr(p, needle)); p++)
+                        n++;
+        return n;
+}
+
+/* The VRPQ walkthrough across the vlink: server in vm2, client in vm3
+ * (vrpq-client VALUE COUNT: COUNT requests carrying VALUE). */
+static void walkthrough(const char *value, const char *count)
+{
+        static char out[4096], err[4096];
+        const char *srv[] = { vrpq_server, NULL }, *clt[] = { vrpq_client, value, count, NULL };
+        pid_t s = fork();
+        if (s == 0) {
+                setenv("PVD_RUNTIME_DIR", pvt_vm(&plat, "vm2")->rt, 1);
+                int dn = open("/dev/null", O_WRONLY | O_CLOEXEC);
+                dup2(dn, 1);
+                execv(srv[0], (char *const *)srv);
+                _exit(127);
+        }
+        CU_ASSERT_EQUAL(pvt_run(&plat, "vm3", clt, out, sizeof(out), err, sizeof(err), 10000), 0);
+        CU_ASSERT_EQUAL(pvt_wait(s, 10000), 0);
+}
+
 /* vm2 logged needle (at least count times) within timeout_ms. */
 static bool vm2_logged(const char *needle, int count, int timeout_ms)
 {
-        static char buf[1 << 20];
         long long end = pvt_now_ms() + timeout_ms;
         do {
-                int n = 0;
-                if (pvt_read_file(pvt_vm(&plat, "vm2")->log, buf, sizeof(buf)) > 0)
-                        for (const char *p = buf; (p = strstr(p, needle)); p++)
-                                n++;
-                if (n >= count)
+                if (log_count("vm2", needle) >= count)
                         return true;
                 usleep(20 * 1000);
         } while (pvt_now_ms() < end);
@@ -244,18 +268,7 @@ static void test_fake_peer(void)
         CU_ASSERT_EQUAL_FATAL(pvt_pvd_start(&plat, "vm3", NULL), 0);
         CU_ASSERT_EQUAL(pvt_wait_vlink(&plat, "vm3", LINK, "ON", 5000), 0);
         CU_ASSERT_EQUAL(pvt_wait_vlink(&plat, "vm2", LINK, "ON", 5000), 0);
-        static char out[4096], err[4096];
-        const char *srv[] = { vrpq_server, NULL }, *clt[] = { vrpq_client, "5", "20", NULL };
-        pid_t s = fork();
-        if (s == 0) {
-                setenv("PVD_RUNTIME_DIR", pvt_vm(&plat, "vm2")->rt, 1);
-                int dn = open("/dev/null", O_WRONLY | O_CLOEXEC);
-                dup2(dn, 1);
-                execv(srv[0], (char *const *)srv);
-                _exit(127);
-        }
-        CU_ASSERT_EQUAL(pvt_run(&plat, "vm3", clt, out, sizeof(out), err, sizeof(err), 10000), 0);
-        CU_ASSERT_EQUAL(pvt_wait(s, 10000), 0);
+        walkthrough("5", "20");
 }
 
 /* The memory object of a vlink, as a third party that got hold of it. */
@@ -338,46 +351,7 @@ static void test_third_mapping(void)
         CU_ASSERT_EQUAL_FATAL(pvt_pvd_start(&plat, "vm3", NULL), 0);
         CU_ASSERT_EQUAL(pvt_wait_vlink(&plat, "vm3", LINK, "ON", 5000), 0);
         CU_ASSERT_EQUAL(pvt_wait_vlink(&plat, "vm2", LINK, "ON", 5000), 0);
-        static char out[4096], err[4096];
-        const char *srv[] = { vrpq_server, NULL }, *clt[] = { vrpq_client, "9", "10", NULL };
-        pid_t s = fork();
-        if (s == 0) {
-                setenv("PVD_RUNTIME_DIR", pvt_vm(&plat, "vm2")->rt, 1);
-                int dn = open("/dev/null", O_WRONLY | O_CLOEXEC);
-                dup2(dn, 1);
-                execv(srv[0], (char *const *)srv);
-                _exit(127);
-        }
-        CU_ASSERT_EQUAL(pvt_run(&plat, "vm3", clt, out, sizeof(out), err, sizeof(err), 10000), 0);
-        CU_ASSERT_EQUAL(pvt_wait(s, 10000), 0);
-}
-
-/* How many times vm's log says needle. */
-static int log_count(const char *vm, const char *needle)
-{
-        static char buf[1 << 20];
-        int n = 0;
-        if (pvt_read_file(pvt_vm(&plat, vm)->log, buf, sizeof(buf)) > 0)
-                for (const char *p = buf; (p = strstr(p, needle)); p++)
-                        n++;
-        return n;
-}
-
-/* The VRPQ walkthrough across the vlink: server in vm2, client in vm3. */
-static void walkthrough(const char *rounds)
-{
-        static char out[4096], err[4096];
-        const char *srv[] = { vrpq_server, NULL }, *clt[] = { vrpq_client, "3", rounds, NULL };
-        pid_t s = fork();
-        if (s == 0) {
-                setenv("PVD_RUNTIME_DIR", pvt_vm(&plat, "vm2")->rt, 1);
-                int dn = open("/dev/null", O_WRONLY | O_CLOEXEC);
-                dup2(dn, 1);
-                execv(srv[0], (char *const *)srv);
-                _exit(127);
-        }
-        CU_ASSERT_EQUAL(pvt_run(&plat, "vm3", clt, out, sizeof(out), err, sizeof(err), 10000), 0);
-        CU_ASSERT_EQUAL(pvt_wait(s, 10000), 0);
+        walkthrough("9", "10");
 }
 
 /* A client pvd's late writes from the generation it leaves. The client's
@@ -451,7 +425,7 @@ static void late_writes(const char *link, const char *server, const char *client
 static void test_late_writes(void)
 {
         late_writes(LINK, "vm2", "vm3", 0);
-        walkthrough("10");
+        walkthrough("3", "10");
         /* A vbpipe's rings too (vm2 serves, vm4 is the client). */
         CU_ASSERT_EQUAL_FATAL(pvt_pvd_start(&plat, "vm4", NULL), 0);
         size_t size = 0;

@@ -294,10 +294,7 @@ void vbpipe_client_join(struct pvd_vlink *vl)
         if (r->size < vbpipe_region_bytes(p->size))
                 return;   /* vbpipe_up says so */
         struct vbpipe_region *h = r->base;
-        ring_store_relaxed(&h->c2s.prod, 0);
-        ring_store_relaxed(&h->c2s.prod_wait, 0);
-        ring_store_relaxed(&h->s2c.cons, 0);
-        ring_store_relaxed(&h->s2c.cons_wait, 0);
+        pv_ring_hdr_rejoin(&h->c2s, &h->s2c);
 }
 
 void vbpipe_up(struct pvd_vlink *vl)
