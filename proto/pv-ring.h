@@ -25,6 +25,8 @@
  *             full fence; the producer, after publishing prod and a full
  *             fence, exchanges it to 0 and sends an xIRQ if it was set.
  *   prod_wait the same for a producer waiting for room.
+ *   On one kernel (pv_ring_set_one_kernel) the notify side's fence is a
+ *   compiler barrier and the sleeping side's a membarrier(2) (pv-atomic.h).
  *
  * Cost per message. Each side keeps the peer's index as it last read and
  * checked it (`seen`), and reads the shared one again only when that copy
@@ -96,6 +98,8 @@ struct pv_ring {
         uint32_t told;  /* our index when the notify check last looked at the peer's flag */
         uint32_t resv;  /* payload length of the reserved, uncommitted record */
         int broken;     /* sticky: the peer wrote nonsense */
+        bool one_kernel;/* the peer runs on our kernel: sleeps call membarrier (pv-atomic.h) */
+        bool light;     /* ... and our notify checks skip their fence */
         struct pv_ring_stats stats;
 };
 
@@ -124,6 +128,16 @@ static inline int pv_ring_init(struct pv_ring *r, void *hdr, void *data, uint32_
         if (reset)
                 memset(hdr, 0, sizeof(struct pv_ring_hdr));
         return 0;
+}
+
+/* Both sides run on one kernel (pvd's hypervisor backend says so): each
+ * side's notify checks then cost no fence, and its sleeps a membarrier(2)
+ * (see "asymmetric fences" in pv-atomic.h). Both sides must say the same,
+ * before either uses the ring. */
+static inline void pv_ring_set_one_kernel(struct pv_ring *r, bool one_kernel)
+{
+        r->one_kernel = one_kernel;
+        r->light = pv_fence_light(one_kernel);
 }
 
 /* A side joining memory that held an earlier generation of a pair of rings
@@ -252,7 +266,7 @@ static inline bool pv_ring_prod_notify(struct pv_ring *r)
                 return false;
         }
         r->told = r->prod;
-        ring_full_fence();
+        pv_fence_wake(r->light);
         if (ring_load_relaxed(&r->hdr->cons_wait) && ring_exchange(&r->hdr->cons_wait, 0)) {
                 r->stats.xirq_sent++;
                 return true;
@@ -268,7 +282,7 @@ static inline bool pv_ring_prod_notify(struct pv_ring *r)
 static inline bool pv_ring_prod_prepare_sleep(struct pv_ring *r, uint32_t need)
 {
         ring_store_relaxed(&r->hdr->prod_wait, 1);
-        ring_full_fence();
+        pv_fence_sleep(r->one_kernel);
         /* Byte rings share this: only the bounds are checked here, without
          * touching `seen`; a message ring's next reserve checks the rest. */
         uint32_t used = r->broken ? 0 : r->prod - ring_load_acquire(&r->hdr->cons);
@@ -373,7 +387,7 @@ static inline bool pv_ring_cons_pending(struct pv_ring *r)
 static inline bool pv_ring_cons_prepare_sleep(struct pv_ring *r)
 {
         ring_store_relaxed(&r->hdr->cons_wait, 1);
-        ring_full_fence();
+        pv_fence_sleep(r->one_kernel);
         if (pv_ring_cons_pending(r)) {
                 ring_store_relaxed(&r->hdr->cons_wait, 0);
                 return false;
@@ -392,7 +406,7 @@ static inline bool pv_ring_cons_notify(struct pv_ring *r)
                 return false;
         }
         r->told = r->cons;
-        ring_full_fence();
+        pv_fence_wake(r->light);
         if (ring_load_relaxed(&r->hdr->prod_wait) && ring_exchange(&r->hdr->prod_wait, 0)) {
                 r->stats.xirq_sent++;
                 return true;

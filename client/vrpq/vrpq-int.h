@@ -50,6 +50,7 @@ struct VrpqChan {
         atomic_bool peer_woken;         /* we kicked a sleeping peer: yield while waiting for it */
         uint64_t spin_ns;               /* PVCLIENT_VRPQ_[REMOTE_]SPIN_US: the most a wait polls */
         bool remote;                    /* the peer runs on another kernel */
+        bool light;                     /* not remote: wake checks skip their fence */
         struct pvc_spin_learn spin_learn; /* what it polls now */
         void *last_out;                 /* the last block's output bytes */
         VrpqCallbackFn cb_fn;           /* client: handles callbacks while it waits */

@@ -264,10 +264,11 @@ static inline int vrpq_txq_done(struct vrpq_txq *q, uint32_t seq)
 /* ---- waking the other side -------------------------------------------------- */
 
 /* After publishing (and before sleeping): true if the waiter owning flag
- * sleeps and needs the xIRQ. At most one true per sleep. */
-static inline bool vrpq_wake_needed(uint32_t *flag)
+ * sleeps and needs the xIRQ. At most one true per sleep. light: the peer
+ * runs on our kernel and its sleeps call membarrier(2) (pv-atomic.h). */
+static inline bool vrpq_wake_needed(uint32_t *flag, bool light)
 {
-        ring_full_fence();
+        pv_fence_wake(light);
         return ring_load_relaxed(flag) && ring_exchange(flag, 0);
 }
 

@@ -200,7 +200,7 @@ int pvc_vrpq_wait(VrpqChan *c, uint32_t *flag, uint32_t *flag2, int (*ready)(Vrp
                         bell_drain(c);
                 unsigned g0 = atomic_load(&c->bell_gen);
                 flags_set(flag, flag2, 1);
-                ring_full_fence();
+                pv_fence_sleep(!c->remote);
                 if ((r = ready(c, arg))) {
                         flags_set(flag, flag2, 0);
                         return r;
@@ -317,7 +317,7 @@ static void prefault_ahead(VrpqChan *c)
 static void notify_rx(VrpqChan *c)
 {
         prefault_ahead(c);
-        if (vrpq_wake_needed(c->peer_rx_sleep)) {
+        if (vrpq_wake_needed(c->peer_rx_sleep, c->light)) {
                 atomic_store_explicit(&c->peer_woken, true, memory_order_relaxed);
                 uint64_t one = 1;
                 if (write(c->kick_fd, &one, sizeof(one)) < 0) {
@@ -332,7 +332,7 @@ static void notify_rx(VrpqChan *c)
 /* Wake the peer's poster after consuming (room, completions). */
 static void notify_tx(VrpqChan *c)
 {
-        if (vrpq_wake_needed(c->peer_tx_sleep)) {
+        if (vrpq_wake_needed(c->peer_tx_sleep, c->light)) {
                 atomic_store_explicit(&c->peer_woken, true, memory_order_relaxed);
                 uint64_t one = 1;
                 if (write(c->kick_fd, &one, sizeof(one)) < 0) {

@@ -247,6 +247,9 @@ static int chan_open(VrpqSession *s, int op, const void *info, size_t info_len, 
         c->kick_fd = c->wait_fd = -1;
         c->server = s->server;
         c->remote = !s->one_kernel;
+        /* On one kernel a post's wake check costs no fence: the peer's
+         * sleeps call membarrier(2) instead (pv-atomic.h). */
+        c->light = pv_fence_light(s->one_kernel);
         c->spin_ns = pvc_vrpq_spin_ns(c->remote);
         pvc_spin_learn_init(&c->spin_learn);
         /* Our kernel's token is no proof that the peer shares it (guests
