@@ -16,8 +16,10 @@
  * libraries' waits do (the consumer notifies once per batch it drains); the
  * producer notifies after every message, or after every 32. Both
  * processes run on one kernel, so the ring's notify checks use asymmetric
- * fences, as pvds on the emulated platform do (pv-atomic.h); the "2 kernels"
- * rows make them full fences, as between VMs, to show what they cost. */
+ * fences (pv_ring_set_one_kernel, pv-atomic.h), as VRPQ queues between
+ * programs on one kernel do. The "2 kernels" rows keep full fences, as
+ * between VMs and in pvd's vlinks (where pvd sleeps after every burst and
+ * a membarrier(2) per sleep would cost more than the fences save). */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>

@@ -5,6 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
 
 #include <CUnit/CUnit.h>
 
@@ -318,6 +321,53 @@ static void test_notify_consumer(void)
         gring_close(&g);
 }
 
+/* One kernel: the notify checks drop their fence only where this process
+ * is registered for the sleeper's membarrier(2) and not told otherwise;
+ * the protocol (one xIRQ per sleep, none while awake) is unchanged. */
+static void test_notify_one_kernel(void)
+{
+        long q = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+        bool can = q > 0 && (q & MEMBARRIER_CMD_GLOBAL_EXPEDITED) && (q & MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED);
+        struct gring g;
+        CU_ASSERT_FATAL(gring_open(&g, 4096) == 0);
+        uint8_t buf[32] = { 0 };
+        uint32_t tag, len;
+
+        pv_ring_set_one_kernel(&g.prod, false);
+        CU_ASSERT_FALSE(g.prod.light || g.prod.one_kernel);
+        setenv("PV_LIGHT_FENCE", "0", 1);
+        pv_ring_set_one_kernel(&g.prod, true);
+        CU_ASSERT_TRUE(g.prod.one_kernel);
+        CU_ASSERT_FALSE(g.prod.light);
+        unsetenv("PV_LIGHT_FENCE");
+        pv_ring_set_one_kernel(&g.prod, true);
+        pv_ring_set_one_kernel(&g.cons, true);
+        CU_ASSERT_EQUAL(g.prod.light, can);
+        CU_ASSERT_EQUAL(g.cons.light, can);
+
+        for (int nap = 0; nap < 3; nap++) {
+                for (int i = 0; i < 3; i++) {
+                        CU_ASSERT_EQUAL(pv_ring_send(&g.prod, 0, buf, 8), 0);
+                        CU_ASSERT_FALSE(pv_ring_prod_notify(&g.prod));
+                }
+                CU_ASSERT_FALSE(pv_ring_cons_prepare_sleep(&g.cons));
+                CU_ASSERT_EQUAL(g.hdr->cons_wait, 0);
+                while (pv_ring_recv(&g.cons, &tag, buf, sizeof(buf), &len) == 0)
+                        ;
+                CU_ASSERT_FALSE(pv_ring_cons_notify(&g.cons));
+                CU_ASSERT_TRUE(pv_ring_cons_prepare_sleep(&g.cons));
+                int sent = 0;
+                for (int i = 0; i < 4; i++) {
+                        CU_ASSERT_EQUAL(pv_ring_send(&g.prod, 0, buf, 8), 0);
+                        sent += pv_ring_prod_notify(&g.prod);
+                }
+                CU_ASSERT_EQUAL(sent, 1);
+                while (pv_ring_recv(&g.cons, &tag, buf, sizeof(buf), &len) == 0)
+                        ;
+        }
+        gring_close(&g);
+}
+
 /* A notify with nothing new since the last one skips its fence: it must
  * neither spend the sleeper's xIRQ nor lose it. The consumer sleeps; a
  * notify with no send stays quiet and leaves the flag set; the next send's
@@ -433,6 +483,7 @@ const struct pvt_test ring_tests[] = {
                 { "notify: consumer sleep", test_notify_consumer },
                 { "notify: producer sleep", test_notify_producer },
                 { "notify: nothing new, no xIRQ spent or lost", test_notify_no_progress },
+                { "notify: one kernel, asymmetric fences", test_notify_one_kernel },
                 { "stats", test_stats },
         { NULL, NULL },
 };
