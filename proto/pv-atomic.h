@@ -75,67 +75,133 @@ static inline void ring_full_fence(void)
  * peer polls: about 20 ns, three quarters of a 16 B message's cost), the
  * sleeper's once per sleep.
  *
- * When both processes run on one kernel, membarrier(2) moves the whole cost
- * to the sleeper. Its MEMBARRIER_CMD_GLOBAL_EXPEDITED makes every running
+ * When both processes run on one kernel, membarrier(2) can move the cost to
+ * the sleeper: its MEMBARRIER_CMD_GLOBAL_EXPEDITED makes every running
  * thread of every process registered for it pass a full barrier before the
  * call returns (a thread not running passed one when it was switched out),
  * so the waker's store is visible to the sleeper's re-check, or the
- * sleeper's flag to the waker's load. The waker keeps only a compiler
- * barrier.
+ * sleeper's flag to the waker's load, and the waker needs only a compiler
+ * barrier. But that call interrupts every CPU running a registered process
+ * (about 10 us here, in a VM), so it pays only for a sleeper that sleeps
+ * rarely: one that consumed at least PV_FENCE_LIGHT_AT messages since its
+ * last sleep, against the fences they would have cost.
  *
- * The rule, per ring or queue, decided once when a side attaches:
- *   one_kernel  both sides run on this kernel (pvd says so, from its
- *               hypervisor backend's "one_kernel" capability; the peer's
- *               pvd says the same to the peer);
- *   the sleeper calls pv_fence_sleep(one_kernel), since its peer may skip;
- *   the waker calls pv_fence_wake(light), where light =
- *               pv_fence_light(one_kernel): one kernel, and this process is
- *               registered, so the sleeper's call reaches it.
- * Across kernels (ivshmem between VMs) both are full fences. PV_LIGHT_FENCE=0
- * in a process's environment keeps its wakes fenced (its sleeps still call
- * membarrier: a peer may skip). A process whose membarrier(2) is refused
- * (a seccomp filter) fences, and its peers' wakes must then not skip: run
- * them with PV_LIGHT_FENCE=0 too. */
+ * So each sleeper decides at each sleep, and publishes its choice in a word
+ * of its own beside its sleep flag (its "barrier word"): 1 while its sleeps
+ * call membarrier(2), else 0. The waker reads that word after publishing,
+ * and skips its fence only when it is 1 (and it is registered itself: on
+ * one kernel). Changing the word either way takes a membarrier(2) in that
+ * sleep: a waker that read the old 1 published before the barrier it
+ * passed, so the sleeper's re-check sees it; every later wake reads the new
+ * word. A sleeper's first sleep after it attached counts as a change, so a
+ * stale word in reused memory is never trusted. A side that moves
+ * PV_FENCE_LIGHT_AT without sleeping at all publishes 1 at once
+ * (pv_fence_busy): its next sleep calls membarrier(2) anyway. A peer that lies in its
+ * word only risks its own wake-ups. Across kernels (ivshmem between VMs)
+ * the word stays 0 and both sides fence. */
 
-/* True if this process may skip its waker's fence on a one-kernel ring:
- * registered for MEMBARRIER_CMD_GLOBAL_EXPEDITED (idempotent, cheap: call
- * it at attach) and not told otherwise by PV_LIGHT_FENCE=0. */
-static inline bool pv_fence_light(bool one_kernel)
+#define PV_FENCE_LIGHT_AT    1024u    /* moved since the last sleep: membarrier from now */
+#define PV_FENCE_HEAVY_BELOW 256u     /* moved since the last sleep: fences again */
+
+/* The sleeper's choice as published: fences, membarrier(2), or none yet
+ * (its first sleep publishes one). */
+enum { PV_FENCE_WORD_FENCED = 0, PV_FENCE_WORD_BARRIER = 1, PV_FENCE_UNKNOWN = 2 };
+
+/* On one kernel: registers this process for MEMBARRIER_CMD_GLOBAL_EXPEDITED
+ * (idempotent and cheap: call it where a ring or queue is attached); true
+ * if it may then skip its waker's fences and call membarrier(2) before its
+ * sleeps. False elsewhere, or where membarrier(2) is missing or refused (a
+ * seccomp filter): that side fences and publishes 0. */
+static inline bool pv_fence_register(bool one_kernel)
 {
 #if defined(__linux__) && defined(SYS_membarrier)
-        if (!one_kernel)
-                return false;
-        const char *e = getenv("PV_LIGHT_FENCE");
-        if (e && strcmp(e, "0") == 0)
-                return false;
-        return syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) == 0;
+        return one_kernel && syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) == 0;
 #else
         (void)one_kernel;
         return false;
 #endif
 }
 
-/* The waker's step, between publishing and reading the sleeper's flag. */
-static inline void pv_fence_wake(bool light)
+/* The waker's step, between publishing and reading the sleeper's flag:
+ * peer_word is the sleeper's barrier word. */
+static inline void pv_fence_wake(bool one_kernel, const uint32_t *peer_word)
 {
-        if (light)
+        if (one_kernel && ring_load_relaxed(peer_word) == PV_FENCE_WORD_BARRIER)
                 atomic_signal_fence(memory_order_seq_cst);
         else
                 ring_full_fence();
 }
 
-/* The sleeper's step, between raising its flag and reading the index again:
- * on one kernel, a barrier in every registered process (the syscall is a
- * full fence for the caller too). */
-static inline void pv_fence_sleep(bool one_kernel)
+/* A barrier in every registered process; a full fence if refused. */
+static inline void pv_membarrier(void)
 {
 #if defined(__linux__) && defined(SYS_membarrier)
-        if (one_kernel && syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) == 0)
+        if (syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) == 0)
                 return;
-#else
-        (void)one_kernel;
 #endif
         ring_full_fence();
+}
+
+/* The sleeper's mode, private to it. */
+struct pv_fence_mode {
+        uint32_t state;         /* as published; PV_FENCE_UNKNOWN before the first sleep
+                                 * (stored relaxed: may be peeked at outside its lock) */
+        uint64_t at;            /* the count at the last sleep */
+        uint32_t light_at;      /* PV_FENCE_LIGHT_AT (tests: 0, always membarrier) */
+        uint32_t heavy_below;   /* PV_FENCE_HEAVY_BELOW */
+};
+
+static inline void pv_fence_mode_init(struct pv_fence_mode *m)
+{
+        m->state = PV_FENCE_UNKNOWN;
+        m->at = 0;
+        m->light_at = PV_FENCE_LIGHT_AT;
+        m->heavy_below = PV_FENCE_HEAVY_BELOW;
+}
+
+/* The mode the next sleep wants, given what moved since the last one. */
+static inline uint32_t pv_fence_want(const struct pv_fence_mode *m, uint64_t moved)
+{
+        if (moved >= m->light_at)
+                return PV_FENCE_WORD_BARRIER;
+        if (moved < m->heavy_below)
+                return PV_FENCE_WORD_FENCED;
+        return m->state == PV_FENCE_WORD_BARRIER ? PV_FENCE_WORD_BARRIER : PV_FENCE_WORD_FENCED;
+}
+
+/* A side that has not slept for light_at moves may publish at once that
+ * its sleeps will call membarrier(2) (safe at any time: the next sleep
+ * does), so that a peer's wakes stop fencing for a side that never sleeps.
+ * True if it did. Same thread rule as pv_fence_sleep. */
+static inline bool pv_fence_busy(uint32_t *word, struct pv_fence_mode *m, uint64_t count)
+{
+        if (m->state == PV_FENCE_WORD_BARRIER || count - m->at < m->light_at)
+                return false;
+        ring_store_relaxed(word, PV_FENCE_WORD_BARRIER);
+        ring_store_relaxed(&m->state, PV_FENCE_WORD_BARRIER);
+        return true;
+}
+
+/* The sleeper's step, between raising its flag and reading the index
+ * again. word: its barrier word; count: a running count of what the
+ * waker's wakes published (messages consumed, say). One thread per mode. */
+static inline void pv_fence_sleep(bool one_kernel, uint32_t *word, struct pv_fence_mode *m, uint64_t count)
+{
+        if (!one_kernel) {
+                ring_full_fence();
+                return;
+        }
+        uint32_t want = pv_fence_want(m, count - m->at);
+        m->at = count;
+        if (want != m->state) {
+                ring_store_relaxed(word, want);
+                ring_store_relaxed(&m->state, want);
+                pv_membarrier();
+        } else if (want == PV_FENCE_WORD_BARRIER) {
+                pv_membarrier();
+        } else {
+                ring_full_fence();
+        }
 }
 
 /* Read a value the peer may be rewriting, exactly once, into a local. */

@@ -25,8 +25,9 @@
  *             full fence; the producer, after publishing prod and a full
  *             fence, exchanges it to 0 and sends an xIRQ if it was set.
  *   prod_wait the same for a producer waiting for room.
- *   On one kernel (pv_ring_set_one_kernel) the notify side's fence is a
- *   compiler barrier and the sleeping side's a membarrier(2) (pv-atomic.h).
+ *   On one kernel (pv_ring_set_one_kernel) a side that sleeps rarely calls
+ *   membarrier(2) instead, and says so in its barrier word: the other
+ *   side's notify then needs only a compiler barrier (pv-atomic.h).
  *
  * Cost per message. Each side keeps the peer's index as it last read and
  * checked it (`seen`), and reads the shared one again only when that copy
@@ -71,6 +72,11 @@ struct pv_ring_hdr {
          * check reads a line that stays in its cache. */
         _Alignas(PV_CACHELINE) uint32_t cons_wait; /* consumer sleeps for data; producer clears */
         uint32_t prod_wait;                   /* producer sleeps for room; consumer clears */
+        /* Each sleeper's barrier word (pv-atomic.h): 1 while its sleeps
+         * call membarrier(2), so the other side's notify may skip its
+         * fence. Written by its side only; 0 between kernels. */
+        uint32_t cons_barrier;
+        uint32_t prod_barrier;
 };
 
 #define PV_RING_HDR_SIZE   ((uint32_t)sizeof(struct pv_ring_hdr))
@@ -98,8 +104,8 @@ struct pv_ring {
         uint32_t told;  /* our index when the notify check last looked at the peer's flag */
         uint32_t resv;  /* payload length of the reserved, uncommitted record */
         int broken;     /* sticky: the peer wrote nonsense */
-        bool one_kernel;/* the peer runs on our kernel: sleeps call membarrier (pv-atomic.h) */
-        bool light;     /* ... and our notify checks skip their fence */
+        bool one_kernel;/* the peer runs on our kernel, membarrier(2) works here (pv-atomic.h) */
+        struct pv_fence_mode sleeps; /* ours, when one_kernel */
         struct pv_ring_stats stats;
 };
 
@@ -130,14 +136,16 @@ static inline int pv_ring_init(struct pv_ring *r, void *hdr, void *data, uint32_
         return 0;
 }
 
-/* Both sides run on one kernel (pvd's hypervisor backend says so): each
- * side's notify checks then cost no fence, and its sleeps a membarrier(2)
- * (see "asymmetric fences" in pv-atomic.h). Both sides must say the same,
- * before either uses the ring. */
+/* Both sides run on one kernel (pvd's hypervisor backend says so): a side
+ * that sleeps rarely then calls membarrier(2) before its sleeps, and the
+ * other side's notify checks skip their fence (see "asymmetric fences" in
+ * pv-atomic.h). Either side may say it or not: a side that does not fences
+ * and never asks the other to skip. Before the ring is used. */
 static inline void pv_ring_set_one_kernel(struct pv_ring *r, bool one_kernel)
 {
-        r->one_kernel = one_kernel;
-        r->light = pv_fence_light(one_kernel);
+        r->one_kernel = pv_fence_register(one_kernel);
+        pv_fence_mode_init(&r->sleeps);
+        r->sleeps.at = r->stats.msgs;
 }
 
 /* A side joining memory that held an earlier generation of a pair of rings
@@ -151,6 +159,8 @@ static inline void pv_ring_hdr_rejoin(struct pv_ring_hdr *tx, struct pv_ring_hdr
         ring_store_relaxed(&tx->prod_wait, 0);
         ring_store_relaxed(&rx->cons, 0);
         ring_store_relaxed(&rx->cons_wait, 0);
+        ring_store_relaxed(&tx->prod_barrier, 0);
+        ring_store_relaxed(&rx->cons_barrier, 0);
 }
 
 /* Largest payload one record can carry. */
@@ -266,7 +276,9 @@ static inline bool pv_ring_prod_notify(struct pv_ring *r)
                 return false;
         }
         r->told = r->prod;
-        pv_fence_wake(r->light);
+        if (r->one_kernel)
+                pv_fence_busy(&r->hdr->prod_barrier, &r->sleeps, r->stats.msgs);
+        pv_fence_wake(r->one_kernel, &r->hdr->cons_barrier);
         if (ring_load_relaxed(&r->hdr->cons_wait) && ring_exchange(&r->hdr->cons_wait, 0)) {
                 r->stats.xirq_sent++;
                 return true;
@@ -282,7 +294,7 @@ static inline bool pv_ring_prod_notify(struct pv_ring *r)
 static inline bool pv_ring_prod_prepare_sleep(struct pv_ring *r, uint32_t need)
 {
         ring_store_relaxed(&r->hdr->prod_wait, 1);
-        pv_fence_sleep(r->one_kernel);
+        pv_fence_sleep(r->one_kernel, &r->hdr->prod_barrier, &r->sleeps, r->stats.msgs);
         /* Byte rings share this: only the bounds are checked here, without
          * touching `seen`; a message ring's next reserve checks the rest. */
         uint32_t used = r->broken ? 0 : r->prod - ring_load_acquire(&r->hdr->cons);
@@ -387,7 +399,7 @@ static inline bool pv_ring_cons_pending(struct pv_ring *r)
 static inline bool pv_ring_cons_prepare_sleep(struct pv_ring *r)
 {
         ring_store_relaxed(&r->hdr->cons_wait, 1);
-        pv_fence_sleep(r->one_kernel);
+        pv_fence_sleep(r->one_kernel, &r->hdr->cons_barrier, &r->sleeps, r->stats.msgs);
         if (pv_ring_cons_pending(r)) {
                 ring_store_relaxed(&r->hdr->cons_wait, 0);
                 return false;
@@ -406,7 +418,9 @@ static inline bool pv_ring_cons_notify(struct pv_ring *r)
                 return false;
         }
         r->told = r->cons;
-        pv_fence_wake(r->light);
+        if (r->one_kernel)
+                pv_fence_busy(&r->hdr->cons_barrier, &r->sleeps, r->stats.msgs);
+        pv_fence_wake(r->one_kernel, &r->hdr->prod_barrier);
         if (ring_load_relaxed(&r->hdr->prod_wait) && ring_exchange(&r->hdr->prod_wait, 0)) {
                 r->stats.xirq_sent++;
                 return true;

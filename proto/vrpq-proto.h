@@ -205,10 +205,16 @@ struct vrpq_chan_hdr {
          * (VRPQ_SESS_ONE_KERNEL): two guests may boot the same kernel image
          * and share its token, but not their CPU numbers. */
         uint32_t srv_cpu;
+        /* The side's barrier word (pv-atomic.h, "asymmetric fences"): 1
+         * while its waits call membarrier(2) before they sleep, so that
+         * the other side's wake checks may skip their fence. Written by
+         * its side only, where its pvd says one kernel. */
+        uint32_t srv_barrier;
         uint64_t srv_kernel;
         _Alignas(PV_CACHELINE) uint32_t clt_tx_sleep;
         uint32_t clt_rx_sleep;
         uint32_t clt_cpu;
+        uint32_t clt_barrier;
         uint64_t clt_kernel;
         /* Written by the pvds: a channel leaves OPEN for CLOSED when either
          * side ends it, so that busy programs learn it without a system

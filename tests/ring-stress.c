@@ -38,6 +38,10 @@
 
 enum kind { KIND_MSG, KIND_BYTES };
 
+/* The rings' one_kernel argument: 0 (fences), 1 (one kernel, each sleeper
+ * chooses), or this: one kernel, every sleep a membarrier(2). */
+#define ALWAYS_BARRIER 2
+
 /* The memfd: ring headers and each side's report on page 0, data after. */
 struct report {
         uint64_t sent, recvd, bytes_sent, bytes_recvd;
@@ -509,7 +513,7 @@ struct pair {
 /* me: 0 parent, 1 child. The parent always sends `total`; the child too if
  * both ways, else it only receives. */
 static void side_init(struct side *s, struct pair *p, int me, enum kind kind, uint32_t size, uint64_t total,
-                      bool both, bool one_kernel)
+                      bool both, int one_kernel)
 {
         int tx = me, rx = !me;
         uint8_t *base = (uint8_t *)p->shm;
@@ -525,8 +529,10 @@ static void side_init(struct side *s, struct pair *p, int me, enum kind kind, ui
         pv_ring_init(&s->rx, &p->shm->hdr[rx], base + DATA_OFF(rx, size), size, false);
         /* Both sides register for the other's membarrier(2), after the
          * fork. */
-        pv_ring_set_one_kernel(&s->tx, one_kernel);
-        pv_ring_set_one_kernel(&s->rx, one_kernel);
+        pv_ring_set_one_kernel(&s->tx, one_kernel != 0);
+        pv_ring_set_one_kernel(&s->rx, one_kernel != 0);
+        if (one_kernel == ALWAYS_BARRIER)
+                s->tx.sleeps.light_at = s->rx.sleeps.light_at = 0;
         s->kick_tx_data = p->irq_data[tx];
         s->wait_tx_room = p->irq_room[tx];
         s->wait_rx_data = p->irq_data[rx];
@@ -625,12 +631,14 @@ static int reap(pid_t child, bool failed, int ms)
         }
 }
 
-static int run_pair(enum kind kind, uint64_t total, bool both, bool one_kernel)
+static int run_pair(enum kind kind, uint64_t total, bool both, int one_kernel)
 {
         uint32_t size = kind == KIND_MSG ? MSG_RING_SIZE : BYTE_RING_SIZE;
         const char *what = kind == KIND_MSG
-                ? (both ? (one_kernel ? "message rings, both ways, light fences" : "message rings, both ways")
-                        : (one_kernel ? "message ring, one way, light fences" : "message ring, one way"))
+                ? (both ? (one_kernel == ALWAYS_BARRIER ? "message rings, both ways, every sleep a membarrier"
+                           : one_kernel ? "message rings, both ways, one kernel" : "message rings, both ways")
+                        : (one_kernel == ALWAYS_BARRIER ? "message ring, one way, every sleep a membarrier"
+                           : one_kernel ? "message ring, one way, one kernel" : "message ring, one way"))
                 : (both ? "byte rings, both ways" : "byte ring, one way");
         double ways = both ? 2.0 : 1.0;
         struct pair p;
@@ -663,7 +671,7 @@ static int run_pair(enum kind kind, uint64_t total, bool both, bool one_kernel)
 
         double t0 = now_s();
         side_init(&s, &p, 0, kind, size, total, both, one_kernel);
-        if (one_kernel && !s.tx.light)
+        if (one_kernel && !s.tx.one_kernel)
                 printf("%s: membarrier(2) refused here: the rings keep their full fences\n", what);
         s.child = child;
         s.peer_pidfd = (int)syscall(SYS_pidfd_open, child, 0);  /* -1 if too old: no early exit check */
@@ -776,9 +784,10 @@ static int pp_side(struct side *s, bool parent, uint64_t rounds)
         return 0;
 }
 
-static int run_pingpong(uint64_t rounds, bool one_kernel)
+static int run_pingpong(uint64_t rounds, int one_kernel)
 {
-        const char *what = one_kernel ? "ping-pong, light fences" : "ping-pong";
+        const char *what = one_kernel == ALWAYS_BARRIER ? "ping-pong, every sleep a membarrier"
+                         : one_kernel ? "ping-pong, one kernel" : "ping-pong";
         struct pair p;
         struct side s;
         int rc = -1;
@@ -834,13 +843,15 @@ int main(void)
         /* One way as well as both: traffic the other way wakes a side for
          * its own sake and can hide a lost wake-up. */
         uint64_t half = msgs / 2 ? msgs / 2 : 1;
-        /* Then the message rings again as between two pvds of the emulated
-         * platform: asymmetric fences (pv-atomic.h), where a lost wake-up
-         * would come from a missed membarrier(2). */
-        if (run_pair(KIND_MSG, msgs, true, false) < 0 || run_pair(KIND_MSG, half, false, false) < 0 ||
-            run_pair(KIND_BYTES, half, true, false) < 0 || run_pair(KIND_BYTES, half, false, false) < 0 ||
-            run_pair(KIND_MSG, msgs, true, true) < 0 || run_pair(KIND_MSG, half, false, true) < 0 ||
-            run_pingpong(msgs / 20 ? msgs / 20 : 1, false) < 0 || run_pingpong(msgs / 20 ? msgs / 20 : 1, true) < 0) {
+        /* Then the message rings on one kernel (pv-atomic.h, "asymmetric
+         * fences"): as they choose, and with every sleep a membarrier(2),
+         * where the other side's notify skips its fence; and a ping-pong,
+         * where a lost wake-up stalls at once. */
+        uint64_t pp = msgs / 20 ? msgs / 20 : 1;
+        if (run_pair(KIND_MSG, msgs, true, 0) < 0 || run_pair(KIND_MSG, half, false, 0) < 0 ||
+            run_pair(KIND_BYTES, half, true, 0) < 0 || run_pair(KIND_BYTES, half, false, 0) < 0 ||
+            run_pair(KIND_MSG, msgs, true, 1) < 0 || run_pair(KIND_MSG, half, false, ALWAYS_BARRIER) < 0 ||
+            run_pingpong(pp, 0) < 0 || run_pingpong(pp, 1) < 0 || run_pingpong(pp, ALWAYS_BARRIER) < 0) {
                 say("parent", "FAILED");
                 return 1;
         }

@@ -50,7 +50,15 @@ struct VrpqChan {
         atomic_bool peer_woken;         /* we kicked a sleeping peer: yield while waiting for it */
         uint64_t spin_ns;               /* PVCLIENT_VRPQ_[REMOTE_]SPIN_US: the most a wait polls */
         bool remote;                    /* the peer runs on another kernel */
-        bool light;                     /* not remote: wake checks skip their fence */
+        /* Asymmetric fences (pv-atomic.h): on one kernel, with
+         * membarrier(2) here; our barrier word and the peer's; our waits'
+         * mode, one wait at a time. */
+        bool barrier_ok;
+        uint32_t *my_barrier;
+        const uint32_t *peer_barrier;
+        pthread_mutex_t fence_lock;
+        struct pv_fence_mode fence_mode;
+        atomic_uint fence_tick;         /* wakes, sampled: lossy across threads */
         struct pvc_spin_learn spin_learn; /* what it polls now */
         void *last_out;                 /* the last block's output bytes */
         VrpqCallbackFn cb_fn;           /* client: handles callbacks while it waits */

@@ -264,11 +264,12 @@ static inline int vrpq_txq_done(struct vrpq_txq *q, uint32_t seq)
 /* ---- waking the other side -------------------------------------------------- */
 
 /* After publishing (and before sleeping): true if the waiter owning flag
- * sleeps and needs the xIRQ. At most one true per sleep. light: the peer
- * runs on our kernel and its sleeps call membarrier(2) (pv-atomic.h). */
-static inline bool vrpq_wake_needed(uint32_t *flag, bool light)
+ * sleeps and needs the xIRQ. At most one true per sleep. one_kernel: we may
+ * skip the fence when the peer's barrier word says its sleeps call
+ * membarrier(2) (pv-atomic.h). */
+static inline bool vrpq_wake_needed(uint32_t *flag, bool one_kernel, const uint32_t *peer_barrier)
 {
-        pv_fence_wake(light);
+        pv_fence_wake(one_kernel, peer_barrier);
         return ring_load_relaxed(flag) && ring_exchange(flag, 0);
 }
 

@@ -145,6 +145,47 @@ static int closed_ready(VrpqChan *c, int (*ready)(VrpqChan *, void *), void *arg
         return r ? r : -ECONNRESET;
 }
 
+/* Between raising our sleep flags and looking again (pv-atomic.h,
+ * "asymmetric fences"): a full fence, or on one kernel a membarrier(2)
+ * when we sleep rarely. A channel's waits may run in two threads (a poster
+ * and a receiver): the step is one at a time, so that no wait settles for
+ * a fence while another publishes that we call membarrier(2). */
+/* What moved: our own counters' copies on our lines, which the threads
+ * that move them store atomically (a peer that rewrites them only chooses
+ * our mode, and both modes are safe). */
+static uint64_t fence_count(VrpqChan *c)
+{
+        return shm_read64(&c->tx.pl->posted) + shm_read64(&c->rx.cl->received);
+}
+
+static void sleep_fence(VrpqChan *c)
+{
+        if (!c->barrier_ok) {
+                ring_full_fence();
+                return;
+        }
+        pthread_mutex_lock(&c->fence_lock);
+        pv_fence_sleep(true, c->my_barrier, &c->fence_mode, fence_count(c));
+        pthread_mutex_unlock(&c->fence_lock);
+}
+
+/* A side that moves requests for long without sleeping publishes that
+ * its sleeps will call membarrier(2), so that the peer's wakes stop
+ * fencing (pv_fence_busy). Looked at every 64th wake, under the lock of
+ * the waits' step. */
+static inline void fence_busy(VrpqChan *c)
+{
+        if (!c->barrier_ok)
+                return;
+        unsigned t = atomic_load_explicit(&c->fence_tick, memory_order_relaxed) + 1;
+        atomic_store_explicit(&c->fence_tick, t, memory_order_relaxed);
+        if ((t & 63) || ring_load_relaxed(&c->fence_mode.state) == PV_FENCE_WORD_BARRIER)
+                return;
+        pthread_mutex_lock(&c->fence_lock);
+        pv_fence_busy(c->my_barrier, &c->fence_mode, fence_count(c));
+        pthread_mutex_unlock(&c->fence_lock);
+}
+
 int pvc_vrpq_wait(VrpqChan *c, uint32_t *flag, uint32_t *flag2, int (*ready)(VrpqChan *, void *), void *arg,
               int timeout_ms)
 {
@@ -200,7 +241,7 @@ int pvc_vrpq_wait(VrpqChan *c, uint32_t *flag, uint32_t *flag2, int (*ready)(Vrp
                         bell_drain(c);
                 unsigned g0 = atomic_load(&c->bell_gen);
                 flags_set(flag, flag2, 1);
-                pv_fence_sleep(!c->remote);
+                sleep_fence(c);
                 if ((r = ready(c, arg))) {
                         flags_set(flag, flag2, 0);
                         return r;
@@ -317,7 +358,8 @@ static void prefault_ahead(VrpqChan *c)
 static void notify_rx(VrpqChan *c)
 {
         prefault_ahead(c);
-        if (vrpq_wake_needed(c->peer_rx_sleep, c->light)) {
+        fence_busy(c);
+        if (vrpq_wake_needed(c->peer_rx_sleep, c->barrier_ok, c->peer_barrier)) {
                 atomic_store_explicit(&c->peer_woken, true, memory_order_relaxed);
                 uint64_t one = 1;
                 if (write(c->kick_fd, &one, sizeof(one)) < 0) {
@@ -332,7 +374,8 @@ static void notify_rx(VrpqChan *c)
 /* Wake the peer's poster after consuming (room, completions). */
 static void notify_tx(VrpqChan *c)
 {
-        if (vrpq_wake_needed(c->peer_tx_sleep, c->light)) {
+        fence_busy(c);
+        if (vrpq_wake_needed(c->peer_tx_sleep, c->barrier_ok, c->peer_barrier)) {
                 atomic_store_explicit(&c->peer_woken, true, memory_order_relaxed);
                 uint64_t one = 1;
                 if (write(c->kick_fd, &one, sizeof(one)) < 0) {

@@ -179,6 +179,7 @@ static void chan_free(VrpqChan *c)
         if (c->wait_fd >= 0)
                 close(c->wait_fd);
         pthread_mutex_destroy(&c->bell_lock);
+        pthread_mutex_destroy(&c->fence_lock);
         pthread_cond_destroy(&c->bell_cv);
         free(c->batch);
         free(c->items);
@@ -207,6 +208,8 @@ static void chan_attach(VrpqChan *c)
                 c->my_cpu = &h->clt_cpu;
                 c->peer_cpu = &h->srv_cpu;
                 c->peer_kernel = &h->srv_kernel;
+                c->my_barrier = &h->clt_barrier;
+                c->peer_barrier = &h->srv_barrier;
                 shm_store64(&h->clt_kernel, c->kernel);
         } else {
                 vrpq_txq_init(&c->tx, &h->cb_p, &h->cb_c, cb_ring, g->cb_cap, pmem + g->cbport_off, g->cbport_size);
@@ -218,6 +221,8 @@ static void chan_attach(VrpqChan *c)
                 c->my_cpu = &h->srv_cpu;
                 c->peer_cpu = &h->clt_cpu;
                 c->peer_kernel = &h->clt_kernel;
+                c->my_barrier = &h->srv_barrier;
+                c->peer_barrier = &h->clt_barrier;
                 shm_store64(&h->srv_kernel, c->kernel);
         }
 }
@@ -247,9 +252,12 @@ static int chan_open(VrpqSession *s, int op, const void *info, size_t info_len, 
         c->kick_fd = c->wait_fd = -1;
         c->server = s->server;
         c->remote = !s->one_kernel;
-        /* On one kernel a post's wake check costs no fence: the peer's
-         * sleeps call membarrier(2) instead (pv-atomic.h). */
-        c->light = pv_fence_light(s->one_kernel);
+        /* On one kernel a side that sleeps rarely calls membarrier(2)
+         * before it sleeps, and the other's wake checks skip their fence
+         * (pv-atomic.h). */
+        c->barrier_ok = pv_fence_register(s->one_kernel);
+        pthread_mutex_init(&c->fence_lock, NULL);
+        pv_fence_mode_init(&c->fence_mode);
         c->spin_ns = pvc_vrpq_spin_ns(c->remote);
         pvc_spin_learn_init(&c->spin_learn);
         /* Our kernel's token is no proof that the peer shares it (guests
