@@ -15,11 +15,11 @@
  * vlink ring's sides spin up to SPIN_US before they sleep, as the
  * libraries' waits do (the consumer notifies once per batch it drains); the
  * producer notifies after every message, or after every 32. Both
- * processes run on one kernel, so the ring's notify checks use asymmetric
- * fences (pv_ring_set_one_kernel, pv-atomic.h), as VRPQ queues between
- * programs on one kernel do. The "2 kernels" rows keep full fences, as
- * between VMs and in pvd's vlinks (where pvd sleeps after every burst and
- * a membarrier(2) per sleep would cost more than the fences save). */
+ * processes run on one kernel (pv_ring_set_one_kernel), so a side that
+ * sleeps rarely, as the consumer of a stream, calls membarrier(2) before
+ * its sleeps and the other side's notify checks skip their fence
+ * (pv-atomic.h), as in VRPQ and pvd's vlinks on one kernel. The "2 kernels"
+ * rows keep full fences, as between VMs. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -238,6 +239,27 @@ static void test_client_death_and_return(void)
         CU_ASSERT_EQUAL(pvt_wait_vlink(&plat, "vm3", LINK_VOGL, "ON", 5000), 0);
         /* Fresh memory: a new generation. */
         CU_ASSERT(vlink_gen("vm2", LINK_VOGL) > gen);
+}
+
+/* pvd runs as SCHED_BATCH (its wake-ups never preempt a program), unless
+ * PVD_SCHED=other; the programs it serves keep their own policy. */
+static void test_sched_batch(void)
+{
+        struct pvt_vm *v = pvt_vm(&plat, "vm3");
+        CU_ASSERT_EQUAL(sched_getscheduler(pvt_vm(&plat, "vm2")->pid), SCHED_BATCH);
+        CU_ASSERT_EQUAL(sched_getscheduler(v->pid), SCHED_BATCH);
+        CU_ASSERT_EQUAL(sched_getscheduler(0), SCHED_OTHER);
+        CU_ASSERT(pvt_pvd_stop(&plat, "vm3", SIGTERM) != -1);
+        setenv("PVD_SCHED", "other", 1);
+        int rc = pvt_pvd_start(&plat, "vm3", NULL);
+        unsetenv("PVD_SCHED");
+        CU_ASSERT_EQUAL_FATAL(rc, 0);
+        CU_ASSERT_EQUAL(sched_getscheduler(v->pid), SCHED_OTHER);
+        CU_ASSERT(pvt_pvd_stop(&plat, "vm3", SIGTERM) != -1);
+        CU_ASSERT_EQUAL_FATAL(pvt_pvd_start(&plat, "vm3", NULL), 0);
+        CU_ASSERT_EQUAL(sched_getscheduler(v->pid), SCHED_BATCH);
+        CU_ASSERT_EQUAL(pvt_wait_vlink(&plat, "vm2", LINK_VOGL, "ON", 5000), 0);
+        CU_ASSERT_EQUAL(pvt_wait_vlink(&plat, "vm3", LINK_VOGL, "ON", 5000), 0);
 }
 
 /* A second pvd for vm, refused: its error names the holder. */
@@ -580,6 +602,7 @@ static const struct pvt_test tests[] = {
         { "client pvd killed and restarted", test_client_death_and_return },
         { "server pvd killed and restarted", test_server_death_and_return },
         { "second pvd for a VM refused", test_second_pvd_refused },
+        { "pvd runs as SCHED_BATCH, or as told", test_sched_batch },
         { "malformed control messages", test_malformed_messages },
         { "threads share a connection", test_threads_share_a_connection },
         { "SIGTERM and SIGINT stop cleanly", test_sigterm_clean },
