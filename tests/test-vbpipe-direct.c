@@ -332,14 +332,17 @@ void test_direct_event_loop_reader(void)
         vbt_run(ev_a, ev_b, NULL, NULL);
         CU_ASSERT(vbt_stat_u64("vm4", P0, NULL, "reader_lookouts", &spells1));
         CU_ASSERT(vbt_stat_u64("vm4", P0, NULL, "reader_stops", &stops1));
-        CU_ASSERT(spells1 > spells0);   /* its bursts read in a loop */
-        /* Each burst ends saying it sleeps: a stop pvd finds is one where
+        /* Whether pvd looks out during a burst depends on whether it gets
+         * a CPU meanwhile (it runs as SCHED_BATCH and gives way to the two
+         * programs), so only what a look would cost is checked. Each
+         * burst ends saying it sleeps: a stop pvd finds is one where
          * the reader was preempted between two reads for a whole period
          * (under load), never one per burst. */
         CU_ASSERT(stops1 - stops0 < EV_MSGS / 4);
         if (stops1 != stops0)
-                fprintf(stderr, "test-vbpipe: the event loop was found stopped %llu times in %u bursts\n",
-                        (unsigned long long)(stops1 - stops0), EV_MSGS);
+                fprintf(stderr, "test-vbpipe: the event loop was found stopped %llu times in %u bursts "
+                        "(%llu looks)\n", (unsigned long long)(stops1 - stops0), EV_MSGS,
+                        (unsigned long long)(spells1 - spells0));
         CU_ASSERT(vbt_idle());
 }
 
