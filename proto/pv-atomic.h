@@ -96,9 +96,9 @@ static inline void ring_full_fence(void)
  * word. A sleeper's first sleep after it attached counts as a change, so a
  * stale word in reused memory is never trusted. A side that moves
  * PV_FENCE_LIGHT_AT without sleeping at all publishes 1 at once
- * (pv_fence_busy): its next sleep calls membarrier(2) anyway. A peer that lies in its
- * word only risks its own wake-ups. Across kernels (ivshmem between VMs)
- * the word stays 0 and both sides fence. */
+ * (pv_fence_busy): its next sleep calls membarrier(2) anyway. A peer that
+ * lies in its word only risks its own wake-ups. Across kernels (ivshmem
+ * between VMs) the word stays 0 and both sides fence. */
 
 #define PV_FENCE_LIGHT_AT    1024u    /* moved since the last sleep: membarrier from now */
 #define PV_FENCE_HEAVY_BELOW 256u     /* moved since the last sleep: fences again */
