@@ -631,6 +631,32 @@ static int reap(pid_t child, bool failed, int ms)
         }
 }
 
+/* Opens the memory and xIRQs of a pair and forks its child: the child's
+ * pid in the parent, 0 in the child (which dies with the parent), -1 with
+ * nothing left open. */
+static pid_t pair_fork(struct pair *p, uint32_t size)
+{
+        if (pair_open(p, size) < 0)
+                return -1;
+        /* The creator of the memory resets both headers, once, before the
+         * other side can see them. */
+        memset(p->shm, 0, sizeof(*p->shm));
+        fflush(NULL);
+        pid_t parent = getpid(), child = fork();
+        if (child < 0) {
+                say("parent", "fork: %s", strerror(errno));
+                pair_close(p);
+                return -1;
+        }
+        if (child == 0) {
+                /* Die with the parent, whatever kills it. */
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
+                if (getppid() != parent)
+                        _exit(1);
+        }
+        return child;
+}
+
 static int run_pair(enum kind kind, uint64_t total, bool both, int one_kernel)
 {
         uint32_t size = kind == KIND_MSG ? MSG_RING_SIZE : BYTE_RING_SIZE;
@@ -645,24 +671,10 @@ static int run_pair(enum kind kind, uint64_t total, bool both, int one_kernel)
         struct side s;
         int rc = -1;
 
-        if (pair_open(&p, size) < 0)
+        pid_t child = pair_fork(&p, size);
+        if (child < 0)
                 return -1;
-        /* The creator of the memory resets both headers, once, before the
-         * other side can see them. */
-        memset(p.shm, 0, sizeof(*p.shm));
-
-        fflush(NULL);
-        pid_t parent = getpid(), child = fork();
-        if (child < 0) {
-                say("parent", "fork: %s", strerror(errno));
-                pair_close(&p);
-                return -1;
-        }
         if (child == 0) {
-                /* Die with the parent, whatever kills it. */
-                prctl(PR_SET_PDEATHSIG, SIGKILL);
-                if (getppid() != parent)
-                        _exit(1);
                 side_init(&s, &p, 1, kind, size, total, both, one_kernel);
                 rc = side_alloc(&s) == 0 ? run_side(&s) : -1;
                 report_fill(&p.shm->report[1], &s);
@@ -792,20 +804,10 @@ static int run_pingpong(uint64_t rounds, int one_kernel)
         struct side s;
         int rc = -1;
 
-        if (pair_open(&p, MSG_RING_SIZE) < 0)
+        pid_t child = pair_fork(&p, MSG_RING_SIZE);
+        if (child < 0)
                 return -1;
-        memset(p.shm, 0, sizeof(*p.shm));
-        fflush(NULL);
-        pid_t parent = getpid(), child = fork();
-        if (child < 0) {
-                say("parent", "fork: %s", strerror(errno));
-                pair_close(&p);
-                return -1;
-        }
         if (child == 0) {
-                prctl(PR_SET_PDEATHSIG, SIGKILL);
-                if (getppid() != parent)
-                        _exit(1);
                 side_init(&s, &p, 1, KIND_MSG, MSG_RING_SIZE, rounds, true, one_kernel);
                 rc = pp_side(&s, false, rounds);
                 report_fill(&p.shm->report[1], &s);
