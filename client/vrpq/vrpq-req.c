@@ -145,11 +145,6 @@ static int closed_ready(VrpqChan *c, int (*ready)(VrpqChan *, void *), void *arg
         return r ? r : -ECONNRESET;
 }
 
-/* Between raising our sleep flags and looking again (pv-atomic.h,
- * "asymmetric fences"): a full fence, or on one kernel a membarrier(2)
- * when we sleep rarely. A channel's waits may run in two threads (a poster
- * and a receiver): the step is one at a time, so that no wait settles for
- * a fence while another publishes that we call membarrier(2). */
 /* What moved: our own counters' copies on our lines, which the threads
  * that move them store atomically (a peer that rewrites them only chooses
  * our mode, and both modes are safe). */
@@ -158,6 +153,11 @@ static uint64_t fence_count(VrpqChan *c)
         return shm_read64(&c->tx.pl->posted) + shm_read64(&c->rx.cl->received);
 }
 
+/* Between raising our sleep flags and looking again (pv-atomic.h,
+ * "asymmetric fences"): a full fence, or on one kernel a membarrier(2)
+ * when we sleep rarely. A channel's waits may run in two threads (a poster
+ * and a receiver): the step is one at a time, so that no wait settles for
+ * a fence while another publishes that we call membarrier(2). */
 static void sleep_fence(VrpqChan *c)
 {
         if (!c->barrier_ok) {
